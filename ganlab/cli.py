@@ -1,0 +1,248 @@
+"""The ``ganlab`` command line. torch is imported inside commands so ``ganlab --help`` stays fast."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+
+import click
+
+from ganlab import __version__
+from ganlab.errors import GanlabError
+
+
+class GanlabGroup(click.Group):
+    """Turns ``GanlabError`` into click's one-line ``Error: ...`` and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GanlabError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=GanlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ganlab")
+def cli() -> None:
+    """Train, load, evaluate and analyse DCGANs (Radford, Metz & Chintala 2015)."""
+
+
+def train_options(func):
+    """Training flags shared by ``train`` and ``run``; defaults come from ``TrainOptions``."""
+    from ganlab.defaults import TrainOptions
+
+    d = TrainOptions()
+    opts = [
+        click.option("--dataset", default=None, help=f"dataset name (default {d.dataset}); see `ganlab plugins`"),
+        click.option("--data-root", type=click.Path(file_okay=False), default=None, help="folder holding the dataset files"),
+        click.option("--split", default=None, help=f"split to train on (default {d.split})"),
+        click.option("--download", is_flag=True, default=None, help="allow torchvision to download the dataset"),
+        click.option("--limit", type=click.IntRange(2), default=None, help="train on the first N images only"),
+        click.option("--preset", type=click.Choice(["dcgan32", "dcgan64", "imagenet32"]), default=None,
+                     help="model preset; flags below override it"),
+        click.option("--image-size", type=click.Choice(["16", "32", "64", "128"]), default=None,
+                     help="image side (default 32)"),
+        click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 or 3 (default: by dataset)"),
+        click.option("--nz", type=click.IntRange(1), default=None, help="latent size (default 100)"),
+        click.option("--ngf", type=click.IntRange(1), default=None, help="G width (default 64)"),
+        click.option("--ndf", type=click.IntRange(1), default=None, help="D width (default 64)"),
+        click.option("--kernel-size", type=click.Choice(["3", "4", "5"]), default=None, help="conv kernel (default 4)"),
+        click.option("--latent", type=click.Choice(["normal", "uniform"]), default=None, help="z distribution"),
+        click.option("--epochs", type=click.IntRange(1), default=None, help=f"epochs (default {d.epochs})"),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help=f"batch size (default {d.batch_size})"),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Adam lr (default {d.lr})"),
+        click.option("--beta1", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help=f"Adam beta1 (default {d.beta1})"),
+        click.option("--seed", type=int, default=None, help=f"random seed (default {d.seed})"),
+        click.option("--device", default=None, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+        click.option("--amp", is_flag=True, default=None, help="mixed precision (bf16, or fp16 with loss scaling)"),
+        click.option("--out", type=click.Path(file_okay=False), default=None, help="run folder (default runs/DATASET)"),
+    ]
+    for option in reversed(opts):
+        func = option(func)
+    return func
+
+
+def _options_from_flags(base, flags: dict):
+    """Apply the flags the user gave (not None) on top of ``base`` TrainOptions."""
+    names = {f.name for f in fields(base)}
+    changes = {k: v for k, v in flags.items() if k in names and v is not None}
+    for key in ("image_size", "channels", "kernel_size"):
+        if key in changes:
+            changes[key] = int(changes[key])
+    return base.updated(**changes)
+
+
+@cli.command()
+@train_options
+@click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from this checkpoint")
+def train(**flags) -> None:
+    """Train a DCGAN; writes checkpoints, sample grids and log.jsonl to the run folder."""
+    from ganlab.training import train as run_training
+
+    from ganlab.defaults import TrainOptions
+
+    options = _options_from_flags(TrainOptions(), flags)
+    last = run_training(options)
+    click.echo(f"trained {options.epochs} epochs; last checkpoint: {last}")
+
+
+def _load_for_cli(checkpoint, generator, discriminator, device):
+    from ganlab.checkpoint import load
+    from ganlab.pytorch_examples import load_pair
+    from ganlab.training import select_device
+
+    if checkpoint and generator:
+        raise GanlabError("give a checkpoint or --generator, not both")
+    if generator:
+        return load_pair(generator, discriminator).to(select_device(device))
+    if not checkpoint:
+        raise GanlabError("give a checkpoint (ganlab sample CKPT) or --generator netG.pth")
+    return load(checkpoint, select_device(device))
+
+
+@cli.command()
+@click.argument("checkpoint", required=False, type=click.Path())
+@click.option("-n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="number of images")
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG to write")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--nrow", type=click.IntRange(1), default=8, show_default=True, help="images per grid row")
+@click.option("--generator", type=click.Path(dir_okay=False), help="a pytorch/examples netG_*.pth instead of CHECKPOINT")
+@click.option("--discriminator", type=click.Path(dir_okay=False), help="its netD_*.pth (optional)")
+@click.option("--device", default="auto", show_default=True)
+def sample(checkpoint, count, out, seed, nrow, generator, discriminator, device) -> None:
+    """Write a grid of N generated images to a PNG."""
+    from torchvision.utils import save_image
+
+    gan = _load_for_cli(checkpoint, generator, discriminator, device)
+    save_image(gan.sample(count, seed=seed), out, nrow=nrow, normalize=True, value_range=(-1, 1))
+    click.echo(f"wrote {count} samples to {out}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List plugins, their distribution and version, what they register, and load errors."""
+    from ganlab.registry import get_registry
+
+    registry = get_registry()
+    rows = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version, "registers": p.registers,
+         "error": p.error, "disabled": p.disabled}
+        for p in registry.plugins.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = " [disabled]" if row["disabled"] else (" [FAILED]" if row["error"] else "")
+        click.echo(f"{row['name']} ({row['distribution']} {row['version']}){state}")
+        for kind, names in sorted(row["registers"].items()):
+            click.echo(f"    {kind}: {', '.join(names)}")
+        if row["error"]:
+            click.echo(f"    error: {row['error']}")
+
+
+def report_options(func):
+    opts = [
+        click.option("--only", help="comma-separated components to run (default: all applicable)"),
+        click.option("--skip", help="comma-separated components to leave out"),
+        click.option("--dataset", help="dataset for the components (default: the one recorded in the checkpoint)"),
+        click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset files"),
+        click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option"),
+        click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
+    ]
+    for option in reversed(opts):
+        func = option(func)
+    return func
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs) -> None:
+    from ganlab.report import make_report
+
+    data, folder = make_report(checkpoint, only=only, skip=_split(skip), out=out, dataset=dataset,
+                               data_root=data_root, seed=seed, device=device, settings=settings,
+                               all_across_epochs=across_epochs)
+    click.echo(f"wrote {folder / 'index.html'} and {folder / 'metrics.json'}")
+    if data.failed:
+        raise click.ClickException(f"components failed: {', '.join(data.failed)} (see their sections in the report)")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@report_options
+@click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, out, seed, device) -> None:
+    """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
+    from ganlab.report import parse_settings
+
+    _write_report(checkpoint, only=_split(only), skip=skip, out=out, dataset=dataset, data_root=data_root, seed=seed,
+                  device=device, settings=parse_settings(settings), across_epochs=across_epochs)
+
+
+@cli.command()
+@click.argument("experiment", required=False)
+@click.option("--list", "list_", is_flag=True, help="list the experiments")
+@click.option("--retrain", is_flag=True, help="train even if the run's checkpoint exists")
+@click.option("--checkpoint", type=click.Path(), help="report on this checkpoint instead of training")
+@click.option("--report-out", type=click.Path(file_okay=False), help="report folder (default reports/EXPERIMENT)")
+@train_options
+@click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option")
+def run(experiment, list_, retrain, checkpoint, report_out, settings, **flags) -> None:
+    """Run a registered experiment: train (unless its checkpoint exists), then write the report."""
+    from pathlib import Path
+
+    from ganlab.defaults import TrainOptions
+    from ganlab.registry import get_registry
+
+    registry = get_registry()
+    if list_ or not experiment:
+        if not registry.experiments:
+            click.echo("no experiments registered")
+        for name, exp in sorted(registry.experiments.items()):
+            click.echo(f"{name:<16} {exp.description}")
+        return
+    exp = registry.get("experiments", experiment)
+    options = _options_from_flags(TrainOptions(out=f"runs/{exp.name}").updated(**exp.train), flags)
+    if checkpoint is None:
+        last = Path(options.out) / "last.pt"
+        if retrain or not last.exists():
+            from ganlab.training import train as run_training
+
+            run_training(options.updated(resume=None))
+        else:
+            click.echo(f"using existing {last} (give --retrain to train again)")
+        checkpoint = str(Path(options.out))
+    from ganlab.report import parse_settings
+
+    _write_report(checkpoint, only=list(exp.components) if exp.components else None, skip=None,
+                  out=report_out or f"reports/{exp.name}", dataset=exp.report_dataset, data_root=options.data_root,
+                  seed=options.seed, device=options.device,
+                  settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False)
+
+
+def main() -> None:
+    cli(prog_name="ganlab")
+
+
+def _add_plugin_commands() -> None:
+    from ganlab.registry import register_commands
+
+    register_commands(cli)
+
+
+# Plugin commands join the group last, so a plugin cannot shadow a built-in by accident.
+_add_plugin_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,125 @@
+"""What evaluators and analyses are: their interface, the context they run in, and their results.
+
+A component computes; it never renders. ``run(ctx)`` returns a ``Result`` of plain data
+(metrics, tables, matplotlib figures, image grids, text) that the report renderer lays out.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ganlab.checkpoint import LoadedGAN
+
+# What a component may need; a component whose needs are not met is skipped with the reason.
+NEEDS = {
+    "labels": "a dataset with class labels",
+    "heldout": "a held-out (test) split of the dataset",
+    "discriminator": "the checkpoint's discriminator",
+    "train_set": "the training dataset",
+    "gpu": "a CUDA GPU",
+}
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Figure:
+    title: str
+    figure: Any  # a matplotlib.figure.Figure
+
+
+@dataclass
+class Image:
+    title: str
+    image: Any  # float tensor C x H x W in [0, 1] (e.g. torchvision.utils.make_grid output), or a uint8 H x W x C array
+
+
+@dataclass
+class Result:
+    """What a component hands back: every field optional, all plain data."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    images: list[Image] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+
+class Component:
+    """Base of evaluators and analyses. Subclass ``Evaluator`` or ``Analysis``, not this.
+
+    Set ``name`` (lowercase, digits, dashes), a one-line ``description``, ``needs`` (keys of
+    ``NEEDS``), ``options`` (name -> default; users override them with
+    ``--set NAME.OPTION=VALUE``) and ``cheap = True`` if it is quick enough to rerun on every
+    epoch checkpoint of a run. Then implement ``run``.
+    """
+
+    kind = "component"
+    name: str = ""
+    description: str = ""
+    needs: frozenset[str] | set[str] | tuple[str, ...] = frozenset()
+    options: dict[str, Any] = {}
+    cheap: bool = False
+
+    def run(self, ctx: "RunContext") -> Result:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class Evaluator(Component):
+    """Measures a model: returns metrics (and optionally tables/figures)."""
+
+    kind = "evaluator"
+
+
+class Analysis(Component):
+    """Looks into a model: returns figures, image grids, text (and optionally metrics)."""
+
+    kind = "analysis"
+
+
+@dataclass
+class RunContext:
+    """Everything a component may use. ``split(name)`` loads a dataset split at the model's size."""
+
+    gan: "LoadedGAN"
+    device: "torch.device"
+    seed: int
+    cache_dir: Path
+    options: dict[str, Any]
+    dataset: str | None = None
+    data_root: Path | None = None
+    progress: Callable[..., Any] = None  # tqdm-like factory: progress(iterable, desc=..., total=...)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("ganlab"))
+    _splits: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def split(self, name: str, limit: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(images uint8 N x C x H x W at the model's size and channels, labels int64 N; -1 if unlabelled)."""
+        from ganlab.datasets import load_split
+
+        key = f"{name}:{limit}"
+        if key not in self._splits:
+            cfg = self.gan.config
+            self._splits[key] = load_split(self.dataset, name, root=self.data_root, image_size=cfg.image_size,
+                                           channels=cfg.channels, limit=limit, progress=True)
+        return self._splits[key]
+
+
+def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, has_discriminator: bool,
+                has_dataset: bool, has_gpu: bool) -> list[str]:
+    """Human reasons why ``component`` cannot run here (empty when it can)."""
+    have = {"labels": has_labels, "heldout": has_heldout, "discriminator": has_discriminator,
+            "train_set": has_dataset, "gpu": has_gpu}
+    return [f"needs {NEEDS.get(need, need)}" for need in sorted(component.needs) if not have.get(need, False)]

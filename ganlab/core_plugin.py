@@ -1,0 +1,24 @@
+"""ganlab's own hook implementations, registered like any plugin.
+
+Kept free of heavy imports (torch is imported inside the hooks) so that building the plugin
+manager, which ``ganlab --help`` does to list plugin commands, stays fast.
+"""
+from __future__ import annotations
+
+from ganlab.hookspecs import hookimpl
+
+
+@hookimpl
+def ganlab_register_datasets(register) -> None:
+    from ganlab.datasets import builtin_sources
+
+    for source in builtin_sources():
+        register(source)
+
+
+@hookimpl(trylast=True)
+def ganlab_load_checkpoint(path: str):
+    # trylast: a user's reader for a look-alike format gets the first word.
+    from ganlab.pytorch_examples import read_if_pytorch_examples
+
+    return read_if_pytorch_examples(path)

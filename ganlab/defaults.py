@@ -1,0 +1,64 @@
+"""The one home of training defaults: the Python API and the CLI both read ``TrainOptions``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from ganlab.errors import GanlabError
+
+# Datasets whose images are grey; everything else trains in RGB unless --channels says otherwise.
+GREY_DATASETS = ("digits", "mnist")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Options of ``ganlab train``. Model fields left None come from the preset, else ``ModelConfig``."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    split: str = "train"
+    download: bool = False
+    limit: int | None = None  # train on the first N images of the split (quick runs)
+    preset: str | None = None  # dcgan32, dcgan64, imagenet32
+    image_size: int | None = None
+    channels: int | None = None
+    nz: int | None = None
+    ngf: int | None = None
+    ndf: int | None = None
+    kernel_size: int | None = None
+    latent: str | None = None
+    extra_layers: int | None = None
+    epochs: int = 25
+    batch_size: int = 128
+    lr: float = 2e-4
+    beta1: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    out: str | None = None  # default runs/<dataset>
+    resume: str | None = None
+    sample_every: int = 1  # epochs between sample grids
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.beta1 < 1:
+            raise GanlabError("epochs and batch size must be >= 1, lr > 0 and 0 <= beta1 < 1")
+
+    def model_config(self):
+        """The ``ModelConfig`` these options ask for (imported here: this module stays torch-free)."""
+        from ganlab.models import PRESETS, ModelConfig
+
+        if self.preset is not None and self.preset not in PRESETS:
+            raise GanlabError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        base = PRESETS[self.preset] if self.preset else ModelConfig(
+            channels=1 if self.dataset.split(":")[0] in GREY_DATASETS else 3)
+        overrides = {f.name: getattr(self, f.name) for f in fields(ModelConfig) if getattr(self, f.name, None) is not None}
+        return replace(base, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def updated(self, **changes: Any) -> "TrainOptions":
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise GanlabError(f"unknown training options {unknown}")
+        return replace(self, **changes)

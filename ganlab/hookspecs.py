@@ -1,0 +1,69 @@
+"""Every hook ganlab calls. Plugins implement them with ``@ganlab.hookimpl``.
+
+The ``register_*`` hooks hand the plugin a callback; calling it adds one object to the
+registry, which checks its name (lowercase letters, digits and dashes), that no other
+plugin registered the same name, and its base class.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    import click
+
+    from ganlab.checkpoint import LoadedGAN
+
+hookspec = pluggy.HookspecMarker("ganlab")
+hookimpl = pluggy.HookimplMarker("ganlab")
+
+
+@hookspec
+def ganlab_register_datasets(register: Callable[[Any], None]) -> None:
+    """Register datasets: call ``register(DatasetSource(...))`` once per dataset.
+
+    A ``DatasetSource`` (``ganlab.datasets``) names the dataset, its splits, whether it has
+    labels and how to open one split from a root folder.
+    """
+
+
+@hookspec
+def ganlab_register_evaluators(register: Callable[[Any], None]) -> None:
+    """Register evaluators: call ``register(MyEvaluator())`` with a ``ganlab.Evaluator``.
+
+    Evaluators measure a model (metrics such as probe accuracy) and get a report section each.
+    """
+
+
+@hookspec
+def ganlab_register_analyses(register: Callable[[Any], None]) -> None:
+    """Register analyses: call ``register(MyAnalysis())`` with a ``ganlab.Analysis``.
+
+    Analyses look into a model (latent walks, arithmetic, feature plots) and get a report section each.
+    """
+
+
+@hookspec
+def ganlab_register_experiments(register: Callable[[Any], None]) -> None:
+    """Register experiments: call ``register(Experiment(...))`` (``ganlab.experiments``).
+
+    An experiment is a named recipe for ``ganlab run NAME``: what to train, with which options,
+    then which components to run for the report.
+    """
+
+
+@hookspec
+def ganlab_register_commands(cli: "click.Group") -> None:
+    """Add click commands to the ``ganlab`` command group: ``cli.add_command(my_command)``."""
+
+
+@hookspec(firstresult=True)
+def ganlab_load_checkpoint(path: str) -> "LoadedGAN | None":
+    """Read a checkpoint in a format ganlab does not know natively.
+
+    Return a ``ganlab.LoadedGAN`` when ``path`` is in your format, else ``None`` so the next
+    implementation is tried. The first non-None answer wins. Never unpickle untrusted data:
+    use ``torch.load(path, weights_only=True)``. Raise ``ganlab.GanlabError`` for a file that
+    is in your format but broken.
+    """

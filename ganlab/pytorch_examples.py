@@ -1,0 +1,87 @@
+"""Reads checkpoints of the pytorch/examples DCGAN script (``netG_epoch_N.pth`` / ``netD_epoch_N.pth``).
+
+Each file is a plain state dict of an ``nn.Sequential`` called ``main``, laid out exactly like
+ganlab's models (4x4 kernels, no biases); its D ends in a Sigmoid, which has no weights, so the
+logit ganlab's D returns is that Sigmoid's input. nz, ngf, ndf, channels and the image size are
+inferred from the weight shapes.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ganlab.checkpoint import LoadedGAN, read_checkpoint
+from ganlab.errors import GanlabError
+from ganlab.models import Discriminator, Generator, ModelConfig
+
+
+def _conv_weights(state: dict[str, Any]) -> list[Any]:
+    """The 4-d weights of ``main``, in layer order."""
+    keyed = [(int(m.group(1)), v) for k, v in state.items()
+             if (m := re.fullmatch(r"main\.(\d+)\.weight", k)) and getattr(v, "ndim", 0) == 4]
+    return [v for _, v in sorted(keyed, key=lambda kv: kv[0])]
+
+
+def _looks_like(state: Any) -> str | None:
+    """'generator', 'discriminator' or None for anything else."""
+    if not isinstance(state, dict) or "main.0.weight" not in state:
+        return None
+    # G's first layer is followed by BatchNorm; D's input layer has none (LeakyReLU directly).
+    return "generator" if "main.1.running_mean" in state else "discriminator"
+
+
+def _config(g_state: dict[str, Any], d_state: dict[str, Any] | None) -> ModelConfig:
+    g_convs = _conv_weights(g_state)
+    nz, first_width = g_convs[0].shape[:2]  # ConvTranspose2d weight: [in, out, k, k]
+    ngf, channels = g_convs[-1].shape[:2]
+    kernel = g_convs[-1].shape[-1]
+    ndf = _conv_weights(d_state)[0].shape[0] if d_state is not None else ngf
+    return ModelConfig(image_size=4 * 2 ** (len(g_convs) - 1), channels=int(channels), nz=int(nz),
+                       ngf=int(ngf), ndf=int(ndf), kernel_size=int(kernel))
+
+
+def _partner(generator_path: Path) -> Path | None:
+    """netG_epoch_24.pth -> netD_epoch_24.pth in the same folder, if it exists."""
+    if "netG" not in generator_path.name:
+        return None
+    candidate = generator_path.with_name(generator_path.name.replace("netG", "netD"))
+    return candidate if candidate.is_file() else None
+
+
+def load_pair(generator_path: str | Path, discriminator_path: str | Path | None = None) -> LoadedGAN:
+    """Load a pytorch/examples G (and D, given or found beside it as netD_*) into ganlab models."""
+    generator_path = Path(generator_path)
+    g_state = read_checkpoint(generator_path)
+    if _looks_like(g_state) != "generator":
+        raise GanlabError(f"{generator_path} is not a pytorch/examples DCGAN generator state dict (netG_*.pth)")
+    d_path = Path(discriminator_path) if discriminator_path else _partner(generator_path)
+    d_state = read_checkpoint(d_path) if d_path else None
+    if d_state is not None and _looks_like(d_state) != "discriminator":
+        raise GanlabError(f"{d_path} is not a pytorch/examples DCGAN discriminator state dict (netD_*.pth)")
+    try:
+        config = _config(g_state, d_state)
+        generator = Generator(config)
+        generator.load_state_dict(g_state)
+        discriminator = None
+        if d_state is not None:
+            discriminator = Discriminator(config)
+            discriminator.load_state_dict(d_state)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise GanlabError(f"{generator_path}: weights do not fit a DCGAN of the inferred shape ({first})") from None
+    meta = {"format": "pytorch-examples", "generator_path": str(generator_path),
+            "discriminator_path": str(d_path) if d_path else None}
+    return LoadedGAN(config, generator.eval(), discriminator.eval() if discriminator else None, generator_path, meta)
+
+
+def read_if_pytorch_examples(path: str) -> LoadedGAN | None:
+    """The LoadedGAN for a pytorch/examples generator file, None for any other format."""
+    state = read_checkpoint(path)
+    kind = _looks_like(state)
+    if kind is None:
+        return None
+    if kind == "discriminator":
+        raise GanlabError(f"{path} is a pytorch/examples discriminator; pass its generator instead "
+                          "(ganlab sample --generator netG_epoch_N.pth --discriminator netD_epoch_N.pth)")
+    return load_pair(path)

@@ -1,0 +1,230 @@
+"""Lay out a ``ReportData`` as one self-contained, offline HTML page plus PNG assets.
+
+The renderer computes nothing: it formats the numbers it is given, writes the images and
+figures it is given as PNGs, and plots the recorded training history and across-epochs series.
+Every string that may come from a plugin goes through Jinja2's autoescape; nothing is ``|safe``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+# Reports are written on headless machines. Switching an already-imported pyplot would close the
+# figures plugins just made, so only choose the backend when nobody has yet; savefig works on any.
+if "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (only to close figures plugins made through pyplot)
+import numpy as np  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+from matplotlib.figure import Figure as MplFigure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+
+from ganlab.report_data import FAILED, OK, SKIPPED, ReportData  # noqa: E402
+
+ASSETS = "assets"
+DPI = 100
+MIN_IMAGE_WIDTH = 256  # small grids (e.g. 28 px MNIST) are shown scaled up by whole pixels
+
+
+def slugify(text: str, fallback: str = "item") -> str:
+    """Lowercase letters, digits and single dashes only: safe as a file name part and an HTML id."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:60].strip("-")
+    return slug or fallback
+
+
+def fmt_value(value: Any) -> str:
+    """Ints plain, floats to 4 significant digits, anything else as its string."""
+    if isinstance(value, np.generic) or (hasattr(value, "numel") and value.numel() == 1):
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return str(value) if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 0.01:
+        return "<0.01 s"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)} min {secs:.0f} s"
+
+
+class _Assets:
+    """Writes PNGs under out_dir/assets with names built only from slugs and counters."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = (out_dir / ASSETS).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.used: set[str] = set()
+
+    def _path(self, stem: str) -> tuple[Path, str]:
+        name, n = slugify(stem), 2
+        while name in self.used:
+            name, n = f"{slugify(stem)}-{n}", n + 1
+        self.used.add(name)
+        path = (self.dir / f"{name}.png").resolve()
+        if path.parent != self.dir:  # cannot happen with a slug; a guard in case slugify ever changes
+            raise ValueError(f"refusing to write outside {self.dir}: {path}")
+        return path, f"{ASSETS}/{name}.png"
+
+    def figure(self, stem: str, fig: Any) -> dict[str, Any]:
+        """Save a matplotlib figure and always close it, so a long report does not leak figures."""
+        path, src = self._path(stem)
+        try:
+            fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+            return {"src": src}
+        except Exception as exc:  # one broken plugin figure should not cost the whole report
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            if isinstance(fig, MplFigure):  # plt.close rejects anything else
+                plt.close(fig)
+
+    def image(self, stem: str, image: Any) -> dict[str, Any]:
+        path, src = self._path(stem)
+        try:
+            pil = to_pil(image)
+            pil.save(path)
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        scale = max(1, MIN_IMAGE_WIDTH // max(pil.width, 1))
+        return {"src": src, "width": pil.width * scale, "height": pil.height * scale, "pixelated": scale > 1}
+
+
+def to_pil(image: Any) -> PILImage.Image:
+    """A float C x H x W tensor in [0, 1] or a uint8 H x W (x C) array -> a PIL image."""
+    if hasattr(image, "detach"):  # torch tensor, channels first
+        arr = image.detach().cpu().float().clamp(0, 1).numpy()
+        if arr.ndim == 3:
+            arr = arr.transpose(1, 2, 0)
+        arr = (arr * 255 + 0.5).astype(np.uint8)
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8:  # floats in [0, 1] given as an array
+            arr = (np.clip(arr.astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return PILImage.fromarray(arr)
+
+
+def history_figure(history: dict[str, list[float]]) -> MplFigure | None:
+    """Losses in one axes, discriminator outputs in another; dotted lines where epochs ended."""
+    panels = [("Losses", [("loss_D", "loss D"), ("loss_G", "loss G")]),
+              ("Discriminator output", [("D_x", "D(x)"), ("D_G_z", "D(G(z))")])]
+    if not any(history.get(key) for _, series in panels for key, _ in series):
+        return None
+    fig = MplFigure(figsize=(11, 3.4))
+    axes = fig.subplots(1, 2)
+    for ax, (title, series) in zip(axes, panels):
+        for key, label in series:
+            values = history.get(key) or []
+            if values:
+                ax.plot(range(1, len(values) + 1), values, label=label, linewidth=0.9)
+        for step in history.get("epoch_end_steps") or []:
+            ax.axvline(step, color="0.6", linestyle=":", linewidth=0.8)
+        ax.set(title=title, xlabel="step")
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def series_figure(name: str, points: list[tuple[int, float]]) -> MplFigure:
+    fig = MplFigure(figsize=(4.6, 3.0))
+    ax = fig.subplots()
+    points = sorted(points)
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linewidth=1.2)
+    ax.set(title=name, xlabel="epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _split_error(error: str | None) -> tuple[str, str]:
+    """"ValueError: boom" -> ("ValueError", "boom"), so the type can be shown prominently."""
+    text = error or "unknown error"
+    head, sep, rest = text.partition(": ")
+    if sep and re.fullmatch(r"[A-Za-z_][\w.]*", head):
+        return head, rest
+    return "Error", text
+
+
+def _table(table: Any) -> dict[str, Any]:
+    return {"title": table.title, "columns": [str(c) for c in table.columns],
+            "rows": [[fmt_value(cell) for cell in row] for row in table.rows]}
+
+
+def _component_view(run: Any, index: int, assets: _Assets, ids: set[str]) -> dict[str, Any]:
+    anchor, n = f"component-{slugify(run.name)}", 2
+    while anchor in ids:
+        anchor, n = f"component-{slugify(run.name)}-{n}", n + 1
+    ids.add(anchor)
+    # Asset names carry the component's position as well as its slug, so two components whose
+    # names slug alike never overwrite each other's files.
+    stem = f"c{index:02d}-{slugify(run.name)}"
+    result = run.result
+    view = {"run": run, "anchor": anchor, "time": fmt_seconds(run.seconds), "error": None,
+            "options": {str(k): fmt_value(v) for k, v in (run.options or {}).items()},
+            "metrics": [], "tables": [], "figures": [], "images": [], "text": []}
+    if run.status == FAILED:
+        view["error"] = _split_error(run.error)
+    if result is not None:
+        view["metrics"] = [(str(k), fmt_value(v)) for k, v in result.metrics.items()]
+        view["tables"] = [_table(t) for t in result.tables]
+        view["figures"] = [{"title": f.title, **assets.figure(f"{stem}-figure-{i}", f.figure)}
+                           for i, f in enumerate(result.figures, 1)]
+        view["images"] = [{"title": im.title, **assets.image(f"{stem}-image-{i}", im.image)}
+                          for i, im in enumerate(result.images, 1)]
+        view["text"] = [str(t) for t in result.text]
+    return view
+
+
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("ganlab", "templates"),
+                       autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=True, default=True),
+                       trim_blocks=True, lstrip_blocks=True)
+
+
+def render_report(data: ReportData, out_dir: Path) -> Path:
+    """Write ``out_dir/index.html`` and its PNGs under ``out_dir/assets/``; return the page's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    assets = _Assets(out_dir)
+    history = data.history or {}
+    fig = history_figure(history)
+    history_img = assets.figure("training-history", fig) if fig is not None else None
+    samples = assets.image("samples", data.samples) if data.samples is not None else None
+    ids: set[str] = set()
+    components = [_component_view(run, i, assets, ids) for i, run in enumerate(data.components, 1)]
+    across = [{"name": name, **assets.figure(f"across-epochs-{i:02d}-{slugify(name)}", series_figure(name, points))}
+              for i, (name, points) in enumerate((data.across_epochs or {}).items(), 1) if points]
+    training = dict(data.training or {})
+    options = training.pop("options", None) or {}
+    page = _environment().get_template("report.html").render(
+        data=data, history_img=history_img, epoch_marks=bool(history.get("epoch_end_steps")), samples=samples,
+        components=components, across=across,
+        config=[(str(k), fmt_value(v)) for k, v in (data.config or {}).items()],
+        training=[(str(k), fmt_value(v)) for k, v in training.items() if v is not None],
+        training_options=[(str(k), fmt_value(v)) for k, v in dict(options).items()],
+        versions=[(str(k), str(v)) for k, v in (data.versions or {}).items()],
+        counts={s: sum(c["run"].status == s for c in components) for s in (OK, FAILED, SKIPPED)},
+        skipped=SKIPPED, failed=FAILED)
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

@@ -1,0 +1,193 @@
+"""``ganlab report``: load a checkpoint, run the applicable components, write index.html + metrics.json.
+
+Data flows one way: checkpoint -> LoadedGAN -> RunContext -> component.run(ctx) -> Result ->
+ReportData -> renderer. A component that raises is recorded as failed; the rest still run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
+
+from ganlab import __version__
+from ganlab.checkpoint import LoadedGAN, load, resolve
+from ganlab.components import Component, RunContext, unmet_needs
+from ganlab.errors import GanlabError
+from ganlab.registry import get_registry
+from ganlab.report_data import FAILED, OK, SKIPPED, ComponentRun, ReportData
+from ganlab.training import select_device
+
+
+def cache_dir() -> Path:
+    """Where components cache features: $GANLAB_CACHE, else ~/.cache/ganlab."""
+    return Path(os.environ.get("GANLAB_CACHE") or Path.home() / ".cache" / "ganlab")
+
+
+def parse_settings(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["svm-probe.draws=5"]`` -> ``{"svm-probe.draws": "5"}``."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            raise GanlabError(f"--set {pair!r}: expected COMPONENT.OPTION=VALUE, e.g. --set svm-probe.draws=5")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Turn a CLI string into the type of the option's default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, (list, tuple)):
+            return type(default)(type(default[0])(v) if default else v for v in value.split(","))
+        return type(default)(value)
+    except ValueError:
+        raise GanlabError(f"--set {where}={value}: expected a {type(default).__name__} like {default!r}") from None
+
+
+def resolve_options(component: Component, settings: dict[str, Any]) -> dict[str, Any]:
+    """The component's defaults, overridden by ``settings`` for its own name."""
+    options = dict(component.options)
+    prefix = component.name + "."
+    for key, value in settings.items():
+        if not key.startswith(prefix):
+            continue
+        option = key[len(prefix):]
+        if option not in options:
+            known = ", ".join(sorted(options)) or "none"
+            raise GanlabError(f"--set {key}: {component.name} has no option {option!r} (options: {known})")
+        options[option] = _coerce(value, options[option], key)
+    return options
+
+
+def select_components(only: list[str] | None, skip: list[str] | None) -> list[Component]:
+    registry = get_registry()
+    available = registry.components()
+    for name in (only or []) + (skip or []):
+        if name not in available:
+            raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}")
+    names = only if only else sorted(available, key=lambda n: (available[n].kind != "evaluator", n))
+    return [available[n] for n in names if n not in (skip or [])]
+
+
+def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str | None, data_root: str | None,
+                   seed: int, device: torch.device, settings: dict[str, Any], progress: bool = True) -> list[ComponentRun]:
+    """Run each component, recording its status, time, result or error."""
+    registry = get_registry()
+    source = registry.datasets.get(dataset.split(":")[0]) if dataset else None
+    if dataset and source is None:
+        registry.get("datasets", dataset.split(":")[0])  # raises the one-line "unknown dataset" error
+    splits: dict[str, Any] = {}
+    runs = []
+    for component in components:
+        plugin = registry.owner.get((f"{'evaluators' if component.kind == 'evaluator' else 'analyses'}", component.name), "?")
+        options = resolve_options(component, settings)
+        run = ComponentRun(component.name, component.kind, component.description, plugin, SKIPPED, options=options)
+        reasons = unmet_needs(component, has_labels=bool(source and source.num_classes),
+                              has_heldout=bool(source and "test" in source.splits),
+                              has_discriminator=gan.discriminator is not None, has_dataset=source is not None,
+                              has_gpu=device.type == "cuda")
+        if reasons:
+            run.reason = "; ".join(reasons)
+            runs.append(run)
+            continue
+        ctx = RunContext(gan=gan, device=device, seed=seed, cache_dir=cache_dir(), options=options, dataset=dataset,
+                         data_root=Path(data_root) if data_root else None,
+                         progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
+                         _splits=splits)
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        try:
+            result = component.run(ctx)
+            run.status, run.result = OK, result
+        except GanlabError as exc:
+            run.status, run.error = FAILED, f"GanlabError: {exc}"
+        except Exception as exc:  # a component's bug must not lose the rest of the report
+            run.status, run.error = FAILED, f"{type(exc).__name__}: {exc}"
+        run.seconds = time.perf_counter() - start
+        if progress:
+            tqdm.write(f"  {component.name}: {run.status} ({run.seconds:.1f} s)" + (f" - {run.error}" if run.error else ""))
+        runs.append(run)
+    return runs
+
+
+def _epoch_checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("epoch_*.pt"))
+
+
+def across_epochs(run_dir: Path, components: list[Component], *, everything: bool, dataset: str | None,
+                  data_root: str | None, seed: int, device: torch.device, settings: dict[str, Any],
+                  progress: bool) -> dict[str, list[tuple[int, float]]]:
+    """metric -> [(epoch, value)] for cheap components (all with ``everything``) over a run's epochs."""
+    chosen = [c for c in components if everything or c.cheap]
+    series: dict[str, list[tuple[int, float]]] = {}
+    if not chosen:
+        return series
+    for path in tqdm(_epoch_checkpoints(run_dir), desc="across epochs", disable=not progress):
+        gan = load(path, device)
+        epoch = int(gan.meta.get("epoch", 0))
+        for run in run_components(gan, chosen, dataset=dataset, data_root=data_root, seed=seed, device=device,
+                                  settings=settings, progress=False):
+            for metric, value in (run.result.metrics if run.result else {}).items():
+                series.setdefault(f"{run.name}.{metric}", []).append((epoch, float(value)))
+    return series
+
+
+def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: list[str] | None = None,
+                out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
+                seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
+                all_across_epochs: bool = False, progress: bool = True) -> tuple[ReportData, Path]:
+    """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
+
+    Returns the report data and the output folder (default ``reports/<checkpoint or run name>``).
+    """
+    from ganlab.render import render_report
+
+    settings = settings or {}
+    torch_device = select_device(device)
+    checkpoint = Path(checkpoint)
+    run_dir = checkpoint if checkpoint.is_dir() else None
+    path = resolve(checkpoint)
+    gan = load(path, torch_device)
+    recorded = gan.meta.get("dataset") or {}
+    dataset = dataset or recorded.get("name")
+    data_root = data_root or recorded.get("root")
+    name = run_dir.name if run_dir else path.stem
+    out = Path(out) if out else Path("reports") / name
+    components = select_components(only, skip)
+    if progress:
+        tqdm.write(f"report for {path} ({len(components)} components, dataset {dataset or 'none'})")
+    runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
+                          settings=settings, progress=progress)
+    series = {}
+    if run_dir and len(_epoch_checkpoints(run_dir)) > 1:
+        series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset, data_root=data_root,
+                               seed=seed, device=torch_device, settings=settings, progress=progress)
+    samples = make_grid(gan.sample(64, seed=seed), nrow=8, normalize=True, value_range=(-1, 1))
+    data = ReportData(
+        title=f"ganlab report: {name}", checkpoint=str(path), config=gan.config.to_dict(), dataset=dataset,
+        versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        seed=seed, date=_dt.datetime.now().isoformat(timespec="seconds"),
+        training={"epoch": gan.meta.get("epoch"), "step": gan.meta.get("step"), "format": gan.meta.get("format"),
+                  "options": gan.meta.get("options")},
+        history={k: list(v) for k, v in gan.history.items()}, samples=samples, components=runs, across_epochs=series)
+    out.mkdir(parents=True, exist_ok=True)
+    render_report(data, out)
+    (out / "metrics.json").write_text(json.dumps(data.metrics(), indent=2, default=str))
+    return data, out
+

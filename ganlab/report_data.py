@@ -1,0 +1,72 @@
+"""Plain data handed from the report runner to the renderer (coverage.py-style "view data").
+
+The runner fills these; ``ganlab.render`` lays them out; ``metrics.json`` serialises them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganlab.components import Result
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass
+class ComponentRun:
+    """One component's outcome in a report."""
+
+    name: str
+    kind: str  # "evaluator" or "analysis"
+    description: str
+    plugin: str  # the plugin that registered it
+    status: str  # OK, FAILED or SKIPPED
+    seconds: float = 0.0
+    result: Result | None = None
+    error: str | None = None  # "ValueError: message" when FAILED
+    reason: str | None = None  # why it was SKIPPED
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """Everything one report page shows."""
+
+    title: str
+    checkpoint: str
+    config: dict[str, Any]
+    dataset: str | None
+    versions: dict[str, str]  # ganlab, torch, python
+    seed: int
+    date: str  # ISO 8601
+    training: dict[str, Any]  # epoch, step, options recorded in the checkpoint
+    history: dict[str, list[float]]  # per-step loss_D, loss_G, D_x, D_G_z and epoch_end_steps
+    samples: Any  # float tensor C x H x W in [0, 1]: a grid of generated images
+    components: list[ComponentRun] = field(default_factory=list)
+    # metric name -> [(epoch, value), ...] over a run's epoch checkpoints (`ganlab report RUN_DIR`)
+    across_epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.components if c.status == FAILED]
+
+    def metrics(self) -> dict[str, Any]:
+        """The ``metrics.json`` content: every metric plus how it was made."""
+        return {
+            "checkpoint": self.checkpoint,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "date": self.date,
+            "versions": self.versions,
+            "config": self.config,
+            "training": {k: v for k, v in self.training.items() if k != "options"},
+            "components": {
+                c.name: {
+                    "kind": c.kind, "plugin": c.plugin, "status": c.status, "seconds": round(c.seconds, 3),
+                    "metrics": dict(c.result.metrics) if c.result else {},
+                    "error": c.error, "reason": c.reason, "options": c.options,
+                }
+                for c in self.components
+            },
+            "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
+        }

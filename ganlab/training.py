@@ -1,0 +1,274 @@
+"""The DCGAN training loop: Adam(2e-4, 0.5), BCE on logits, one D step then one G step.
+
+The dataset is decoded once into a uint8 tensor and batches are sliced from it, so no
+per-image transform runs during training. Under ``torchrun`` the same loop runs
+DistributedDataParallel with a DistributedSampler; only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from ganlab import __version__
+from ganlab.checkpoint import FORMAT, FORMAT_VERSION, LAST, read_checkpoint, save_checkpoint
+from ganlab.datasets import load_split, to_unit_range
+from ganlab.defaults import TrainOptions
+from ganlab.errors import GanlabError
+from ganlab.models import ModelConfig, build, sample_latent
+
+HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu for "auto"; otherwise the named device (checked to exist)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanlabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GanlabError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise GanlabError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
+
+
+class Trainer:
+    """Trains one GAN as described by ``TrainOptions``; ``fit()`` returns the last checkpoint path."""
+
+    def __init__(self, options: TrainOptions, progress: bool = True):
+        self.options = options
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank, self.world = 0, 1
+        device = select_device(options.device)
+        if self.distributed:
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            if device.type == "cuda":
+                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+                torch.cuda.set_device(device)
+        self.device = device
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        self.out = Path(options.out or f"runs/{options.dataset.replace(':', '-')}")
+        self.local_batch = options.batch_size // self.world
+        if self.local_batch < 1:
+            raise GanlabError(f"batch size {options.batch_size} is smaller than the {self.world} processes")
+
+        resume_payload = read_checkpoint(options.resume) if options.resume else None
+        self.config = ModelConfig.from_dict(resume_payload["config"]) if resume_payload else options.model_config()
+        cfg = self.config
+        self.images, _ = load_split(options.dataset, options.split, root=options.data_root, image_size=cfg.image_size,
+                                    channels=cfg.channels, download=options.download, limit=options.limit,
+                                    progress=self.progress)
+        if len(self.images) < 2:
+            raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; training needs at least 2")
+
+        torch.manual_seed(options.seed)
+        self.G, self.D = (m.to(self.device) for m in build(cfg))
+        betas = (options.beta1, 0.999)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=options.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=options.lr, betas=betas)
+        self.loss = nn.BCEWithLogitsLoss()
+        self.noise = torch.Generator(device=self.device).manual_seed(options.seed * 1000 + self.rank)
+        self.fixed_noise = sample_latent(cfg, 64, torch.Generator().manual_seed(options.seed), self.device)
+        self.amp_dtype = None
+        if options.amp:
+            self.amp_dtype = torch.bfloat16 if self.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+        # fp16 needs loss scaling; bf16 has float32's range and does not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.history["epoch_end_steps"] = []
+        if resume_payload:
+            self._restore(resume_payload)
+        if self.distributed:
+            self.G_ddp = DistributedDataParallel(self.G)
+            self.D_ddp = DistributedDataParallel(self.D)
+        else:
+            self.G_ddp, self.D_ddp = self.G, self.D
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        try:
+            self.G.load_state_dict(payload["generator"])
+            self.D.load_state_dict(payload["discriminator"])
+            self.opt_G.load_state_dict(payload["optimizer_g"])
+            self.opt_D.load_state_dict(payload["optimizer_d"])
+            self.noise.set_state(payload["rng"]["noise"].to(self.noise.get_state().device))
+            self.epoch, self.batch_in_epoch, self.step = payload["epoch"], payload["batch_in_epoch"], payload["step"]
+            self.history = {k: list(v) for k, v in payload["history"].items()}
+            if "scaler" in payload and self.scaler.is_enabled():
+                self.scaler.load_state_dict(payload["scaler"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise GanlabError(f"cannot resume from {self.options.resume}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160]}") from None
+        if self.epoch >= self.options.epochs:
+            raise GanlabError(f"{self.options.resume} has already trained {self.epoch} epochs; "
+                              f"give --epochs larger than {self.epoch} to continue")
+
+    def payload(self) -> dict[str, Any]:
+        """Everything needed to rebuild the models and to resume bit-for-bit."""
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "ganlab_version": __version__,
+            "torch_version": str(torch.__version__), "config": self.config.to_dict(),
+            "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
+            "optimizer_g": self.opt_G.state_dict(), "optimizer_d": self.opt_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+            "rng": {"noise": self.noise.get_state().cpu(), "torch": torch.get_rng_state()},
+            "dataset": {"name": self.options.dataset, "split": self.options.split, "size": len(self.images),
+                        "root": self.options.data_root},
+            "options": self.options.to_dict(), "history": self.history,
+        }
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+        n = real.shape[0]
+        ones = torch.ones(n, device=self.device)
+        zeros = torch.zeros(n, device=self.device)
+        # D step: real and fake batches go through D separately (as in the paper and
+        # pytorch/examples), so BatchNorm never mixes real and generated statistics.
+        self.opt_D.zero_grad(set_to_none=True)
+        with self._autocast():
+            out_real = self.D_ddp(real)
+            loss_real = self.loss(out_real.float(), ones)
+        self.scaler.scale(loss_real).backward()
+        z = self._latent(n)
+        with self._autocast():
+            fake = self.G_ddp(z)
+            out_fake = self.D_ddp(fake.detach())
+            loss_fake = self.loss(out_fake.float(), zeros)
+        self.scaler.scale(loss_fake).backward()
+        self.scaler.step(self.opt_D)
+        # G step through the bare D (no DDP gradient sync for D), and only into G's
+        # parameters: autograd then skips D's weight gradients, which nothing would use.
+        self.opt_G.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_G = self.loss(self.D(fake).float(), ones)
+        self.scaler.scale(loss_G).backward(inputs=list(self.G.parameters()))
+        self.scaler.step(self.opt_G)
+        self.scaler.update()
+        stats = torch.stack([loss_real.detach() + loss_fake.detach(), loss_G.detach(),
+                             torch.sigmoid(out_real.detach().float()).mean(),
+                             torch.sigmoid(out_fake.detach().float()).mean()]).tolist()
+        return dict(zip(HISTORY_KEYS, stats))
+
+    def _latent(self, n: int) -> torch.Tensor:
+        """Training noise from the trainer's own generator, so a resumed run draws the same z."""
+        shape = (n, self.config.nz, 1, 1)
+        if self.config.latent == "uniform":
+            return torch.rand(shape, generator=self.noise, device=self.device) * 2 - 1
+        return torch.randn(shape, generator=self.noise, device=self.device)
+
+    def _batches(self, epoch: int) -> list[torch.Tensor]:
+        # DistributedSampler with explicit replicas/rank works without a process group too,
+        # so single-process and torchrun runs share one code path.
+        sampler = DistributedSampler(range(len(self.images)), num_replicas=self.world, rank=self.rank,
+                                     shuffle=True, seed=self.options.seed)
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        return list(order.split(self.local_batch))
+
+    def fit(self) -> Path:
+        """Train to ``options.epochs``; returns the path of ``last.pt``."""
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "samples").mkdir(exist_ok=True)
+        log = open(self.out / "log.jsonl", "a") if self.is_main else None
+        self.G.train()
+        self.D.train()
+        try:
+            while self.epoch < self.options.epochs:
+                batches = self._batches(self.epoch)
+                with tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
+                          desc=f"epoch {self.epoch + 1}/{self.options.epochs}", leave=False, dynamic_ncols=True) as bar:
+                    for idx in batches[self.batch_in_epoch:]:
+                        real = to_unit_range(self.images[idx]).to(self.device, non_blocking=True)
+                        stats = self.train_step(real)
+                        if not all(math.isfinite(v) for v in stats.values()):
+                            raise GanlabError(
+                                f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
+                                f"(loss_D={stats['loss_D']:.4g}, loss_G={stats['loss_G']:.4g}); stopped, last good checkpoint: "
+                                f"{self.out / LAST} (try a lower --lr)")
+                        self.step += 1
+                        self.batch_in_epoch += 1
+                        for key, value in stats.items():
+                            self.history[key].append(value)
+                        if log:
+                            log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
+                        bar.set_postfix(loss_D=f"{stats['loss_D']:.3f}", loss_G=f"{stats['loss_G']:.3f}",
+                                        D_x=f"{stats['D_x']:.2f}", refresh=False)
+                        bar.update()
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.history["epoch_end_steps"].append(self.step)
+                self._end_of_epoch()
+        except KeyboardInterrupt:
+            if self.is_main:
+                save_checkpoint(self.payload(), self.out / LAST)
+                tqdm.write(f"interrupted: saved {self.out / LAST} (continue with --resume {self.out / LAST})")
+            raise
+        finally:
+            if log:
+                log.close()
+        return self.out / LAST
+
+    def _end_of_epoch(self) -> None:
+        if not self.is_main:
+            return
+        if self.epoch % self.options.sample_every == 0 or self.epoch == self.options.epochs:
+            self.G.eval()
+            with torch.no_grad():
+                grid = self.G(self.fixed_noise).float().cpu()
+            self.G.train()
+            save_image(grid, self.out / "samples" / f"epoch_{self.epoch:04d}.png", nrow=8, normalize=True,
+                       value_range=(-1, 1))
+        epoch_path = save_checkpoint(self.payload(), self.out / f"epoch_{self.epoch:04d}.pt")
+        _link_atomically(epoch_path, self.out / LAST)
+
+
+def _link_atomically(source: Path, target: Path) -> None:
+    """Point ``target`` at ``source``'s bytes (hard link, else copy) and swap it in with one rename."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def train(options: TrainOptions, progress: bool = True) -> Path:
+    """Train a GAN; returns the path of the last checkpoint (``OUT/last.pt``)."""
+    trainer = Trainer(options, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.distributed and dist.is_initialized():
+            dist.destroy_process_group()
