@@ -101,20 +101,21 @@ class RunContext:
     options: dict[str, Any]
     dataset: str | None = None
     data_root: Path | None = None
-    progress: Callable[..., Any] = None  # tqdm-like factory: progress(iterable, desc=..., total=...)
+    progress: Callable[..., Any] | None = None  # tqdm-like factory: progress(iterable, desc=..., total=...)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ganlab"))
-    _splits: dict[str, Any] = field(default_factory=dict, repr=False)
+    quiet: bool = False  # no progress bars (e.g. while re-running components on every epoch)
+    split_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def split(self, name: str, limit: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(images uint8 N x C x H x W at the model's size and channels, labels int64 N; -1 if unlabelled)."""
         from ganlab.datasets import load_split
 
         key = f"{name}:{limit}"
-        if key not in self._splits:
+        if key not in self.split_cache:
             cfg = self.gan.config
-            self._splits[key] = load_split(self.dataset, name, root=self.data_root, image_size=cfg.image_size,
-                                           channels=cfg.channels, limit=limit, progress=True)
-        return self._splits[key]
+            self.split_cache[key] = load_split(self.dataset, name, root=self.data_root, image_size=cfg.image_size,
+                                           channels=cfg.channels, limit=limit, progress=not self.quiet)
+        return self.split_cache[key]
 
 
 def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, has_discriminator: bool,

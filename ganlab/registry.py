@@ -60,7 +60,8 @@ class Registry:
         self.owner: dict[tuple[str, str], str] = {}
         for kind, (hook_name, base) in _kinds().items():
             self.items[kind] = {}
-            for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+            # Registration order (core, then entry points): on a name clash the later plugin is the one refused.
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 self._call_register(kind, base, impl)
 
     @property

@@ -86,13 +86,17 @@ def select_components(only: list[str] | None, skip: list[str] | None) -> list[Co
 
 
 def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str | None, data_root: str | None,
-                   seed: int, device: torch.device, settings: dict[str, Any], progress: bool = True) -> list[ComponentRun]:
-    """Run each component, recording its status, time, result or error."""
+                   seed: int, device: torch.device, settings: dict[str, Any], progress: bool = True,
+                   splits: dict[str, Any] | None = None) -> list[ComponentRun]:
+    """Run each component, recording its status, time, result or error.
+
+    ``splits`` caches decoded dataset splits; pass the same dict to share them between calls.
+    """
     registry = get_registry()
     source = registry.datasets.get(dataset.split(":")[0]) if dataset else None
     if dataset and source is None:
         registry.get("datasets", dataset.split(":")[0])  # raises the one-line "unknown dataset" error
-    splits: dict[str, Any] = {}
+    splits = {} if splits is None else splits
     runs = []
     for component in components:
         plugin = registry.owner.get((f"{'evaluators' if component.kind == 'evaluator' else 'analyses'}", component.name), "?")
@@ -109,7 +113,7 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
         ctx = RunContext(gan=gan, device=device, seed=seed, cache_dir=cache_dir(), options=options, dataset=dataset,
                          data_root=Path(data_root) if data_root else None,
                          progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
-                         _splits=splits)
+                         quiet=not progress, split_cache=splits)
         torch.manual_seed(seed)
         start = time.perf_counter()
         try:
@@ -132,7 +136,7 @@ def _epoch_checkpoints(run_dir: Path) -> list[Path]:
 
 def across_epochs(run_dir: Path, components: list[Component], *, everything: bool, dataset: str | None,
                   data_root: str | None, seed: int, device: torch.device, settings: dict[str, Any],
-                  progress: bool) -> dict[str, list[tuple[int, float]]]:
+                  progress: bool, splits: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
     """metric -> [(epoch, value)] for cheap components (all with ``everything``) over a run's epochs."""
     chosen = [c for c in components if everything or c.cheap]
     series: dict[str, list[tuple[int, float]]] = {}
@@ -142,7 +146,7 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
         gan = load(path, device)
         epoch = int(gan.meta.get("epoch", 0))
         for run in run_components(gan, chosen, dataset=dataset, data_root=data_root, seed=seed, device=device,
-                                  settings=settings, progress=False):
+                                  settings=settings, progress=False, splits=splits):
             for metric, value in (run.result.metrics if run.result else {}).items():
                 series.setdefault(f"{run.name}.{metric}", []).append((epoch, float(value)))
     return series
@@ -172,12 +176,13 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
     components = select_components(only, skip)
     if progress:
         tqdm.write(f"report for {path} ({len(components)} components, dataset {dataset or 'none'})")
+    splits: dict[str, Any] = {}
     runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
-                          settings=settings, progress=progress)
+                          settings=settings, progress=progress, splits=splits)
     series = {}
     if run_dir and len(_epoch_checkpoints(run_dir)) > 1:
         series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset, data_root=data_root,
-                               seed=seed, device=torch_device, settings=settings, progress=progress)
+                               seed=seed, device=torch_device, settings=settings, progress=progress, splits=splits)
     samples = make_grid(gan.sample(64, seed=seed), nrow=8, normalize=True, value_range=(-1, 1))
     data = ReportData(
         title=f"ganlab report: {name}", checkpoint=str(path), config=gan.config.to_dict(), dataset=dataset,

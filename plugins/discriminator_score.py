@@ -1,0 +1,43 @@
+"""Evaluator ``d-score``: how well D separates held-out real images from G's samples."""
+from __future__ import annotations
+
+from ganlab import Evaluator, Figure, Result, hookimpl
+
+
+class DiscriminatorScore(Evaluator):
+    name = "d-score"
+    description = "D's verdict on held-out real images vs. G's samples: mean D(x), mean D(G(z)), accuracy at 0.5"
+    needs = ("discriminator", "heldout")
+    options = {"samples": 1000, "batch_size": 256}
+    cheap = True
+
+    def run(self, ctx):
+        import torch
+        from matplotlib.figure import Figure as MplFigure
+
+        from ganlab.datasets import to_unit_range
+
+        images, _ = ctx.split("test", limit=ctx.options["samples"])
+        n = len(images)
+        D = ctx.gan.discriminator.eval()
+        batch = ctx.options["batch_size"]
+        with torch.no_grad():
+            real = torch.cat([torch.sigmoid(D(to_unit_range(chunk).to(ctx.device))).cpu() for chunk in images.split(batch)])
+            fakes = ctx.gan.sample(n, seed=ctx.seed)
+            fake = torch.cat([torch.sigmoid(D(chunk.to(ctx.device))).cpu() for chunk in fakes.split(batch)])
+        accuracy = ((real > 0.5).sum() + (fake < 0.5).sum()).item() / (2 * n)
+        fig = MplFigure(figsize=(5, 3))
+        ax = fig.subplots()
+        bins = torch.linspace(0, 1, 41).numpy()
+        ax.hist(real.numpy(), bins=bins, alpha=0.6, label="real (held out)")
+        ax.hist(fake.numpy(), bins=bins, alpha=0.6, label="generated")
+        ax.set_xlabel("D output (probability of real)")
+        ax.legend()
+        return Result(metrics={"D_x_mean": real.mean().item(), "D_G_z_mean": fake.mean().item(),
+                               "accuracy": accuracy, "images": n},
+                      figures=[Figure("D outputs on real and generated images", fig)])
+
+
+@hookimpl
+def ganlab_register_evaluators(register):
+    register(DiscriminatorScore())

@@ -1,0 +1,204 @@
+"""Plugins: every hook, entry-point loading with a real installed package, failures, clashes, disabling."""
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import ganlab
+from ganlab import hookspecs, registry
+from ganlab.components import Evaluator, Result
+from ganlab.errors import GanlabError
+from ganlab.report import make_report
+
+EXAMPLE = Path(__file__).parent / "example_plugin"
+GANLAB = str(Path(sys.executable).parent / "ganlab")
+
+
+@pytest.fixture(scope="session")
+def example_plugin():
+    """pip-installs tests/example_plugin into this environment for the session, then removes it."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(EXAMPLE)],
+                   check=True, capture_output=True)
+    importlib.invalidate_caches()
+    registry.reset()
+    yield
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "ganlab-example-plugin"], capture_output=True)
+    importlib.invalidate_caches()
+    registry.reset()
+
+
+@pytest.fixture
+def plugin_module():
+    """Registers an in-process plugin module for one test and always unregisters it."""
+    made = []
+
+    def make(name, **hooks):
+        module = types.ModuleType(name)
+        for hook_name, func in hooks.items():
+            setattr(module, hook_name, ganlab.hookimpl(func))
+        made.append(module)
+        return registry.register_plugin(module, name)
+
+    try:
+        yield make
+    finally:
+        registry.reset()
+
+
+class Constant(Evaluator):
+    description = "returns a constant"
+
+    def __init__(self, name="constant", value=1.0):
+        self.name, self.value = name, value
+
+    def run(self, ctx):
+        return Result(metrics={"value": self.value})
+
+
+def test_every_hookspec_has_a_test():
+    specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ganlab_")]
+    assert len(specs) == 6
+    tests = {name for name, _ in inspect.getmembers(sys.modules[__name__], inspect.isfunction)}
+    missing = [s for s in specs if f"test_hook_{s}" not in tests]
+    assert not missing, f"hooks without a test: {missing}"
+
+
+def test_hook_ganlab_register_evaluators(plugin_module):
+    reg = plugin_module("mine", ganlab_register_evaluators=lambda register: register(Constant("my-eval", 3.0)))
+    assert reg.evaluators["my-eval"].value == 3.0 and reg.owner[("evaluators", "my-eval")] == "mine"
+    assert reg.plugins["mine"].registers == {"evaluators": ["my-eval"]}
+
+
+def test_hook_ganlab_register_analyses(plugin_module):
+    class Look(ganlab.Analysis):
+        name, description = "my-look", "looks"
+
+        def run(self, ctx):
+            return Result(text=["seen"])
+
+    reg = plugin_module("mine", ganlab_register_analyses=lambda register: register(Look()))
+    assert "my-look" in reg.analyses and "my-look" in reg.components()
+
+
+def test_hook_ganlab_register_datasets(plugin_module, tmp_path):
+    from ganlab.datasets import DatasetSource, load_split
+
+    def open_split(split, root, download, variant):
+        return [(torch.full((4, 4), 255 * (i % 2), dtype=torch.uint8).numpy(), i % 2) for i in range(6)]
+
+    source = DatasetSource("checkers", "tiny test set", ("train",), 2, "nothing", open_split)
+    reg = plugin_module("mine", ganlab_register_datasets=lambda register: register(source))
+    assert reg.datasets["checkers"] is source and "digits" in reg.datasets  # built-ins come the same way
+    images, labels = load_split("checkers", image_size=16, channels=1, progress=False)
+    assert images.shape == (6, 1, 16, 16) and labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert images[1].min() == 255 and images[0].max() == 0
+
+
+def test_hook_ganlab_register_experiments(plugin_module):
+    exp = ganlab.Experiment("my-exp", "an experiment", train={"epochs": 1})
+    reg = plugin_module("mine", ganlab_register_experiments=lambda register: register(exp))
+    assert reg.experiments["my-exp"] is exp and "probe-digits" in reg.experiments
+
+
+def test_hook_ganlab_register_commands(example_plugin):
+    result = subprocess.run([GANLAB, "example-hello", "tester"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "hello tester from ganlab-example-plugin"
+    listing = subprocess.run([GANLAB, "--help"], capture_output=True, text=True).stdout
+    assert "example-hello" in listing
+
+
+def test_hook_ganlab_load_checkpoint(plugin_module, tiny_run, tmp_path):
+    payload = torch.load(tiny_run / "last.pt", weights_only=True)
+    foreign = tmp_path / "model.mine"
+    torch.save({"my-format": 1, "g": payload["generator"]}, foreign)
+    loaded_paths = []
+
+    def reader(path):
+        state = torch.load(path, weights_only=True)
+        if not (isinstance(state, dict) and "my-format" in state):
+            return None
+        loaded_paths.append(path)
+        gan = ganlab.load(tiny_run / "last.pt")
+        gan.generator.load_state_dict(state["g"])
+        return ganlab.LoadedGAN(gan.config, gan.generator, None, Path(path), {"format": "mine"})
+
+    plugin_module("mine", ganlab_load_checkpoint=reader)
+    gan = ganlab.load(foreign)
+    assert loaded_paths == [str(foreign)] and gan.meta["format"] == "mine" and gan.discriminator is None
+    with pytest.raises(GanlabError, match="no plugin recognised"):
+        junk = tmp_path / "junk.pt"
+        torch.save({"something": torch.zeros(1)}, junk)
+        ganlab.load(junk)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Constant("Bad Name"), "lowercase"),
+    (object(), "not a Evaluator"),
+])
+def test_register_checks_name_and_base_class(plugin_module, bad, message):
+    reg = plugin_module("sloppy", ganlab_register_evaluators=lambda register: (register(Constant("fine")), register(bad)))
+    assert message in reg.plugins["sloppy"].error
+    assert "fine" not in reg.evaluators  # a failing plugin's partial registrations are dropped
+    assert "d-score" in reg.evaluators  # and everything else still works
+
+
+def test_name_clash_names_both_plugins(plugin_module):
+    reg = plugin_module("copycat", ganlab_register_evaluators=lambda register: register(Constant("d-score")))
+    error = reg.plugins["copycat"].error
+    assert "d-score" in error and "copycat" in error and "both d-score and copycat" in error
+    assert type(reg.evaluators["d-score"]).__name__ == "DiscriminatorScore"
+
+
+def test_hookimpl_without_spec_is_reported(plugin_module):
+    reg = plugin_module("typo", ganlab_register_evaluatorz=lambda register: None)
+    assert "ganlab_register_evaluatorz" in reg.plugins["typo"].error
+    assert reg.pm.get_plugin("typo") is None  # unregistered again
+
+
+def test_installed_plugin_listed_with_import_failure(example_plugin):
+    result = subprocess.run([GANLAB, "plugins", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["example"]["distribution"] == "ganlab-example-plugin" and rows["example"]["version"] == "0.2.0"
+    assert rows["example"]["registers"] == {"evaluators": ["example-brightness"], "commands": ["example-hello"]}
+    assert rows["example-broken"]["error"].startswith("import failed: ModuleNotFoundError")
+    assert rows["d-score"]["registers"] == {"evaluators": ["d-score"]} and rows["d-score"]["error"] is None
+    text = subprocess.run([GANLAB, "plugins"], capture_output=True, text=True).stdout
+    assert "example-broken (ganlab-example-plugin 0.2.0) [FAILED]" in text
+
+
+def test_disabled_plugins(example_plugin, monkeypatch):
+    monkeypatch.setenv("GANLAB_DISABLE_PLUGINS", "example, d-score")
+    reg = registry.get_registry(reload=True)
+    try:
+        assert "example-brightness" not in reg.evaluators and "d-score" not in reg.evaluators
+        assert reg.plugins["example"].disabled and reg.plugins["d-score"].disabled
+        assert "latent-walk" in reg.analyses
+    finally:
+        monkeypatch.delenv("GANLAB_DISABLE_PLUGINS")
+        registry.reset()
+
+
+def test_example_plugin_section_in_report(example_plugin, tiny_run, tmp_path):
+    registry.reset()
+    data, out = make_report(tiny_run / "last.pt", only=["example-brightness"], out=tmp_path / "r", device="cpu",
+                            progress=False)
+    run = data.components[0]
+    expected = ((ganlab.load(tiny_run).sample(256, seed=0) + 1) / 2).mean().item()
+    assert run.status == "ok" and run.plugin == "example"
+    assert run.result.metrics["brightness"] == pytest.approx(expected, abs=1e-6)
+    html = (out / "index.html").read_text()
+    assert 'id="component-example-brightness"' in html and "Mean pixel brightness" in html
+
+
+def test_ganlab_still_works_when_plugins_break(example_plugin):
+    env = {**os.environ, "GANLAB_DISABLE_PLUGINS": ""}
+    result = subprocess.run([GANLAB, "--version"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and ganlab.__version__ in result.stdout

@@ -1,0 +1,166 @@
+"""`ganlab report` and `ganlab run`: metrics.json, failures, skips, options, across-epochs plots."""
+import json
+import re
+
+import pytest
+import torch
+from click.testing import CliRunner
+from sklearn.neighbors import NearestNeighbors
+
+import ganlab
+from ganlab import registry
+from ganlab.cli import cli
+from ganlab.components import Evaluator, Result
+from ganlab.datasets import load_split, to_unit_range
+from ganlab.report import make_report
+
+
+def _errors(output):
+    return [line for line in re.split(r"[\r\n]", output) if line.startswith("Error:")]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    registry.reset()
+    data, folder = make_report(tiny_run, out=out, device="cpu", progress=False)
+    return data, folder, json.loads((folder / "metrics.json").read_text())
+
+
+def test_metrics_json_content(report, tiny_run):
+    data, folder, metrics = report
+    assert metrics["dataset"] == "digits" and metrics["seed"] == 0
+    assert metrics["versions"]["ganlab"] == ganlab.__version__ and metrics["versions"]["torch"] == str(torch.__version__)
+    assert metrics["config"]["image_size"] == 16 and metrics["training"]["epoch"] == 2
+    components = metrics["components"]
+    assert {"d-score", "latent-walk", "nearest-neighbours"} <= set(components)
+    for entry in components.values():
+        assert entry["status"] == "ok" and entry["seconds"] >= 0 and entry["error"] is None
+    assert (folder / "index.html").is_file()
+
+
+def test_d_score_against_a_hand_computation(report, tiny_run):
+    metrics = report[2]["components"]["d-score"]["metrics"]
+    gan = ganlab.load(tiny_run)
+    images, _ = load_split("digits", "test", image_size=16, channels=1, limit=1000, progress=False)
+    with torch.no_grad():
+        real = torch.sigmoid(gan.discriminator(to_unit_range(images)))
+        fake = torch.sigmoid(gan.discriminator(gan.sample(len(images), seed=0)))
+    assert metrics["images"] == len(images) == 899
+    assert metrics["D_x_mean"] == pytest.approx(real.mean().item(), abs=1e-5)
+    assert metrics["D_G_z_mean"] == pytest.approx(fake.mean().item(), abs=1e-5)
+    expected_accuracy = ((real > 0.5).float().mean() + (fake < 0.5).float().mean()).item() / 2
+    assert metrics["accuracy"] == pytest.approx(expected_accuracy, abs=1e-6)
+
+
+def test_nearest_neighbours_against_sklearn(report, tiny_run):
+    metrics = report[2]["components"]["nearest-neighbours"]["metrics"]
+    gan = ganlab.load(tiny_run)
+    train, _ = load_split("digits", "train", image_size=16, channels=1, limit=5000, progress=False)
+    samples = gan.sample(8, seed=0).flatten(1).numpy()
+    dist, _ = NearestNeighbors(n_neighbors=1).fit(to_unit_range(train).flatten(1).numpy()).kneighbors(samples)
+    assert metrics["train_images_searched"] == 898
+    assert metrics["sample_nn_rmse"] == pytest.approx((dist[:, 0] / 16).mean(), rel=1e-4)
+
+
+def test_across_epochs_series_for_cheap_components(report):
+    series = report[2]["across_epochs"]
+    assert [e for e, _ in series["d-score.accuracy"]] == [1, 2]
+    assert "nearest-neighbours.sample_nn_rmse" not in series  # not declared cheap
+    assert series["d-score.D_x_mean"][-1][1] == pytest.approx(report[2]["components"]["d-score"]["metrics"]["D_x_mean"])
+
+
+class Exploding(Evaluator):
+    name, description = "exploding", "always raises"
+
+    def run(self, ctx):
+        raise ZeroDivisionError("no luck")
+
+
+class NeedsGpu(Evaluator):
+    name, description, needs = "needs-gpu", "wants a GPU", ("gpu",)
+
+    def run(self, ctx):
+        return Result(metrics={"x": 1})
+
+
+@pytest.fixture
+def extra_components():
+    import types
+
+    module = types.ModuleType("extra")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: (register(Exploding()), register(NeedsGpu())))
+    try:
+        yield registry.register_plugin(module, "extra")
+    finally:
+        registry.reset()
+
+
+def test_failing_component_report_still_written_exit_1(extra_components, tiny_run, tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["report", str(tiny_run / "last.pt"), "--out", str(out), "--device", "cpu",
+                                      "--only", "exploding,latent-walk,needs-gpu"])
+    assert result.exit_code == 1
+    assert _errors(result.output) == ["Error: components failed: exploding (see their sections in the report)"]
+    metrics = json.loads((out / "metrics.json").read_text())["components"]
+    assert metrics["exploding"]["status"] == "failed" and metrics["exploding"]["error"] == "ZeroDivisionError: no luck"
+    assert metrics["latent-walk"]["status"] == "ok"
+    if not torch.cuda.is_available():
+        assert metrics["needs-gpu"]["status"] == "skipped" and metrics["needs-gpu"]["reason"] == "needs a CUDA GPU"
+    html = (out / "index.html").read_text()
+    assert "ZeroDivisionError" in html and "no luck" in html
+
+
+def test_options_from_the_command_line(tiny_run, tmp_path):
+    out = tmp_path / "r"
+    registry.reset()
+    result = CliRunner().invoke(cli, ["report", str(tiny_run / "last.pt"), "--out", str(out), "--only", "latent-walk",
+                                      "--set", "latent-walk.steps=4", "--set", "latent-walk.mode=lerp"])
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "metrics.json").read_text())["components"]["latent-walk"]["options"]
+    assert options == {"rows": 6, "steps": 4, "mode": "lerp"}
+    for args, message in [
+        (["--set", "latent-walk.steps=many"], "expected a int"),
+        (["--set", "latent-walk.colour=red"], "has no option 'colour'"),
+        (["--set", "nodot"], "expected COMPONENT.OPTION=VALUE"),
+        (["--only", "no-such-thing"], "unknown component 'no-such-thing'"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+    ]:
+        result = CliRunner().invoke(cli, ["report", str(tiny_run / "last.pt"), "--out", str(out), *args])
+        assert result.exit_code == 1 and len(_errors(result.output)) == 1, (args, result.output)
+        assert message in _errors(result.output)[0]
+        assert "Traceback" not in result.output
+
+
+def test_latent_walk_endpoints_are_the_latent_points(tiny_run):
+    from ganlab_plugins.latent_walk import interpolate
+
+    z0, z1 = torch.randn(3, 8, 1, 1), torch.randn(3, 8, 1, 1)
+    for mode in ("lerp", "slerp"):
+        path = interpolate(z0, z1, 5, mode)
+        assert torch.allclose(path[0], z0, atol=1e-5) and torch.allclose(path[-1], z1, atol=1e-5)
+    # on the unit sphere slerp stays on the sphere (lerp cuts inside it) and moves at constant angle
+    u0, u1 = z0 / z0.flatten(1).norm(dim=1).view(-1, 1, 1, 1), z1 / z1.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    path = interpolate(u0, u1, 5, "slerp").flatten(2)
+    assert torch.allclose(path.norm(dim=2), torch.ones(5, 3), atol=1e-5)
+    assert interpolate(u0, u1, 3, "lerp")[1].flatten(1).norm(dim=1).max() < 1
+    angles = torch.arccos((path[1:] * path[:-1]).sum(2).clamp(-1, 1))
+    assert torch.allclose(angles, angles[0].expand_as(angles), atol=1e-4)
+
+
+def test_run_experiment_trains_once_then_reuses(in_tmp):
+    registry.reset()
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["run", "--list"])
+    assert listing.exit_code == 0 and re.search(r"^probe-digits\s+train a DCGAN", listing.output, re.M)
+    args = ["run", "probe-digits", "--epochs", "1", "--limit", "64", "--ngf", "8", "--ndf", "8", "--image-size", "16",
+            "--out", "runs/quick", "--set", "latent-walk.rows=2"]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert (in_tmp / "runs/quick/last.pt").is_file() and (in_tmp / "reports/probe-digits/index.html").is_file()
+    payload = torch.load(in_tmp / "runs/quick/last.pt", weights_only=True)
+    assert payload["options"]["ngf"] == 8 and payload["options"]["epochs"] == 1 and payload["dataset"]["size"] == 64
+    second = runner.invoke(cli, args)
+    assert second.exit_code == 0 and "using existing runs/quick/last.pt" in second.output
+    unknown = runner.invoke(cli, ["run", "no-such-experiment"])
+    assert unknown.exit_code == 1 and "unknown experiment 'no-such-experiment'" in unknown.output
