@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ganlab.errors import GanlabError
 
@@ -99,8 +99,13 @@ def open_split(name: str, split: str = "train", *, root: str | Path | None = Non
     """Open one split of a dataset, lazily: each item is decoded when indexed.
 
     Images are converted to 1 ('L') or 3 ('RGB') channels, the shorter side resized to
-    ``image_size``, then centre-cropped to ``image_size x image_size``.
+    ``image_size``, then centre-cropped to ``image_size x image_size``. ``split`` may join
+    splits with '+' (SVHN's ``train+extra``, as the paper trained on).
     """
+    if "+" in split:
+        parts = [open_split(name, part, root=root, image_size=image_size, channels=channels, download=download)
+                 for part in split.split("+")]
+        return PreparedSplit(ConcatDataset([part.base for part in parts]), name, split, image_size, channels)
     source = dataset_source(name)
     variant = name.partition(":")[2] or None
     if split not in source.splits and "*" not in source.splits:

@@ -1,4 +1,4 @@
-"""Built-in experiments for ``ganlab run NAME``."""
+"""Built-in experiments for ``ganlab run NAME``: the paper's probe protocols."""
 from __future__ import annotations
 
 from ganlab import Experiment, hookimpl
@@ -9,6 +9,24 @@ EXPERIMENTS = [
         description="train a DCGAN on the embedded sklearn digits (32x32 grey) and write the full report",
         train={"dataset": "digits", "image_size": 32, "channels": 1, "ngf": 32, "ndf": 32, "epochs": 30,
                "batch_size": 64},
+        component_options={"svm-probe.labels_per_class": "10,all", "svm-probe.draws": 5},
+    ),
+    Experiment(
+        name="probe-svhn",
+        description="the paper's Table 2: D trained on SVHN train+extra, L2-SVM on 1000 labels, error over 100 draws",
+        train={"dataset": "svhn", "split": "train+extra", "preset": "dcgan32", "epochs": 5},
+        # A 10,000-image validation split of SVHN train; 100 labels per class; C chosen by mean
+        # validation error over 10 draws; test error over 100 draws as mean +- 1.96 std.
+        component_options={"svm-probe.labels_per_class": "100", "svm-probe.val_size": 10000,
+                           "svm-probe.select_draws": 10, "svm-probe.draws": 100, "svm-probe.ci95": True,
+                           "svm-probe.train_split": "train", "svm-probe.test_split": "test"},
+    ),
+    Experiment(
+        name="probe-cifar10",
+        description="the paper's Table 1: L2-SVM on D features with all 50,000 CIFAR-10 labels and 400 per class",
+        train={"dataset": "cifar10", "preset": "dcgan32", "epochs": 10},
+        component_options={"svm-probe.labels_per_class": "400,all", "svm-probe.val_size": 5000,
+                           "svm-probe.draws": 10},
     ),
 ]
 

@@ -1,0 +1,20 @@
+"""Linear-probe numerics for ganlab (the DCGAN paper's L2-SVM evaluation).
+
+Radford, Metz & Chintala (2015) report the quality of a discriminator's
+features by training a linear L2-SVM (squared hinge, one-vs-rest) on them:
+82.8% on CIFAR-10, 22.48% error on SVHN with 1000 labels. This package holds
+the model-independent numeric core of that probe:
+
+* :mod:`ganlab_plugins.probe.solver` -- ``fit_linear_svm`` / ``LinearProbe``:
+  liblinear (sklearn ``LinearSVC``) or an out-of-core torch L-BFGS solver of
+  exactly the same primal objective, for feature matrices too big for
+  liblinear (e.g. a 50,000 x 28,672 float32 ``np.memmap``).
+* :mod:`ganlab_plugins.probe.protocol` -- class-balanced label draws,
+  chunk-wise standardisation, C selection on a validation split and the
+  full-label / label-scarce evaluation (``evaluate`` -> ``ProbeResult``).
+* :mod:`ganlab_plugins.probe.kmeans_features` -- the single-layer K-means
+  feature baseline of Coates, Ng & Lee (2011) the paper compares against.
+
+Callers supply feature arrays (N x D float32, possibly ``np.memmap``) and
+integer labels; nothing here knows about models.
+"""

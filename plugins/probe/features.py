@@ -1,0 +1,102 @@
+"""Discriminator features for the probes: every conv layer's post-activation output, max-pooled to 4x4.
+
+The paper (section 5.1) uses all of D's conv features, max-pooled at each layer to a 4x4 spatial
+grid, flattened and concatenated: 16 x 1792 = 28672 dims for its ImageNet-32 D, and
+16 x (64 + 128 + 256) = 7168 for a 32x32 D with ndf 64. Features are cached by
+(checkpoint, dataset, split, limit) so a second report does not recompute them, and written
+into a memory-mapped .npy when large, so 50,000 x 28,672 (5.7 GB) never has to sit in RAM.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+GRID = 4
+MEMMAP_BYTES = 1 << 30  # above this the features are written straight into a memory-mapped file
+
+
+def feature_dim(discriminator: torch.nn.Module) -> int:
+    """Length of one image's pooled feature vector (16 x sum of D's conv-layer widths)."""
+    cfg = discriminator.config
+    probe = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
+    was_training = discriminator.training
+    discriminator.eval()
+    with torch.no_grad():
+        _, maps = discriminator(probe.to(next(discriminator.parameters()).device), return_features=True)
+    discriminator.train(was_training)
+    return sum(m.shape[1] for m in maps) * GRID * GRID
+
+
+def pool_maps(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Max-pool each N x C x H x W map to N x C x 4 x 4, flatten and concatenate -> N x (16 * sum C)."""
+    return torch.cat([F.adaptive_max_pool2d(m, GRID).flatten(1) for m in maps], dim=1)
+
+
+@torch.no_grad()
+def extract(discriminator: torch.nn.Module, images: torch.Tensor, *, device: torch.device | str = "cpu",
+            batch_size: int = 256, out: np.ndarray | None = None,
+            progress: Callable[..., Any] | None = None) -> np.ndarray:
+    """Pooled D features of uint8 images (N x C x H x W) as float32 N x feature_dim (BatchNorm in eval mode)."""
+    from ganlab.datasets import to_unit_range
+
+    discriminator = discriminator.eval().to(device)
+    n = len(images)
+    if out is None:
+        out = np.empty((n, feature_dim(discriminator)), dtype=np.float32)
+    starts = range(0, n, batch_size)
+    if progress is not None:
+        starts = progress(starts, desc="D features", total=len(starts))
+    for start in starts:
+        batch = to_unit_range(images[start:start + batch_size]).to(device)
+        _, maps = discriminator(batch, return_features=True)
+        out[start:start + len(batch)] = pool_maps(maps).float().cpu().numpy()
+    return out
+
+
+def cache_key(gan_path: Path | str, tag: str, dataset: str | None, split: str, limit: int | None) -> str:
+    """Identifies a feature array: the checkpoint file (path, size, mtime), what D, and which images."""
+    path = Path(gan_path)
+    stat = path.stat() if path.exists() else None
+    ident = {"path": str(path.resolve()), "size": stat.st_size if stat else None,
+             "mtime": stat.st_mtime_ns if stat else None, "tag": tag, "dataset": dataset, "split": split,
+             "limit": limit}
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cached_features(cache_dir: Path, key: str, discriminator: torch.nn.Module, images: torch.Tensor, *,
+                    device: torch.device | str = "cpu", batch_size: int = 256,
+                    progress: Callable[..., Any] | None = None) -> np.ndarray:
+    """Features from ``cache_dir/features/KEY.npy`` if present, else extracted and stored there.
+
+    Large arrays are written straight into a memory-mapped .npy and returned memory-mapped
+    (read-only); small ones are returned in memory.
+    """
+    folder = Path(cache_dir) / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.npy"
+    if path.exists():
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if array.shape[0] == len(images):
+                return array if array.nbytes > MEMMAP_BYTES else np.asarray(array)
+        except (ValueError, OSError):
+            pass  # a damaged cache entry is simply recomputed
+    dim = feature_dim(discriminator)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    if len(images) * dim * 4 > MEMMAP_BYTES:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))
+        extract(discriminator, images, device=device, batch_size=batch_size, out=out, progress=progress)
+        out.flush()
+        del out
+        tmp.replace(path)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    array = extract(discriminator, images, device=device, batch_size=batch_size, progress=progress)
+    np.save(tmp, array)
+    tmp.replace(path)
+    return array

@@ -1,0 +1,255 @@
+"""Evaluator ``svm-probe``: the paper's linear L2-SVM on discriminator features, with baselines.
+
+Rows of one table, each in full-label and label-scarce (N per class, K draws) mode:
+trained D, raw pixels, the same D architecture at random initialisation, single-layer K-means
+(Coates & Ng 2011) and a supervised CNN with D's architecture trained on the same labels.
+The paper's own figures are printed beside them, labelled as such.
+"""
+from __future__ import annotations
+
+import time
+
+from ganlab import Evaluator, Figure, Result, Table, hookimpl
+
+from .paper import PAPER_TABLES
+
+ROW_NAMES = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
+             "random-d": "same D architecture, random init", "kmeans": "K-means triangle (Coates & Ng 2011)",
+             "supervised": "supervised CNN, D's architecture"}
+BASELINES = ("pixels", "random-d", "kmeans", "supervised")
+
+
+def parse_modes(text: str) -> list[int | None]:
+    """"10,all" -> [10, None] (None = every training label)."""
+    modes: list[int | None] = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part in ("all", "full"):
+            modes.append(None)
+        elif part:
+            if not part.isdigit() or int(part) < 1:
+                raise ValueError(f"labels_per_class takes whole numbers and 'all', not {part!r}")
+            modes.append(int(part))
+    return modes
+
+
+def mode_key(labels_per_class: int | None) -> str:
+    return "all" if labels_per_class is None else f"{labels_per_class}pc"
+
+
+def _val_size(value: float) -> int | float:
+    return int(value) if value >= 1 else float(value)
+
+
+class SvmProbe(Evaluator):
+    name = "svm-probe"
+    description = ("Linear L2-SVM on D's max-pooled conv features (the paper's section 5.1), "
+                   "against raw pixels, a random D, K-means and a supervised CNN")
+    needs = ("labels", "heldout", "discriminator")
+    options = {
+        "labels_per_class": "10,all",  # label-scarce sizes and/or "all"
+        "draws": 10,  # class-balanced draws per label-scarce size
+        "select_draws": 0,  # draws used to choose C (0: the same draws)
+        "val_size": 0.2,  # validation split from the training split: a fraction, or a count
+        "C_grid": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2,1e-1",
+        "solver": "auto",  # liblinear, torch, or auto (torch above ~1 GB of features)
+        # "none": the paper's L2-SVM on the raw features; "standardize": zero mean, unit variance per
+        # feature (fitted on each training subset), which flatters weak features such as a random D's
+        "preprocess": "none",
+        "ci95": False,  # report +- 1.96 std (SVHN Table 2 style)
+        "baselines": ",".join(BASELINES),
+        "kmeans_k": 200,  # the paper's K-means row used 1600
+        "supervised_steps": 300,
+        "supervised_draws": 3,
+        "train_split": "train",
+        "test_split": "test",
+        "train_limit": 0,  # 0: every image of the split
+        "test_limit": 0,
+        "umap": True,
+        "umap_points": 2000,
+        "batch_size": 256,
+    }
+
+    def run(self, ctx):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        # liblinear warns once per unconverged fit; count them for the report instead of flooding the terminal
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            result = self._run(ctx)
+        unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+        if unconverged:
+            result.text.append(f"liblinear stopped at its iteration limit in {unconverged} fits (their accuracy is "
+                               "still measured; large C values converge slowest).")
+        return result
+
+    def _run(self, ctx):
+        o = ctx.options
+        modes = parse_modes(o["labels_per_class"])
+        baselines = [b.strip() for b in str(o["baselines"]).split(",") if b.strip()]
+        unknown = sorted(set(baselines) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(BASELINES)}")
+        grid = tuple(float(c) for c in str(o["C_grid"]).split(","))
+        train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
+        test_images, y_test = ctx.split(o["test_split"], limit=o["test_limit"] or None)
+        y_train, y_test = y_train.numpy(), y_test.numpy()
+
+        features = {"d": self._d_features(ctx, train_images, test_images)}
+        for name in baselines:
+            if name != "supervised":
+                features[name] = getattr(self, "_" + name.replace("-", "_"))(ctx, train_images, test_images)
+
+        rows, metrics, details = [], {}, []
+        for labels_per_class in modes:
+            for name, (X_train, X_test, extract_seconds) in features.items():
+                result = self._probe(ctx, X_train, y_train, X_test, y_test, labels_per_class, grid)
+                rows.append(self._row(name, labels_per_class, result.feature_dim, result.accuracies,
+                                      result.fit_seconds, result.best_C, o["ci95"]))
+                self._metrics(metrics, name, labels_per_class, result.accuracies)
+                details.append(f"{ROW_NAMES[name]}, {mode_key(labels_per_class)}: C={result.best_C:g}, "
+                               f"validation error by C {_fmt_table(result.C_table)}; features took "
+                               f"{extract_seconds:.1f} s")
+            if "supervised" in baselines:
+                accuracies, seconds = self._supervised(ctx, train_images, y_train, test_images, y_test,
+                                                       labels_per_class)
+                rows.append(self._row("supervised", labels_per_class, None, accuracies, seconds, None, o["ci95"]))
+                self._metrics(metrics, "supervised", labels_per_class, accuracies)
+
+        columns = ["features", "labels", "dim", "draws", "accuracy %", "error %", "fit s", "C"]
+        tables = [Table("Linear L2-SVM test accuracy (ours, this run)", columns, rows)]
+        paper = PAPER_TABLES.get((ctx.dataset or "").split(":")[0])
+        if paper:
+            tables.append(paper)
+        figures = []
+        if o["umap"]:
+            figures.append(self._umap(ctx, features["d"][1], y_test))
+        dim = features["d"][0].shape[1]
+        metrics["d.feature_dim"] = dim
+        text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "
+                f"({dim} dims), preprocessing: {o['preprocess']}; C chosen on a validation split of "
+                f"{o['val_size']} from '{o['train_split']}'; tested on '{o['test_split']}' ({len(y_test)} images)."]
+        return Result(metrics=metrics, tables=tables, figures=figures, text=text + details)
+
+    # --- feature sets: (X_train, X_test, seconds) ------------------------------------------------
+    def _d_features(self, ctx, train_images, test_images, discriminator=None, tag="D"):
+        from .features import cache_key, cached_features
+
+        o = ctx.options
+        discriminator = discriminator or ctx.gan.discriminator
+        start = time.perf_counter()
+        out = []
+        for split, images, limit in ((o["train_split"], train_images, o["train_limit"]),
+                                     (o["test_split"], test_images, o["test_limit"])):
+            key = cache_key(ctx.gan.path, tag, ctx.dataset, split, limit or None)
+            out.append(cached_features(ctx.cache_dir, key, discriminator, images, device=ctx.device,
+                                       batch_size=o["batch_size"], progress=ctx.progress))
+        return out[0], out[1], time.perf_counter() - start
+
+    def _pixels(self, ctx, train_images, test_images):
+        from ganlab.datasets import to_unit_range
+
+        start = time.perf_counter()
+        X = [to_unit_range(images).flatten(1).numpy() for images in (train_images, test_images)]
+        return X[0], X[1], time.perf_counter() - start
+
+    def _random_d(self, ctx, train_images, test_images):
+        import torch
+
+        from ganlab.models import Discriminator
+
+        torch.manual_seed(ctx.seed)
+        return self._d_features(ctx, train_images, test_images, Discriminator(ctx.gan.config),
+                                tag=f"random-D-seed{ctx.seed}")
+
+    def _kmeans(self, ctx, train_images, test_images):
+        from .kmeans_features import KMeansFeatures
+
+        start = time.perf_counter()
+        model = KMeansFeatures(k=ctx.options["kmeans_k"], seed=ctx.seed, device=ctx.device, progress=not ctx.quiet)
+        X_train = model.fit_transform(train_images)
+        X_test = model.transform(test_images)
+        return X_train, X_test, time.perf_counter() - start
+
+    # --- protocols ---------------------------------------------------------------------------------
+    def _probe(self, ctx, X_train, y_train, X_test, y_test, labels_per_class, grid):
+        from .protocol import evaluate
+
+        o = ctx.options
+        return evaluate(X_train, y_train, X_test, y_test, labels_per_class=labels_per_class, draws=o["draws"],
+                        select_draws=o["select_draws"] or None, C_grid=grid, val_size=_val_size(o["val_size"]),
+                        seed=ctx.seed, solver=o["solver"], ci95=o["ci95"], device=ctx.device,
+                        preprocess=None if o["preprocess"] == "none" else o["preprocess"])
+
+    def _supervised(self, ctx, train_images, y_train, test_images, y_test, labels_per_class):
+        import numpy as np
+
+        from .protocol import balanced_draw, validation_split
+        from .supervised import accuracy, train_classifier
+
+        o = ctx.options
+        rng = np.random.default_rng(ctx.seed)
+        pool, _ = validation_split(len(y_train), _val_size(o["val_size"]), rng)
+        draws = 1 if labels_per_class is None else o["supervised_draws"]
+        accuracies, seconds = [], []
+        for draw in range(draws):
+            rows = pool if labels_per_class is None else balanced_draw(y_train, labels_per_class, rng, pool=pool)
+            start = time.perf_counter()
+            model = train_classifier(ctx.gan.config, train_images[rows], y_train[rows],
+                                     num_classes=int(y_train.max()) + 1, steps=o["supervised_steps"],
+                                     seed=ctx.seed + draw, device=ctx.device)
+            seconds.append(time.perf_counter() - start)
+            accuracies.append(accuracy(model, test_images, y_test, device=ctx.device))
+        return accuracies, float(np.mean(seconds))
+
+    # --- presentation data ---------------------------------------------------------------------------
+    @staticmethod
+    def _row(name, labels_per_class, dim, accuracies, seconds, C, ci95):
+        import numpy as np
+
+        acc = np.asarray(accuracies) * 100
+        std = acc.std(ddof=1) if len(acc) > 1 else 0.0
+        spread = f" ± {1.96 * std if ci95 else std:.2f}" if len(acc) > 1 else ""
+        labels = "all" if labels_per_class is None else f"{labels_per_class} per class"
+        return [ROW_NAMES[name], labels, dim if dim is not None else "-", len(acc), f"{acc.mean():.2f}{spread}",
+                f"{100 - acc.mean():.2f}{spread}", f"{seconds:.2f}", f"{C:g}" if C is not None else "-"]
+
+    @staticmethod
+    def _metrics(metrics, name, labels_per_class, accuracies):
+        import numpy as np
+
+        acc = np.asarray(accuracies)
+        key = f"{name}.{mode_key(labels_per_class)}"
+        metrics[f"{key}.accuracy"] = float(acc.mean())
+        metrics[f"{key}.error"] = float(1 - acc.mean())
+        metrics[f"{key}.std"] = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+
+    def _umap(self, ctx, X_test, y_test):
+        import numpy as np
+        import umap
+        from matplotlib.figure import Figure as MplFigure
+
+        rng = np.random.default_rng(ctx.seed)
+        n = min(len(y_test), ctx.options["umap_points"])
+        rows = np.sort(rng.choice(len(y_test), n, replace=False))
+        X = np.asarray(X_test[rows], dtype=np.float32)
+        X = (X - X.mean(0)) / (X.std(0) + 1e-6)
+        embedding = umap.UMAP(random_state=ctx.seed, n_jobs=1).fit_transform(X)
+        fig = MplFigure(figsize=(6, 5))
+        ax = fig.subplots()
+        points = ax.scatter(embedding[:, 0], embedding[:, 1], c=y_test[rows], cmap="tab10", s=6)
+        fig.colorbar(points, ax=ax, label="label")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return Figure(f"UMAP of D features, {n} test images coloured by label", fig)
+
+
+def _fmt_table(table: dict) -> str:
+    return ", ".join(f"{c:g}: {100 * e:.1f}%" for c, e in table.items())
+
+
+@hookimpl
+def ganlab_register_evaluators(register):
+    register(SvmProbe())

@@ -1,0 +1,173 @@
+"""The svm-probe evaluator: D feature pooling and dims, caching, baselines, determinism, SVHN protocol."""
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+import ganlab
+from ganlab import registry
+from ganlab.datasets import load_split, to_unit_range
+from ganlab.models import PRESETS, Discriminator, ModelConfig
+from ganlab.report import make_report
+from ganlab_plugins.probe import features as F
+
+QUICK = {"svm-probe.kmeans_k": "16", "svm-probe.supervised_steps": "15", "svm-probe.supervised_draws": "2",
+         "svm-probe.draws": "3", "svm-probe.labels_per_class": "5,all", "svm-probe.umap_points": "200",
+         "svm-probe.C_grid": "1e-3,1e-1"}
+
+
+@pytest.mark.parametrize("preset, dim", [("dcgan32", 7168), ("imagenet32", 28672), ("dcgan64", 16 * (64 + 128 + 256 + 512))])
+def test_feature_dims_per_architecture(preset, dim):
+    D = Discriminator(PRESETS[preset])
+    assert F.feature_dim(D) == dim
+    images = torch.randint(0, 256, (3, 3, PRESETS[preset].image_size, PRESETS[preset].image_size), dtype=torch.uint8)
+    assert F.extract(D, images).shape == (3, dim)
+
+
+def test_pooling_is_4x4_max_against_numpy():
+    maps = [torch.randn(2, 3, 16, 16), torch.randn(2, 5, 8, 8), torch.randn(2, 7, 4, 4)]
+    pooled = F.pool_maps(maps).numpy()
+    expected = []
+    for m in maps:
+        a = m.numpy()
+        s = a.shape[-1] // 4
+        expected.append(a.reshape(2, a.shape[1], 4, s, 4, s).max(axis=(3, 5)).reshape(2, -1))
+    np.testing.assert_array_equal(pooled, np.concatenate(expected, axis=1))
+
+
+def test_features_use_eval_mode_batchnorm_and_match_a_manual_forward():
+    config = ModelConfig(image_size=16, channels=1, ndf=4, ngf=4, nz=4)
+    D = Discriminator(config)
+    for m in D.modules():  # non-trivial running statistics, so train/eval mode would differ
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
+    got = F.extract(D.train(), images, batch_size=2)
+    D.eval()
+    x = to_unit_range(images)
+    manual = []
+    for layer in D.main:
+        x = layer(x)
+        if isinstance(layer, torch.nn.LeakyReLU):
+            manual.append(torch.nn.functional.max_pool2d(x, x.shape[-1] // 4).flatten(1))
+    np.testing.assert_allclose(got, torch.cat(manual, 1).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_large_features_are_memory_mapped_and_cached(tmp_path, monkeypatch):
+    D = Discriminator(ModelConfig(image_size=16, channels=1, ndf=4))
+    images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
+    monkeypatch.setattr(F, "MEMMAP_BYTES", 1000)  # force the memory-mapped path
+    calls = []
+    real_extract = F.extract
+    monkeypatch.setattr(F, "extract", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    first = F.cached_features(tmp_path, "key", D, images)
+    second = F.cached_features(tmp_path, "key", D, images)
+    assert isinstance(first, np.memmap) and len(calls) == 1
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, real_extract(D, images))
+
+
+@pytest.fixture(scope="module")
+def probe_report(tiny_run, tmp_path_factory):
+    registry.reset()
+    out = tmp_path_factory.mktemp("probe")
+    data, folder = make_report(tiny_run, only=["svm-probe"], out=out, device="cpu", progress=False, settings=QUICK)
+    return data.components[0], json.loads((folder / "metrics.json").read_text())
+
+
+def test_probe_rows_and_metrics(probe_report):
+    run, _ = probe_report
+    assert run.status == "ok", run.error
+    rows = run.result.tables[0].rows
+    assert [(r[0], r[1]) for r in rows] == [(name, labels) for labels in ("5 per class", "all") for name in (
+        "DCGAN discriminator (this checkpoint)", "raw pixels", "same D architecture, random init",
+        "K-means triangle (Coates & Ng 2011)", "supervised CNN, D's architecture")]
+    dims = {r[0]: r[2] for r in rows}
+    assert dims["DCGAN discriminator (this checkpoint)"] == 16 * (8 + 16) == dims["same D architecture, random init"]
+    assert dims["raw pixels"] == 16 * 16 and dims["K-means triangle (Coates & Ng 2011)"] == 4 * 16
+    draws = {(r[0], r[1]): r[3] for r in rows}
+    assert draws[("raw pixels", "5 per class")] == 3 and draws[("supervised CNN, D's architecture", "5 per class")] == 2
+    m = run.result.metrics
+    for name in ("d", "pixels", "random-d", "kmeans", "supervised"):
+        for mode in ("5pc", "all"):
+            assert 0.1 < m[f"{name}.{mode}.accuracy"] <= 1  # better than chance on 10 digit classes
+            assert m[f"{name}.{mode}.error"] == pytest.approx(1 - m[f"{name}.{mode}.accuracy"])
+    assert len(run.result.figures) == 1 and "UMAP" in run.result.figures[0].title
+
+
+def test_full_label_pixels_row_matches_sklearn(tiny_run):
+    registry.reset()
+    settings = {**QUICK, "svm-probe.C_grid": "0.01", "svm-probe.labels_per_class": "all",
+                "svm-probe.baselines": "pixels", "svm-probe.umap": "false"}
+    data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, settings=settings,
+                          out=tiny_run.parent / "r-sk")
+    got = data.components[0].result.metrics["pixels.all.accuracy"]
+    train, y_train = load_split("digits", "train", image_size=16, channels=1, progress=False)
+    test, y_test = load_split("digits", "test", image_size=16, channels=1, progress=False)
+    X_train, X_test = (to_unit_range(x).flatten(1).numpy() for x in (train, test))
+    svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(X_train, y_train)
+    assert got == pytest.approx(svm.score(X_test, y_test), abs=0.005)  # raw features, as in the paper
+    data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tiny_run.parent / "r-sk2",
+                          settings={**settings, "svm-probe.preprocess": "standardize"})
+    scaler = StandardScaler().fit(X_train)
+    svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(scaler.transform(X_train), y_train)
+    assert data.components[0].result.metrics["pixels.all.accuracy"] == pytest.approx(
+        svm.score(scaler.transform(X_test), y_test), abs=0.005)
+
+
+def test_same_seed_same_numbers(probe_report, tiny_run, tmp_path):
+    registry.reset()
+    data, _ = make_report(tiny_run, only=["svm-probe"], out=tmp_path / "again", device="cpu", progress=False,
+                          settings={**QUICK, "svm-probe.umap": "false"})
+    again = data.components[0].result.metrics
+    assert again == probe_report[0].result.metrics
+
+
+def _write_svhn(folder, split, n, rng):
+    """A small file in the official SVHN layout: X uint8 [32, 32, 3, N], y [N, 1] with 10 for digit 0."""
+    digits = load_split("digits", "all", image_size=32, channels=1, progress=False)
+    idx = rng.choice(len(digits[0]), n, replace=False)
+    grey = digits[0][idx, 0].numpy()
+    X = np.stack([grey, 255 - grey, grey], axis=-1).transpose(1, 2, 3, 0).astype(np.uint8)
+    y = digits[1][idx].numpy().copy()
+    y[y == 0] = 10
+    scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": X, "y": y.reshape(-1, 1)})
+
+
+def test_svhn_protocol_on_official_format_files(tmp_path, in_tmp):
+    from click.testing import CliRunner
+
+    from ganlab.cli import cli
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "svhn"
+    root.mkdir()
+    _write_svhn(root, "train", 400, rng)
+    _write_svhn(root, "extra", 100, rng)
+    _write_svhn(root, "test", 200, rng)
+    registry.reset()
+    result = CliRunner().invoke(cli, [
+        "run", "probe-svhn", "--data-root", str(root), "--epochs", "1", "--ngf", "8", "--ndf", "8",
+        "--set", "svm-probe.labels_per_class=5", "--set", "svm-probe.val_size=100",
+        "--set", "svm-probe.select_draws=2", "--set", "svm-probe.draws=6", "--set", "svm-probe.umap=false",
+        "--set", "svm-probe.baselines=pixels"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((in_tmp / "reports/probe-svhn/metrics.json").read_text())
+    probe = metrics["components"]["svm-probe"]
+    assert probe["options"]["ci95"] is True and probe["options"]["labels_per_class"] == "5"
+    assert probe["options"]["train_split"] == "train"
+    m = probe["metrics"]
+    assert set(m) >= {"d.5pc.error", "pixels.5pc.error"} and not any(".all." in k for k in m)
+    # the table reports mean +- 1.96 std over the 6 draws (SVHN Table 2 style)
+    error = f"{100 * m['d.5pc.error']:.2f} ± {196 * m['d.5pc.std']:.2f}"
+    html = (in_tmp / "reports/probe-svhn/index.html").read_text()
+    assert error in html
+    assert "22.48%" in html and "Paper figures" in html  # the paper's Table 2, labelled
+    payload = torch.load(in_tmp / "runs/probe-svhn/last.pt", weights_only=True)
+    assert payload["dataset"]["name"] == "svhn" and payload["dataset"]["size"] == 500  # train+extra
+    assert ganlab.load(in_tmp / "runs/probe-svhn").config.channels == 3

@@ -1,0 +1,365 @@
+"""Numerics of the linear L2-SVM probe (ganlab_plugins.probe).
+
+Fast (well under a minute on 2 cores); every check compares against an
+independent reference (sklearn / numpy) and could fail.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits, make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from ganlab_plugins.probe import solver as S
+from ganlab_plugins.probe.kmeans_features import KMeansFeatures
+from ganlab_plugins.probe.protocol import (DEFAULT_C_GRID, Standardizer,
+                                           balanced_draw, evaluate, select_C,
+                                           validation_split)
+from ganlab_plugins.probe.solver import fit_linear_svm, svm_objective
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module", autouse=True)
+def _single_torch_thread():
+    """These problems are tiny: OpenMP threads only add overhead (and stall
+    badly on a shared, loaded machine), so run this module single-threaded."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def digits_std():
+    """sklearn digits, standardised on the training part (float32)."""
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    p = np.random.default_rng(0).permutation(len(y))
+    tr, te = p[:1200], p[1200:]
+    sc = StandardScaler().fit(X[tr])
+    return (sc.transform(X[tr]).astype(np.float32), y[tr],
+            sc.transform(X[te]).astype(np.float32), y[te])
+
+
+@pytest.fixture(scope="module")
+def synth():
+    """Synthetic 2000 x 500, 10-class problem (+ 2000 test rows), standardised."""
+    X, y = make_classification(n_samples=4000, n_features=500, n_informative=40,
+                               n_redundant=0, n_classes=10, n_clusters_per_class=1,
+                               class_sep=2.0, random_state=0)
+    sc = StandardScaler().fit(X[:2000])
+    X = sc.transform(X).astype(np.float32)
+    return X[:2000], y[:2000], X[2000:], y[2000:]
+
+
+@pytest.fixture(scope="module")
+def digit_images():
+    """digits as N x 1 x 16 x 16 images in [0, 1] (bilinear upsampling)."""
+    X, y = load_digits(return_X_y=True)
+    t = torch.tensor(X / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    return F.interpolate(t, size=16, mode="bilinear", align_corners=False).numpy(), y
+
+
+def _liblinear_ref(X, y, C, **kw):
+    clf = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=X.shape[0] < X.shape[1],
+                    multi_class="ovr", random_state=0, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return clf.fit(X, y)
+
+
+# ------------------------------------------------------------ solver parity
+@pytest.mark.parametrize("problem,C", [("digits", 1e-3), ("digits", 1e-2), ("synth", 1e-3)])
+def test_torch_solver_matches_liblinear(problem, C, digits_std, synth):
+    Xtr, ytr, Xte, yte = digits_std if problem == "digits" else synth
+    ref = _liblinear_ref(Xtr, ytr, C, tol=1e-7, max_iter=20000)
+    lib = fit_linear_svm(Xtr, ytr, C, solver="liblinear", tol=1e-7, max_iter=20000)
+    tor = fit_linear_svm(Xtr, ytr, C, solver="torch")
+    assert lib.solver == "liblinear" and tor.solver == "torch" and tor.converged_
+    # our liblinear wrapper is sklearn's LinearSVC
+    np.testing.assert_allclose(lib.coef_, ref.coef_)
+    np.testing.assert_array_equal(lib.predict(Xte), ref.predict(Xte))
+    acc_lib, acc_tor = lib.score(Xte, yte), tor.score(Xte, yte)
+    assert acc_lib > 0.6
+    assert abs(acc_lib - acc_tor) <= 0.01
+    # same objective (bias regularised as liblinear's extra feature)
+    obj_lib = svm_objective(Xtr, ytr, ref.coef_, ref.intercept_, C)
+    obj_tor = svm_objective(Xtr, ytr, tor.coef_, tor.intercept_, C)
+    np.testing.assert_allclose(obj_tor, obj_lib, rtol=1e-3)
+    np.testing.assert_allclose(tor.objective_, obj_tor, rtol=1e-6)
+    # torch solution is at least as good as liblinear's up to 1e-5 relative
+    assert np.all(obj_tor <= obj_lib * (1 + 1e-5))
+
+
+def test_objective_regularises_bias_like_liblinear(digits_std):
+    """With intercept_scaling s, LinearSVC minimises over [w, w_b] with x_b = s,
+    intercept = s * w_b: its solution must beat a perturbed one on our objective,
+    and the unregularised-bias variant would be a different objective."""
+    Xtr, ytr, _, _ = digits_std
+    C, s = 1e-2, 3.0
+    ref = _liblinear_ref(Xtr, ytr, C, tol=1e-8, max_iter=20000, intercept_scaling=s)
+    obj = svm_objective(Xtr, ytr, ref.coef_, ref.intercept_, C, intercept_scaling=s)
+    for delta in (1e-2, -1e-2):
+        worse = svm_objective(Xtr, ytr, ref.coef_, ref.intercept_ + delta, C, intercept_scaling=s)
+        assert np.all(worse > obj)
+    tor = fit_linear_svm(Xtr, ytr, C, solver="torch", intercept_scaling=s)
+    np.testing.assert_allclose(tor.intercept_, ref.intercept_, atol=2e-3)
+
+
+def test_binary_problem_single_column(digits_std):
+    Xtr, ytr, Xte, yte = digits_std
+    m, mt = ytr < 2, yte < 2
+    ref = _liblinear_ref(Xtr[m], ytr[m], 1e-2, tol=1e-8, max_iter=20000)
+    tor = fit_linear_svm(Xtr[m], ytr[m], 1e-2, solver="torch")
+    assert tor.coef_.shape == ref.coef_.shape == (1, Xtr.shape[1])
+    np.testing.assert_allclose(tor.coef_, ref.coef_, atol=2e-3)
+    assert tor.decision_function(Xte[mt]).shape == (mt.sum(),)
+    np.testing.assert_array_equal(tor.predict(Xte[mt]), ref.predict(Xte[mt]))
+
+
+def test_auto_solver_switches_on_size(digits_std, monkeypatch):
+    Xtr, ytr, _, _ = digits_std
+    assert fit_linear_svm(Xtr, ytr, 1e-2).solver == "liblinear"
+    monkeypatch.setattr(S, "AUTO_TORCH_BYTES", Xtr.nbytes - 1)
+    assert fit_linear_svm(Xtr, ytr, 1e-2).solver == "torch"
+
+
+# ------------------------------------------------------- memmap, no copies
+class _RowSpy:
+    """Row-sliceable wrapper recording every block the solver asks for."""
+
+    def __init__(self, X):
+        self.X, self.shape, self.dtype, self.requests = X, X.shape, X.dtype, []
+
+    @property
+    def nbytes(self):
+        return self.X.nbytes
+
+    def __getitem__(self, key):
+        assert isinstance(key, slice), "solver must read contiguous row blocks"
+        self.requests.append(key.stop - key.start)
+        return self.X[key]
+
+
+def test_memmap_input_chunked_and_identical(tmp_path, synth):
+    Xtr, ytr, Xte, yte = synth
+    path = tmp_path / "feats.f32"
+    mm = np.memmap(path, dtype=np.float32, mode="w+", shape=Xtr.shape)
+    mm[:] = Xtr
+    mm.flush()
+    mm = np.memmap(path, dtype=np.float32, mode="r", shape=Xtr.shape)
+
+    dense = fit_linear_svm(Xtr, ytr, 1e-3, solver="torch", chunk_rows=256)
+    tracemalloc.start()
+    mapped = fit_linear_svm(mm, ytr, 1e-3, solver="torch", chunk_rows=256)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < mm.nbytes / 4          # numpy never holds a copy of X
+    np.testing.assert_array_equal(mapped.coef_, dense.coef_)
+    np.testing.assert_array_equal(mapped.predict(Xte), dense.predict(Xte))
+
+    spy = _RowSpy(mm)
+    fit_linear_svm(spy, ytr, 1e-3, solver="torch", chunk_rows=256, max_iter=5)
+    assert spy.requests and max(spy.requests) <= 256
+
+    # the full protocol on a memmap equals the in-memory run
+    mmte = np.memmap(tmp_path / "te.f32", dtype=np.float32, mode="w+", shape=Xte.shape)
+    mmte[:] = Xte
+    kw = dict(labels_per_class=20, draws=2, C_grid=(1e-3, 1e-2), seed=3, solver="torch",
+              fit_kwargs={"chunk_rows": 128})
+    a = evaluate(mm, ytr, mmte, yte, **kw)
+    b = evaluate(Xtr, ytr, Xte, yte, **kw)
+    assert a.accuracies == b.accuracies and a.C_table == b.C_table
+
+
+# ----------------------------------------------------------- standardiser
+def test_standardizer_matches_sklearn_on_subset():
+    rng = np.random.default_rng(1)
+    X = (rng.normal(3.0, 5.0, size=(700, 33)) * rng.uniform(0.01, 100, 33)).astype(np.float32)
+    X[:, 5] = 7.0                                            # constant feature
+    rows = np.sort(rng.choice(700, 250, replace=False))
+    st = Standardizer().fit(X, rows, chunk_rows=37)          # many uneven chunks
+    sk = StandardScaler().fit(X[rows].astype(np.float64))
+    np.testing.assert_allclose(st.mean_, sk.mean_, rtol=1e-10)
+    ok = np.arange(33) != 5
+    np.testing.assert_allclose(st.scale_[ok], sk.scale_[ok], rtol=1e-7)
+    Z = st.transform(X, rows, chunk_rows=50)
+    assert Z.dtype == np.float32 and Z.shape == (250, 33)
+    np.testing.assert_allclose(Z, sk.transform(X[rows]), rtol=1e-4, atol=1e-5)
+    # lazy view == dense transform; applied to other rows with the subset stats
+    v = st.view(X)
+    np.testing.assert_array_equal(np.asarray(v)[rows], Z)
+    np.testing.assert_allclose(v[10:20][:, ok], sk.transform(X[10:20])[:, ok], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------- draws / splits
+def test_balanced_draw_exact_counts_and_disjoint_from_validation():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 5000)
+    pool, val = validation_split(labels.size, 1000, rng)
+    assert val.size == 1000 and np.intersect1d(pool, val).size == 0
+    assert np.union1d(pool, val).size == labels.size
+    idx = balanced_draw(labels, 37, rng, pool=pool)
+    assert idx.size == 370 and np.unique(idx).size == 370
+    assert np.all(np.bincount(labels[idx], minlength=10) == 37)
+    assert np.intersect1d(idx, val).size == 0
+    # deterministic given the seed, different for another seed
+    np.testing.assert_array_equal(balanced_draw(labels, 5, 7), balanced_draw(labels, 5, 7))
+    assert not np.array_equal(balanced_draw(labels, 5, 7), balanced_draw(labels, 5, 8))
+    small = labels.copy()
+    small[np.flatnonzero(small == 3)[4:]] = 4                # class 3 keeps 4 examples
+    with pytest.raises(ValueError):
+        balanced_draw(small, 5, rng)
+
+
+# ----------------------------------------------------------------- select_C
+def test_select_C_matches_hand_loop(digits_std):
+    X = np.concatenate(digits_std[0::2])
+    y = np.concatenate(digits_std[1::2])
+    rng = np.random.default_rng(5)
+    pool, val = validation_split(len(y), 500, rng)
+    draws = [balanced_draw(y, 10, rng, pool=pool) for _ in range(3)]
+    grid = (1e-4, 1e-3, 1e-2, 1e-1)
+    best, table = select_C(X, y, draws, val, grid, solver="liblinear")
+
+    hand = {}
+    for C in grid:
+        errs = []
+        for tr in draws:
+            sc = StandardScaler().fit(X[tr])
+            clf = _liblinear_ref(sc.transform(X[tr]), y[tr], C)
+            errs.append(np.mean(clf.predict(sc.transform(X[val])) != y[val]))
+        hand[C] = np.mean(errs)
+    assert list(table) == list(grid)
+    for C in grid:
+        assert abs(table[C] - hand[C]) <= 1.0 / len(val) + 1e-12
+    assert best == min(hand, key=hand.get)
+    assert table[best] == min(table.values())
+    assert max(table.values()) - min(table.values()) > 0.02   # grid actually matters
+
+
+# ---------------------------------------------------------------- evaluate
+def test_evaluate_deterministic_ci95_and_modes(digits_std):
+    Xtr, ytr, Xte, yte = digits_std
+    kw = dict(labels_per_class=10, draws=4, C_grid=(1e-3, 1e-2, 1e-1), val_size=300,
+              solver="liblinear", ci95=True)
+    r1 = evaluate(Xtr, ytr, Xte, yte, seed=11, **kw)
+    r2 = evaluate(Xtr, ytr, Xte, yte, seed=11, **kw)
+    r3 = evaluate(Xtr, ytr, Xte, yte, seed=12, **kw)
+    assert r1.accuracies == r2.accuracies and r1.C_table == r2.C_table and r1.best_C == r2.best_C
+    assert r1.accuracies != r3.accuracies
+    assert len(r1.accuracies) == 4 and r1.n_train == 100 and r1.val_size == 300
+    assert r1.accuracy_mean == pytest.approx(np.mean(r1.accuracies))
+    assert r1.error_mean == pytest.approx(1 - np.mean(r1.accuracies))
+    assert r1.error_std == pytest.approx(np.std(r1.accuracies, ddof=1))
+    assert r1.error_ci95 == pytest.approx(1.96 * r1.error_std)
+    assert r1.accuracy_ci95 == pytest.approx(1.96 * r1.accuracy_std)
+    assert r1.best_C == min(r1.C_table, key=r1.C_table.get)
+    assert r1.feature_dim == 64 and r1.solvers == ["liblinear"]
+    assert evaluate(Xtr, ytr, Xte, yte, seed=11, **{**kw, "ci95": False}).error_ci95 is None
+
+    # the documented composition: split, draws from the pool, C on the first
+    # select_draws draws, every draw refit at that C
+    rs = evaluate(Xtr, ytr, Xte, yte, seed=11, select_draws=1, **kw)
+    rng = np.random.default_rng(11)
+    pool, val = validation_split(len(ytr), 300, rng)
+    draws = [balanced_draw(ytr, 10, rng, pool=pool) for _ in range(4)]
+    best, table = select_C(Xtr, ytr, draws[:1], val, kw["C_grid"], "liblinear", random_state=11)
+    assert rs.C_table == table and rs.best_C == best and len(rs.accuracies) == 4
+
+    # full-label mode: C chosen on a held-out split, refit on all labels
+    full = evaluate(Xtr, ytr, Xte, yte, C_grid=(1e-3, 1e-1), val_size=0.25,
+                    solver="liblinear", seed=0)
+    assert full.n_train == len(ytr) and full.draws == 1 and full.error_std == 0.0
+    sc = StandardScaler().fit(Xtr)
+    ref = _liblinear_ref(sc.transform(Xtr), ytr, full.best_C)
+    acc = np.mean(ref.predict(sc.transform(Xte)) == yte)
+    assert abs(full.accuracy_mean - acc) <= 1.0 / len(yte) + 1e-12
+    assert full.accuracy_mean > r1.accuracy_mean             # more labels help
+    assert DEFAULT_C_GRID == (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-1)
+
+
+# ---------------------------------------------------------- K-means features
+@pytest.fixture(scope="module")
+def kmeans_fitted(digit_images):
+    imgs, y = digit_images
+    km = KMeansFeatures(k=50, seed=0, n_patches=10000, progress=False).fit(imgs[:1000])
+    return km, imgs, y
+
+
+def test_kmeans_feature_properties(kmeans_fitted):
+    km, imgs, _ = kmeans_fitted
+    feats = km.transform(imgs[:40])
+    assert feats.shape == (40, 4 * 50) and feats.dtype == np.float32
+    assert np.all(feats >= 0) and np.all(np.isfinite(feats))
+    act = km.activations(imgs[:40])
+    assert act.shape == (40, 50, 11, 11) and np.all(act >= 0)
+    zero_frac = (act == 0).mean(1)                           # per location
+    assert zero_frac.mean() >= 0.4 and zero_frac.min() >= 0.02
+    # quadrant sum pooling (rows/cols 0..5 | 6..10; MATLAB round(11/2) = 6)
+    q = [act[:, :, :6, :6], act[:, :, :6, 6:], act[:, :, 6:, :6], act[:, :, 6:, 6:]]
+    np.testing.assert_allclose(feats, np.concatenate([t.sum((2, 3)) for t in q], 1),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_kmeans_activation_matches_numpy_reference(kmeans_fitted):
+    """One location recomputed by hand: 0-255 scale, contrast norm, ZCA, triangle."""
+    km, imgs, _ = kmeans_fitted
+    img = imgs[3, 0] * 255.0                                 # [0, 1] input -> 0-255
+    r, c = 4, 7
+    p = img[r:r + 6, c:c + 6].reshape(-1).astype(np.float64)
+    p = (p - p.mean()) / np.sqrt(p.var(ddof=1) + 10.0)
+    w = (p - km.patch_mean_) @ km.whitening_.astype(np.float64)
+    z = np.linalg.norm(km.centroids_.astype(np.float64) - w, axis=1)
+    ref = np.maximum(0.0, z.mean() - z)
+    got = km.activations(imgs[3:4])[0, :, r, c]
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=2e-3)
+
+
+def test_zca_whitening_against_numpy(digit_images):
+    imgs, _ = digit_images
+    km = KMeansFeatures(k=10, seed=1, progress=False)
+    patches = km.normalize_patches(km.sample_patches(imgs[:500], n=30000))
+    assert km.value_range_ == (0.0, 1.0)
+    assert KMeansFeatures()._resolve_range((imgs[:5] * 255).astype(np.uint8)) == (0.0, 255.0)
+    assert KMeansFeatures()._resolve_range(imgs[:5] * 2 - 1) == (-1.0, 1.0)
+    # contrast normalisation: zero mean per patch, variance var/(var+10)
+    np.testing.assert_allclose(patches.mean(1), 0.0, atol=1e-9)
+    # numpy reference ZCA with the paper's eps = 0.1
+    cov = np.cov(patches, rowvar=False)
+    d, V = np.linalg.eigh(cov)
+    P_ref = V @ np.diag(1.0 / np.sqrt(np.clip(d, 0, None) + 0.1)) @ V.T
+    mean, P = KMeansFeatures.zca_matrix(patches, 0.1)
+    np.testing.assert_allclose(P, P_ref, rtol=1e-6, atol=1e-8)
+    W = (patches - mean) @ P
+    np.testing.assert_allclose(np.cov(W, rowvar=False),
+                               V @ np.diag(np.clip(d, 0, None) / (np.clip(d, 0, None) + 0.1)) @ V.T,
+                               atol=1e-8)
+    # with a negligible eps the whitened covariance is the identity on the
+    # 35-dim subspace orthogonal to the constant patch (removed by the
+    # per-patch mean subtraction)
+    mean, P = KMeansFeatures.zca_matrix(patches, 1e-9)
+    ev = np.linalg.eigvalsh(np.cov((patches - mean) @ P, rowvar=False))
+    assert ev[0] < 1e-3
+    np.testing.assert_allclose(ev[1:], 1.0, atol=1e-3)
+
+
+def test_kmeans_deterministic_and_beats_raw_pixels(kmeans_fitted, digit_images):
+    km, imgs, y = kmeans_fitted
+    km2 = KMeansFeatures(k=50, seed=0, n_patches=10000, progress=False).fit(imgs[:1000])
+    np.testing.assert_array_equal(km2.centroids_, km.centroids_)
+    np.testing.assert_array_equal(km2.transform(imgs[:20]), km.transform(imgs[:20]))
+    tr, te = slice(0, 1000), slice(1000, None)
+    ftr, fte = km.transform(imgs[tr]), km.transform(imgs[te])
+    kw = dict(C_grid=(1e-3, 1e-2, 1e-1), solver="liblinear", seed=0)
+    raw = evaluate(imgs[tr].reshape(1000, -1), y[tr], imgs[te].reshape(-1, 256), y[te], **kw)
+    kmr = evaluate(ftr, y[tr], fte, y[te], **kw)
+    assert kmr.accuracy_mean > raw.accuracy_mean + 0.01
