@@ -10,7 +10,7 @@ from ganlab.hookspecs import hookimpl
 
 @hookimpl
 def ganlab_register_datasets(register) -> None:
-    from ganlab.datasets import builtin_sources
+    from ganlab.dataset_readers import builtin_sources
 
     for source in builtin_sources():
         register(source)

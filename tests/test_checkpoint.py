@@ -202,3 +202,20 @@ def test_cli_sample_from_ganlab_checkpoint(tiny_run, tmp_path):
     result = CliRunner().invoke(cli, ["sample", str(tiny_run / "last.pt"), "-n", "8", "--nrow", "8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (8 * 16 + 9 * 2, 16 + 2 * 2)
+
+
+def test_report_accepts_a_pytorch_examples_pair(examples_pair, tmp_path):
+    from ganlab import registry
+
+    _, _, folder = examples_pair
+    registry.reset()
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["report", str(folder / "netG_epoch_24.pth"), "--dataset", "digits",
+                                      "--only", "d-score,latent-walk", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    components = json.loads((out / "metrics.json").read_text())["components"]
+    assert components["d-score"]["status"] == "ok"  # the discriminator was found beside the generator
+    assert components["d-score"]["metrics"]["images"] == 899
+    assert components["latent-walk"]["status"] == "ok"

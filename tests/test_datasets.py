@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ganlab.dataset_readers as readers
 import ganlab.datasets as ds
 from ganlab import core_plugin, hookspecs
 from ganlab.errors import GanlabError
@@ -353,7 +354,7 @@ def test_lsun_tiny_lmdb(lsun_root, tmp_path, monkeypatch):
 
 def _assert_no_inherited_lmdb(worker_id):
     # LMDB forbids using a handle across fork(): each worker must start with none and open its own.
-    if list(ds._LMDB_ENVS):
+    if list(readers._LMDB_ENVS):
         raise AssertionError(f"worker {worker_id} inherited open lmdb environments")
 
 

@@ -164,3 +164,12 @@ def test_run_experiment_trains_once_then_reuses(in_tmp):
     assert second.exit_code == 0 and "using existing runs/quick/last.pt" in second.output
     unknown = runner.invoke(cli, ["run", "no-such-experiment"])
     assert unknown.exit_code == 1 and "unknown experiment 'no-such-experiment'" in unknown.output
+
+
+def test_across_epochs_flag_includes_every_component(tiny_run, tmp_path):
+    registry.reset()
+    data, _ = make_report(tiny_run, only=["nearest-neighbours", "latent-walk"], out=tmp_path / "r", device="cpu",
+                          progress=False, all_across_epochs=True)
+    assert [e for e, _ in data.across_epochs["nearest-neighbours.sample_nn_rmse"]] == [1, 2]
+    final = data.components[0].result.metrics["sample_nn_rmse"]
+    assert data.across_epochs["nearest-neighbours.sample_nn_rmse"][-1][1] == pytest.approx(final)

@@ -1,0 +1,370 @@
+"""The built-in datasets' readers: one opener per dataset, returning (image, label) items.
+
+Own small readers replace torchvision's where it would refuse usable files (MNIST wants all
+four files for either split; SVHN and CelebA md5-check every file) or misbehave (LSUN pickles
+its key list to ``_cache_*`` in the working directory and unpickles any such file it finds).
+torchvision still downloads, and reads the CIFAR-10 python batches.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ganlab.datasets import DatasetSource
+from ganlab.errors import GanlabError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+LSUN_CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room",
+                   "dining_room", "kitchen", "living_room", "restaurant", "tower")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# ----------------------------------------------------------------------------- helpers
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _missing(name: str, files: str, folder: Path, downloadable: bool = True) -> GanlabError:
+    hint = "give --data-root DIR, or --download to fetch it" if downloadable else "give --data-root DIR"
+    return GanlabError(f"{name}: expected {files} in {folder} ({hint})")
+
+
+def _need_root(source: str, root: Path | None, files: str) -> Path:
+    if root is None:
+        raise GanlabError(f"--data-root is required for {source} (the folder with {files})")
+    return root
+
+
+def _no_variant(source: str, variant: str | None) -> None:
+    if variant:
+        raise GanlabError(f"{source} has no variants (got '{source}:{variant}'); use '{source}'")
+
+
+def _download_failed(source: str, root: Path, exc: BaseException) -> GanlabError:
+    return GanlabError(f"{source}: download into {root} failed ({_one_line(exc)}); "
+                       f"fetch the files by hand and give --data-root DIR")
+
+
+def _load_image(path: str | Path) -> Image.Image:
+    """Decode a file fully (so no handle stays open); odd modes (P, RGBA, CMYK...) become RGB."""
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        image.load()
+    return image if image.mode in ("L", "RGB") else image.convert("RGB")
+
+
+class _ArrayImages(Dataset):
+    """uint8 images (N x H x W or N x H x W x C) with int64 labels, all in memory."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str] | None = None):
+        self.images, self.labels, self.classes = images, labels, classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.images[index], int(self.labels[index])
+
+
+class _FileImages(Dataset):
+    """Unlabelled image files: items (PIL image, -1)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return _load_image(self.paths[index]), -1
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _image_folder(name: str, folder: Path) -> Dataset:
+    """torchvision ImageFolder (class = sorted sub-folder index), one-line errors."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(folder), loader=_load_image)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise GanlabError(f"{name}: no images in the class sub-folders of {folder} ({_one_line(exc)})") from None
+
+
+# ----------------------------------------------------------------------------- built-in openers
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 images 1797 x 8 x 8 in 0..255, labels, train indices, test indices)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * 255.0 / 16.0).astype(np.uint8)  # 0..16 -> 0..255
+    labels = digits.target.astype(np.int64)
+    train, test = train_test_split(np.arange(len(labels)), test_size=0.5, random_state=0, stratify=labels)
+    return images, labels, np.sort(train), np.sort(test)
+
+
+def _open_digits(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    _no_variant("digits", variant)
+    images, labels, train, test = _digits_arrays()
+    index = {"train": train, "test": test}.get(split, np.arange(len(labels)))
+    dataset = _ArrayImages(images[index], labels[index], [str(d) for d in range(10)])
+    dataset.indices = index  # positions in sklearn's load_digits(), for reference
+    return dataset
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An idx file of unsigned bytes (MNIST's format), gzipped or not, as a numpy array."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise GanlabError(f"mnist: {path} is not an idx file of unsigned bytes; replace it with the original file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(dims)):
+        raise GanlabError(f"mnist: {path} is truncated ({array.size} bytes for shape {dims}); replace it")
+    return array.reshape(dims)
+
+
+def _open_mnist(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    _no_variant("mnist", variant)
+    prefix = "train" if split == "train" else "t10k"
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    root = _need_root("mnist", root, f"MNIST/raw/{names[0]}")
+    raw = root / "MNIST" / "raw"
+
+    def find(stem: str) -> Path | None:  # torchvision's layout first, then the files in root itself
+        for folder in (raw, root):
+            for candidate in (folder / stem, folder / f"{stem}.gz"):
+                if candidate.is_file():
+                    return candidate
+        return None
+
+    if download and not all(find(n) for n in names):
+        from torchvision.datasets import MNIST
+
+        try:  # fetches all four files into root/MNIST/raw and extracts them
+            MNIST(str(root), train=split == "train", download=True)
+        except Exception as exc:
+            raise _download_failed("mnist", root, exc) from None
+    paths = [find(n) for n in names]
+    if not all(paths):
+        raise _missing("mnist", f"{names[0]}[.gz] and {names[1]}[.gz]", raw)
+    images, labels = _read_idx(paths[0]), _read_idx(paths[1]).astype(np.int64)
+    if images.ndim != 3 or labels.shape != (len(images),):
+        raise GanlabError(f"mnist: {paths[0].name} and {paths[1].name} in {paths[0].parent} do not match; replace them")
+    return _ArrayImages(images, labels, [str(d) for d in range(10)])
+
+
+def _open_svhn(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    _no_variant("svhn", variant)
+    filename = f"{split}_32x32.mat"
+    root = _need_root("svhn", root, "train_32x32.mat / test_32x32.mat")
+    if download and not (root / filename).is_file():
+        from torchvision.datasets import SVHN
+        from torchvision.datasets.utils import download_url
+
+        url, _, md5 = SVHN.split_list[split]
+        try:
+            download_url(url, str(root), filename, md5)
+        except Exception as exc:
+            raise _download_failed("svhn", root, exc) from None
+    if not (root / filename).is_file():
+        raise _missing("svhn", filename, root)
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(root / filename))
+        images, labels = mat["X"], mat["y"].astype(np.int64).reshape(-1)
+    except Exception as exc:
+        raise GanlabError(f"svhn: cannot read {root / filename} ({_one_line(exc)}); "
+                          f"replace it with the official file") from None
+    if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(labels):
+        raise GanlabError(f"svhn: {root / filename} has X {images.shape}, y {len(labels)}; "
+                          f"expected X [32, 32, 3, N], y [N, 1]")
+    labels[labels == 10] = 0  # SVHN stores the digit 0 as class 10
+    # [H, W, C, N] -> [N, H, W, C], contiguous so each item is one cheap slice.
+    return _ArrayImages(np.ascontiguousarray(images.transpose(3, 0, 1, 2)), labels, [str(d) for d in range(10)])
+
+
+def _open_cifar10(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    _no_variant("cifar10", variant)
+    expected = "train/<class>/*.jpg and test/<class>/*.jpg, or cifar-10-batches-py/"
+    root = _need_root("cifar10", root, expected)
+    if (root / "train").is_dir() or (root / "test").is_dir():  # an ImageFolder tree
+        if not (root / split).is_dir():
+            raise _missing("cifar10", f"{split}/<class>/*.jpg", root, downloadable=False)
+        dataset = _image_folder("cifar10", root / split)
+        if tuple(dataset.classes) != CIFAR10_CLASSES:  # labels come from sorted names: must be these
+            raise GanlabError(f"cifar10: class folders in {root / split} are {', '.join(dataset.classes)}; "
+                              f"expected {', '.join(CIFAR10_CLASSES)}")
+        return dataset
+    from torchvision.datasets import CIFAR10
+
+    try:
+        return CIFAR10(str(root), train=split == "train", download=download)
+    except Exception as exc:
+        if download:
+            raise _download_failed("cifar10", root, exc) from None
+        raise _missing("cifar10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta; "
+                       "official python version) or train/<class>/*.jpg", root) from None
+
+
+_LMDB_ENVS: dict[str, Any] = {}  # path -> open lmdb environment, shared by every dataset in this process
+
+
+def _close_lmdb_envs() -> None:
+    # lmdb refuses a second open of the same files in one process, and a forked child inherits
+    # that bookkeeping (and must not use the parent's handle): close everything before a fork so
+    # DataLoader workers open their own. The parent reopens lazily on its next read.
+    while _LMDB_ENVS:
+        _LMDB_ENVS.popitem()[1].close()
+
+
+os.register_at_fork(before=_close_lmdb_envs)
+
+
+class _LmdbImages(Dataset):
+    """LSUN lmdb (key -> webp/jpeg bytes); keys listed once, in memory; the shared environment is never pickled."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        with self._environment().begin(write=False) as txn:
+            self.keys = list(txn.cursor().iternext(keys=True, values=False))
+
+    def _environment(self):
+        import lmdb
+
+        if self.path not in _LMDB_ENVS:
+            _LMDB_ENVS[self.path] = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
+        return _LMDB_ENVS[self.path]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        with self._environment().begin(write=False) as txn:
+            data = txn.get(self.keys[index])
+        image = Image.open(io.BytesIO(data))
+        return image.convert("RGB"), -1
+
+
+def _open_lsun(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    category = variant or "bedroom"
+    if not re.fullmatch(r"[a-z_]+", category):
+        raise GanlabError(f"lsun: bad category '{category}'; use e.g. lsun:church_outdoor ({', '.join(LSUN_CATEGORIES)})")
+    folder_name = f"{category}_{split}_lmdb"
+    root = _need_root("lsun", root, f"{folder_name}/")
+    try:
+        import lmdb  # noqa: F401
+    except ImportError:
+        raise GanlabError("lsun needs the lmdb package: pip install lmdb") from None
+    if download:
+        raise GanlabError("lsun cannot be downloaded by ganlab; fetch it with LSUN's download.py "
+                          "(github.com/fyu/lsun), unzip it, and give --data-root DIR")
+    folder = root / folder_name
+    if not (folder / "data.mdb").is_file():
+        found = ", ".join(sorted(p.name for p in root.glob("*_lmdb"))) if root.is_dir() else ""
+        raise GanlabError(f"lsun: expected {folder_name}/data.mdb in {root} (found: {found or 'no *_lmdb folders'}; "
+                          f"give --data-root DIR, pick the category with lsun:CATEGORY)")
+    return _LmdbImages(folder)
+
+
+CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2}
+
+
+def _open_celeba(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    _no_variant("celeba", variant)
+    expected = "celeba/img_align_celeba/*.jpg and celeba/list_eval_partition.txt"
+    root = _need_root("celeba", root, expected)
+    if download and not (root / "celeba" / "img_align_celeba").is_dir():
+        from torchvision.datasets import CelebA
+
+        try:
+            CelebA(str(root), split="all", target_type=[], download=True)
+        except Exception as exc:
+            raise _download_failed("celeba", root, exc) from None
+    # The official layout lives in root/celeba/; accept root itself being that folder.
+    base = next((b for b in (root / "celeba", root) if (b / "img_align_celeba").is_dir()), root / "celeba")
+    images, partition = base / "img_align_celeba", base / "list_eval_partition.txt"
+    if not images.is_dir() or not partition.is_file():
+        raise _missing("celeba", expected, root)
+    names = []
+    for number, line in enumerate(partition.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+            raise GanlabError(f"celeba: line {number} of {partition} is '{line.strip()}'; expected 'NNNNNN.jpg 0|1|2'")
+        if split == "all" or int(fields[1]) == CELEBA_SPLITS[split]:
+            names.append(fields[0])
+    present = set(os.listdir(images))
+    absent = [n for n in names if n not in present]
+    if absent:
+        raise GanlabError(f"celeba: {len(absent)} images listed in {partition.name} are missing from {images} "
+                          f"(e.g. {absent[0]}); unpack img_align_celeba.zip there")
+    return _FileImages([images / n for n in names])
+
+
+def _open_folder(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
+    _no_variant("folder", variant)
+    root = _need_root("folder", root, "train/ and test/ sub-folders, or the images themselves")
+    if download:
+        raise GanlabError("folder cannot be downloaded; give --data-root DIR with your images")
+    if not root.is_dir():
+        raise _missing("folder", "a folder of images", root, downloadable=False)
+    if (root / split).is_dir():
+        folder = root / split
+    elif split == "train":  # no split folders: the folder itself is the training set
+        folder = root
+    else:
+        subs = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())) or "none"
+        raise GanlabError(f"folder: no '{split}' sub-folder in {root} (sub-folders: {subs}); "
+                          f"without one, the folder itself is the 'train' split")
+    has_classes = any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    if has_classes:  # labels = index of the sorted class sub-folder
+        return _image_folder("folder", folder)
+    files = _image_files(folder)
+    if not files:
+        raise _missing("folder", f"image files ({', '.join(IMAGE_SUFFIXES)}) or class sub-folders", folder,
+                       downloadable=False)
+    return _FileImages(files)
+
+
+def builtin_sources() -> list[DatasetSource]:
+    """The datasets ganlab ships, in the order ``ganlab datasets`` lists them."""
+    return [
+        DatasetSource("digits", "scikit-learn's 1,797 8x8 handwritten digits (embedded, no download)",
+                      ("train", "test", "all"), 10, "nothing (bundled with scikit-learn)", _open_digits),
+        DatasetSource("mnist", "MNIST handwritten digits, 28x28 grey (60,000 train / 10,000 test)",
+                      ("train", "test"), 10,
+                      "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", _open_mnist),
+        DatasetSource("svhn", "Street View House Numbers, 32x32 colour digits (format 2, cropped)",
+                      ("train", "test", "extra"), 10, "train_32x32.mat / test_32x32.mat / extra_32x32.mat",
+                      _open_svhn),
+        DatasetSource("cifar10", "CIFAR-10, 32x32 colour images in 10 classes",
+                      ("train", "test"), 10,
+                      "train/<class>/*.jpg + test/<class>/*.jpg, or cifar-10-batches-py/", _open_cifar10),
+        DatasetSource("lsun", "LSUN scene category as lmdb (lsun:CATEGORY, default bedroom)",
+                      ("train", "val"), None, "<category>_train_lmdb/ / <category>_val_lmdb/", _open_lsun),
+        DatasetSource("celeba", "CelebA aligned faces, 178x218 (no class labels)",
+                      ("train", "valid", "test", "all"), None,
+                      "celeba/img_align_celeba/*.jpg + celeba/list_eval_partition.txt", _open_celeba),
+        DatasetSource("folder", "your images: <root>/<split>/<class>/*.jpg, or images directly in the folder",
+                      ("train", "test", "*"), None, "<split>/<class>/*.jpg, or *.jpg", _open_folder),
+    ]
+
