@@ -97,10 +97,17 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
     if dataset and source is None:
         registry.get("datasets", dataset.split(":")[0])  # raises the one-line "unknown dataset" error
     splits = {} if splits is None else splits
+    # Check every option before anything runs, so a typo fails in a second, not after a long component.
+    all_options = {component.name: resolve_options(component, settings) for component in components}
+    known = registry.components()
+    for key in settings:
+        if key.partition(".")[0] not in known:
+            raise GanlabError(f"--set {key}: no component named {key.partition('.')[0]!r} "
+                              f"(available: {', '.join(sorted(known))})")
     runs = []
     for component in components:
         plugin = registry.owner.get((f"{'evaluators' if component.kind == 'evaluator' else 'analyses'}", component.name), "?")
-        options = resolve_options(component, settings)
+        options = all_options[component.name]
         run = ComponentRun(component.name, component.kind, component.description, plugin, SKIPPED, options=options)
         reasons = unmet_needs(component, has_labels=bool(source and source.num_classes),
                               has_heldout=bool(source and "test" in source.splits),

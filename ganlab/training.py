@@ -83,10 +83,13 @@ class Trainer:
             raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; training needs at least 2")
 
         torch.manual_seed(options.seed)
-        self.G, self.D = (m.to(self.device) for m in build(cfg))
+        # channels_last: ~1.13x faster convolutions and BatchNorm on CPU (benchmarks/train_throughput.py)
+        self.G, self.D = (m.to(self.device, memory_format=torch.channels_last) for m in build(cfg))
         betas = (options.beta1, 0.999)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=options.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=options.lr, betas=betas)
+        # The fused Adam kernel is one op per step instead of several per parameter.
+        fused = self.device.type in ("cpu", "cuda")
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=options.lr, betas=betas, fused=fused)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=options.lr, betas=betas, fused=fused)
         self.loss = nn.BCEWithLogitsLoss()
         self.noise = torch.Generator(device=self.device).manual_seed(options.seed * 1000 + self.rank)
         self.fixed_noise = sample_latent(cfg, 64, torch.Generator().manual_seed(options.seed), self.device)
@@ -176,6 +179,10 @@ class Trainer:
                              torch.sigmoid(out_fake.detach().float()).mean()]).tolist()
         return dict(zip(HISTORY_KEYS, stats))
 
+    def real_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Images ``idx`` of the in-memory dataset, in [-1, 1], on the device, channels-last like the models."""
+        return to_unit_range(self.images[idx]).to(self.device, non_blocking=True, memory_format=torch.channels_last)
+
     def _latent(self, n: int) -> torch.Tensor:
         """Training noise from the trainer's own generator, so a resumed run draws the same z."""
         shape = (n, self.config.nz, 1, 1)
@@ -206,8 +213,7 @@ class Trainer:
                 with tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
                           desc=f"epoch {self.epoch + 1}/{self.options.epochs}", leave=False, dynamic_ncols=True) as bar:
                     for idx in batches[self.batch_in_epoch:]:
-                        real = to_unit_range(self.images[idx]).to(self.device, non_blocking=True)
-                        stats = self.train_step(real)
+                        stats = self.train_step(self.real_batch(idx))
                         if not all(math.isfinite(v) for v in stats.values()):
                             raise GanlabError(
                                 f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "

@@ -15,6 +15,12 @@ from ganlab.datasets import load_split, to_unit_range
 from ganlab.report import make_report
 
 
+# the cheapest svm-probe that still runs every row
+QUICK_PROBE = [item for pair in (("--set", f"svm-probe.{k}={v}") for k, v in {
+    "labels_per_class": 5, "draws": 2, "kmeans_k": 8, "supervised_steps": 5, "supervised_draws": 1, "umap": "false",
+    "C_grid": "0.01"}.items()) for item in pair]
+
+
 def _errors(output):
     return [line for line in re.split(r"[\r\n]", output) if line.startswith("Error:")]
 
@@ -23,7 +29,8 @@ def _errors(output):
 def report(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     registry.reset()
-    data, folder = make_report(tiny_run, out=out, device="cpu", progress=False)
+    # svm-probe has its own tests (test_probe.py); here it would only add minutes
+    data, folder = make_report(tiny_run, out=out, device="cpu", progress=False, skip=["svm-probe"])
     return data, folder, json.loads((folder / "metrics.json").read_text())
 
 
@@ -123,6 +130,7 @@ def test_options_from_the_command_line(tiny_run, tmp_path):
         (["--set", "latent-walk.steps=many"], "expected a int"),
         (["--set", "latent-walk.colour=red"], "has no option 'colour'"),
         (["--set", "nodot"], "expected COMPONENT.OPTION=VALUE"),
+        (["--set", "no-such-component.x=1"], "no component named 'no-such-component'"),
         (["--only", "no-such-thing"], "unknown component 'no-such-thing'"),
         (["--dataset", "nope"], "unknown dataset 'nope'"),
     ]:
@@ -154,7 +162,7 @@ def test_run_experiment_trains_once_then_reuses(in_tmp):
     listing = runner.invoke(cli, ["run", "--list"])
     assert listing.exit_code == 0 and re.search(r"^probe-digits\s+train a DCGAN", listing.output, re.M)
     args = ["run", "probe-digits", "--epochs", "1", "--limit", "64", "--ngf", "8", "--ndf", "8", "--image-size", "16",
-            "--out", "runs/quick", "--set", "latent-walk.rows=2"]
+            "--out", "runs/quick", "--set", "latent-walk.rows=2", *QUICK_PROBE]
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert (in_tmp / "runs/quick/last.pt").is_file() and (in_tmp / "reports/probe-digits/index.html").is_file()
