@@ -6,6 +6,7 @@ Nothing here imports ganlab; the scripts import this file as ``common`` (they pu
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -130,3 +131,22 @@ def conv_flops(model: nn.Module, example: torch.Tensor) -> ConvFlops:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the record printed with each benchmark."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """1, 5 and 15-minute load averages: how busy the shared machine was during the run."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"

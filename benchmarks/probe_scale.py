@@ -64,6 +64,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_count, cpu_model, load_average  # noqa: E402
 GB = 1e9  # decimal GB throughout, as in "5.7 GB as float32"
 RSS_LIMIT_BYTES = 8 * GB
 CRITERION_SIZE = (50_000, 28_672)
@@ -74,30 +76,6 @@ DATA_VERSION = 1  # bump when the generator changes so cached files are regenera
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
 
 def meminfo() -> dict[str, int]:
     """/proc/meminfo in bytes (empty where there is none)."""

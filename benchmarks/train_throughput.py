@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import sys
 import tempfile
@@ -46,7 +45,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ConvFlops, conv_flops, conv_gflops, cpu_count, cpu_seconds, matmul_gflops, median
+from common import (ConvFlops, conv_flops, conv_gflops, cpu_count, cpu_model, cpu_seconds, load_average,  # noqa: E402
+                    matmul_gflops, median)
 
 # ratio ganlab / baseline images per second that the issue asks for, by image size
 TARGETS = {32: 1.1, 64: 1.0}
@@ -273,23 +273,6 @@ def run_steps(side, n: int) -> tuple[int, float, float]:
     images = sum(side.step() for _ in range(n))
     wall = time.perf_counter() - start
     return images, wall, cpu_seconds(pids) - cpu0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def profile_side(side, steps: int, rows: int = 15) -> None:
