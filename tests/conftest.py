@@ -1,5 +1,4 @@
 """Shared fixtures: tiny, fast training runs on the embedded digits."""
-import os
 from pathlib import Path
 
 import pytest
@@ -46,5 +45,3 @@ def state_equal(a, b):
 
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-
-os.environ.setdefault("TQDM_DISABLE", "1")
