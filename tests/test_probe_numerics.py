@@ -125,6 +125,44 @@ def test_binary_problem_single_column(digits_std):
     np.testing.assert_array_equal(tor.predict(Xte[mt]), ref.predict(Xte[mt]))
 
 
+def test_warm_start_reaches_the_same_optimum_in_fewer_passes(synth):
+    """A fit at C=1e-2 started from the C=5e-3 solution (select_C's regularisation path)
+    ends at the cold fit's objective, with fewer passes over X; a mismatched init is refused."""
+    Xtr, ytr, Xte, yte = synth
+    lower = fit_linear_svm(Xtr, ytr, 5e-3, solver="torch")
+    cold = fit_linear_svm(Xtr, ytr, 1e-2, solver="torch")
+    warm = fit_linear_svm(Xtr, ytr, 1e-2, solver="torch", init=lower)
+    assert cold.converged_ and warm.converged_
+    np.testing.assert_allclose(warm.objective_, cold.objective_, rtol=1e-5)
+    assert warm.n_evals_ < cold.n_evals_
+    assert np.mean(warm.predict(Xte) == cold.predict(Xte)) >= 0.995
+    with pytest.raises(ValueError, match="init probe"):
+        fit_linear_svm(Xtr[:, :100], ytr, 1e-2, solver="torch", init=lower)
+
+
+def test_preconditioner_changes_the_path_not_the_solution():
+    """Raw (unstandardised, non-negative, correlated) digit pixels, like D features: the
+    preconditioned fit reaches liblinear's objective, as the plain one does, in fewer passes."""
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    C = 1e-3
+    ref = _liblinear_ref(X, y, C, tol=1e-8, max_iter=50000)
+    obj_ref = svm_objective(X, y, ref.coef_, ref.intercept_, C)
+    plain = fit_linear_svm(X, y, C, solver="torch", precondition=0)
+    pre = fit_linear_svm(X, y, C, solver="torch")
+    assert plain.extra_["precondition_rank"] == 0 and pre.extra_["precondition_rank"] == 64
+    assert pre.converged_
+    np.testing.assert_allclose(pre.objective_, obj_ref, rtol=1e-4)
+    assert pre.objective_.sum() <= plain.objective_.sum() * (1 + 1e-5)
+    assert pre.n_evals_ < plain.n_evals_
+    # and the RNG state of the caller is untouched by the randomised SVD
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    fit_linear_svm(X, y, C, solver="torch", max_iter=3)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_auto_solver_switches_on_size(digits_std, monkeypatch):
     Xtr, ytr, _, _ = digits_std
     assert fit_linear_svm(Xtr, ytr, 1e-2).solver == "liblinear"

@@ -53,6 +53,8 @@ class SvmProbe(Evaluator):
         "val_size": 0.2,  # validation split from the training split: a fraction, or a count
         "C_grid": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2,1e-1",
         "solver": "auto",  # liblinear, torch, or auto (torch above ~1 GB of features)
+        # stopping tolerance: liblinear's tol; torch: max |gradient| relative to its value at w = 0
+        "tol": 1e-4,
         # "none": the paper's L2-SVM on the raw features; "standardize": zero mean, unit variance per
         # feature (fitted on each training subset), which flatters weak features such as a random D's
         "preprocess": "none",
@@ -104,7 +106,11 @@ class SvmProbe(Evaluator):
 
         rows, metrics, details = [], {}, []
         for labels_per_class in modes:
-            for name, (X_train, X_test, extract_seconds) in features.items():
+            names = list(features)
+            if ctx.progress is not None and not ctx.quiet:
+                names = ctx.progress(names, desc=f"L2-SVM fits, {mode_key(labels_per_class)}", total=len(names))
+            for name in names:
+                X_train, X_test, extract_seconds = features[name]
                 result = self._probe(ctx, X_train, y_train, X_test, y_test, labels_per_class, grid)
                 rows.append(self._row(name, labels_per_class, result.feature_dim, result.accuracies,
                                       result.fit_seconds, result.best_C, o["ci95"]))
@@ -181,7 +187,8 @@ class SvmProbe(Evaluator):
         return evaluate(X_train, y_train, X_test, y_test, labels_per_class=labels_per_class, draws=o["draws"],
                         select_draws=o["select_draws"] or None, C_grid=grid, val_size=_val_size(o["val_size"]),
                         seed=ctx.seed, solver=o["solver"], ci95=o["ci95"], device=ctx.device,
-                        preprocess=None if o["preprocess"] == "none" else o["preprocess"])
+                        preprocess=None if o["preprocess"] == "none" else o["preprocess"],
+                        fit_kwargs={"tol": o["tol"]})
 
     def _supervised(self, ctx, train_images, y_train, test_images, y_test, labels_per_class):
         import numpy as np

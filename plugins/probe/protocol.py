@@ -11,11 +11,13 @@
   each draw is then fit at that C and scored on the test set, reporting mean
   and std (or the +-1.96 std band of the paper's Table 2, ``ci95=True``).
 
-Preprocessing: per-feature standardisation fitted on the training subset
-only. The paper only says "L2-SVM on the features"; we standardise because
-liblinear/L-BFGS converge badly on raw, unnormalised discriminator features
-at tiny C, and because fitting the statistics on the labelled subset only is
-what a label-scarce user could do. ``preprocess=None`` skips it.
+Preprocessing: none by default in the ``svm-probe`` evaluator (the paper's
+L2-SVM on the raw features); ``preprocess="standardize"`` fits per-feature
+statistics on each training subset only (what a label-scarce user could do).
+
+C selection walks the grid in ascending order, warm-starting each torch fit
+from the previous one; the label-scarce final fits reuse the selection's fits
+at the chosen C, and the full-label refit starts from the fit on the pool.
 
 Everything is chunk-wise: features may be ``np.memmap`` arrays larger than
 RAM; a training subset / standardised copy is never materialised whole
@@ -245,7 +247,7 @@ def validation_split(n: int, val_size: int | float | None, rng: Any) -> tuple[np
 # --------------------------------------------------------------------------
 # C selection
 # --------------------------------------------------------------------------
-def _fit_on(X, y, rows, C, solver, preprocess, fit_kwargs, st=None):
+def _fit_on(X, y, rows, C, solver, preprocess, fit_kwargs, st=None, init=None):
     """Fit a probe on rows of X (all rows if None); returns (probe, standardizer or None)."""
     if preprocess == "standardize":
         st = st or Standardizer().fit(X, rows)
@@ -255,7 +257,7 @@ def _fit_on(X, y, rows, C, solver, preprocess, fit_kwargs, st=None):
     else:
         raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
     ysel = np.asarray(y) if rows is None else np.asarray(y)[rows]
-    return fit_linear_svm(Xv, ysel, C, solver=solver, **fit_kwargs), st
+    return fit_linear_svm(Xv, ysel, C, solver=solver, init=init, **fit_kwargs), st
 
 
 def _view(X, rows, st):
@@ -265,12 +267,15 @@ def _view(X, rows, st):
 def select_C(X: Any, y: np.ndarray, train_idx_list: Sequence[np.ndarray],
              val_idx: np.ndarray, grid: Sequence[float] = DEFAULT_C_GRID,
              solver: str = "auto", *, preprocess: str | None = "standardize",
-             **fit_kwargs) -> tuple[float, dict[float, float]]:
+             return_fits: bool = False, **fit_kwargs):
     """Choose C by mean validation error over several training draws.
 
     For each draw ``train_idx_list[j]`` the standardiser is fitted on that
     draw only and applied to ``X[val_idx]``; for each C in ``grid`` a probe is
-    fitted on the draw and its error on the validation rows recorded.
+    fitted on the draw and its error on the validation rows recorded. Within
+    a draw the C values are fitted in ascending order, each fit starting from
+    the previous one's weights (the torch solver's warm start: a regularisation
+    path, which saves most passes over X; liblinear starts from zero).
 
     Args:
         X: N x D features (array or memmap); y: N labels.
@@ -278,25 +283,35 @@ def select_C(X: Any, y: np.ndarray, train_idx_list: Sequence[np.ndarray],
         val_idx: validation indices (disjoint from the draws).
         grid: candidate C values.
         solver, **fit_kwargs: passed to :func:`fit_linear_svm`.
+        return_fits: also return, per draw, ``(probe, standardizer)`` at the
+            chosen C, so a caller that needs exactly those fits reuses them.
 
     Returns:
-        (best_C, table) with ``table[C]`` = mean validation error in [0, 1].
-        Ties go to the earliest C in ``grid`` order.
+        (best_C, table) with ``table[C]`` = mean validation error in [0, 1]
+        (in ``grid`` order; ties go to the earliest C in ``grid`` order), plus
+        the list of per-draw fits when ``return_fits``.
     """
     y = np.asarray(y)
     val_idx = np.asarray(val_idx, dtype=np.int64)
     if val_idx.size == 0:
         raise ValueError("select_C needs a non-empty validation set")
-    errs = {float(C): [] for C in grid}
+    grid = [float(C) for C in grid]
+    errs: dict[float, list[float]] = {C: [] for C in grid}
+    fits: list[dict[float, tuple]] = []
     for tr in train_idx_list:
         tr = np.asarray(tr, dtype=np.int64)
         st = Standardizer().fit(X, tr) if preprocess == "standardize" else None
         Xval = _view(X, val_idx, st)
-        for C in grid:
-            probe, _ = _fit_on(X, y, tr, C, solver, preprocess, fit_kwargs, st)
-            errs[float(C)].append(1.0 - probe.score(Xval, y[val_idx]))
-    table = {C: float(np.mean(v)) for C, v in errs.items()}
-    best = min(table, key=lambda c: (table[c], list(table).index(c)))
+        previous, by_C = None, {}
+        for C in sorted(set(grid)):
+            probe, _ = _fit_on(X, y, tr, C, solver, preprocess, fit_kwargs, st, init=previous)
+            errs[C].append(1.0 - probe.score(Xval, y[val_idx]))
+            previous, by_C[C] = probe, (probe, st)
+        fits.append(by_C)
+    table = {C: float(np.mean(errs[C])) for C in grid}
+    best = min(table, key=lambda c: (table[c], grid.index(c)))
+    if return_fits:
+        return best, table, [by_C[best] for by_C in fits]
     return best, table
 
 
@@ -403,21 +418,30 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
         sel_sets = final_sets if select_draws is None else final_sets[:max(1, int(select_draws))]
 
     t0 = time.perf_counter()
+    selected: list[tuple] = []
     if len(grid) > 1:
-        best_C, table = select_C(X_train, y_train, sel_sets, val, grid, solver,
-                                 preprocess=preprocess, **kw)
+        best_C, table, selected = select_C(X_train, y_train, sel_sets, val, grid, solver,
+                                           preprocess=preprocess, return_fits=True, **kw)
     else:
         best_C, table = grid[0], {grid[0]: float("nan")}
     total += time.perf_counter() - t0
 
     accs, secs, used = [], [], []
-    for rows in final_sets:
-        t0 = time.perf_counter()
-        probe, st = _fit_on(X_train, y_train, rows, best_C, solver, preprocess, kw)
-        secs.append(time.perf_counter() - t0)
+    for j, rows in enumerate(final_sets):
+        if rows is not None and j < len(selected):
+            # label-scarce: C selection already fitted this very draw at best_C
+            probe, st = selected[j]
+            secs.append(probe.fit_seconds_)
+        else:
+            # full labels (refit on every row) or a draw C selection did not use:
+            # warm-started from the first selection fit at best_C
+            t0 = time.perf_counter()
+            init = selected[0][0] if selected else None
+            probe, st = _fit_on(X_train, y_train, rows, best_C, solver, preprocess, kw, init=init)
+            secs.append(time.perf_counter() - t0)
+            total += secs[-1]
         accs.append(probe.score(_view(X_test, None, st), y_test))
         used.append(probe.solver)
-    total += sum(secs)
 
     acc = np.asarray(accs)
     ddof = 1 if acc.size > 1 else 0
