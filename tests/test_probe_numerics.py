@@ -163,6 +163,24 @@ def test_preconditioner_changes_the_path_not_the_solution():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_fit_on_rows_masks_instead_of_gathering(synth):
+    """rows=...: the torch solver streams all of X with the other rows masked out; it must solve
+    the subset's problem (the gathered fit's objective), and liblinear fits exactly X[rows]."""
+    Xtr, ytr, Xte, yte = synth
+    rows = np.sort(np.random.default_rng(1).choice(len(ytr), 1500, replace=False))
+    labels = ytr.copy()
+    labels[np.setdiff1d(np.arange(len(ytr)), rows)] = -1      # outside rows: labels are ignored
+    gathered = fit_linear_svm(Xtr[rows], ytr[rows], 1e-3, solver="torch")
+    masked = fit_linear_svm(Xtr, labels, 1e-3, solver="torch", rows=rows)
+    assert list(masked.classes_) == list(range(10))
+    np.testing.assert_allclose(masked.objective_, gathered.objective_, rtol=1e-5)
+    np.testing.assert_allclose(svm_objective(Xtr[rows], ytr[rows], masked.coef_, masked.intercept_, 1e-3),
+                               gathered.objective_, rtol=1e-5)
+    assert np.mean(masked.predict(Xte) == gathered.predict(Xte)) >= 0.995
+    lib = fit_linear_svm(Xtr, labels, 1e-3, solver="liblinear", rows=rows)
+    np.testing.assert_allclose(lib.coef_, _liblinear_ref(Xtr[rows], ytr[rows], 1e-3).coef_)
+
+
 def test_auto_solver_switches_on_size(digits_std, monkeypatch):
     Xtr, ytr, _, _ = digits_std
     assert fit_linear_svm(Xtr, ytr, 1e-2).solver == "liblinear"

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .solver import (_default_chunk_rows, _iter_numpy_chunks, _shape,
-                     fit_linear_svm)
+                     fit_linear_svm, resolve_solver)
 
 __all__ = [
     "DEFAULT_C_GRID",
@@ -64,8 +64,9 @@ class FeatureView:
     """Lazy ``(X[rows] - mean) / scale`` as float32, read in row blocks.
 
     Holds no copy of X: ``view[a:b]`` reads only rows ``rows[a:b]`` of X
-    (fancy indexing of a memmap reads just those rows) and returns a fresh
-    float32 block of shape ``(b - a, D)``. This is the container the solver's
+    (fancy indexing of a memmap reads just those rows) and returns a float32
+    block of shape ``(b - a, D)``: a view of X when no standardisation and no
+    gather is needed (callers must only read blocks), otherwise one new array. This is the container the solver's
     chunked passes consume, so neither the training subset nor its
     standardised version is ever materialised whole.
 
@@ -97,17 +98,30 @@ class FeatureView:
     def __getitem__(self, key) -> np.ndarray:
         if isinstance(key, tuple):
             raise TypeError("FeatureView supports row indexing only")
+        fresh = False
         if self.rows is None:
             blk = self.X[key]
         else:
             r = self.rows[key]
-            blk = self.X[r] if np.ndim(r) else self.X[int(r)][None]
-        blk = np.array(blk, dtype=np.float32, copy=True, ndmin=2)  # private block
+            if not np.ndim(r):
+                blk = self.X[int(r)][None]
+            elif r.size > 1 and np.all(np.diff(r) == 1):
+                blk = self.X[int(r[0]):int(r[-1]) + 1]   # a run of rows: a view, no gather
+            else:
+                blk, fresh = self.X[r], True              # fancy indexing gathers a new array
+        out = np.asarray(blk, dtype=np.float32)
+        fresh = fresh or (isinstance(blk, np.ndarray) and not np.may_share_memory(out, blk))
+        if out.ndim == 1:
+            out = out[None]
+        if self.mean is None and self.inv_scale is None:
+            return out          # may be a view of X: callers only read blocks
+        if not fresh:
+            out = out.copy()    # never write into X
         if self.mean is not None:
-            blk -= self.mean
+            out -= self.mean
         if self.inv_scale is not None:
-            blk *= self.inv_scale
-        return blk
+            out *= self.inv_scale
+        return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.materialize()
@@ -256,6 +270,13 @@ def _fit_on(X, y, rows, C, solver, preprocess, fit_kwargs, st=None, init=None):
         Xv = FeatureView(X, rows)
     else:
         raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
+    n = _shape(X)[0]
+    if (preprocess is None and rows is not None and 2 * len(rows) > n
+            and resolve_solver(solver, Xv.nbytes) == "torch"):
+        # most of X (the full-label pool): stream X whole and mask the rest out
+        # rather than gathering the subset on every pass
+        return fit_linear_svm(X, np.asarray(y), C, solver="torch", init=init, rows=rows,
+                              **fit_kwargs), st
     ysel = np.asarray(y) if rows is None else np.asarray(y)[rows]
     return fit_linear_svm(Xv, ysel, C, solver=solver, init=init, **fit_kwargs), st
 

@@ -259,7 +259,8 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
                    chunk_rows: int | None = None, precision: str = "mixed",
                    history_size: int = 20, cache_on_device: bool | None = None,
                    num_threads: int | None = None, init: LinearProbe | None = None,
-                   precondition: int = PRECONDITION_RANK, verbose: bool = False) -> LinearProbe:
+                   precondition: int = PRECONDITION_RANK, rows: np.ndarray | None = None,
+                   verbose: bool = False) -> LinearProbe:
     """Fit a one-vs-rest linear L2-SVM (LinearSVC's objective, see module doc).
 
     Args:
@@ -299,6 +300,12 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
             off. It changes how fast L-BFGS gets there, not the solution: on
             CIFAR-10 D features it cut a C grid from thousands of passes to ~400.
 
+        rows: fit on rows ``rows`` of X (and of ``y_train``, which then has
+            one label per row of X) only. The torch solver still streams all of
+            X in contiguous chunks and masks the other rows out, which beats
+            gathering the subset on every pass when it is most of X (the
+            full-label protocol's training pool); liblinear gets ``X[rows]``.
+
     Returns:
         LinearProbe.
     """
@@ -306,12 +313,20 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
     y = np.asarray(y_train).ravel()
     if y.shape[0] != n:
         raise ValueError(f"{n} rows in X but {y.shape[0]} labels")
-    classes = np.unique(y)
+    mask = None
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        if mask.sum() != rows.size:
+            raise ValueError("rows must not repeat")
+    classes = np.unique(y if mask is None else y[mask])
     if classes.size < 2:
         raise ValueError("need at least 2 classes")
-    if solver == "auto":
-        solver = "torch" if _nbytes(X_train) > AUTO_TORCH_BYTES else "liblinear"
+    solver = resolve_solver(solver, _nbytes(X_train) * (1 if mask is None else mask.mean()))
     if solver == "liblinear":
+        if mask is not None:
+            X_train, y = np.asarray(X_train[np.flatnonzero(mask)]), y[mask]
         return _fit_liblinear(X_train, y, C, classes, max_iter=max_iter or 1000,
                               tol=1e-4 if tol is None else tol,
                               fit_intercept=fit_intercept,
@@ -335,11 +350,18 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
                               chunk_rows=chunk_rows or _default_chunk_rows(d),
                               precision=precision, history_size=history_size,
                               cache_on_device=cache_on_device, init=init, precondition=precondition,
-                              verbose=verbose)
+                              mask=mask, verbose=verbose)
         finally:
             if change:
                 torch.set_num_threads(prev)
     raise ValueError(f"unknown solver {solver!r} (liblinear, torch, auto)")
+
+
+def resolve_solver(solver: str, nbytes: float) -> str:
+    """"auto" -> "torch" above AUTO_TORCH_BYTES of features, else "liblinear"."""
+    if solver == "auto":
+        return "torch" if nbytes > AUTO_TORCH_BYTES else "liblinear"
+    return solver
 
 
 def _fit_liblinear(X, y, C, classes, *, max_iter, tol, fit_intercept,
@@ -408,8 +430,9 @@ class _Preconditioner:
         self.U, self.t = U, t      # (D+1) x r orthonormal; r x K with P = I + U diag(t_k) U^T
 
     @classmethod
-    def build(cls, X, n: int, d: int, s: float, *, rank: int, C: float, active: torch.Tensor,
-              device: torch.device) -> _Preconditioner | None:
+    def build(cls, X, n: int, d: int, s: float, *, n_fit: int, rank: int, C: float,
+              active: torch.Tensor, device: torch.device) -> _Preconditioner | None:
+        """From a sample of X's n rows; ``n_fit`` rows (and ``active``) enter the objective."""
         block = 64
         m = int(min(n, SAMPLE_ROWS, max(2 * rank, SAMPLE_BYTES // (4 * (d + 1)))))
         r = min(int(rank), m - 1, d)
@@ -426,7 +449,7 @@ class _Preconditioner:
             U, sv, _ = torch.svd_lowrank(sample.T, q=r, niter=3)
         del sample, rows
         lam = (sv.double() ** 2) / m                   # eigenvalues of the second moment
-        a = (2.0 * C * n) * active.double()[None, :]   # 1 x K
+        a = (2.0 * C * n_fit) * active.double()[None, :]   # 1 x K
         t = torch.sqrt((1.0 + a * lam[-1]) / (1.0 + a * lam[:, None])) - 1.0
         return cls(U.double(), t)
 
@@ -439,7 +462,7 @@ class _Preconditioner:
 
 def _fit_torch(X, y, C, classes, *, device, max_iter, tol, fit_intercept,
                intercept_scaling, chunk_rows, precision, history_size,
-               cache_on_device, init=None, precondition=0, verbose) -> LinearProbe:
+               cache_on_device, init=None, precondition=0, mask=None, verbose) -> LinearProbe:
     if precision not in ("mixed", "double"):
         raise ValueError("precision must be 'mixed' or 'double'")
     t0 = time.perf_counter()
@@ -450,8 +473,10 @@ def _fit_torch(X, y, C, classes, *, device, max_iter, tol, fit_intercept,
     s = float(intercept_scaling) if fit_intercept else 0.0
 
     # +-1 targets for all classes at once: N x K float64 (small: N*K*8 bytes).
-    y_idx = np.searchsorted(classes, y)
+    y_idx = np.searchsorted(classes, y)   # masked-out rows may carry any label
     T = torch.from_numpy(_ovr_targets(y_idx, k)).to(device)
+    M = None if mask is None else torch.from_numpy(mask.astype(np.float64)[:, None]).to(device)
+    n_fit = n if mask is None else int(mask.sum())
 
     bounds = [(a, min(n, a + chunk_rows)) for a in range(0, n, chunk_rows)]
     if cache_on_device is None:
@@ -482,6 +507,8 @@ def _fit_torch(X, y, C, classes, *, device, max_iter, tol, fit_intercept,
             S = (Xc @ Wx).to(f64) + bias           # scores, n_c x K
             Tc = T[a:b]
             m = (1.0 - Tc * S).clamp_(min=0.0)     # active margins
+            if M is not None:
+                m *= M[a:b]                        # rows outside the fit contribute nothing
             loss += (m * m).sum(0)
             active += (m > 0).sum(0)
             G = (-2.0 * C) * Tc * m                # d loss / d score
@@ -492,7 +519,7 @@ def _fit_torch(X, y, C, classes, *, device, max_iter, tol, fit_intercept,
         grad = W.clone()
         grad[:d] += gXt.T
         grad[d] += s * gb
-        return obj, grad, active / n
+        return obj, grad, active / n_fit
 
     # Scale the objective so the gradient at w=0 has max-abs 1: L-BFGS's
     # absolute tolerance_grad then acts as a relative tolerance (C is tiny
@@ -508,7 +535,7 @@ def _fit_torch(X, y, C, classes, *, device, max_iter, tol, fit_intercept,
     # One (D+1) x K float64 parameter matrix W (the last row is the bias
     # feature's weight w_b, regularised as liblinear does). L-BFGS works on V
     # with W = P V, P the preconditioner (identity when rank is 0).
-    P = (_Preconditioner.build(X, n, d, s, rank=precondition, C=C, active=active0,
+    P = (_Preconditioner.build(X, n, d, s, n_fit=n_fit, rank=precondition, C=C, active=active0,
                                device=device)
          if precondition else None)
     V = (P.inverse(W0) if P is not None else W0.clone()).contiguous().requires_grad_(True)
