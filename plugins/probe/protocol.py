@@ -66,9 +66,9 @@ class FeatureView:
     Holds no copy of X: ``view[a:b]`` reads only rows ``rows[a:b]`` of X
     (fancy indexing of a memmap reads just those rows) and returns a float32
     block of shape ``(b - a, D)``: a view of X when no standardisation and no
-    gather is needed (callers must only read blocks), otherwise one new array. This is the container the solver's
-    chunked passes consume, so neither the training subset nor its
-    standardised version is ever materialised whole.
+    gather is needed (callers must only read blocks), otherwise one new array.
+    This is the container the solver's chunked passes consume, so neither the
+    training subset nor its standardised version is ever materialised whole.
 
     Args:
         X: N x D array / memmap.
