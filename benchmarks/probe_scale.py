@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/probe_scale.py --quick          # 10,000 x 7,168, torch solver only, ~1.5 min
     .venv/bin/python benchmarks/probe_scale.py                  # 50,000 x 7,168 and 50,000 x 28,672, ~12 min
-    .venv/bin/python benchmarks/probe_scale.py --with-liblinear # + liblinear where it fits (50,000 x 7,168: 12 GB, >15 min)
+    .venv/bin/python benchmarks/probe_scale.py --with-liblinear # + liblinear where it fits
+                                                                # (50,000 x 7,168: 12 GB, >15 min)
 
 The issue: the CIFAR-10 protocol means 50,000 x 28,672 features (5.7 GB as float32); liblinear copies
 its dense input and will not fit comfortably, so the torch solver (full-batch L-BFGS on LinearSVC's
@@ -66,6 +67,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_count, cpu_model, load_average  # noqa: E402
+
 GB = 1e9  # decimal GB throughout, as in "5.7 GB as float32"
 RSS_LIMIT_BYTES = 8 * GB
 CRITERION_SIZE = (50_000, 28_672)
@@ -202,7 +204,8 @@ def child_main(spec: dict) -> None:
     import numpy as np
     import sklearn.svm  # noqa: F401  (the baseline imports what a liblinear fit imports)
     import torch
-    from ganlab_plugins.probe import protocol, solver
+
+    from ganlab_plugins.probe import protocol, solver, views
 
     torch.set_num_threads(spec["threads"])
     res: dict = {"mode": spec["mode"], "import_s": time.perf_counter() - t0}
@@ -213,7 +216,7 @@ def child_main(spec: dict) -> None:
     mode = spec["mode"]
 
     if mode == "read":  # two full chunked passes over the memmap, the way the solver reads it
-        rows = solver._default_chunk_rows(X.shape[1])
+        rows = views.default_chunk_rows(X.shape[1])
         for key in ("pass1_s", "pass2_s"):
             start = time.perf_counter()
             total = 0.0
@@ -342,9 +345,9 @@ def matmul_gflops_best() -> float:
 
 def extraction_bench(images_n: int, batch_size: int, reps: int, seed: int) -> list[dict]:
     import torch
-    from ganlab_plugins.probe.features import extract, feature_dim
 
-    from ganlab.models import PRESETS, Discriminator
+    from ganlab import PRESETS, Discriminator, feature_dim
+    from ganlab import discriminator_features as extract
 
     torch.manual_seed(seed)
     rows = []

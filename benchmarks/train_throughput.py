@@ -45,8 +45,17 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ConvFlops, conv_flops, conv_gflops, cpu_count, cpu_model, cpu_seconds, load_average,  # noqa: E402
-                    matmul_gflops, median)
+from common import (  # noqa: E402
+    ConvFlops,
+    conv_flops,
+    conv_gflops,
+    cpu_count,
+    cpu_model,
+    cpu_seconds,
+    load_average,
+    matmul_gflops,
+    median,
+)
 
 # ratio ganlab / baseline images per second that the issue asks for, by image size
 TARGETS = {32: 1.1, 64: 1.0}
@@ -111,6 +120,7 @@ class GanlabSide:
     name = "ganlab"
 
     def __init__(self, args: argparse.Namespace, out: str):
+        import ganlab
         from ganlab import training
         from ganlab.defaults import TrainOptions
 
@@ -130,7 +140,7 @@ class GanlabSide:
         training.load_split = timed_load_split
         try:
             start = time.perf_counter()
-            self.trainer = training.Trainer(options, progress=False)
+            self.trainer = training.Trainer(options, ganlab.dataset_source(options.dataset), progress=False)
             self.construct_s = time.perf_counter() - start
         finally:
             training.load_split = real_load_split
@@ -306,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ganlab-bench-") as tmp:
         ganlab_side = GanlabSide(args, tmp)
         n_images = len(ganlab_side.trainer.images)
-        print(f"ganlab one-time decode (load_split, {n_images} JPEGs -> uint8 {tuple(ganlab_side.trainer.images.shape)}): "
+        shape = tuple(ganlab_side.trainer.images.shape)
+        print(f"ganlab one-time decode (load_split, {n_images} JPEGs -> uint8 {shape}): "
               f"{ganlab_side.decode_s:.2f} s ({n_images / ganlab_side.decode_s:.0f} img/s); Trainer() total "
               f"{ganlab_side.construct_s:.2f} s. NOT included in the steady-state rates below.")
         baselines = [BaselineSide(args, w) for w in args.baseline_workers]
@@ -396,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     for side in sides:
         gflops = med[side.name] * flops[side.name] / 1e9
         spread = f"{min(rates[side.name]):.1f}..{max(rates[side.name]):.1f}"
-        print(f"  {side.name:<12} {med[side.name]:7.1f} img/s (rounds {spread}) {flops[side.name] / 1e6:6.0f} MFLOP/img "
+        print(f"  {side.name:<12} {med[side.name]:7.1f} img/s (rounds {spread}) "
+              f"{flops[side.name] / 1e6:6.0f} MFLOP/img "
               f"{gflops:5.1f} GFLOP/s = {100 * gflops / matmul_best:4.1f}% of matmul; "
               f"{median(cpu_rates[side.name]):6.1f} img per CPU-second")
     print("ratio ganlab / baseline, per round (same round, adjacent in time):")

@@ -1,16 +1,29 @@
 """ganlab: train, load, evaluate and analyse DCGANs (Radford, Metz & Chintala 2015).
 
-Light to import: torch-backed names (``load``, ``LoadedGAN``, ``DatasetSource``) load on first use.
+Everything a plugin or a script needs is a name of this package; ``ganlab.<submodule>`` is internal
+and may move. Light to import: torch-backed names load on first use.
 """
 __version__ = "0.1.0"
 
-from ganlab.components import Analysis, Evaluator, Figure, Image, Result, RunContext, Table  # noqa: E402
-from ganlab.errors import GanlabError  # noqa: E402
-from ganlab.experiments import Experiment  # noqa: E402
-from ganlab.hookspecs import hookimpl  # noqa: E402
+from ganlab.components import NEEDS, Analysis, Evaluator, Figure, Image, Result, RunContext, Table  # noqa: E402, F401
+from ganlab.errors import GanlabError  # noqa: E402, F401
+from ganlab.experiments import Experiment  # noqa: E402, F401
+from ganlab.hookspecs import hookimpl  # noqa: E402, F401
 
-_LAZY = {"load": "ganlab.checkpoint", "LoadedGAN": "ganlab.checkpoint", "DatasetSource": "ganlab.datasets",
-         "ModelConfig": "ganlab.models"}
+_LAZY = {
+    # models and loading
+    "load": "ganlab.api", "train": "ganlab.api", "LoadedGAN": "ganlab.loaded_gan", "ModelConfig": "ganlab.models",
+    "Generator": "ganlab.models", "Discriminator": "ganlab.models", "PRESETS": "ganlab.models",
+    "sample_latent": "ganlab.models", "init_weights": "ganlab.models", "TrainOptions": "ganlab.defaults",
+    "select_device": "ganlab.devices",
+    # data
+    "DatasetSource": "ganlab.datasets", "Layout": "ganlab.datasets", "open_split": "ganlab.api",
+    "load_split": "ganlab.api", "dataset_source": "ganlab.api",
+    "to_unit_range": "ganlab.images", "to_display_range": "ganlab.images",
+    # D's pooled features, shared by the probe, memorisation checks and sample quality
+    "discriminator_features": "ganlab.features", "feature_dim": "ganlab.features", "pool_maps": "ganlab.features",
+    "cached_features": "ganlab.features", "feature_cache_key": "ganlab.features",
+}
 
 
 def __getattr__(name: str):
@@ -21,5 +34,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ganlab' has no attribute {name!r}")
 
 
-__all__ = ["Analysis", "DatasetSource", "Evaluator", "Experiment", "Figure", "GanlabError", "Image", "LoadedGAN",
-           "ModelConfig", "Result", "RunContext", "Table", "__version__", "hookimpl", "load"]
+__all__ = sorted(["Analysis", "Evaluator", "Experiment", "Figure", "GanlabError", "Image", "NEEDS", "Result",
+                  "RunContext", "Table", "__version__", "hookimpl", *_LAZY])

@@ -1,8 +1,10 @@
-"""ganlab checkpoints: one weights-only file with everything needed to rebuild and resume.
+"""ganlab checkpoints: the one home of the file format — its keys, writing, reading and training state.
 
-Writes are atomic (temp file in the same folder, fsync, rename), so a crash or ``kill -9``
-mid-save leaves the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``:
-a file that would run code when unpickled is refused, never executed.
+One weights-only file holds everything needed to rebuild the models and to resume training bit for
+bit. Writes are atomic (temp file in the same folder, fsync, rename, fsync of the folder), so a crash or
+``kill -9`` mid-save leaves the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``:
+a file that would run code when unpickled is refused, never executed. Files that are not torch files at
+all are never unpickled; they go to the plugins' readers (``ganlab_load_checkpoint``) as a path only.
 """
 from __future__ import annotations
 
@@ -10,51 +12,66 @@ import os
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ganlab.errors import GanlabError
-from ganlab.models import Discriminator, Generator, ModelConfig, sample_latent
+from ganlab.loaded_gan import LoadedGAN
+from ganlab.models import ModelConfig
 
 FORMAT = "ganlab"
 FORMAT_VERSION = 1
 LAST = "last.pt"
 
+# The payload's keys. Weights and optimiser state stay out of ``LoadedGAN.meta``; everything else goes in.
+WEIGHT_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "scaler")
+COUNTER_KEYS = ("epoch", "batch_in_epoch", "step")
+META_KEYS = ("format", "format_version", "ganlab_version", "torch_version", "config", *COUNTER_KEYS, "rng",
+             "dataset", "options", "history")
 
-@dataclass
-class LoadedGAN:
-    """A loaded model pair. ``discriminator`` is None when only a generator was given."""
+# torch.save writes a zip archive; torch's legacy format and plain pickles start with the pickle opcode 0x80.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
-    config: ModelConfig
-    generator: Generator
-    discriminator: Discriminator | None
-    path: Path
-    meta: dict[str, Any] = field(default_factory=dict)  # epoch, step, dataset, options, history, versions
 
-    @property
-    def dataset(self) -> str | None:
-        return (self.meta.get("dataset") or {}).get("name")
+def build_payload(*, config: ModelConfig, generator: torch.nn.Module, discriminator: torch.nn.Module,
+                  optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer, scaler: Any,
+                  counters: dict[str, int], rng: dict[str, torch.Tensor], dataset: dict[str, Any],
+                  options: dict[str, Any], history: dict[str, list[float]]) -> dict[str, Any]:
+    """The checkpoint dict: everything to rebuild the models and resume training exactly."""
+    from ganlab import __version__
 
-    @property
-    def history(self) -> dict[str, list[float]]:
-        return self.meta.get("history") or {}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "ganlab_version": __version__,
+        "torch_version": str(torch.__version__), "config": config.to_dict(),
+        "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+        "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
+        "scaler": scaler.state_dict(),
+        **{key: int(counters[key]) for key in COUNTER_KEYS},
+        "rng": rng, "dataset": dataset, "options": options, "history": history,
+    }
 
-    def to(self, device: torch.device | str) -> "LoadedGAN":
-        self.generator.to(device)
-        if self.discriminator is not None:
-            self.discriminator.to(device)
-        return self
 
-    @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-        """n images in [-1, 1], N x C x H x W on the CPU; the same seed gives the same images."""
-        device = next(self.generator.parameters()).device
-        z = sample_latent(self.config, n, torch.Generator().manual_seed(seed))
-        self.generator.eval()
-        return torch.cat([self.generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
+def restore_training_state(payload: dict[str, Any], *, generator: torch.nn.Module, discriminator: torch.nn.Module,
+                           optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer, scaler: Any,
+                           noise: torch.Generator, path: str | Path) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Load weights, optimisers, scaler and noise RNG from ``payload``; returns (counters, history)."""
+    try:
+        generator.load_state_dict(payload["generator"])
+        discriminator.load_state_dict(payload["discriminator"])
+        optimizer_g.load_state_dict(payload["optimizer_g"])
+        optimizer_d.load_state_dict(payload["optimizer_d"])
+        noise.set_state(payload["rng"]["noise"].to(noise.get_state().device))
+        counters = {key: int(payload[key]) for key in COUNTER_KEYS}
+        history = {k: list(v) for k, v in payload["history"].items()}
+        if "scaler" in payload and scaler.is_enabled():
+            scaler.load_state_dict(payload["scaler"])
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise GanlabError(f"cannot resume from {path}: {type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:160]}") from None
+    return counters, history
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -71,13 +88,24 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
-    # Make the rename itself durable (POSIX: fsync the directory entry).
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_folder(path.parent)
+    return path
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory entry)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
+
+
+def is_torch_file(path: str | Path) -> bool:
+    """True when the file starts like something ``torch.save`` writes (zip archive or pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return any(head.startswith(magic) for magic in _TORCH_MAGIC)
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -85,17 +113,20 @@ def read_checkpoint(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise GanlabError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise GanlabError(f"{path} is empty (0 bytes), not a checkpoint")
+    if not is_torch_file(path):
+        raise GanlabError(f"{path} is not a checkpoint: it is not a file written by torch.save")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Weights only load failed" in first:
-            found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
-            what = f" ({found.group(1)})" if found else ""
-            raise GanlabError(f"refused to load {path}: it holds Python objects{what} that would run code when "
-                              "unpickled; ganlab only loads weights-only checkpoints (re-save the state dicts from "
-                              "trusted code)") from None
-        raise GanlabError(f"{path} is not a readable checkpoint ({first}); it may be truncated or corrupt") from None
+        found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
+        if "Weights only load failed" in first and found:
+            raise GanlabError(f"refused to load {path}: it holds Python objects ({found.group(1)}) that would run "
+                              "code when unpickled; ganlab only loads weights-only checkpoints (re-save the state "
+                              "dicts from trusted code)") from None
+        raise GanlabError(f"{path} is not a readable checkpoint; it may be truncated or corrupt") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise GanlabError(f"{path} is not a readable checkpoint ({first}); it may be truncated or corrupt") from None
@@ -115,37 +146,47 @@ def is_ganlab_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def from_payload(payload: dict[str, Any], path: Path) -> LoadedGAN:
+def gan_from_payload(payload: dict[str, Any], path: Path) -> LoadedGAN:
     """Rebuild G and D (eval mode, CPU) from a ganlab checkpoint dict."""
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise GanlabError(f"{path} has checkpoint format {version!r}; this ganlab reads up to {FORMAT_VERSION} (upgrade ganlab)")
+        raise GanlabError(f"{path} has checkpoint format {version!r}; this ganlab reads up to {FORMAT_VERSION} "
+                          "(upgrade ganlab)")
+    if not isinstance(payload.get("config"), dict):
+        raise GanlabError(f"{path} is a damaged ganlab checkpoint (its model config is missing)")
     try:
         config = ModelConfig.from_dict(payload["config"])
-        generator, discriminator = Generator(config), Discriminator(config)
-        generator.load_state_dict(payload["generator"])
-        discriminator.load_state_dict(payload["discriminator"])
-    except GanlabError:
-        raise
-    except (KeyError, TypeError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise GanlabError(f"{path} is a damaged ganlab checkpoint ({first})") from None
-    meta = {k: v for k, v in payload.items() if k not in ("generator", "discriminator", "optimizer_g", "optimizer_d")}
-    return LoadedGAN(config, generator.eval(), discriminator.eval(), path, meta)
+    except (TypeError, ValueError) as exc:
+        raise GanlabError(f"{path} is a damaged ganlab checkpoint (model config: {exc})") from None
+    for key in ("generator", "discriminator"):
+        if key not in payload:
+            raise GanlabError(f"{path} is a damaged ganlab checkpoint (no {key} weights)")
+    meta = {k: v for k, v in payload.items() if k not in WEIGHT_KEYS}
+    return LoadedGAN.from_state_dicts(config, payload["generator"], payload["discriminator"], path=path, meta=meta)
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> LoadedGAN:
-    """Load a ganlab checkpoint, a run folder (its last.pt), or any format a plugin can read.
+ForeignReader = Callable[[Path, Any], "LoadedGAN | None"]
 
-    Returns a ``LoadedGAN`` with ``.generator``, ``.discriminator``, ``.config`` and ``.sample(n, seed)``.
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
+                    foreign: ForeignReader | None = None) -> LoadedGAN:
+    """Load a ganlab checkpoint or run folder; other formats go to ``foreign(path, state)``.
+
+    ``state`` is the weights-only unpickled content for torch files, and None for anything else, which is
+    never unpickled. ``foreign`` returns a ``LoadedGAN`` or None. The file is read from disk once here.
     """
-    from ganlab.registry import load_foreign_checkpoint
-
     path = resolve(path)
-    payload = read_checkpoint(path)  # also proves the file is safe before any plugin sees it
-    if is_ganlab_checkpoint(payload):
-        return from_payload(payload, path).to(device)
-    loaded = load_foreign_checkpoint(str(path))
-    if loaded is None:
-        raise GanlabError(f"{path} is not a ganlab checkpoint and no plugin recognised its format (see `ganlab plugins`)")
-    return loaded.to(device)
+    if not path.is_file():
+        raise GanlabError(f"checkpoint not found: {path}")
+    state = read_checkpoint(path) if path.stat().st_size and is_torch_file(path) else None
+    if is_ganlab_checkpoint(state):
+        return gan_from_payload(state, path).to(device)
+    loaded = foreign(path, state) if foreign is not None else None
+    if loaded is not None:
+        if not isinstance(loaded, LoadedGAN):
+            raise GanlabError(f"the plugin that read {path} returned a {type(loaded).__name__}, not a LoadedGAN")
+        return loaded.to(device)
+    if state is None:
+        what = "empty" if path.stat().st_size == 0 else "not a file written by torch.save"
+        raise GanlabError(f"{path} is not a checkpoint ({what}) and no plugin reads its format (see `ganlab plugins`)")
+    raise GanlabError(f"{path} is not a ganlab checkpoint and no plugin recognised its format (see `ganlab plugins`)")

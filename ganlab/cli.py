@@ -14,6 +14,8 @@ from ganlab.errors import GanlabError
 class GanlabGroup(click.Group):
     """Turns ``GanlabError`` into click's one-line ``Error: ...`` and exit 1, never a traceback."""
 
+    plugin_commands: dict[str, str] = {}  # command name -> plugin that added it
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -22,6 +24,18 @@ class GanlabGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """A command from a plugin that failed to register elsewhere is refused with that plugin's error."""
+        name, command, rest = super().resolve_command(ctx, args)
+        plugin = self.plugin_commands.get(name)
+        if plugin is not None:
+            from ganlab.registry import get_registry
+
+            info = get_registry().plugins.get(plugin)
+            if info is not None and info.error:
+                raise GanlabError(f"command {name!r} comes from plugin {plugin}, which failed: {info.error}")
+        return name, command, rest
 
 
 @click.group(cls=GanlabGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +51,8 @@ def train_options(func):
     d = TrainOptions()
     opts = [
         click.option("--dataset", default=None, help=f"dataset name (default {d.dataset}); see `ganlab plugins`"),
-        click.option("--data-root", type=click.Path(file_okay=False), default=None, help="folder holding the dataset files"),
+        click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                     help="folder holding the dataset files"),
         click.option("--split", default=None, help=f"split to train on (default {d.split})"),
         click.option("--download", is_flag=True, default=None, help="allow torchvision to download the dataset"),
         click.option("--limit", type=click.IntRange(2), default=None, help="train on the first N images only"),
@@ -53,7 +68,8 @@ def train_options(func):
         click.option("--latent", type=click.Choice(["normal", "uniform"]), default=None, help="z distribution"),
         click.option("--epochs", type=click.IntRange(1), default=None, help=f"epochs (default {d.epochs})"),
         click.option("--batch-size", type=click.IntRange(1), default=None, help=f"batch size (default {d.batch_size})"),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=f"Adam lr (default {d.lr})"),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"Adam lr (default {d.lr})"),
         click.option("--beta1", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help=f"Adam beta1 (default {d.beta1})"),
         click.option("--seed", type=int, default=None, help=f"random seed (default {d.seed})"),
@@ -81,8 +97,7 @@ def _options_from_flags(base, flags: dict):
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="continue from this checkpoint")
 def train(**flags) -> None:
     """Train a DCGAN; writes checkpoints, sample grids and log.jsonl to the run folder."""
-    from ganlab.training import train as run_training
-
+    from ganlab.api import train as run_training
     from ganlab.defaults import TrainOptions
 
     options = _options_from_flags(TrainOptions(), flags)
@@ -91,9 +106,9 @@ def train(**flags) -> None:
 
 
 def _load_for_cli(checkpoint, generator, discriminator, device):
-    from ganlab.checkpoint import load
+    from ganlab.api import load
+    from ganlab.devices import select_device
     from ganlab.pytorch_examples import load_pair
-    from ganlab.training import select_device
 
     if checkpoint and generator:
         raise GanlabError("give a checkpoint or --generator, not both")
@@ -110,7 +125,8 @@ def _load_for_cli(checkpoint, generator, discriminator, device):
 @click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG to write")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nrow", type=click.IntRange(1), default=8, show_default=True, help="images per grid row")
-@click.option("--generator", type=click.Path(dir_okay=False), help="a pytorch/examples netG_*.pth instead of CHECKPOINT")
+@click.option("--generator", type=click.Path(dir_okay=False),
+              help="a pytorch/examples netG_*.pth instead of CHECKPOINT")
 @click.option("--discriminator", type=click.Path(dir_okay=False), help="its netD_*.pth (optional)")
 @click.option("--device", default="auto", show_default=True)
 def sample(checkpoint, count, out, seed, nrow, generator, discriminator, device) -> None:
@@ -124,7 +140,8 @@ def sample(checkpoint, count, out, seed, nrow, generator, discriminator, device)
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def plugins(as_json: bool) -> None:
+@click.option("--check", is_flag=True, help="exit 1 if any plugin failed to load or register")
+def plugins(as_json: bool, check: bool) -> None:
     """List plugins, their distribution and version, what they register, and load errors."""
     from ganlab.registry import get_registry
 
@@ -136,14 +153,42 @@ def plugins(as_json: bool) -> None:
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            state = " [disabled]" if row["disabled"] else (" [FAILED]" if row["error"] else "")
+            click.echo(f"{row['name']} ({row['distribution']} {row['version']}){state}")
+            for kind, names in sorted(row["registers"].items()):
+                click.echo(f"    {kind}: {', '.join(names)}")
+            if row["error"]:
+                click.echo(f"    error: {row['error']}")
+    failed = [row["name"] for row in rows if row["error"]]
+    if check and failed:
+        raise GanlabError(f"plugins failed: {', '.join(failed)} (see `ganlab plugins`)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def components(as_json: bool) -> None:
+    """List evaluators and analyses: kind, needs, cheap, and each option's default and type (for --set)."""
+    from ganlab.registry import get_registry
+
+    registry = get_registry()
+    rows = [
+        {"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
+         "needs": sorted(c.needs), "cheap": bool(c.cheap),
+         "options": {k: {"default": v, "type": type(v).__name__} for k, v in c.options.items()}}
+        for name, c in sorted(registry.components().items())
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
         return
     for row in rows:
-        state = " [disabled]" if row["disabled"] else (" [FAILED]" if row["error"] else "")
-        click.echo(f"{row['name']} ({row['distribution']} {row['version']}){state}")
-        for kind, names in sorted(row["registers"].items()):
-            click.echo(f"    {kind}: {', '.join(names)}")
-        if row["error"]:
-            click.echo(f"    error: {row['error']}")
+        flags = ", ".join([row["kind"]] + (["cheap"] if row["cheap"] else []) +
+                          ([f"needs {', '.join(row['needs'])}"] if row["needs"] else []))
+        click.echo(f"{row['name']} ({flags}; plugin {row['plugin']})")
+        click.echo(f"    {row['description']}")
+        for option, spec in row["options"].items():
+            click.echo(f"    --set {row['name']}.{option}=...  ({spec['type']}, default {spec['default']!r})")
 
 
 def report_options(func):
@@ -154,6 +199,8 @@ def report_options(func):
         click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset files"),
         click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option"),
         click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
+        click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else"),
+        click.option("--quiet", "-q", is_flag=True, help="no progress bars"),
     ]
     for option in reversed(opts):
         func = option(func)
@@ -164,13 +211,19 @@ def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs) -> None:
+def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs,
+                  as_json=False, quiet=False) -> None:
     from ganlab.report import make_report
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
 
     data, folder = make_report(checkpoint, only=only, skip=_split(skip), out=out, dataset=dataset,
                                data_root=data_root, seed=seed, device=device, settings=settings,
-                               all_across_epochs=across_epochs)
-    click.echo(f"wrote {folder / 'index.html'} and {folder / 'metrics.json'}")
+                               all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say)
+    if as_json:
+        click.echo((folder / "metrics.json").read_text())
+    click.echo(f"report: {(folder / 'index.html').resolve().as_uri()}", err=as_json)
     if data.failed:
         raise click.ClickException(f"components failed: {', '.join(data.failed)} (see their sections in the report)")
 
@@ -181,12 +234,14 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, out, seed, device) -> None:
+def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, as_json, quiet, out, seed,
+           device) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
     from ganlab.report import parse_settings
 
     _write_report(checkpoint, only=_split(only), skip=skip, out=out, dataset=dataset, data_root=data_root, seed=seed,
-                  device=device, settings=parse_settings(settings), across_epochs=across_epochs)
+                  device=device, settings=parse_settings(settings), across_epochs=across_epochs, as_json=as_json,
+                  quiet=quiet)
 
 
 @cli.command()
@@ -197,7 +252,8 @@ def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, 
 @click.option("--report-out", type=click.Path(file_okay=False), help="report folder (default reports/EXPERIMENT)")
 @train_options
 @click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option")
-def run(experiment, list_, retrain, checkpoint, report_out, settings, **flags) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars in the report")
+def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **flags) -> None:
     """Run a registered experiment: train (unless its checkpoint exists), then write the report."""
     from pathlib import Path
 
@@ -216,7 +272,7 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, **flags) -
     if checkpoint is None:
         last = Path(options.out) / "last.pt"
         if retrain or not last.exists():
-            from ganlab.training import train as run_training
+            from ganlab.api import train as run_training
 
             run_training(options.updated(resume=None))
         else:
@@ -227,7 +283,7 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, **flags) -
     _write_report(checkpoint, only=list(exp.components) if exp.components else None, skip=None,
                   out=report_out or f"reports/{exp.name}", dataset=exp.report_dataset, data_root=options.data_root,
                   seed=options.seed, device=options.device,
-                  settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False)
+                  settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False, quiet=quiet)
 
 
 def main() -> None:
@@ -237,7 +293,7 @@ def main() -> None:
 def _add_plugin_commands() -> None:
     from ganlab.registry import register_commands
 
-    register_commands(cli)
+    GanlabGroup.plugin_commands = register_commands(cli)
 
 
 # Plugin commands join the group last, so a plugin cannot shadow a built-in by accident.

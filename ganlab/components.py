@@ -6,14 +6,16 @@ A component computes; it never renders. ``run(ctx)`` returns a ``Result`` of pla
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ganlab.checkpoint import LoadedGAN
+    from ganlab.datasets import DatasetSource, Layout
+    from ganlab.loaded_gan import LoadedGAN
 
 # What a component may need; a component whose needs are not met is skipped with the reason.
 NEEDS = {
@@ -92,7 +94,12 @@ class Analysis(Component):
 
 @dataclass
 class RunContext:
-    """Everything a component may use. ``split(name)`` loads a dataset split at the model's size."""
+    """Everything a component may use.
+
+    ``gan`` is the loaded model pair, on ``device``. ``dataset`` is the dataset's name (or None) and
+    ``source`` its registered ``DatasetSource``; ``layout`` says which splits, classes and held-out
+    split the copy at ``data_root`` has. ``split(name)`` loads a split at the model's size.
+    """
 
     gan: "LoadedGAN"
     device: "torch.device"
@@ -105,16 +112,35 @@ class RunContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ganlab"))
     quiet: bool = False  # no progress bars (e.g. while re-running components on every epoch)
     split_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    source: "DatasetSource | None" = None
+    layout: "Layout | None" = None
+
+    @property
+    def heldout_split(self) -> str | None:
+        """The held-out split's name ("test" for most datasets), or None."""
+        return self.layout.heldout if self.layout else None
+
+    @property
+    def train_split(self) -> str:
+        """The split the model was trained on, as recorded in its checkpoint (default "train")."""
+        recorded = self.gan.meta.get("dataset")
+        split = recorded.get("split") if isinstance(recorded, dict) else None
+        return split if isinstance(split, str) and split else "train"
 
     def split(self, name: str, limit: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(images uint8 N x C x H x W at the model's size and channels, labels int64 N; -1 if unlabelled)."""
         from ganlab.datasets import load_split
+        from ganlab.errors import GanlabError
 
+        if self.source is None:
+            raise GanlabError("this report has no dataset; give --dataset NAME (and --data-root DIR)")
         key = f"{name}:{limit}"
         if key not in self.split_cache:
             cfg = self.gan.config
-            self.split_cache[key] = load_split(self.dataset, name, root=self.data_root, image_size=cfg.image_size,
-                                           channels=cfg.channels, limit=limit, progress=not self.quiet)
+            variant = (self.dataset or "").partition(":")[2] or None
+            self.split_cache[key] = load_split(self.source, name, variant=variant, root=self.data_root,
+                                               image_size=cfg.image_size, channels=cfg.channels, limit=limit,
+                                               progress=not self.quiet)
         return self.split_cache[key]
 
 

@@ -17,8 +17,8 @@ def ganlab_register_datasets(register) -> None:
 
 
 @hookimpl(trylast=True)
-def ganlab_load_checkpoint(path: str):
+def ganlab_load_checkpoint(path: str, state):
     # trylast: a user's reader for a look-alike format gets the first word.
     from ganlab.pytorch_examples import read_if_pytorch_examples
 
-    return read_if_pytorch_examples(path)
+    return read_if_pytorch_examples(path, state)

@@ -21,45 +21,20 @@ from torch.utils.data import Dataset
 
 from ganlab.datasets import DatasetSource
 from ganlab.errors import GanlabError
+from ganlab.folder_dataset import folder_layout, open_folder
+from ganlab.image_files import (
+    FileImages,
+    download_failed,
+    image_folder,
+    missing,
+    need_root,
+    no_variant,
+    one_line,
+)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LSUN_CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room",
                    "dining_room", "kitchen", "living_room", "restaurant", "tower")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-# ----------------------------------------------------------------------------- helpers
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
-def _missing(name: str, files: str, folder: Path, downloadable: bool = True) -> GanlabError:
-    hint = "give --data-root DIR, or --download to fetch it" if downloadable else "give --data-root DIR"
-    return GanlabError(f"{name}: expected {files} in {folder} ({hint})")
-
-
-def _need_root(source: str, root: Path | None, files: str) -> Path:
-    if root is None:
-        raise GanlabError(f"--data-root is required for {source} (the folder with {files})")
-    return root
-
-
-def _no_variant(source: str, variant: str | None) -> None:
-    if variant:
-        raise GanlabError(f"{source} has no variants (got '{source}:{variant}'); use '{source}'")
-
-
-def _download_failed(source: str, root: Path, exc: BaseException) -> GanlabError:
-    return GanlabError(f"{source}: download into {root} failed ({_one_line(exc)}); "
-                       f"fetch the files by hand and give --data-root DIR")
-
-
-def _load_image(path: str | Path) -> Image.Image:
-    """Decode a file fully (so no handle stays open); odd modes (P, RGBA, CMYK...) become RGB."""
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        image.load()
-    return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
 class _ArrayImages(Dataset):
@@ -74,32 +49,6 @@ class _ArrayImages(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         return self.images[index], int(self.labels[index])
 
-
-class _FileImages(Dataset):
-    """Unlabelled image files: items (PIL image, -1)."""
-
-    def __init__(self, paths: list[Path]):
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return _load_image(self.paths[index]), -1
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _image_folder(name: str, folder: Path) -> Dataset:
-    """torchvision ImageFolder (class = sorted sub-folder index), one-line errors."""
-    from torchvision.datasets import ImageFolder
-
-    try:
-        return ImageFolder(str(folder), loader=_load_image)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise GanlabError(f"{name}: no images in the class sub-folders of {folder} ({_one_line(exc)})") from None
 
 
 # ----------------------------------------------------------------------------- built-in openers
@@ -118,7 +67,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _open_digits(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
-    _no_variant("digits", variant)
+    no_variant("digits", variant)
     images, labels, train, test = _digits_arrays()
     index = {"train": train, "test": test}.get(split, np.arange(len(labels)))
     dataset = _ArrayImages(images[index], labels[index], [str(d) for d in range(10)])
@@ -141,10 +90,10 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _open_mnist(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
-    _no_variant("mnist", variant)
+    no_variant("mnist", variant)
     prefix = "train" if split == "train" else "t10k"
     names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    root = _need_root("mnist", root, f"MNIST/raw/{names[0]}")
+    root = need_root("mnist", root, f"MNIST/raw/{names[0]}")
     raw = root / "MNIST" / "raw"
 
     def find(stem: str) -> Path | None:  # torchvision's layout first, then the files in root itself
@@ -160,10 +109,10 @@ def _open_mnist(split: str, root: Path | None, download: bool, variant: str | No
         try:  # fetches all four files into root/MNIST/raw and extracts them
             MNIST(str(root), train=split == "train", download=True)
         except Exception as exc:
-            raise _download_failed("mnist", root, exc) from None
+            raise download_failed("mnist", root, exc) from None
     paths = [find(n) for n in names]
     if not all(paths):
-        raise _missing("mnist", f"{names[0]}[.gz] and {names[1]}[.gz]", raw)
+        raise missing("mnist", f"{names[0]}[.gz] and {names[1]}[.gz]", raw)
     images, labels = _read_idx(paths[0]), _read_idx(paths[1]).astype(np.int64)
     if images.ndim != 3 or labels.shape != (len(images),):
         raise GanlabError(f"mnist: {paths[0].name} and {paths[1].name} in {paths[0].parent} do not match; replace them")
@@ -171,9 +120,9 @@ def _open_mnist(split: str, root: Path | None, download: bool, variant: str | No
 
 
 def _open_svhn(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
-    _no_variant("svhn", variant)
+    no_variant("svhn", variant)
     filename = f"{split}_32x32.mat"
-    root = _need_root("svhn", root, "train_32x32.mat / test_32x32.mat")
+    root = need_root("svhn", root, "train_32x32.mat / test_32x32.mat")
     if download and not (root / filename).is_file():
         from torchvision.datasets import SVHN
         from torchvision.datasets.utils import download_url
@@ -182,16 +131,16 @@ def _open_svhn(split: str, root: Path | None, download: bool, variant: str | Non
         try:
             download_url(url, str(root), filename, md5)
         except Exception as exc:
-            raise _download_failed("svhn", root, exc) from None
+            raise download_failed("svhn", root, exc) from None
     if not (root / filename).is_file():
-        raise _missing("svhn", filename, root)
+        raise missing("svhn", filename, root)
     import scipy.io
 
     try:
         mat = scipy.io.loadmat(str(root / filename))
         images, labels = mat["X"], mat["y"].astype(np.int64).reshape(-1)
     except Exception as exc:
-        raise GanlabError(f"svhn: cannot read {root / filename} ({_one_line(exc)}); "
+        raise GanlabError(f"svhn: cannot read {root / filename} ({one_line(exc)}); "
                           f"replace it with the official file") from None
     if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(labels):
         raise GanlabError(f"svhn: {root / filename} has X {images.shape}, y {len(labels)}; "
@@ -202,13 +151,13 @@ def _open_svhn(split: str, root: Path | None, download: bool, variant: str | Non
 
 
 def _open_cifar10(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
-    _no_variant("cifar10", variant)
+    no_variant("cifar10", variant)
     expected = "train/<class>/*.jpg and test/<class>/*.jpg, or cifar-10-batches-py/"
-    root = _need_root("cifar10", root, expected)
+    root = need_root("cifar10", root, expected)
     if (root / "train").is_dir() or (root / "test").is_dir():  # an ImageFolder tree
         if not (root / split).is_dir():
-            raise _missing("cifar10", f"{split}/<class>/*.jpg", root, downloadable=False)
-        dataset = _image_folder("cifar10", root / split)
+            raise missing("cifar10", f"{split}/<class>/*.jpg", root, downloadable=False)
+        dataset = image_folder("cifar10", root / split)
         if tuple(dataset.classes) != CIFAR10_CLASSES:  # labels come from sorted names: must be these
             raise GanlabError(f"cifar10: class folders in {root / split} are {', '.join(dataset.classes)}; "
                               f"expected {', '.join(CIFAR10_CLASSES)}")
@@ -219,8 +168,8 @@ def _open_cifar10(split: str, root: Path | None, download: bool, variant: str | 
         return CIFAR10(str(root), train=split == "train", download=download)
     except Exception as exc:
         if download:
-            raise _download_failed("cifar10", root, exc) from None
-        raise _missing("cifar10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta; "
+            raise download_failed("cifar10", root, exc) from None
+        raise missing("cifar10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta; "
                        "official python version) or train/<class>/*.jpg", root) from None
 
 
@@ -266,9 +215,10 @@ class _LmdbImages(Dataset):
 def _open_lsun(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
     category = variant or "bedroom"
     if not re.fullmatch(r"[a-z_]+", category):
-        raise GanlabError(f"lsun: bad category '{category}'; use e.g. lsun:church_outdoor ({', '.join(LSUN_CATEGORIES)})")
+        raise GanlabError(f"lsun: bad category '{category}'; use e.g. lsun:church_outdoor "
+                          f"({', '.join(LSUN_CATEGORIES)})")
     folder_name = f"{category}_{split}_lmdb"
-    root = _need_root("lsun", root, f"{folder_name}/")
+    root = need_root("lsun", root, f"{folder_name}/")
     try:
         import lmdb  # noqa: F401
     except ImportError:
@@ -288,21 +238,21 @@ CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2}
 
 
 def _open_celeba(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
-    _no_variant("celeba", variant)
+    no_variant("celeba", variant)
     expected = "celeba/img_align_celeba/*.jpg and celeba/list_eval_partition.txt"
-    root = _need_root("celeba", root, expected)
+    root = need_root("celeba", root, expected)
     if download and not (root / "celeba" / "img_align_celeba").is_dir():
         from torchvision.datasets import CelebA
 
         try:
             CelebA(str(root), split="all", target_type=[], download=True)
         except Exception as exc:
-            raise _download_failed("celeba", root, exc) from None
+            raise download_failed("celeba", root, exc) from None
     # The official layout lives in root/celeba/; accept root itself being that folder.
     base = next((b for b in (root / "celeba", root) if (b / "img_align_celeba").is_dir()), root / "celeba")
     images, partition = base / "img_align_celeba", base / "list_eval_partition.txt"
     if not images.is_dir() or not partition.is_file():
-        raise _missing("celeba", expected, root)
+        raise missing("celeba", expected, root)
     names = []
     for number, line in enumerate(partition.read_text().splitlines(), 1):
         fields = line.split()
@@ -317,42 +267,17 @@ def _open_celeba(split: str, root: Path | None, download: bool, variant: str | N
     if absent:
         raise GanlabError(f"celeba: {len(absent)} images listed in {partition.name} are missing from {images} "
                           f"(e.g. {absent[0]}); unpack img_align_celeba.zip there")
-    return _FileImages([images / n for n in names])
-
-
-def _open_folder(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
-    _no_variant("folder", variant)
-    root = _need_root("folder", root, "train/ and test/ sub-folders, or the images themselves")
-    if download:
-        raise GanlabError("folder cannot be downloaded; give --data-root DIR with your images")
-    if not root.is_dir():
-        raise _missing("folder", "a folder of images", root, downloadable=False)
-    if (root / split).is_dir():
-        folder = root / split
-    elif split == "train":  # no split folders: the folder itself is the training set
-        folder = root
-    else:
-        subs = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())) or "none"
-        raise GanlabError(f"folder: no '{split}' sub-folder in {root} (sub-folders: {subs}); "
-                          f"without one, the folder itself is the 'train' split")
-    has_classes = any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
-    if has_classes:  # labels = index of the sorted class sub-folder
-        return _image_folder("folder", folder)
-    files = _image_files(folder)
-    if not files:
-        raise _missing("folder", f"image files ({', '.join(IMAGE_SUFFIXES)}) or class sub-folders", folder,
-                       downloadable=False)
-    return _FileImages(files)
+    return FileImages([images / n for n in names])
 
 
 def builtin_sources() -> list[DatasetSource]:
     """The datasets ganlab ships, in the order ``ganlab datasets`` lists them."""
     return [
         DatasetSource("digits", "scikit-learn's 1,797 8x8 handwritten digits (embedded, no download)",
-                      ("train", "test", "all"), 10, "nothing (bundled with scikit-learn)", _open_digits),
+                      ("train", "test", "all"), 10, "nothing (bundled with scikit-learn)", _open_digits, channels=1),
         DatasetSource("mnist", "MNIST handwritten digits, 28x28 grey (60,000 train / 10,000 test)",
                       ("train", "test"), 10,
-                      "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", _open_mnist),
+                      "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", _open_mnist, channels=1),
         DatasetSource("svhn", "Street View House Numbers, 32x32 colour digits (format 2, cropped)",
                       ("train", "test", "extra"), 10, "train_32x32.mat / test_32x32.mat / extra_32x32.mat",
                       _open_svhn),
@@ -360,11 +285,13 @@ def builtin_sources() -> list[DatasetSource]:
                       ("train", "test"), 10,
                       "train/<class>/*.jpg + test/<class>/*.jpg, or cifar-10-batches-py/", _open_cifar10),
         DatasetSource("lsun", "LSUN scene category as lmdb (lsun:CATEGORY, default bedroom)",
-                      ("train", "val"), None, "<category>_train_lmdb/ / <category>_val_lmdb/", _open_lsun),
+                      ("train", "val"), None, "<category>_train_lmdb/ / <category>_val_lmdb/", _open_lsun,
+                      heldout="val"),
         DatasetSource("celeba", "CelebA aligned faces, 178x218 (no class labels)",
                       ("train", "valid", "test", "all"), None,
                       "celeba/img_align_celeba/*.jpg + celeba/list_eval_partition.txt", _open_celeba),
-        DatasetSource("folder", "your images: <root>/<split>/<class>/*.jpg, or images directly in the folder",
-                      ("train", "test", "*"), None, "<split>/<class>/*.jpg, or *.jpg", _open_folder),
+        DatasetSource("folder", "your images: <root>/{train,test}/<class>/*.jpg, <root>/<class>/*.jpg, or *.jpg",
+                      ("train", "test", "all", "*"), None, "<split>/<class>/*.jpg, <class>/*.jpg or *.jpg",
+                      open_folder, inspect=folder_layout),
     ]
 

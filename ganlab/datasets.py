@@ -1,16 +1,18 @@
-"""Datasets: where training images come from, as uint8 tensors of one size and channel count.
+"""Datasets: where images come from, as uint8 tensors of one size and channel count.
 
 Each dataset is a :class:`DatasetSource` registered through ``ganlab_register_datasets``
-(``ganlab.core_plugin`` registers the built-ins as any plugin would). ``open_split`` gives a ``Dataset`` of
-``(uint8 C x H x W, int label)``; ``load_split`` decodes a split into memory. Nothing is
-downloaded unless ``download=True``. The built-in readers live in ``ganlab.dataset_readers``.
+(``ganlab.core_plugin`` registers the built-ins as any plugin would). The functions here take the
+source itself, never a name: looking names up in the registry is the job of the top-level entry
+points (``ganlab.open_split``/``ganlab.load_split`` in ``ganlab.api``, the CLI, the report).
+``open_split`` gives a ``Dataset`` of ``(uint8 C x H x W, int label)``; ``load_split`` decodes a
+split into memory. Nothing is downloaded unless ``download=True``.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,13 +25,32 @@ SUBSET_SEED = 0  # seed of the fixed permutation that ``load_split(limit=...)`` 
 
 
 @dataclass(frozen=True)
+class Layout:
+    """What one copy of a dataset on disk offers: its splits, its classes and its held-out split.
+
+    ``classes`` is None for an unlabelled dataset. ``heldout`` names the split used as held-out real
+    data (never trained on), or None when there is none.
+    """
+
+    splits: tuple[str, ...]
+    classes: tuple[str, ...] | None
+    heldout: str | None
+
+
+@dataclass(frozen=True)
 class DatasetSource:
     """A named dataset and how to open one of its splits.
 
-    ``open(split, root, download, variant)`` returns a ``Dataset`` whose items are
+    ``open(split, root, download, variant)`` returns a ``torch.utils.data.Dataset`` whose items are
     ``(image, label)``: image a PIL image or a uint8 numpy array (H x W or H x W x C, 0..255),
-    label an int (-1 when the dataset has no labels). ``"*"`` in ``splits`` means the opener
-    also accepts other split names and checks them itself (e.g. ``folder``).
+    label an int (-1 when the dataset has no labels). ``root`` is the ``--data-root`` folder (a
+    ``Path``, or None when not given); ``variant`` is the part after ':' in ``lsun:church_outdoor``.
+    ``"*"`` in ``splits`` means the opener also accepts other split names and checks them itself.
+
+    ``num_classes`` (None: unlabelled), ``splits`` and ``heldout`` describe every copy of the
+    dataset. When they depend on the files (a user's folder), ``inspect(root, variant)`` returns
+    the ``Layout`` of one copy instead. ``channels`` (1 grey or 3 RGB) is what a model trained on
+    it uses unless ``--channels`` says otherwise.
     """
 
     name: str  # lowercase letters, digits, dashes
@@ -38,29 +59,17 @@ class DatasetSource:
     num_classes: int | None  # None when the dataset has no labels
     expected_files: str  # human text for error messages
     open: Callable[[str, "Path | None", bool, "str | None"], Dataset]
+    channels: int = 3
+    heldout: str | None = "test"  # the held-out split, when it is one of ``splits``
+    inspect: "Callable[[Path | None, str | None], Layout] | None" = None
 
-
-# ----------------------------------------------------------------------------- lookup
-
-def _registered_sources() -> dict[str, DatasetSource]:
-    from ganlab.registry import get_registry  # lazy: the registry imports this module
-
-    return get_registry().datasets
-
-
-def builtin_sources() -> list[DatasetSource]:
-    from ganlab.dataset_readers import builtin_sources as readers
-
-    return readers()
-
-
-def dataset_source(name: str) -> DatasetSource:
-    """The registered source for ``name`` (``"lsun:church_outdoor"`` -> the ``lsun`` source)."""
-    base = name.partition(":")[0]
-    sources = _registered_sources()
-    if base not in sources:
-        raise GanlabError(f"unknown dataset '{base}'; known: {', '.join(sorted(sources)) or 'none'}")
-    return sources[base]
+    def layout(self, root: str | Path | None = None, variant: str | None = None) -> Layout:
+        """The splits, classes and held-out split of the copy at ``root``."""
+        if self.inspect is not None:
+            return self.inspect(Path(root).expanduser() if root is not None else None, variant)
+        classes = tuple(str(i) for i in range(self.num_classes)) if self.num_classes else None
+        return Layout(tuple(s for s in self.splits if s != "*"), classes,
+                      self.heldout if self.heldout in self.splits else None)
 
 
 class PreparedSplit(Dataset):
@@ -88,8 +97,9 @@ class PreparedSplit(Dataset):
         return self._transform(image), int(label)
 
 
-def open_split(name: str, split: str = "train", *, root: str | Path | None = None, image_size: int = 32,
-               channels: int = 3, download: bool = False) -> PreparedSplit:
+def open_split(source: DatasetSource, split: str = "train", *, variant: str | None = None,
+               root: str | Path | None = None, image_size: int = 32, channels: int = 3,
+               download: bool = False) -> PreparedSplit:
     """Open one split of a dataset, lazily: each item is decoded when indexed.
 
     Images are converted to 1 ('L') or 3 ('RGB') channels, the shorter side resized to
@@ -97,11 +107,9 @@ def open_split(name: str, split: str = "train", *, root: str | Path | None = Non
     splits with '+' (SVHN's ``train+extra``, as the paper trained on).
     """
     if "+" in split:
-        parts = [open_split(name, part, root=root, image_size=image_size, channels=channels, download=download)
-                 for part in split.split("+")]
-        return PreparedSplit(ConcatDataset([part.base for part in parts]), name, split, image_size, channels)
-    source = dataset_source(name)
-    variant = name.partition(":")[2] or None
+        parts = [open_split(source, part, variant=variant, root=root, image_size=image_size, channels=channels,
+                            download=download) for part in split.split("+")]
+        return PreparedSplit(ConcatDataset([part.base for part in parts]), source.name, split, image_size, channels)
     if split not in source.splits and "*" not in source.splits:
         raise GanlabError(f"{source.name}: unknown split '{split}'; choose from {', '.join(source.splits)}")
     if channels not in (1, 3):
@@ -109,12 +117,12 @@ def open_split(name: str, split: str = "train", *, root: str | Path | None = Non
     if not isinstance(image_size, int) or image_size < 1:
         raise GanlabError(f"image size must be a positive integer, not {image_size!r}")
     base = source.open(split, Path(root).expanduser() if root is not None else None, download, variant)
-    return PreparedSplit(base, name, split, image_size, channels)
+    return PreparedSplit(base, source.name, split, image_size, channels)
 
 
-def load_split(name: str, split: str = "train", *, root: str | Path | None = None, image_size: int = 32,
-               channels: int = 3, download: bool = False, limit: int | None = None,
-               progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(source: DatasetSource, split: str = "train", *, variant: str | None = None,
+               root: str | Path | None = None, image_size: int = 32, channels: int = 3, download: bool = False,
+               limit: int | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a split into memory: (uint8 N x C x H x W in 0..255, int64 N labels, -1 = unlabelled).
 
     ``limit`` keeps the first ``limit`` indices of a fixed permutation (numpy ``default_rng(0)``),
@@ -123,7 +131,8 @@ def load_split(name: str, split: str = "train", *, root: str | Path | None = Non
     """
     from tqdm import tqdm
 
-    dataset = open_split(name, split, root=root, image_size=image_size, channels=channels, download=download)
+    dataset = open_split(source, split, variant=variant, root=root, image_size=image_size, channels=channels,
+                         download=download)
     if limit is not None:
         if limit < 1:
             raise GanlabError(f"limit must be a positive number of images, not {limit}")
@@ -137,7 +146,7 @@ def load_split(name: str, split: str = "train", *, root: str | Path | None = Non
     workers = min(2, os.cpu_count() or 1) if n > 2000 else 0
     loader = DataLoader(dataset, batch_size=256, shuffle=False, num_workers=workers)
     done = 0
-    with tqdm(total=n, desc=f"loading {name}/{split}", unit="img", disable=not progress) as bar:
+    with tqdm(total=n, desc=f"loading {source.name}/{split}", unit="img", disable=not progress) as bar:
         for batch_images, batch_labels in loader:
             images[done:done + len(batch_labels)] = batch_images
             labels[done:done + len(batch_labels)] = batch_labels
@@ -145,9 +154,3 @@ def load_split(name: str, split: str = "train", *, root: str | Path | None = Non
             bar.update(len(batch_labels))
     return images, labels
 
-
-def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images in 0..255 -> float32 in [-1, 1] (``x / 127.5 - 1``), the generator's tanh range."""
-    if images_uint8.dtype != torch.uint8:  # scaling float images twice is a silent bug: refuse it
-        raise TypeError(f"to_unit_range expects uint8 images, got {images_uint8.dtype}")
-    return images_uint8.to(torch.float32) / 127.5 - 1.0

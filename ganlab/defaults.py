@@ -6,9 +6,6 @@ from typing import Any
 
 from ganlab.errors import GanlabError
 
-# Datasets whose images are grey; everything else trains in RGB unless --channels says otherwise.
-GREY_DATASETS = ("digits", "mnist")
-
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -43,15 +40,18 @@ class TrainOptions:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.beta1 < 1:
             raise GanlabError("epochs and batch size must be >= 1, lr > 0 and 0 <= beta1 < 1")
 
-    def model_config(self):
-        """The ``ModelConfig`` these options ask for (imported here: this module stays torch-free)."""
+    def model_config(self, dataset_channels: int = 3):
+        """The ``ModelConfig`` these options ask for; ``dataset_channels`` is the dataset's own (its source's).
+
+        Imported here so this module stays torch-free.
+        """
         from ganlab.models import PRESETS, ModelConfig
 
         if self.preset is not None and self.preset not in PRESETS:
             raise GanlabError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        base = PRESETS[self.preset] if self.preset else ModelConfig(
-            channels=1 if self.dataset.split(":")[0] in GREY_DATASETS else 3)
-        overrides = {f.name: getattr(self, f.name) for f in fields(ModelConfig) if getattr(self, f.name, None) is not None}
+        base = replace(PRESETS[self.preset] if self.preset else ModelConfig(), channels=dataset_channels)
+        overrides = {f.name: getattr(self, f.name) for f in fields(ModelConfig)
+                     if getattr(self, f.name, None) is not None}
         return replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:

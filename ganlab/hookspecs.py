@@ -6,7 +6,8 @@ plugin registered the same name, and its base class.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -59,11 +60,16 @@ def ganlab_register_commands(cli: "click.Group") -> None:
 
 
 @hookspec(firstresult=True)
-def ganlab_load_checkpoint(path: str) -> "LoadedGAN | None":
+def ganlab_load_checkpoint(path: str, state: Any) -> "LoadedGAN | None":
     """Read a checkpoint in a format ganlab does not know natively.
 
-    Return a ``ganlab.LoadedGAN`` when ``path`` is in your format, else ``None`` so the next
-    implementation is tried. The first non-None answer wins. Never unpickle untrusted data:
-    use ``torch.load(path, weights_only=True)``. Raise ``ganlab.GanlabError`` for a file that
-    is in your format but broken.
+    Called for every file that is not a ganlab checkpoint. ``state`` is the file's content as
+    ``torch.load(path, weights_only=True)`` read it when the file was written by ``torch.save``
+    (a state dict, say), and None for any other file (``.npz``, safetensors, ...), which ganlab
+    never unpickles: read it yourself from ``path``. Your implementation may take ``path`` only.
+
+    Return a ``ganlab.LoadedGAN`` (``LoadedGAN.from_state_dicts(config, g_state, d_state)``)
+    when the file is in your format, else ``None`` so the next implementation is tried. The
+    first non-None answer wins. Never unpickle untrusted data. Raise ``ganlab.GanlabError`` for a
+    file that is in your format but broken.
     """

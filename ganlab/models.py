@@ -99,7 +99,8 @@ class Generator(nn.Module):
         c = config
         width = c.ngf * 2 ** (c.n_strided - 1)
         # nz x 1 x 1 -> (ngf * 2^(n-1)) x 4 x 4
-        layers: list[nn.Module] = [nn.ConvTranspose2d(c.nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(c.nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(True)]
         convs: list[tuple[int, int, int]] = []  # (in, out, stride), mirroring D's stages
         for i in range(c.n_strided):
             out = c.channels if i == c.n_strided - 1 else width // 2

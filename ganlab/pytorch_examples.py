@@ -11,9 +11,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ganlab.checkpoint import LoadedGAN, read_checkpoint
+from ganlab.checkpoint import read_checkpoint
 from ganlab.errors import GanlabError
-from ganlab.models import Discriminator, Generator, ModelConfig
+from ganlab.loaded_gan import LoadedGAN
+from ganlab.models import ModelConfig
 
 
 def _conv_weights(state: dict[str, Any]) -> list[Any]:
@@ -49,10 +50,14 @@ def _partner(generator_path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def load_pair(generator_path: str | Path, discriminator_path: str | Path | None = None) -> LoadedGAN:
-    """Load a pytorch/examples G (and D, given or found beside it as netD_*) into ganlab models."""
+def load_pair(generator_path: str | Path, discriminator_path: str | Path | None = None, *,
+              generator_state: Any = None) -> LoadedGAN:
+    """Load a pytorch/examples G (and D, given or found beside it as netD_*) into ganlab models.
+
+    ``generator_state`` is G's file already read (weights-only), so it is not read a second time.
+    """
     generator_path = Path(generator_path)
-    g_state = read_checkpoint(generator_path)
+    g_state = read_checkpoint(generator_path) if generator_state is None else generator_state
     if _looks_like(g_state) != "generator":
         raise GanlabError(f"{generator_path} is not a pytorch/examples DCGAN generator state dict (netG_*.pth)")
     d_path = Path(discriminator_path) if discriminator_path else _partner(generator_path)
@@ -61,27 +66,19 @@ def load_pair(generator_path: str | Path, discriminator_path: str | Path | None 
         raise GanlabError(f"{d_path} is not a pytorch/examples DCGAN discriminator state dict (netD_*.pth)")
     try:
         config = _config(g_state, d_state)
-        generator = Generator(config)
-        generator.load_state_dict(g_state)
-        discriminator = None
-        if d_state is not None:
-            discriminator = Discriminator(config)
-            discriminator.load_state_dict(d_state)
-    except (RuntimeError, ValueError, IndexError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise GanlabError(f"{generator_path}: weights do not fit a DCGAN of the inferred shape ({first})") from None
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise GanlabError(f"{generator_path}: weights do not fit a DCGAN of any size ({exc})") from None
     meta = {"format": "pytorch-examples", "generator_path": str(generator_path),
             "discriminator_path": str(d_path) if d_path else None}
-    return LoadedGAN(config, generator.eval(), discriminator.eval() if discriminator else None, generator_path, meta)
+    return LoadedGAN.from_state_dicts(config, g_state, d_state, path=generator_path, meta=meta)
 
 
-def read_if_pytorch_examples(path: str) -> LoadedGAN | None:
-    """The LoadedGAN for a pytorch/examples generator file, None for any other format."""
-    state = read_checkpoint(path)
+def read_if_pytorch_examples(path: str | Path, state: Any) -> LoadedGAN | None:
+    """The LoadedGAN for a pytorch/examples generator file (``state``: its weights-only content), else None."""
     kind = _looks_like(state)
     if kind is None:
         return None
     if kind == "discriminator":
         raise GanlabError(f"{path} is a pytorch/examples discriminator; pass its generator instead "
                           "(ganlab sample --generator netG_epoch_N.pth --discriminator netD_epoch_N.pth)")
-    return load_pair(path)
+    return load_pair(path, generator_state=state)

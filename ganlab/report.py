@@ -6,10 +6,10 @@ ReportData -> renderer. A component that raises is recorded as failed; the rest 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,18 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from ganlab import __version__
-from ganlab.checkpoint import LoadedGAN, load, resolve
+from ganlab.api import load
+from ganlab.checkpoint import resolve
 from ganlab.components import Component, RunContext, unmet_needs
+from ganlab.datasets import DatasetSource, Layout
+from ganlab.devices import select_device
 from ganlab.errors import GanlabError
-from ganlab.registry import get_registry
+from ganlab.loaded_gan import LoadedGAN
+from ganlab.registry import Registry, get_registry
 from ganlab.report_data import FAILED, OK, SKIPPED, ComponentRun, ReportData
-from ganlab.training import select_device
+from ganlab.report_output import ReportFolder
+
+Say = Callable[[str], None]
 
 
 def cache_dir() -> Path:
@@ -80,22 +86,37 @@ def select_components(only: list[str] | None, skip: list[str] | None) -> list[Co
     available = registry.components()
     for name in (only or []) + (skip or []):
         if name not in available:
-            raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}")
+            raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}"
+                              f"{registry.failed_hint()}")
     names = only if only else sorted(available, key=lambda n: (available[n].kind != "evaluator", n))
     return [available[n] for n in names if n not in (skip or [])]
 
 
+def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | None,
+             ) -> tuple[DatasetSource | None, Layout | None]:
+    if not dataset:
+        return None, None
+    source = registry.get("datasets", dataset.partition(":")[0])
+    return source, source.layout(data_root, dataset.partition(":")[2] or None)
+
+
+def _unmet(component: Component, gan: LoadedGAN, source: DatasetSource | None, layout: Layout | None,
+           device: torch.device) -> list[str]:
+    return unmet_needs(component, has_labels=bool(layout and layout.classes),
+                       has_heldout=bool(layout and layout.heldout), has_discriminator=gan.discriminator is not None,
+                       has_dataset=source is not None, has_gpu=device.type == "cuda")
+
+
 def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str | None, data_root: str | None,
                    seed: int, device: torch.device, settings: dict[str, Any], progress: bool = True,
-                   splits: dict[str, Any] | None = None) -> list[ComponentRun]:
+                   splits: dict[str, Any] | None = None, say: Say | None = None) -> list[ComponentRun]:
     """Run each component, recording its status, time, result or error.
 
-    ``splits`` caches decoded dataset splits; pass the same dict to share them between calls.
+    ``splits`` caches decoded dataset splits; pass the same dict to share them between calls. ``say``
+    gets one line per component (ok, skipped with the reason, failed with the error).
     """
     registry = get_registry()
-    source = registry.datasets.get(dataset.split(":")[0]) if dataset else None
-    if dataset and source is None:
-        registry.get("datasets", dataset.split(":")[0])  # raises the one-line "unknown dataset" error
+    source, layout = _dataset(registry, dataset, data_root)
     splits = {} if splits is None else splits
     # Check every option before anything runs, so a typo fails in a second, not after a long component.
     all_options = {component.name: resolve_options(component, settings) for component in components}
@@ -106,35 +127,41 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
                               f"(available: {', '.join(sorted(known))})")
     runs = []
     for component in components:
-        plugin = registry.owner.get((f"{'evaluators' if component.kind == 'evaluator' else 'analyses'}", component.name), "?")
         options = all_options[component.name]
-        run = ComponentRun(component.name, component.kind, component.description, plugin, SKIPPED, options=options)
-        reasons = unmet_needs(component, has_labels=bool(source and source.num_classes),
-                              has_heldout=bool(source and "test" in source.splits),
-                              has_discriminator=gan.discriminator is not None, has_dataset=source is not None,
-                              has_gpu=device.type == "cuda")
+        run = ComponentRun(component.name, component.kind, component.description,
+                           registry.component_owner(component.name), SKIPPED, options=options)
+        reasons = _unmet(component, gan, source, layout, device)
         if reasons:
             run.reason = "; ".join(reasons)
-            runs.append(run)
-            continue
-        ctx = RunContext(gan=gan, device=device, seed=seed, cache_dir=cache_dir(), options=options, dataset=dataset,
-                         data_root=Path(data_root) if data_root else None,
-                         progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
-                         quiet=not progress, split_cache=splits)
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        try:
-            result = component.run(ctx)
-            run.status, run.result = OK, result
-        except GanlabError as exc:
-            run.status, run.error = FAILED, f"GanlabError: {exc}"
-        except Exception as exc:  # a component's bug must not lose the rest of the report
-            run.status, run.error = FAILED, f"{type(exc).__name__}: {exc}"
-        run.seconds = time.perf_counter() - start
-        if progress:
-            tqdm.write(f"  {component.name}: {run.status} ({run.seconds:.1f} s)" + (f" - {run.error}" if run.error else ""))
+        else:
+            ctx = RunContext(gan=gan, device=device, seed=seed, cache_dir=cache_dir(), options=options,
+                             dataset=dataset, data_root=Path(data_root) if data_root else None,
+                             progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
+                             quiet=not progress, split_cache=splits, source=source, layout=layout)
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            try:
+                run.result = component.run(ctx)
+                run.status = OK
+            except GanlabError as exc:
+                run.status, run.error = FAILED, f"GanlabError: {exc}"
+            except Exception as exc:  # a component's bug must not lose the rest of the report
+                run.status, run.error = FAILED, f"{type(exc).__name__}: {exc}"
+            run.seconds = time.perf_counter() - start
+        if say is not None:
+            say(status_line(run))
         runs.append(run)
     return runs
+
+
+def status_line(run: ComponentRun) -> str:
+    """One terminal line per component: ok with its time, skipped with the reason, failed with the error's line."""
+    if run.status == OK:
+        return f"  {run.name}: ok ({run.seconds:.1f} s)"
+    if run.status == SKIPPED:
+        return f"  {run.name}: skipped ({run.reason})"
+    first = (str(run.error).strip().splitlines() or ["?"])[0]
+    return f"  {run.name}: FAILED ({first})"
 
 
 def _epoch_checkpoints(run_dir: Path) -> list[Path]:
@@ -162,10 +189,13 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
 def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: list[str] | None = None,
                 out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
                 seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
-                all_across_epochs: bool = False, progress: bool = True) -> tuple[ReportData, Path]:
+                all_across_epochs: bool = False, progress: bool = True,
+                say: Say | None = None) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
 
-    Returns the report data and the output folder (default ``reports/<checkpoint or run name>``).
+    The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure leaves the
+    previous report whole. Components named in ``only`` that cannot run here are an error before anything
+    runs. Returns the report data and the output folder (default ``reports/<checkpoint or run name>``).
     """
     from ganlab.render import render_report
 
@@ -174,32 +204,44 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
     checkpoint = Path(checkpoint)
     run_dir = checkpoint if checkpoint.is_dir() else None
     path = resolve(checkpoint)
-    gan = load(path, torch_device)
-    recorded = gan.meta.get("dataset") or {}
-    dataset = dataset or recorded.get("name")
-    data_root = data_root or recorded.get("root")
     name = run_dir.name if run_dir else path.stem
-    out = Path(out) if out else Path("reports") / name
-    components = select_components(only, skip)
-    if progress:
-        tqdm.write(f"report for {path} ({len(components)} components, dataset {dataset or 'none'})")
-    splits: dict[str, Any] = {}
-    runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
-                          settings=settings, progress=progress, splits=splits)
-    series = {}
-    if run_dir and len(_epoch_checkpoints(run_dir)) > 1:
-        series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset, data_root=data_root,
-                               seed=seed, device=torch_device, settings=settings, progress=progress, splits=splits)
-    samples = make_grid(gan.sample(64, seed=seed), nrow=8, normalize=True, value_range=(-1, 1))
-    data = ReportData(
-        title=f"ganlab report: {name}", checkpoint=str(path), config=gan.config.to_dict(), dataset=dataset,
-        versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        seed=seed, date=_dt.datetime.now().isoformat(timespec="seconds"),
-        training={"epoch": gan.meta.get("epoch"), "step": gan.meta.get("step"), "format": gan.meta.get("format"),
-                  "options": gan.meta.get("options")},
-        history={k: list(v) for k, v in gan.history.items()}, samples=samples, components=runs, across_epochs=series)
-    out.mkdir(parents=True, exist_ok=True)
-    render_report(data, out)
-    (out / "metrics.json").write_text(json.dumps(data.metrics(), indent=2, default=str))
-    return data, out
-
+    folder = ReportFolder(Path(out) if out else Path("reports") / name)  # checked and created before any work
+    try:
+        gan = load(path, torch_device)
+        recorded = gan.meta.get("dataset")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        dataset = dataset or gan.dataset
+        data_root = data_root or (recorded.get("root") if isinstance(recorded.get("root"), str) else None)
+        components = select_components(only, skip)
+        registry = get_registry()
+        source, layout = _dataset(registry, dataset, data_root)
+        for component in components if only else []:
+            reasons = _unmet(component, gan, source, layout, torch_device)
+            if reasons:
+                raise GanlabError(f"{component.name} cannot run here: it {'; '.join(reasons)} "
+                                  f"(dataset: {dataset or 'none'})")
+        if say is not None:
+            say(f"report for {path} ({len(components)} components, dataset {dataset or 'none'})")
+        splits: dict[str, Any] = {}
+        runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
+                              settings=settings, progress=progress, splits=splits, say=say)
+        series = {}
+        if run_dir and len(_epoch_checkpoints(run_dir)) > 1:
+            series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset,
+                                   data_root=data_root, seed=seed, device=torch_device, settings=settings,
+                                   progress=progress, splits=splits)
+        samples = make_grid(gan.sample(64, seed=seed), nrow=8, normalize=True, value_range=(-1, 1))
+        data = ReportData(
+            title=f"ganlab report: {name}", checkpoint=str(path.resolve()), config=gan.config.to_dict(),
+            dataset=dataset,
+            versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            seed=seed, date=_dt.datetime.now().isoformat(timespec="seconds"),
+            training={"epoch": gan.meta.get("epoch"), "step": gan.meta.get("step"), "format": gan.meta.get("format"),
+                      "options": gan.meta.get("options")},
+            history={k: list(v) for k, v in gan.history.items()}, samples=samples, components=runs,
+            across_epochs=series)
+        render_report(data, folder.staging)
+        folder.write_text("metrics.json", data.metrics_json())
+        return data, folder.commit()
+    finally:
+        folder.discard()

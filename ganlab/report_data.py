@@ -4,12 +4,15 @@ The runner fills these; ``ganlab.render`` lays them out; ``metrics.json`` serial
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ganlab.components import Result
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+SCHEMA_VERSION = 1  # of metrics.json; raise it when a key changes meaning or goes away
 
 
 @dataclass
@@ -53,6 +56,7 @@ class ReportData:
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content: every metric plus how it was made."""
         return {
+            "schema_version": SCHEMA_VERSION,
             "checkpoint": self.checkpoint,
             "dataset": self.dataset,
             "seed": self.seed,
@@ -70,3 +74,28 @@ class ReportData:
             },
             "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
         }
+
+    def metrics_json(self) -> str:
+        """``metrics()`` as strict JSON (RFC 8259): non-finite numbers become null, listed under ``non_finite``."""
+        non_finite: list[str] = []
+        content = _plain(self.metrics(), "", non_finite)
+        content["non_finite"] = non_finite
+        return json.dumps(content, indent=2, allow_nan=False)
+
+
+def _plain(value: Any, where: str, non_finite: list[str]) -> Any:
+    """JSON-ready copy of ``value``: numpy/torch scalars as numbers, NaN/inf as None (their paths recorded)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}" if where else str(k), non_finite) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]", non_finite) for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 or hasattr(value, "numel") and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            non_finite.append(f"{where} = {value}")
+            return None
+        return value
+    return str(value)

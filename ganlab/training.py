@@ -21,40 +21,30 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from ganlab import __version__
-from ganlab.checkpoint import FORMAT, FORMAT_VERSION, LAST, read_checkpoint, save_checkpoint
-from ganlab.datasets import load_split, to_unit_range
+from ganlab.checkpoint import (
+    LAST,
+    build_payload,
+    is_ganlab_checkpoint,
+    read_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from ganlab.datasets import DatasetSource, load_split
 from ganlab.defaults import TrainOptions
+from ganlab.devices import select_device
 from ganlab.errors import GanlabError
-from ganlab.models import ModelConfig, build, sample_latent
+from ganlab.images import to_unit_range
+from ganlab.models import PRESETS, ModelConfig, build, sample_latent
 
 HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for "auto"; otherwise the named device (checked to exist)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GanlabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GanlabError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise GanlabError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
-
-
 class Trainer:
-    """Trains one GAN as described by ``TrainOptions``; ``fit()`` returns the last checkpoint path."""
+    """Trains one GAN as described by ``TrainOptions`` on ``source``; ``fit()`` returns the last checkpoint path."""
 
-    def __init__(self, options: TrainOptions, progress: bool = True):
+    def __init__(self, options: TrainOptions, source: DatasetSource, progress: bool = True):
         self.options = options
+        self.source = source
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.rank, self.world = 0, 1
         device = select_device(options.device)
@@ -73,14 +63,19 @@ class Trainer:
         if self.local_batch < 1:
             raise GanlabError(f"batch size {options.batch_size} is smaller than the {self.world} processes")
 
-        resume_payload = read_checkpoint(options.resume) if options.resume else None
-        self.config = ModelConfig.from_dict(resume_payload["config"]) if resume_payload else options.model_config()
+        resume_payload = _resume_payload(options) if options.resume else None
+        if resume_payload:
+            self.config = ModelConfig.from_dict(resume_payload["config"])
+            _check_resume_flags(options, self.config)
+        else:
+            self.config = options.model_config(source.channels)
         cfg = self.config
-        self.images, _ = load_split(options.dataset, options.split, root=options.data_root, image_size=cfg.image_size,
-                                    channels=cfg.channels, download=options.download, limit=options.limit,
-                                    progress=self.progress)
+        self.images, _ = load_split(source, options.split, variant=options.dataset.partition(":")[2] or None,
+                                    root=options.data_root, image_size=cfg.image_size, channels=cfg.channels,
+                                    download=options.download, limit=options.limit, progress=self.progress)
         if len(self.images) < 2:
-            raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; training needs at least 2")
+            raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; "
+                              "training needs at least 2")
 
         torch.manual_seed(options.seed)
         # channels_last: ~1.13x faster convolutions and BatchNorm on CPU (benchmarks/train_throughput.py)
@@ -95,7 +90,8 @@ class Trainer:
         self.fixed_noise = sample_latent(cfg, 64, torch.Generator().manual_seed(options.seed), self.device)
         self.amp_dtype = None
         if options.amp:
-            self.amp_dtype = torch.bfloat16 if self.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+            bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
+            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -111,37 +107,25 @@ class Trainer:
             self.G_ddp, self.D_ddp = self.G, self.D
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        try:
-            self.G.load_state_dict(payload["generator"])
-            self.D.load_state_dict(payload["discriminator"])
-            self.opt_G.load_state_dict(payload["optimizer_g"])
-            self.opt_D.load_state_dict(payload["optimizer_d"])
-            self.noise.set_state(payload["rng"]["noise"].to(self.noise.get_state().device))
-            self.epoch, self.batch_in_epoch, self.step = payload["epoch"], payload["batch_in_epoch"], payload["step"]
-            self.history = {k: list(v) for k, v in payload["history"].items()}
-            if "scaler" in payload and self.scaler.is_enabled():
-                self.scaler.load_state_dict(payload["scaler"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise GanlabError(f"cannot resume from {self.options.resume}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160]}") from None
+        counters, self.history = restore_training_state(
+            payload, generator=self.G, discriminator=self.D, optimizer_g=self.opt_G, optimizer_d=self.opt_D,
+            scaler=self.scaler, noise=self.noise, path=self.options.resume)
+        self.epoch, self.batch_in_epoch, self.step = counters["epoch"], counters["batch_in_epoch"], counters["step"]
         if self.epoch >= self.options.epochs:
             raise GanlabError(f"{self.options.resume} has already trained {self.epoch} epochs; "
                               f"give --epochs larger than {self.epoch} to continue")
 
     def payload(self) -> dict[str, Any]:
-        """Everything needed to rebuild the models and to resume bit-for-bit."""
-        return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "ganlab_version": __version__,
-            "torch_version": str(torch.__version__), "config": self.config.to_dict(),
-            "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
-            "optimizer_g": self.opt_G.state_dict(), "optimizer_d": self.opt_D.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
-            "rng": {"noise": self.noise.get_state().cpu(), "torch": torch.get_rng_state()},
-            "dataset": {"name": self.options.dataset, "split": self.options.split, "size": len(self.images),
-                        "root": self.options.data_root},
-            "options": self.options.to_dict(), "history": self.history,
-        }
+        """Everything needed to rebuild the models and to resume bit-for-bit (see ``ganlab.checkpoint``)."""
+        return build_payload(
+            config=self.config, generator=self.G, discriminator=self.D, optimizer_g=self.opt_G,
+            optimizer_d=self.opt_D, scaler=self.scaler,
+            counters={"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step},
+            rng={"noise": self.noise.get_state().cpu(), "torch": torch.get_rng_state()},
+            dataset={"name": self.options.dataset, "split": self.options.split, "size": len(self.images),
+                     "root": str(Path(self.options.data_root).expanduser().resolve()) if self.options.data_root
+                     else None},
+            options=self.options.to_dict(), history=self.history)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -217,7 +201,8 @@ class Trainer:
                         if not all(math.isfinite(v) for v in stats.values()):
                             raise GanlabError(
                                 f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
-                                f"(loss_D={stats['loss_D']:.4g}, loss_G={stats['loss_G']:.4g}); stopped, last good checkpoint: "
+                                f"(loss_D={stats['loss_D']:.4g}, loss_G={stats['loss_G']:.4g}); stopped, "
+                                "last good checkpoint: "
                                 f"{self.out / LAST} (try a lower --lr)")
                         self.step += 1
                         self.batch_in_epoch += 1
@@ -270,9 +255,34 @@ def _link_atomically(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def train(options: TrainOptions, progress: bool = True) -> Path:
-    """Train a GAN; returns the path of the last checkpoint (``OUT/last.pt``)."""
-    trainer = Trainer(options, progress=progress)
+def _resume_payload(options: TrainOptions) -> dict[str, Any]:
+    payload = read_checkpoint(options.resume)
+    if not is_ganlab_checkpoint(payload):
+        raise GanlabError(f"--resume {options.resume}: only ganlab checkpoints can be resumed (this file has no "
+                          "optimiser state)")
+    return payload
+
+
+def _check_resume_flags(options: TrainOptions, config: ModelConfig) -> None:
+    """Model flags given with --resume must agree with the checkpoint: it decides the architecture."""
+    recorded = config.to_dict()
+    for name, value in recorded.items():
+        given = getattr(options, name, None)
+        if given is not None and given != value:
+            flag = "--" + name.replace("_", "-")
+            raise GanlabError(f"{flag} {given} contradicts {options.resume}, whose model has {name} {value}; "
+                              f"drop {flag} when resuming (or train a new run with --out)")
+    if options.preset is not None:
+        preset = PRESETS[options.preset].to_dict()
+        differs = sorted(k for k, v in preset.items() if k != "channels" and recorded[k] != v)
+        if differs:
+            raise GanlabError(f"--preset {options.preset} contradicts {options.resume} ({', '.join(differs)} differ); "
+                              "drop --preset when resuming")
+
+
+def train(options: TrainOptions, source: DatasetSource, progress: bool = True) -> Path:
+    """Train a GAN on ``source``; returns the path of the last checkpoint (``OUT/last.pt``)."""
+    trainer = Trainer(options, source, progress=progress)
     try:
         return trainer.fit()
     finally:

@@ -15,14 +15,15 @@ class DiscriminatorScore(Evaluator):
         import torch
         from matplotlib.figure import Figure as MplFigure
 
-        from ganlab.datasets import to_unit_range
+        from ganlab import to_unit_range
 
-        images, _ = ctx.split("test", limit=ctx.options["samples"])
+        images, _ = ctx.split(ctx.heldout_split, limit=ctx.options["samples"])
         n = len(images)
         D = ctx.gan.discriminator.eval()
         batch = ctx.options["batch_size"]
         with torch.no_grad():
-            real = torch.cat([torch.sigmoid(D(to_unit_range(chunk).to(ctx.device))).cpu() for chunk in images.split(batch)])
+            real = torch.cat([torch.sigmoid(D(to_unit_range(chunk).to(ctx.device))).cpu()
+                              for chunk in images.split(batch)])
             fakes = ctx.gan.sample(n, seed=ctx.seed)
             fake = torch.cat([torch.sigmoid(D(chunk.to(ctx.device))).cpu() for chunk in fakes.split(batch)])
         accuracy = ((real > 0.5).sum() + (fake < 0.5).sum()).item() / (2 * n)

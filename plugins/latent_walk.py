@@ -31,14 +31,15 @@ class LatentWalk(Analysis):
         import torch
         from torchvision.utils import make_grid
 
-        from ganlab.models import sample_latent
+        from ganlab import sample_latent
 
         rows, steps, mode = ctx.options["rows"], ctx.options["steps"], ctx.options["mode"]
         cfg = ctx.gan.config
         if mode == "auto":
             mode = "slerp" if cfg.latent == "normal" else "lerp"
         if mode not in ("lerp", "slerp") or steps < 2 or rows < 1:
-            raise ValueError(f"latent-walk needs mode lerp/slerp/auto, steps >= 2 and rows >= 1 (got {mode}, {steps}, {rows})")
+            raise ValueError(f"latent-walk needs mode lerp/slerp/auto, steps >= 2 and rows >= 1 "
+                             f"(got {mode}, {steps}, {rows})")
         gen = torch.Generator().manual_seed(ctx.seed)
         z0, z1 = sample_latent(cfg, rows, gen), sample_latent(cfg, rows, gen)
         path = interpolate(z0, z1, steps, mode)  # steps x rows x nz x 1 x 1

@@ -26,9 +26,9 @@ class NearestNeighbours(Analysis):
         import torch
         from torchvision.utils import make_grid
 
-        from ganlab.datasets import to_unit_range
+        from ganlab import to_unit_range
 
-        split = (ctx.gan.meta.get("dataset") or {}).get("split") or "train"
+        split = ctx.train_split
         train_images, _ = ctx.split(split, limit=ctx.options["train_limit"])
         train = to_unit_range(train_images)
         samples = ctx.gan.sample(ctx.options["samples"], seed=ctx.seed)

@@ -20,10 +20,10 @@ def tiny_options(out, **changes):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished 2-epoch run folder (epoch_0001.pt, epoch_0002.pt, last.pt, samples/, log.jsonl)."""
-    from ganlab.training import train
+    import ganlab
 
     out = tmp_path_factory.mktemp("tiny") / "run"
-    train(tiny_options(out), progress=False)
+    ganlab.train(tiny_options(out), progress=False)
     return out
 
 

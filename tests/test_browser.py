@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from PIL import Image as PILImage, ImageStat
+from PIL import Image as PILImage
+from PIL import ImageStat
 
 from ganlab.render import render_report
 

@@ -157,8 +157,8 @@ def _randomise(model, seed):
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1 + (1 if "running_var" in name else 0)).abs_() \
-                    if "running_var" in name else tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
+                noise = torch.randn(tensor.shape, generator=gen) * 0.1
+                tensor.copy_((noise + 1).abs() if "running_var" in name else noise)
 
 
 @pytest.fixture
@@ -182,6 +182,23 @@ def test_pytorch_examples_pair_loads_and_matches(examples_pair):
         assert torch.allclose(gan.generator(z), images, atol=1e-6)
         # the examples' D ends in a Sigmoid; ganlab's D returns the logit that feeds it
         assert torch.allclose(torch.sigmoid(gan.discriminator(images)), d(images), atol=1e-6)
+
+
+def test_pytorch_examples_files_are_read_once(examples_pair, monkeypatch):
+    _, _, folder = examples_pair
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(os.path.basename(f)) or real_load(f, *a, **k))
+    ganlab.load(folder / "netG_epoch_24.pth")
+    assert sorted(reads) == ["netD_epoch_24.pth", "netG_epoch_24.pth"]
+
+
+def test_a_file_not_written_by_torch_is_never_unpickled(tmp_path, monkeypatch):
+    junk = tmp_path / "weights.npz"
+    junk.write_bytes(b"\x93NUMPY random bytes")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    with pytest.raises(GanlabError, match="is not a checkpoint .not a file written by torch.save. and no plugin"):
+        ganlab.load(junk)
 
 
 def test_pytorch_examples_via_cli(examples_pair, tmp_path):

@@ -15,13 +15,15 @@ def _layers(model):
     return [m for m in model.main]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.image_size}-{c.channels}-k{c.kernel_size}-x{c.extra_layers}")
+@pytest.mark.parametrize("config", CONFIGS,
+                         ids=lambda c: f"{c.image_size}-{c.channels}-k{c.kernel_size}-x{c.extra_layers}")
 def test_architecture_rules(config):
     G, D = build(config)
     for model in (G, D):
         for m in model.modules():
             # all-convolutional: no pooling, no fully connected layers
-            assert not isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+            assert not isinstance(m, (nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                                      nn.AdaptiveMaxPool2d))
     g, d = _layers(G), _layers(D)
     # G: transposed convs only, BatchNorm + ReLU after each but the last, which ends in Tanh
     g_convs = [i for i, m in enumerate(g) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]

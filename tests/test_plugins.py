@@ -88,7 +88,7 @@ def test_hook_ganlab_register_analyses(plugin_module):
 
 
 def test_hook_ganlab_register_datasets(plugin_module, tmp_path):
-    from ganlab.datasets import DatasetSource, load_split
+    from ganlab import DatasetSource, load_split
 
     def open_split(split, root, download, variant):
         return [(torch.full((4, 4), 255 * (i % 2), dtype=torch.uint8).numpy(), i % 2) for i in range(6)]
@@ -143,17 +143,68 @@ def test_hook_ganlab_load_checkpoint(plugin_module, tiny_run, tmp_path):
     (object(), "not a Evaluator"),
 ])
 def test_register_checks_name_and_base_class(plugin_module, bad, message):
-    reg = plugin_module("sloppy", ganlab_register_evaluators=lambda register: (register(Constant("fine")), register(bad)))
+    reg = plugin_module("sloppy",
+                        ganlab_register_evaluators=lambda register: (register(Constant("fine")), register(bad)))
     assert message in reg.plugins["sloppy"].error
     assert "fine" not in reg.evaluators  # a failing plugin's partial registrations are dropped
     assert "d-score" in reg.evaluators  # and everything else still works
 
 
-def test_name_clash_names_both_plugins(plugin_module):
-    reg = plugin_module("copycat", ganlab_register_evaluators=lambda register: register(Constant("d-score")))
+def test_name_clash_names_both_plugins_and_the_builtin_keeps_its_name(plugin_module):
+    # copycat registers after the built-ins but pluggy calls it first: it must still be the one refused
+    reg = plugin_module("copycat", ganlab_register_evaluators=lambda register: register(Constant("d-score")),
+                        ganlab_register_analyses=lambda register: register(Constant("copycat-extra")))
     error = reg.plugins["copycat"].error
-    assert "d-score" in error and "copycat" in error and "both d-score and copycat" in error
+    assert "'d-score' is registered by both copycat and d-score; copycat was disabled" in error
     assert type(reg.evaluators["d-score"]).__name__ == "DiscriminatorScore"
+    assert reg.owner[("evaluators", "d-score")] == "d-score"
+    assert "copycat-extra" not in reg.components()  # all or nothing: its other hook's registration is gone too
+    assert reg.pm.get_plugin("copycat") is None
+
+
+def test_two_third_party_plugins_clash(plugin_module):
+    first = types.ModuleType("first")
+    first.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(Constant("same-name")))
+    registry.register_plugin(first, "first")
+    pm, plugins = registry.plugin_manager()
+    second = types.ModuleType("second")
+    second.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(Constant("same-name")))
+    plugins["second"] = registry.PluginInfo("second", "(in-process)", "-")
+    pm.register(second, name="second")
+    reg = registry.Registry(pm, plugins)
+    failed = [name for name in ("first", "second") if reg.plugins[name].error]
+    assert len(failed) == 1 and "both" in reg.plugins[failed[0]].error and "first" in reg.plugins[failed[0]].error
+    assert reg.owner[("evaluators", "same-name")] in ("first", "second")
+
+
+def test_register_hooks_follow_pluggy_order_and_wrappers(plugin_module):
+    calls = []
+
+    def wrapper(register):
+        calls.append("wrapper-before")
+        yield
+        calls.append("wrapper-after")
+
+    module = types.ModuleType("ordered")
+    module.ganlab_register_evaluators = ganlab.hookimpl(tryfirst=True)(
+        lambda register: (calls.append("tryfirst"), register(Constant("ordered-first"))))
+    module.wrap = ganlab.hookimpl(wrapper=True, specname="ganlab_register_evaluators")(wrapper)
+    reg = registry.register_plugin(module, "ordered")
+    assert reg.plugins["ordered"].error is None
+    assert calls[:2] == ["wrapper-before", "tryfirst"] and calls[-1] == "wrapper-after"
+    assert reg.owner[("evaluators", "ordered-first")] == "ordered"
+
+
+def test_a_plugin_raising_in_one_hook_is_disabled_whole(plugin_module):
+    def boom(register):
+        raise RuntimeError("no GPU here")
+
+    reg = plugin_module("halfway", ganlab_register_analyses=lambda register: register(Constant("halfway-ok")),
+                        ganlab_register_evaluators=boom)
+    assert reg.plugins["halfway"].error == "RuntimeError: no GPU here"
+    assert "halfway-ok" not in reg.components() and "d-score" in reg.evaluators
+    with pytest.raises(GanlabError, match="halfway .RuntimeError: no GPU here"):
+        reg.get("evaluators", "halfway-thing")
 
 
 def test_hookimpl_without_spec_is_reported(plugin_module):

@@ -9,23 +9,23 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 import ganlab
-from ganlab import registry
-from ganlab.datasets import load_split, to_unit_range
+import ganlab.features as F
+from ganlab import load_split, registry, to_unit_range
 from ganlab.models import PRESETS, Discriminator, ModelConfig
 from ganlab.report import make_report
-from ganlab_plugins.probe import features as F
 
 QUICK = {"svm-probe.kmeans_k": "16", "svm-probe.supervised_steps": "15", "svm-probe.supervised_draws": "2",
          "svm-probe.draws": "3", "svm-probe.labels_per_class": "5,all", "svm-probe.umap_points": "200",
          "svm-probe.C_grid": "1e-3,1e-1"}
 
 
-@pytest.mark.parametrize("preset, dim", [("dcgan32", 7168), ("imagenet32", 28672), ("dcgan64", 16 * (64 + 128 + 256 + 512))])
+@pytest.mark.parametrize("preset, dim", [("dcgan32", 7168), ("imagenet32", 28672),
+                                        ("dcgan64", 16 * (64 + 128 + 256 + 512))])
 def test_feature_dims_per_architecture(preset, dim):
     D = Discriminator(PRESETS[preset])
     assert F.feature_dim(D) == dim
     images = torch.randint(0, 256, (3, 3, PRESETS[preset].image_size, PRESETS[preset].image_size), dtype=torch.uint8)
-    assert F.extract(D, images).shape == (3, dim)
+    assert F.discriminator_features(D, images).shape == (3, dim)
 
 
 def test_pooling_is_4x4_max_against_numpy():
@@ -47,7 +47,7 @@ def test_features_use_eval_mode_batchnorm_and_match_a_manual_forward():
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
     images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
-    got = F.extract(D.train(), images, batch_size=2)
+    got = F.discriminator_features(D.train(), images, batch_size=2)
     D.eval()
     x = to_unit_range(images)
     manual = []
@@ -63,8 +63,8 @@ def test_large_features_are_memory_mapped_and_cached(tmp_path, monkeypatch):
     images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
     monkeypatch.setattr(F, "MEMMAP_BYTES", 1000)  # force the memory-mapped path
     calls = []
-    real_extract = F.extract
-    monkeypatch.setattr(F, "extract", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    real_extract = F.discriminator_features
+    monkeypatch.setattr(F, "discriminator_features", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
     first = F.cached_features(tmp_path, "key", D, images)
     second = F.cached_features(tmp_path, "key", D, images)
     assert isinstance(first, np.memmap) and len(calls) == 1

@@ -20,9 +20,14 @@ from sklearn.svm import LinearSVC
 
 from ganlab_plugins.probe import solver as S
 from ganlab_plugins.probe.kmeans_features import KMeansFeatures
-from ganlab_plugins.probe.protocol import (DEFAULT_C_GRID, Standardizer,
-                                           balanced_draw, evaluate, select_C,
-                                           validation_split)
+from ganlab_plugins.probe.protocol import (
+    DEFAULT_C_GRID,
+    Standardizer,
+    balanced_draw,
+    evaluate,
+    select_C,
+    validation_split,
+)
 from ganlab_plugins.probe.solver import fit_linear_svm, svm_objective
 
 

@@ -8,12 +8,10 @@ from click.testing import CliRunner
 from sklearn.neighbors import NearestNeighbors
 
 import ganlab
-from ganlab import registry
+from ganlab import load_split, registry, to_unit_range
 from ganlab.cli import cli
 from ganlab.components import Evaluator, Result
-from ganlab.datasets import load_split, to_unit_range
 from ganlab.report import make_report
-
 
 # the cheapest svm-probe that still runs every row
 QUICK_PROBE = [item for pair in (("--set", f"svm-probe.{k}={v}") for k, v in {
@@ -37,7 +35,8 @@ def report(tiny_run, tmp_path_factory):
 def test_metrics_json_content(report, tiny_run):
     data, folder, metrics = report
     assert metrics["dataset"] == "digits" and metrics["seed"] == 0
-    assert metrics["versions"]["ganlab"] == ganlab.__version__ and metrics["versions"]["torch"] == str(torch.__version__)
+    assert metrics["versions"]["ganlab"] == ganlab.__version__
+    assert metrics["versions"]["torch"] == str(torch.__version__)
     assert metrics["config"]["image_size"] == 16 and metrics["training"]["epoch"] == 2
     components = metrics["components"]
     assert {"d-score", "latent-walk", "nearest-neighbours"} <= set(components)
@@ -106,16 +105,59 @@ def extra_components():
 def test_failing_component_report_still_written_exit_1(extra_components, tiny_run, tmp_path):
     out = tmp_path / "r"
     result = CliRunner().invoke(cli, ["report", str(tiny_run / "last.pt"), "--out", str(out), "--device", "cpu",
-                                      "--only", "exploding,latent-walk,needs-gpu"])
+                                      "--skip", "svm-probe,d-score,nearest-neighbours"])
     assert result.exit_code == 1
     assert _errors(result.output) == ["Error: components failed: exploding (see their sections in the report)"]
     metrics = json.loads((out / "metrics.json").read_text())["components"]
     assert metrics["exploding"]["status"] == "failed" and metrics["exploding"]["error"] == "ZeroDivisionError: no luck"
     assert metrics["latent-walk"]["status"] == "ok"
+    lines = result.stderr.splitlines()
+    assert "  exploding: FAILED (ZeroDivisionError: no luck)" in lines
+    assert any(re.fullmatch(r"  latent-walk: ok \(\d+\.\d s\)", line) for line in lines)
     if not torch.cuda.is_available():
         assert metrics["needs-gpu"]["status"] == "skipped" and metrics["needs-gpu"]["reason"] == "needs a CUDA GPU"
+        assert "  needs-gpu: skipped (needs a CUDA GPU)" in lines
+    assert result.stdout.strip() == f"report: {(out / 'index.html').resolve().as_uri()}"
     html = (out / "index.html").read_text()
     assert "ZeroDivisionError" in html and "no luck" in html
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs-gpu can run on this machine")
+def test_only_a_component_that_cannot_run_is_an_error(extra_components, tiny_run, tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["report", str(tiny_run), "--out", str(out), "--only", "latent-walk,needs-gpu"])
+    assert result.exit_code == 1
+    assert _errors(result.output) == ["Error: needs-gpu cannot run here: it needs a CUDA GPU (dataset: digits)"]
+    assert not out.exists()  # failed before anything ran or was written
+
+
+def test_json_prints_metrics_only_and_quiet_has_no_bars(tiny_run, tmp_path):
+    out = tmp_path / "r"
+    registry.reset()
+    result = CliRunner().invoke(cli, ["report", str(tiny_run / "last.pt"), "--out", str(out), "--only",
+                                      "latent-walk", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # stdout is exactly one JSON document
+    assert printed == json.loads((out / "metrics.json").read_text())
+    assert printed["schema_version"] == 1 and printed["components"]["latent-walk"]["status"] == "ok"
+    assert "it/s" not in result.stderr and "%|" not in result.stderr  # no tqdm bars
+    assert f"report: {(out / 'index.html').resolve().as_uri()}" in result.stderr
+
+
+def test_components_lists_options_with_types():
+    registry.reset()
+    result = CliRunner().invoke(cli, ["components", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    walk = rows["latent-walk"]
+    assert walk["kind"] == "analysis" and walk["cheap"] is True and walk["plugin"] == "latent-walk"
+    assert walk["options"]["steps"] == {"default": 10, "type": "int"}
+    assert rows["svm-probe"]["needs"] == ["discriminator", "heldout", "labels"]
+    from ganlab.registry import get_registry
+
+    assert set(rows) == set(get_registry().components())
+    text = CliRunner().invoke(cli, ["components"]).output
+    assert "--set latent-walk.steps=...  (int, default 10)" in text
 
 
 def test_options_from_the_command_line(tiny_run, tmp_path):

@@ -9,13 +9,14 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import state_equal, tiny_options
 from PIL import Image
 
-from conftest import state_equal, tiny_options
+from ganlab import select_device, train
 from ganlab.checkpoint import read_checkpoint
 from ganlab.cli import cli
 from ganlab.errors import GanlabError
-from ganlab.training import Trainer, select_device, train
+from ganlab.training import Trainer
 
 
 def _weights(path):
@@ -102,7 +103,8 @@ def test_resume_past_the_end_and_bad_flags(tmp_path, tiny_run):
     assert result.exit_code == 2 and "Invalid value for '--epochs'" in result.output
     result = runner.invoke(cli, ["train", "--no-such-flag"])
     assert result.exit_code == 2 and "No such option" in result.output
-    result = runner.invoke(cli, ["train", "--dataset", "svhn", "--data-root", str(tmp_path / "nowhere"), "--epochs", "1"])
+    result = runner.invoke(cli, ["train", "--dataset", "svhn", "--data-root", str(tmp_path / "nowhere"),
+                                 "--epochs", "1"])
     assert result.exit_code == 1 and "svhn" in result.output and "Traceback" not in result.output
 
 
@@ -126,11 +128,12 @@ def test_amp_bf16_trains_finite(tmp_path):
 def test_ddp_two_processes_on_cpu(tmp_path):
     out = tmp_path / "ddp"
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    ganlab_bin = os.path.join(os.path.dirname(sys.executable), "ganlab")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", ganlab_bin, "train", "--dataset", "digits",
-                             "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit", "96",
-                             "--batch-size", "32", "--epochs", "2", "--device", "cpu", "--out", str(out)],
+    # `torchrun -m ganlab` runs ganlab/__main__.py in each process, as `python -m ganlab` does
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "ganlab", "train",
+                             "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8",
+                             "--limit", "96", "--batch-size", "32", "--epochs", "2", "--device", "cpu",
+                             "--out", str(out)],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_checkpoint(out / "last.pt")

@@ -6,12 +6,22 @@ features by training a linear L2-SVM (squared hinge, one-vs-rest) on them:
 the model-independent numeric core of that probe:
 
 * :mod:`ganlab_plugins.probe.solver` -- ``fit_linear_svm`` / ``LinearProbe``:
-  liblinear (sklearn ``LinearSVC``) or an out-of-core torch L-BFGS solver of
-  exactly the same primal objective, for feature matrices too big for
-  liblinear (e.g. a 50,000 x 28,672 float32 ``np.memmap``).
-* :mod:`ganlab_plugins.probe.protocol` -- class-balanced label draws,
-  chunk-wise standardisation, C selection on a validation split and the
-  full-label / label-scarce evaluation (``evaluate`` -> ``ProbeResult``).
+  the public entry, dispatching to liblinear (sklearn ``LinearSVC``) or an
+  out-of-core torch L-BFGS solver of exactly the same primal objective, for
+  feature matrices too big for liblinear (e.g. a 50,000 x 28,672 float32
+  ``np.memmap``). Its parts, one module each:
+
+  * :mod:`ganlab_plugins.probe.objective` -- ``svm_objective`` and the fitted
+    ``LinearProbe`` both solvers return;
+  * :mod:`ganlab_plugins.probe.liblinear` -- the ``LinearSVC`` path;
+  * :mod:`ganlab_plugins.probe.torch_solver` -- the chunked torch L-BFGS solver;
+  * :mod:`ganlab_plugins.probe.preconditioner` -- its low-rank preconditioner.
+* :mod:`ganlab_plugins.probe.views` -- row-chunk access to feature matrices
+  (arrays, memmaps, tensors) and the lazy ``FeatureView`` / ``Standardizer``
+  (chunk-wise standardisation) the solvers and the protocol read through.
+* :mod:`ganlab_plugins.probe.protocol` -- class-balanced label draws, a
+  validation split, C selection on it and the full-label / label-scarce
+  evaluation (``evaluate`` -> ``ProbeResult``).
 * :mod:`ganlab_plugins.probe.kmeans_features` -- the single-layer K-means
   feature baseline of Coates, Ng & Lee (2011) the paper compares against.
 

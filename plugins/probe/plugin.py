@@ -64,7 +64,7 @@ class SvmProbe(Evaluator):
         "supervised_steps": 300,
         "supervised_draws": 3,
         "train_split": "train",
-        "test_split": "test",
+        "test_split": "",  # "": the dataset's held-out split ("test" for most)
         "train_limit": 0,  # 0: every image of the split
         "test_limit": 0,
         "umap": True,
@@ -96,7 +96,8 @@ class SvmProbe(Evaluator):
             raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(BASELINES)}")
         grid = tuple(float(c) for c in str(o["C_grid"]).split(","))
         train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
-        test_images, y_test = ctx.split(o["test_split"], limit=o["test_limit"] or None)
+        test_split = o["test_split"] or ctx.heldout_split
+        test_images, y_test = ctx.split(test_split, limit=o["test_limit"] or None)
         y_train, y_test = y_train.numpy(), y_test.numpy()
 
         features = {"d": self._d_features(ctx, train_images, test_images)}
@@ -136,26 +137,26 @@ class SvmProbe(Evaluator):
         metrics["d.feature_dim"] = dim
         text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "
                 f"({dim} dims), preprocessing: {o['preprocess']}; C chosen on a validation split of "
-                f"{o['val_size']} from '{o['train_split']}'; tested on '{o['test_split']}' ({len(y_test)} images)."]
+                f"{o['val_size']} from '{o['train_split']}'; tested on '{test_split}' ({len(y_test)} images)."]
         return Result(metrics=metrics, tables=tables, figures=figures, text=text + details)
 
     # --- feature sets: (X_train, X_test, seconds) ------------------------------------------------
     def _d_features(self, ctx, train_images, test_images, discriminator=None, tag="D"):
-        from .features import cache_key, cached_features
+        from ganlab import cached_features, feature_cache_key
 
         o = ctx.options
         discriminator = discriminator or ctx.gan.discriminator
         start = time.perf_counter()
         out = []
         for split, images, limit in ((o["train_split"], train_images, o["train_limit"]),
-                                     (o["test_split"], test_images, o["test_limit"])):
-            key = cache_key(ctx.gan.path, tag, ctx.dataset, split, limit or None)
+                                     (o["test_split"] or ctx.heldout_split, test_images, o["test_limit"])):
+            key = feature_cache_key(ctx.gan.path, tag, ctx.dataset, split, limit or None)
             out.append(cached_features(ctx.cache_dir, key, discriminator, images, device=ctx.device,
                                        batch_size=o["batch_size"], progress=ctx.progress))
         return out[0], out[1], time.perf_counter() - start
 
     def _pixels(self, ctx, train_images, test_images):
-        from ganlab.datasets import to_unit_range
+        from ganlab import to_unit_range
 
         start = time.perf_counter()
         X = [to_unit_range(images).flatten(1).numpy() for images in (train_images, test_images)]
@@ -164,7 +165,7 @@ class SvmProbe(Evaluator):
     def _random_d(self, ctx, train_images, test_images):
         import torch
 
-        from ganlab.models import Discriminator
+        from ganlab import Discriminator
 
         torch.manual_seed(ctx.seed)
         return self._d_features(ctx, train_images, test_images, Discriminator(ctx.gan.config),

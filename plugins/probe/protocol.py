@@ -22,19 +22,22 @@ at the chosen C, and the full-label refit starts from the fit on the pool.
 Everything is chunk-wise: features may be ``np.memmap`` arrays larger than
 RAM; a training subset / standardised copy is never materialised whole
 unless the liblinear solver is used (it needs a dense float64 copy, which is
-why ``solver="auto"`` switches to the torch solver above 1 GB).
+why ``solver="auto"`` switches to the torch solver above 1 GB). The lazy
+views that make this possible (``FeatureView``, ``Standardizer``,
+``standardize``) live in :mod:`.views` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .solver import (_default_chunk_rows, _iter_numpy_chunks, _shape,
-                     fit_linear_svm, resolve_solver)
+from .solver import fit_linear_svm, resolve_solver
+from .views import FeatureView, Standardizer, shape_of, standardize
 
 __all__ = [
     "DEFAULT_C_GRID",
@@ -58,152 +61,6 @@ def _as_rng(rng: Any) -> np.random.Generator:
 
 
 # --------------------------------------------------------------------------
-# Lazy row subset + standardisation
-# --------------------------------------------------------------------------
-class FeatureView:
-    """Lazy ``(X[rows] - mean) / scale`` as float32, read in row blocks.
-
-    Holds no copy of X: ``view[a:b]`` reads only rows ``rows[a:b]`` of X
-    (fancy indexing of a memmap reads just those rows) and returns a float32
-    block of shape ``(b - a, D)``: a view of X when no standardisation and no
-    gather is needed (callers must only read blocks), otherwise one new array.
-    This is the container the solver's chunked passes consume, so neither the
-    training subset nor its standardised version is ever materialised whole.
-
-    Args:
-        X: N x D array / memmap.
-        rows: optional 1-D indices selecting (and ordering) rows of X; keep
-            them sorted for sequential disk reads.
-        mean, scale: optional length-D arrays (standardisation).
-    """
-
-    def __init__(self, X: Any, rows: np.ndarray | None = None,
-                 mean: np.ndarray | None = None, scale: np.ndarray | None = None):
-        self.X = X
-        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
-        n, d = _shape(X)
-        self.shape = (n if self.rows is None else self.rows.size, d)
-        # float32 statistics: the block arithmetic stays float32 (no float64
-        # block copies); the statistics themselves were computed in float64.
-        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
-        self.inv_scale = None if scale is None else (1.0 / np.asarray(scale, np.float64)).astype(np.float32)
-
-    @property
-    def nbytes(self) -> int:
-        return self.shape[0] * self.shape[1] * 4
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, tuple):
-            raise TypeError("FeatureView supports row indexing only")
-        fresh = False
-        if self.rows is None:
-            blk = self.X[key]
-        else:
-            r = self.rows[key]
-            if not np.ndim(r):
-                blk = self.X[int(r)][None]
-            elif r.size > 1 and np.all(np.diff(r) == 1):
-                blk = self.X[int(r[0]):int(r[-1]) + 1]   # a run of rows: a view, no gather
-            else:
-                blk, fresh = self.X[r], True              # fancy indexing gathers a new array
-        out = np.asarray(blk, dtype=np.float32)
-        fresh = fresh or (isinstance(blk, np.ndarray) and not np.may_share_memory(out, blk))
-        if out.ndim == 1:
-            out = out[None]
-        if self.mean is None and self.inv_scale is None:
-            return out          # may be a view of X: callers only read blocks
-        if not fresh:
-            out = out.copy()    # never write into X
-        if self.mean is not None:
-            out -= self.mean
-        if self.inv_scale is not None:
-            out *= self.inv_scale
-        return out
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.materialize()
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def materialize(self, out: np.ndarray | None = None,
-                    chunk_rows: int | None = None) -> np.ndarray:
-        """Dense float32 N x D copy (into ``out``, e.g. a memmap, if given)."""
-        out = np.empty(self.shape, dtype=np.float32) if out is None else out
-        for a, b, blk in _iter_numpy_chunks(self, chunk_rows or _default_chunk_rows(self.shape[1])):
-            out[a:b] = blk
-        return out
-
-
-class Standardizer:
-    """Per-feature standardisation ``(x - mean) / sqrt(var + eps)``.
-
-    Statistics are accumulated chunk-wise in float64 with Chan et al.'s
-    pairwise merge of (count, mean, M2), so a memmap is read once in blocks
-    and never copied whole. ``var`` is the population variance (ddof=0), as
-    in sklearn's ``StandardScaler``; ``eps`` (default 1e-8) only matters for
-    (near-)constant features, which StandardScaler instead divides by 1 --
-    either way they are 0 on the fitting subset and so get zero SVM weight.
-
-    Attributes (after fit): ``mean_`` and ``scale_`` (float64, length D).
-    """
-
-    def __init__(self, eps: float = 1e-8):
-        self.eps = float(eps)
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
-        self.n_samples_seen_ = 0
-
-    def fit(self, X: Any, rows: np.ndarray | None = None, *,
-            chunk_rows: int | None = None) -> "Standardizer":
-        """Fit on ``X[rows]`` (all rows if None). X: N x D."""
-        src = FeatureView(X, rows)
-        d = src.shape[1]
-        n_tot, mean, m2 = 0, np.zeros(d), np.zeros(d)
-        for _, _, blk in _iter_numpy_chunks(src, chunk_rows or _default_chunk_rows(d)):
-            b = blk.astype(np.float64)
-            nb = b.shape[0]
-            mb = b.mean(0)
-            m2b = ((b - mb) ** 2).sum(0)
-            delta = mb - mean
-            tot = n_tot + nb
-            mean = mean + delta * (nb / tot)
-            m2 = m2 + m2b + delta ** 2 * (n_tot * nb / tot)
-            n_tot = tot
-        if n_tot == 0:
-            raise ValueError("cannot fit a Standardizer on zero rows")
-        self.mean_ = mean
-        self.scale_ = np.sqrt(m2 / n_tot + self.eps)
-        self.n_samples_seen_ = n_tot
-        return self
-
-    def view(self, X: Any, rows: np.ndarray | None = None) -> FeatureView:
-        """Lazy standardised ``X[rows]`` (no copy)."""
-        if self.mean_ is None:
-            raise RuntimeError("Standardizer is not fitted")
-        return FeatureView(X, rows, self.mean_, self.scale_)
-
-    def transform(self, X: Any, rows: np.ndarray | None = None, *,
-                  out: np.ndarray | None = None,
-                  chunk_rows: int | None = None) -> np.ndarray:
-        """Dense standardised float32 copy of ``X[rows]``, written chunk-wise
-        (pass ``out=np.memmap(...)`` to keep it off RAM)."""
-        return self.view(X, rows).materialize(out=out, chunk_rows=chunk_rows)
-
-
-def standardize(X_fit: Any, *others: Any, rows: np.ndarray | None = None,
-                eps: float = 1e-8) -> tuple[FeatureView, ...]:
-    """Standardise with statistics fitted on ``X_fit[rows]`` only.
-
-    Returns lazy views: ``(X_fit[rows] standardised, *others standardised)``.
-    Use ``np.asarray(view)`` or ``view.materialize(out=...)`` for a dense copy.
-    """
-    st = Standardizer(eps).fit(X_fit, rows)
-    return (st.view(X_fit, rows),) + tuple(st.view(o) for o in others)
-
-
-# --------------------------------------------------------------------------
 # Splits and draws
 # --------------------------------------------------------------------------
 def balanced_draw(labels: np.ndarray, per_class: int, rng: Any, *,
@@ -211,19 +68,13 @@ def balanced_draw(labels: np.ndarray, per_class: int, rng: Any, *,
                   classes: np.ndarray | None = None) -> np.ndarray:
     """Class-balanced random subset: exactly ``per_class`` indices per class.
 
-    Args:
-        labels: N labels.
-        per_class: examples per class.
-        rng: ``np.random.Generator`` or seed.
-        pool: candidate indices (default all); e.g. training minus validation.
-        classes: classes to draw (default ``np.unique(labels)``: every class
-            present in ``labels`` must be drawable from the pool).
+    ``labels`` are the N labels and ``rng`` a ``np.random.Generator`` or seed.
+    ``pool`` holds the candidate indices (default all), e.g. training minus
+    validation; ``classes`` the classes to draw (default ``np.unique(labels)``:
+    every class present in ``labels`` must be drawable from the pool).
 
-    Returns:
-        sorted int64 indices into ``labels``, ``per_class * n_classes`` long.
-
-    Raises:
-        ValueError: a class has fewer than ``per_class`` candidates.
+    Returns sorted int64 indices into ``labels``, ``per_class * n_classes``
+    long. A class with fewer than ``per_class`` candidates is a ValueError.
     """
     rng = _as_rng(rng)
     labels = np.asarray(labels)
@@ -270,7 +121,7 @@ def _fit_on(X, y, rows, C, solver, preprocess, fit_kwargs, st=None, init=None):
         Xv = FeatureView(X, rows)
     else:
         raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
-    n = _shape(X)[0]
+    n = shape_of(X)[0]
     if (preprocess is None and rows is not None and 2 * len(rows) > n
             and resolve_solver(solver, Xv.nbytes) == "torch"):
         # most of X (the full-label pool): stream X whole and mask the rest out
@@ -298,19 +149,17 @@ def select_C(X: Any, y: np.ndarray, train_idx_list: Sequence[np.ndarray],
     the previous one's weights (the torch solver's warm start: a regularisation
     path, which saves most passes over X; liblinear starts from zero).
 
-    Args:
-        X: N x D features (array or memmap); y: N labels.
-        train_idx_list: one index array per draw.
-        val_idx: validation indices (disjoint from the draws).
-        grid: candidate C values.
-        solver, **fit_kwargs: passed to :func:`fit_linear_svm`.
-        return_fits: also return, per draw, ``(probe, standardizer)`` at the
-            chosen C, so a caller that needs exactly those fits reuses them.
+    ``X`` holds N x D features (array or memmap) and ``y`` the N labels;
+    ``train_idx_list`` has one index array per draw, ``val_idx`` the
+    validation indices (disjoint from the draws) and ``grid`` the candidate C
+    values. ``solver`` and ``**fit_kwargs`` are passed to
+    :func:`fit_linear_svm`. With ``return_fits`` the per-draw
+    ``(probe, standardizer)`` at the chosen C are returned too, so a caller
+    that needs exactly those fits reuses them.
 
-    Returns:
-        (best_C, table) with ``table[C]`` = mean validation error in [0, 1]
-        (in ``grid`` order; ties go to the earliest C in ``grid`` order), plus
-        the list of per-draw fits when ``return_fits``.
+    Returns ``(best_C, table)`` with ``table[C]`` the mean validation error in
+    [0, 1] (in ``grid`` order; ties go to the earliest C in ``grid`` order),
+    plus the list of per-draw fits when ``return_fits``.
     """
     y = np.asarray(y)
     val_idx = np.asarray(val_idx, dtype=np.int64)
@@ -389,34 +238,31 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
              fit_kwargs: dict | None = None) -> ProbeResult:
     """Run the linear-probe protocol on precomputed features.
 
-    Args:
-        X_train, X_test: N x D / M x D float features (arrays or memmaps).
-        y_train, y_test: integer labels.
-        labels_per_class: None -> full-label mode (CIFAR-10 style); N ->
-            label-scarce mode with ``draws`` class-balanced draws of N per
-            class from the training pool excluding the validation split.
-        draws: number of draws in label-scarce mode (ignored otherwise).
-        select_draws: label-scarce mode: C is selected on the first
-            ``select_draws`` draws only (None -> all ``draws``; fewer saves
-            fits on big features). Every draw is then fit at that C.
-        C_grid: candidate C values (a single value skips selection).
-        val_size: validation split (see :func:`validation_split`); taken
-            from the training set with the seeded RNG.
-        seed: seeds the split, the draws and liblinear's shuffling;
-            the same seed gives the same numbers.
-        solver: "auto" | "liblinear" | "torch" (see :func:`fit_linear_svm`).
-        preprocess: "standardize" (fitted on each training subset) or None.
-        ci95: also report 1.96 * std half-widths.
-        device: torch device for the torch solver.
-        fit_kwargs: extra arguments for :func:`fit_linear_svm`.
+    ``X_train`` and ``X_test`` are N x D / M x D float features (arrays or
+    memmaps), ``y_train`` and ``y_test`` integer labels.
+    ``labels_per_class=None`` selects full-label mode (CIFAR-10 style); an
+    integer N selects label-scarce mode with ``draws`` class-balanced draws of
+    N per class from the training pool excluding the validation split
+    (``draws`` is ignored otherwise). In label-scarce mode C is selected on
+    the first ``select_draws`` draws only (None: all ``draws``; fewer saves
+    fits on big features), and every draw is then fit at that C.
 
-    Returns:
-        ProbeResult.
+    ``C_grid`` holds the candidate C values (a single value skips selection).
+    ``val_size`` sizes the validation split (see :func:`validation_split`),
+    taken from the training set with the seeded RNG. ``seed`` seeds the split,
+    the draws and liblinear's shuffling; the same seed gives the same numbers.
+    ``solver`` is "auto", "liblinear" or "torch" (see :func:`fit_linear_svm`)
+    and ``device`` the torch solver's device; ``fit_kwargs`` are extra
+    arguments for :func:`fit_linear_svm`. ``preprocess`` is "standardize"
+    (fitted on each training subset) or None. ``ci95`` also reports
+    1.96 * std half-widths.
+
+    Returns a :class:`ProbeResult`.
     """
     y_train = np.asarray(y_train)
     y_test = np.asarray(y_test)
-    n, d = _shape(X_train)
-    if _shape(X_test)[1] != d:
+    n, d = shape_of(X_train)
+    if shape_of(X_test)[1] != d:
         raise ValueError("train and test features differ in dimension")
     kw = {"device": device, "random_state": seed}
     kw.update(fit_kwargs or {})

@@ -6,7 +6,8 @@ subset alone, with no GAN pre-training.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 def classifier_from_config(config: Any, num_classes: int) -> nn.Module:
     """D's architecture with a num_classes-way output: images N x C x H x W -> logits N x K."""
-    from ganlab.models import Discriminator, init_weights
+    from ganlab import Discriminator, init_weights
 
     model = Discriminator(config)
     last = model.main[-1]
@@ -37,7 +38,7 @@ def train_classifier(config: Any, images: torch.Tensor, labels: np.ndarray, *, n
                      batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
                      progress: Callable[..., Any] | None = None) -> nn.Module:
     """Train D's architecture on uint8 images (N x C x H x W) with integer labels; returns it in eval mode."""
-    from ganlab.datasets import to_unit_range
+    from ganlab import to_unit_range
 
     torch.manual_seed(seed)
     model = classifier_from_config(config, num_classes).to(device)
@@ -63,7 +64,7 @@ def train_classifier(config: Any, images: torch.Tensor, labels: np.ndarray, *, n
 def accuracy(model: nn.Module, images: torch.Tensor, labels: np.ndarray, *, device: torch.device | str = "cpu",
              batch_size: int = 512) -> float:
     """Fraction of images whose arg-max logit equals the label."""
-    from ganlab.datasets import to_unit_range
+    from ganlab import to_unit_range
 
     predictions = torch.cat([model(to_unit_range(chunk).to(device)).argmax(1).cpu()
                              for chunk in images.split(batch_size)])

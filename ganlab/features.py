@@ -1,4 +1,6 @@
-"""Discriminator features for the probes: every conv layer's post-activation output, max-pooled to 4x4.
+"""D's pooled features: every conv layer's post-activation output, max-pooled to 4x4 and concatenated.
+
+The probe, the memorisation checks and the sample-quality metrics all measure images in this space.
 
 The paper (section 5.1) uses all of D's conv features, max-pooled at each layer to a 4x4 spatial
 grid, flattened and concatenated: 16 x 1792 = 28672 dims for its ImageNet-32 D, and
@@ -10,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ganlab.images import to_unit_range
 
 GRID = 4
 MEMMAP_BYTES = 1 << 30  # above this the features are written straight into a memory-mapped file
@@ -39,11 +44,13 @@ def pool_maps(maps: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(discriminator: torch.nn.Module, images: torch.Tensor, *, device: torch.device | str = "cpu",
+def discriminator_features(discriminator: torch.nn.Module, images: torch.Tensor, *, device: torch.device | str = "cpu",
             batch_size: int = 256, out: np.ndarray | None = None,
             progress: Callable[..., Any] | None = None) -> np.ndarray:
-    """Pooled D features of uint8 images (N x C x H x W) as float32 N x feature_dim (BatchNorm in eval mode)."""
-    from ganlab.datasets import to_unit_range
+    """Pooled D features of uint8 images (N x C x H x W, 0..255) as float32 N x feature_dim (BatchNorm in eval mode).
+
+    ``out`` may be a preallocated (memory-mapped) array to fill; ``progress`` a tqdm-like factory.
+    """
 
     discriminator = discriminator.eval().to(device)
     n = len(images)
@@ -59,7 +66,7 @@ def extract(discriminator: torch.nn.Module, images: torch.Tensor, *, device: tor
     return out
 
 
-def cache_key(gan_path: Path | str, tag: str, dataset: str | None, split: str, limit: int | None) -> str:
+def feature_cache_key(gan_path: Path | str, tag: str, dataset: str | None, split: str, limit: int | None) -> str:
     """Identifies a feature array: the checkpoint file (path, size, mtime), what D, and which images."""
     path = Path(gan_path)
     stat = path.stat() if path.exists() else None
@@ -91,12 +98,12 @@ def cached_features(cache_dir: Path, key: str, discriminator: torch.nn.Module, i
     tmp = path.with_name(f".{path.name}.tmp.npy")
     if len(images) * dim * 4 > MEMMAP_BYTES:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))
-        extract(discriminator, images, device=device, batch_size=batch_size, out=out, progress=progress)
+        discriminator_features(discriminator, images, device=device, batch_size=batch_size, out=out, progress=progress)
         out.flush()
         del out
         tmp.replace(path)
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    array = extract(discriminator, images, device=device, batch_size=batch_size, progress=progress)
+    array = discriminator_features(discriminator, images, device=device, batch_size=batch_size, progress=progress)
     np.save(tmp, array)
     tmp.replace(path)
     return array

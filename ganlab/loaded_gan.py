@@ -1,0 +1,93 @@
+"""``LoadedGAN``: a generator and (optionally) a discriminator ready to use, whatever file they came from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganlab.errors import GanlabError
+from ganlab.models import Discriminator, Generator, ModelConfig, sample_latent
+
+
+@dataclass
+class LoadedGAN:
+    """A loaded model pair, both in eval mode.
+
+    ``discriminator`` is None when only a generator was given. ``meta`` holds what the file recorded
+    besides the weights; every key is optional: ``epoch``, ``step`` (ints), ``dataset`` (a dict with
+    ``name``, ``split``, ``root``, ``size``), ``options`` (training options), ``history`` (per-step
+    ``loss_D``, ``loss_G``, ``D_x``, ``D_G_z`` and ``epoch_end_steps``), ``format`` (a string naming the
+    file format) and versions.
+    """
+
+    config: ModelConfig
+    generator: Generator
+    discriminator: Discriminator | None
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_state_dicts(cls, config: ModelConfig, generator_state: dict[str, Any],
+                         discriminator_state: dict[str, Any] | None = None, *, path: str | Path = "<memory>",
+                         meta: dict[str, Any] | None = None) -> "LoadedGAN":
+        """Build G (and D) for ``config`` and load the state dicts; a mismatch names the tensors that differ."""
+        generator = Generator(config)
+        _load_state(generator, generator_state, "generator", path)
+        discriminator = None
+        if discriminator_state is not None:
+            discriminator = Discriminator(config)
+            _load_state(discriminator, discriminator_state, "discriminator", path)
+            discriminator.eval()
+        return cls(config, generator.eval(), discriminator, Path(path), dict(meta or {}))
+
+    @property
+    def dataset(self) -> str | None:
+        """The recorded dataset name, or None."""
+        recorded = self.meta.get("dataset")
+        name = recorded.get("name") if isinstance(recorded, dict) else recorded
+        return name if isinstance(name, str) and name else None
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        history = self.meta.get("history")
+        return history if isinstance(history, dict) else {}
+
+    def to(self, device: torch.device | str) -> "LoadedGAN":
+        self.generator.to(device)
+        if self.discriminator is not None:
+            self.discriminator.to(device)
+        return self
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+        """n images in [-1, 1], N x C x H x W on the CPU; the same seed gives the same images."""
+        device = next(self.generator.parameters()).device
+        z = sample_latent(self.config, n, torch.Generator().manual_seed(seed))
+        self.generator.eval()
+        return torch.cat([self.generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
+
+
+def _load_state(module: torch.nn.Module, state: Any, what: str, path: str | Path) -> None:
+    if not isinstance(state, dict):
+        raise GanlabError(f"{path}: the {what} weights are a {type(state).__name__}, not a state dict")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(getattr(state[k], 'shape', ()))} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+    if shapes:
+        problems.append(f"shape of {', '.join(shapes[:2])}{' ...' if len(shapes) > 2 else ''} (file vs model)")
+    if problems:
+        raise GanlabError(f"{path}: {what} weights do not fit the model config: {'; '.join(problems)}")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise GanlabError(f"{path}: {what} weights do not fit the model config ({first})") from None

@@ -1,0 +1,128 @@
+"""The shape of the house, checked from the modules' ASTs: one-way imports, small modules, one public surface."""
+import ast
+from pathlib import Path
+
+import ganlab
+
+REPO = Path(__file__).resolve().parents[1]
+CORE = REPO / "ganlab"
+# Only these ask the plugin registry; everything below them is handed what it needs.
+TOP_MODULES = {"ganlab.api", "ganlab.cli", "ganlab.report", "ganlab.registry"}
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules imported anywhere in the file (function-level too), except under `if TYPE_CHECKING:`."""
+    tree = ast.parse(path.read_text())
+    skip = {id(node) for branch in ast.walk(tree) if isinstance(branch, ast.If) and "TYPE_CHECKING" in
+            ast.unparse(branch.test) for statement in branch.body for node in ast.walk(statement)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _core_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in CORE.rglob("*.py")}
+    return {name: {m for m in _imports(path) if m in modules and m not in (name, "ganlab")}
+            for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_core():
+    graph = _core_graph()
+    assert "ganlab.checkpoint" in graph and "ganlab.datasets" in graph["ganlab.training"]  # the graph is real
+    assert _cycles(graph) == []
+
+
+def test_only_top_modules_ask_the_registry():
+    graph = _core_graph()
+    users = {name for name, imported in graph.items() if "ganlab.registry" in imported}
+    assert users <= TOP_MODULES, users - TOP_MODULES
+    assert "ganlab.api" in users
+
+
+def test_report_does_not_pull_in_training():
+    graph = _core_graph()
+    assert "ganlab.training" not in graph["ganlab.report"] and "ganlab.devices" in graph["ganlab.report"]
+
+
+def test_no_module_over_the_size_limit():
+    for path in list(CORE.rglob("*.py")) + list((REPO / "plugins").rglob("*.py")):
+        lines = len(path.read_text().splitlines())
+        assert lines <= MAX_LINES, f"{path.relative_to(REPO)} has {lines} lines"
+
+
+def test_plugins_import_only_the_public_surface():
+    plugin_files = list((REPO / "plugins").rglob("*.py")) + list((REPO / "tests" / "example_plugin").rglob("*.py"))
+    assert len(plugin_files) > 10
+    for path in plugin_files:
+        private = sorted(m for m in _imports(path) if m.startswith("ganlab.") and m.removeprefix("ganlab.")
+                         not in ganlab.__all__)
+        assert not private, f"{path.relative_to(REPO)} imports {private}; use names of `ganlab` itself"
+
+
+def test_the_core_never_imports_plugins():
+    for path in CORE.rglob("*.py"):
+        assert not any(m.startswith("ganlab_plugins") for m in _imports(path)), path
+
+
+def test_every_public_name_resolves():
+    for name in ganlab.__all__:
+        assert getattr(ganlab, name) is not None, name
+
+
+def test_docs_name_every_hook_and_public_name():
+    from ganlab import hookspecs
+
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    hooks = [name for name in dir(hookspecs) if name.startswith("ganlab_")]
+    assert len(hooks) >= 6
+    for name in hooks + [n for n in ganlab.__all__ if n != "__version__"] + ["__version__"]:
+        assert f"`{name}" in docs, name
