@@ -21,10 +21,10 @@ import torch
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
 from ganlab.models import ModelConfig
+from ganlab.run_folder import LAST
 
 FORMAT = "ganlab"
 FORMAT_VERSION = 1
-LAST = "last.pt"
 
 # The payload's keys. Weights and optimiser state stay out of ``LoadedGAN.meta``; everything else goes in.
 WEIGHT_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "scaler")
@@ -128,8 +128,11 @@ def read_checkpoint(path: str | Path) -> Any:
                               "dicts from trusted code)") from None
         raise GanlabError(f"{path} is not a readable checkpoint; it may be truncated or corrupt") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise GanlabError(f"{path} is not a readable checkpoint ({first}); it may be truncated or corrupt") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "PytorchStreamReader" in first or isinstance(exc, zipfile.BadZipFile):
+            first = "its zip archive is damaged"
+        raise GanlabError(f"{path} is not a readable checkpoint ({first[:160]}); it may be truncated or "
+                          "corrupt") from None
 
 
 def resolve(path: str | Path) -> Path:

@@ -21,6 +21,11 @@ class GanlabGroup(click.Group):
             return super().invoke(ctx)
         except GanlabError as exc:
             raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:  # one line, not click's usage block
+            where = f"ganlab {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "ganlab --help"
+            error = click.ClickException(f"{exc.format_message()} (see `{where}`)")
+            error.exit_code = exc.exit_code
+            raise error from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -46,7 +51,7 @@ def cli() -> None:
 
 def train_options(func):
     """Training flags shared by ``train`` and ``run``; defaults come from ``TrainOptions``."""
-    from ganlab.defaults import TrainOptions
+    from ganlab.defaults import MAX_SEED, TrainOptions
 
     d = TrainOptions()
     opts = [
@@ -72,10 +77,14 @@ def train_options(func):
                      help=f"Adam lr (default {d.lr})"),
         click.option("--beta1", type=click.FloatRange(0, 1, max_open=True), default=None,
                      help=f"Adam beta1 (default {d.beta1})"),
-        click.option("--seed", type=int, default=None, help=f"random seed (default {d.seed})"),
+        click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help=f"random seed (default {d.seed})"),
         click.option("--device", default=None, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
         click.option("--amp", is_flag=True, default=None, help="mixed precision (bf16, or fp16 with loss scaling)"),
-        click.option("--out", type=click.Path(file_okay=False), default=None, help="run folder (default runs/DATASET)"),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="run folder (default runs/DATASET; with --resume, the checkpoint's folder)"),
+        click.option("--overwrite", is_flag=True, default=None, help="replace a run already in the run folder"),
+        click.option("--skip-bad-images", is_flag=True, default=None,
+                     help="skip unreadable image files (with a count) instead of stopping"),
     ]
     for option in reversed(opts):
         func = option(func)
@@ -130,11 +139,29 @@ def _load_for_cli(checkpoint, generator, discriminator, device):
 @click.option("--discriminator", type=click.Path(dir_okay=False), help="its netD_*.pth (optional)")
 @click.option("--device", default="auto", show_default=True)
 def sample(checkpoint, count, out, seed, nrow, generator, discriminator, device) -> None:
-    """Write a grid of N generated images to a PNG."""
+    """Write a grid of N generated images to a PNG (or any image format Pillow writes: .jpg, .webp, ...)."""
+    from pathlib import Path
+
+    import torch
+    from PIL import Image
     from torchvision.utils import save_image
 
+    from ganlab.run_folder import os_error
+
+    out = Path(out)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise GanlabError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png or .jpg")
     gan = _load_for_cli(checkpoint, generator, discriminator, device)
-    save_image(gan.sample(count, seed=seed), out, nrow=nrow, normalize=True, value_range=(-1, 1))
+    images = gan.sample(count, seed=seed)
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or infinite; "
+                          "nothing was written")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+    except OSError as exc:
+        raise os_error("write", out, exc) from None
     click.echo(f"wrote {count} samples to {out}")
 
 
@@ -225,7 +252,12 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
         click.echo((folder / "metrics.json").read_text())
     click.echo(f"report: {(folder / 'index.html').resolve().as_uri()}", err=as_json)
     if data.failed:
-        raise click.ClickException(f"components failed: {', '.join(data.failed)} (see their sections in the report)")
+        also = f"; also: {data.problems[0]}" if data.problems else ""
+        raise click.ClickException(f"components failed: {', '.join(data.failed)} (see their sections in the report)"
+                                   f"{also}")
+    if data.problems:
+        more = f" (and {len(data.problems) - 1} more, listed in the report)" if len(data.problems) > 1 else ""
+        raise click.ClickException(f"the report was written with problems: {data.problems[0]}{more}")
 
 
 @cli.command()
@@ -247,7 +279,7 @@ def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, 
 @cli.command()
 @click.argument("experiment", required=False)
 @click.option("--list", "list_", is_flag=True, help="list the experiments")
-@click.option("--retrain", is_flag=True, help="train even if the run's checkpoint exists")
+@click.option("--retrain", is_flag=True, help="train again, replacing the run in the run folder")
 @click.option("--checkpoint", type=click.Path(), help="report on this checkpoint instead of training")
 @click.option("--report-out", type=click.Path(file_okay=False), help="report folder (default reports/EXPERIMENT)")
 @train_options
@@ -274,7 +306,8 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **f
         if retrain or not last.exists():
             from ganlab.api import train as run_training
 
-            run_training(options.updated(resume=None))
+            # --retrain asks for a fresh run: it replaces the old one in the run folder
+            run_training(options.updated(resume=None, overwrite=bool(retrain or options.overwrite)))
         else:
             click.echo(f"using existing {last} (give --retrain to train again)")
         checkpoint = str(Path(options.out))

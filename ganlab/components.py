@@ -150,3 +150,62 @@ def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, ha
     have = {"labels": has_labels, "heldout": has_heldout, "discriminator": has_discriminator,
             "train_set": has_dataset, "gpu": has_gpu}
     return [f"needs {NEEDS.get(need, need)}" for need in sorted(component.needs) if not have.get(need, False)]
+
+
+def check_result(result: Any, component: str) -> Result:
+    """``result`` as a valid ``Result``, or ``ValueError`` naming what is wrong (checked when ``run`` returns).
+
+    Metrics must be real numbers (Python, numpy or one-element torch values; converted to float; NaN and inf
+    are allowed and written to metrics.json as null). Images are float tensors C x H x W in [0, 1] with 1 or 3
+    channels, or uint8 arrays H x W x C; tables, figures and text must be of their types.
+    """
+    import numbers
+
+    import numpy as np
+    import torch
+
+    if not isinstance(result, Result):
+        raise ValueError(f"{component}.run returned a {type(result).__name__}, not a ganlab.Result")
+    metrics = {}
+    for name, value in dict(result.metrics).items():
+        if (isinstance(value, torch.Tensor) and value.numel() == 1
+                or isinstance(value, (np.generic, np.ndarray)) and np.size(value) == 1):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{component} returned metric {name!r} = {str(value)[:60]!r} "
+                             f"({type(value).__name__}), not a number")
+        metrics[str(name)] = value if isinstance(value, numbers.Integral) else float(value)
+    for kind, items, cls in (("table", result.tables, Table), ("figure", result.figures, Figure),
+                             ("image", result.images, Image)):
+        for item in items:
+            if not isinstance(item, cls):
+                raise ValueError(f"{component} returned a {type(item).__name__} among its {kind}s, "
+                                 f"not a ganlab.{cls.__name__}")
+    for image in result.images:
+        _check_image(image, component)
+    if not all(isinstance(t, str) for t in result.text):
+        raise ValueError(f"{component} returned text that is not a list of strings")
+    result.metrics = metrics
+    return result
+
+
+def _check_image(image: Image, component: str) -> None:
+    import numpy as np
+    import torch
+
+    data = image.image
+    where = f"{component}'s image {image.title!r}"
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 3 or data.shape[0] not in (1, 3):
+            raise ValueError(f"{where} has shape {tuple(data.shape)}; expected C x H x W with C = 1 or 3")
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError(f"{where} contains NaN or inf")
+        low, high = float(data.min()), float(data.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{where} has values from {low:.3g} to {high:.3g}; expected [0, 1] "
+                             "(make_grid(..., normalize=True, value_range=(-1, 1)) maps G's output there)")
+    elif isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim not in (2, 3):
+            raise ValueError(f"{where} is a {data.dtype} array of shape {data.shape}; expected uint8 H x W x C")
+    else:
+        raise ValueError(f"{where} is a {type(data).__name__}; expected a tensor C x H x W or a uint8 array")

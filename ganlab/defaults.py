@@ -1,10 +1,13 @@
 """The one home of training defaults: the Python API and the CLI both read ``TrainOptions``."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from ganlab.errors import GanlabError
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 0 .. 2^63 - 1
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,19 @@ class TrainOptions:
     device: str = "auto"
     amp: bool = False
     out: str | None = None  # default runs/<dataset>
-    resume: str | None = None
+    resume: str | None = None  # continue this checkpoint (into its own folder unless ``out`` is given)
+    overwrite: bool = False  # replace a run already in ``out`` (without it, training there is refused)
+    skip_bad_images: bool = False  # drop unreadable image files (with a count) instead of stopping
     sample_every: int = 1  # epochs between sample grids
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.beta1 < 1:
-            raise GanlabError("epochs and batch size must be >= 1, lr > 0 and 0 <= beta1 < 1")
+        if not (self.epochs >= 1 and self.batch_size >= 1 and math.isfinite(self.lr) and self.lr > 0
+                and math.isfinite(self.beta1) and 0 <= self.beta1 < 1):
+            raise GanlabError(f"epochs and batch size must be >= 1, lr a finite number > 0 and 0 <= beta1 < 1 "
+                              f"(got epochs {self.epochs}, batch size {self.batch_size}, lr {self.lr}, "
+                              f"beta1 {self.beta1})")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise GanlabError(f"seed must be between 0 and {MAX_SEED} (2^63 - 1), not {self.seed}")
 
     def model_config(self, dataset_channels: int = 3):
         """The ``ModelConfig`` these options ask for; ``dataset_channels`` is the dataset's own (its source's).

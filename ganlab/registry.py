@@ -250,10 +250,8 @@ def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]
         _register_checked(pm, module, info)
     unknown = sorted(disabled - set(plugins))
     if unknown:
-        import warnings
-
-        warnings.warn(f"{DISABLE_ENV} names unknown plugins: {', '.join(unknown)} (see `ganlab plugins`)",
-                      stacklevel=2)
+        print(f"ganlab: warning: {DISABLE_ENV} names unknown plugins: {', '.join(unknown)} (see `ganlab plugins`)",
+              file=sys.stderr)
     return pm, plugins
 
 

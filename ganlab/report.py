@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ganlab import __version__
 from ganlab.api import load
 from ganlab.checkpoint import resolve
-from ganlab.components import Component, RunContext, unmet_needs
+from ganlab.components import Component, RunContext, check_result, unmet_needs
 from ganlab.datasets import DatasetSource, Layout
 from ganlab.devices import select_device
 from ganlab.errors import GanlabError
@@ -28,6 +28,7 @@ from ganlab.loaded_gan import LoadedGAN
 from ganlab.registry import Registry, get_registry
 from ganlab.report_data import FAILED, OK, SKIPPED, ComponentRun, ReportData
 from ganlab.report_output import ReportFolder
+from ganlab.run_folder import os_error
 
 Say = Callable[[str], None]
 
@@ -126,12 +127,15 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
             raise GanlabError(f"--set {key}: no component named {key.partition('.')[0]!r} "
                               f"(available: {', '.join(sorted(known))})")
     runs = []
+    interrupted = False
     for component in components:
         options = all_options[component.name]
         run = ComponentRun(component.name, component.kind, component.description,
                            registry.component_owner(component.name), SKIPPED, options=options)
         reasons = _unmet(component, gan, source, layout, device)
-        if reasons:
+        if interrupted:
+            run.reason = "the report was interrupted (Ctrl-C) before it ran"
+        elif reasons:
             run.reason = "; ".join(reasons)
         else:
             ctx = RunContext(gan=gan, device=device, seed=seed, cache_dir=cache_dir(), options=options,
@@ -141,10 +145,15 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
             torch.manual_seed(seed)
             start = time.perf_counter()
             try:
-                run.result = component.run(ctx)
+                run.result = check_result(component.run(ctx), component.name)
                 run.status = OK
             except GanlabError as exc:
                 run.status, run.error = FAILED, f"GanlabError: {exc}"
+            except SystemExit as exc:  # a plugin calling sys.exit() must not end the report
+                run.status, run.error = FAILED, f"SystemExit: {component.name} called sys.exit({exc.code!r})"
+            except KeyboardInterrupt:
+                run.status, run.error = FAILED, "KeyboardInterrupt: interrupted; the components after it did not run"
+                interrupted = True
             except Exception as exc:  # a component's bug must not lose the rest of the report
                 run.status, run.error = FAILED, f"{type(exc).__name__}: {exc}"
             run.seconds = time.perf_counter() - start
@@ -170,20 +179,55 @@ def _epoch_checkpoints(run_dir: Path) -> list[Path]:
 
 def across_epochs(run_dir: Path, components: list[Component], *, everything: bool, dataset: str | None,
                   data_root: str | None, seed: int, device: torch.device, settings: dict[str, Any],
-                  progress: bool, splits: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """metric -> [(epoch, value)] for cheap components (all with ``everything``) over a run's epochs."""
+                  progress: bool, splits: dict[str, Any],
+                  problems: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """metric -> [(epoch, value)] for cheap components (all with ``everything``) over a run's epochs.
+
+    An epoch file that cannot be read, or a component that fails on it, adds a line to ``problems``.
+    """
     chosen = [c for c in components if everything or c.cheap]
     series: dict[str, list[tuple[int, float]]] = {}
     if not chosen:
         return series
     for path in tqdm(_epoch_checkpoints(run_dir), desc="across epochs", disable=not progress):
-        gan = load(path, device)
-        epoch = int(gan.meta.get("epoch", 0))
+        try:
+            gan = load(path, device)
+        except GanlabError as exc:
+            problems.append(f"across epochs: skipped {path.name}: {exc}")
+            continue
+        epoch = meta_int(gan.meta, "epoch")
+        if epoch is None:
+            problems.append(f"across epochs: skipped {path.name}: its epoch number is missing or not a number")
+            continue
         for run in run_components(gan, chosen, dataset=dataset, data_root=data_root, seed=seed, device=device,
                                   settings=settings, progress=False, splits=splits):
+            if run.status == FAILED:
+                problems.append(f"across epochs: {run.name} failed on {path.name}: {run.error}")
             for metric, value in (run.result.metrics if run.result else {}).items():
                 series.setdefault(f"{run.name}.{metric}", []).append((epoch, float(value)))
     return series
+
+
+def meta_int(meta: dict[str, Any], key: str) -> int | None:
+    """``meta[key]`` when it is a whole number, else None (a checkpoint from another tool may hold anything)."""
+    value = meta.get(key)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
+    """The per-step curves that are lists of numbers; the malformed ones are named as problems."""
+    history = meta.get("history")
+    if history is None:
+        return {}, []
+    if not isinstance(history, dict):
+        return {}, [f"the checkpoint's training history is a {type(history).__name__}, not a dict; not drawn"]
+    kept, problems = {}, []
+    for key, values in history.items():
+        if isinstance(values, (list, tuple)) and all(isinstance(v, (int, float)) for v in values):
+            kept[str(key)] = [float(v) for v in values]
+        else:
+            problems.append(f"the checkpoint's history entry {str(key)[:40]!r} is not a list of numbers; not drawn")
+    return kept, problems
 
 
 def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: list[str] | None = None,
@@ -225,22 +269,30 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
         splits: dict[str, Any] = {}
         runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
                               settings=settings, progress=progress, splits=splits, say=say)
+        history, problems = _history(gan.meta)
         series = {}
         if run_dir and len(_epoch_checkpoints(run_dir)) > 1:
             series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset,
                                    data_root=data_root, seed=seed, device=torch_device, settings=settings,
-                                   progress=progress, splits=splits)
-        samples = make_grid(gan.sample(64, seed=seed), nrow=8, normalize=True, value_range=(-1, 1))
+                                   progress=progress, splits=splits, problems=problems)
+        raw = gan.sample(64, seed=seed)
+        if not bool(torch.isfinite(raw).all()):
+            problems.append(f"the generator is broken: {int((~torch.isfinite(raw)).sum())} of {raw.numel()} "
+                            "sample values are NaN or infinite")
+        samples = make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1))
         data = ReportData(
             title=f"ganlab report: {name}", checkpoint=str(path.resolve()), config=gan.config.to_dict(),
             dataset=dataset,
             versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
             seed=seed, date=_dt.datetime.now().isoformat(timespec="seconds"),
-            training={"epoch": gan.meta.get("epoch"), "step": gan.meta.get("step"), "format": gan.meta.get("format"),
-                      "options": gan.meta.get("options")},
-            history={k: list(v) for k, v in gan.history.items()}, samples=samples, components=runs,
-            across_epochs=series)
-        render_report(data, folder.staging)
+            training={"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
+                      "format": str(gan.meta.get("format") or ""),
+                      "options": gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else None},
+            history=history, samples=samples, components=runs, across_epochs=series, problems=problems)
+        try:
+            render_report(data, folder.staging)
+        except OSError as exc:
+            raise os_error("write the report into", folder.out, exc) from None
         folder.write_text("metrics.json", data.metrics_json())
         return data, folder.commit()
     finally:

@@ -48,6 +48,8 @@ class ReportData:
     components: list[ComponentRun] = field(default_factory=list)
     # metric name -> [(epoch, value), ...] over a run's epoch checkpoints (`ganlab report RUN_DIR`)
     across_epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    # faults outside any component (an unreadable epoch file, a broken generator, malformed metadata)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -73,6 +75,7 @@ class ReportData:
                 for c in self.components
             },
             "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
+            "problems": list(self.problems),
         }
 
     def metrics_json(self) -> str:

@@ -21,6 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
+from ganlab import run_folder
 from ganlab.checkpoint import (
     LAST,
     build_payload,
@@ -58,12 +59,17 @@ class Trainer:
         self.device = device
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
-        self.out = Path(options.out or f"runs/{options.dataset.replace(':', '-')}")
+        default_out = Path(f"runs/{options.dataset.replace(':', '-')}")
+        if options.resume:  # continue the run where it is, unless told otherwise
+            default_out = Path(options.resume).parent
+        self.out = Path(options.out) if options.out else default_out
         self.local_batch = options.batch_size // self.world
         if self.local_batch < 1:
             raise GanlabError(f"batch size {options.batch_size} is smaller than the {self.world} processes")
 
         resume_payload = _resume_payload(options) if options.resume else None
+        if self.is_main:  # before the data is decoded: a wrong --out fails in a second
+            run_folder.prepare(self.out, resuming=bool(options.resume), overwrite=options.overwrite)
         if resume_payload:
             self.config = ModelConfig.from_dict(resume_payload["config"])
             _check_resume_flags(options, self.config)
@@ -184,48 +190,70 @@ class Trainer:
         return list(order.split(self.local_batch))
 
     def fit(self) -> Path:
-        """Train to ``options.epochs``; returns the path of ``last.pt``."""
+        """Train to ``options.epochs``; returns the path of ``last.pt``.
+
+        Ctrl-C finishes the current step, saves ``last.pt`` and raises ``KeyboardInterrupt``; ``--resume``
+        from it then continues exactly as if never stopped.
+        """
+        log = None
         if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "samples").mkdir(exist_ok=True)
-        log = open(self.out / "log.jsonl", "a") if self.is_main else None
+            if self.options.resume:
+                run_folder.trim_log(self.out / run_folder.LOG, self.step)
+            log = open(self.out / run_folder.LOG, "a")
         self.G.train()
         self.D.train()
         try:
-            while self.epoch < self.options.epochs:
-                batches = self._batches(self.epoch)
-                with tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
-                          desc=f"epoch {self.epoch + 1}/{self.options.epochs}", leave=False, dynamic_ncols=True) as bar:
-                    for idx in batches[self.batch_in_epoch:]:
-                        stats = self.train_step(self.real_batch(idx))
-                        if not all(math.isfinite(v) for v in stats.values()):
-                            raise GanlabError(
-                                f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
-                                f"(loss_D={stats['loss_D']:.4g}, loss_G={stats['loss_G']:.4g}); stopped, "
-                                "last good checkpoint: "
-                                f"{self.out / LAST} (try a lower --lr)")
-                        self.step += 1
-                        self.batch_in_epoch += 1
-                        for key, value in stats.items():
-                            self.history[key].append(value)
-                        if log:
-                            log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
-                        bar.set_postfix(loss_D=f"{stats['loss_D']:.3f}", loss_G=f"{stats['loss_G']:.3f}",
-                                        D_x=f"{stats['D_x']:.2f}", refresh=False)
-                        bar.update()
-                self.epoch += 1
-                self.batch_in_epoch = 0
-                self.history["epoch_end_steps"].append(self.step)
-                self._end_of_epoch()
-        except KeyboardInterrupt:
-            if self.is_main:
-                save_checkpoint(self.payload(), self.out / LAST)
-                tqdm.write(f"interrupted: saved {self.out / LAST} (continue with --resume {self.out / LAST})")
-            raise
+            with run_folder.stop_at_step_boundary() as stop:
+                while self.epoch < self.options.epochs:
+                    self._epoch(log, stop)
+                    if stop[0]:
+                        break
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self.history["epoch_end_steps"].append(self.step)
+                    self._end_of_epoch()
+            if stop[0]:
+                if self.is_main:
+                    self._save(self.out / LAST)
+                    tqdm.write(f"interrupted after step {self.step}: saved {self.out / LAST} "
+                               f"(continue with --resume {self.out / LAST})")
+                raise KeyboardInterrupt
         finally:
             if log:
                 log.close()
         return self.out / LAST
+
+    def _epoch(self, log, stop: list[bool]) -> None:
+        """The rest of the current epoch's steps; returns early, between two steps, when ``stop[0]`` is set."""
+        batches = self._batches(self.epoch)
+        with tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
+                  desc=f"epoch {self.epoch + 1}/{self.options.epochs}", leave=False, dynamic_ncols=True) as bar:
+            for idx in batches[self.batch_in_epoch:]:
+                if stop[0]:
+                    return
+                stats = self.train_step(self.real_batch(idx))
+                if not all(math.isfinite(v) for v in stats.values()):
+                    last = self.out / LAST
+                    kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written yet"
+                    raise GanlabError(f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
+                                      f"(loss_D={stats['loss_D']:.4g}, loss_G={stats['loss_G']:.4g}); stopped, "
+                                      f"{kept} (try a lower --lr)")
+                self.step += 1
+                self.batch_in_epoch += 1
+                for key, value in stats.items():
+                    self.history[key].append(value)
+                if log:
+                    log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
+                    log.flush()
+                bar.set_postfix(loss_D=f"{stats['loss_D']:.3f}", loss_G=f"{stats['loss_G']:.3f}",
+                                D_x=f"{stats['D_x']:.2f}", refresh=False)
+                bar.update()
+
+    def _save(self, path: Path) -> Path:
+        try:
+            return save_checkpoint(self.payload(), path)
+        except OSError as exc:
+            raise run_folder.os_error("write the checkpoint", path, exc) from None
 
     def _end_of_epoch(self) -> None:
         if not self.is_main:
@@ -235,24 +263,13 @@ class Trainer:
             with torch.no_grad():
                 grid = self.G(self.fixed_noise).float().cpu()
             self.G.train()
-            save_image(grid, self.out / "samples" / f"epoch_{self.epoch:04d}.png", nrow=8, normalize=True,
-                       value_range=(-1, 1))
-        epoch_path = save_checkpoint(self.payload(), self.out / f"epoch_{self.epoch:04d}.pt")
-        _link_atomically(epoch_path, self.out / LAST)
-
-
-def _link_atomically(source: Path, target: Path) -> None:
-    """Point ``target`` at ``source``'s bytes (hard link, else copy) and swap it in with one rename."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(source, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+            path = self.out / run_folder.SAMPLES / f"epoch_{self.epoch:04d}.png"
+            try:
+                save_image(grid, path, nrow=8, normalize=True, value_range=(-1, 1))
+            except OSError as exc:
+                raise run_folder.os_error("write the sample grid", path, exc) from None
+        epoch_path = self._save(self.out / f"epoch_{self.epoch:04d}.pt")
+        run_folder.link_atomically(epoch_path, self.out / LAST)
 
 
 def _resume_payload(options: TrainOptions) -> dict[str, Any]:

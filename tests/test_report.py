@@ -223,3 +223,61 @@ def test_across_epochs_flag_includes_every_component(tiny_run, tmp_path):
     assert [e for e, _ in data.across_epochs["nearest-neighbours.sample_nn_rmse"]] == [1, 2]
     final = data.components[0].result.metrics["sample_nn_rmse"]
     assert data.across_epochs["nearest-neighbours.sample_nn_rmse"][-1][1] == pytest.approx(final)
+
+
+class Misbehaving(Evaluator):
+    """Returns or does whatever its name says."""
+
+    def __init__(self, name, behaviour):
+        self.name, self.description, self.behaviour = name, f"misbehaves: {name}", behaviour
+
+    def run(self, ctx):
+        return self.behaviour()
+
+
+def _exit():
+    import sys
+
+    sys.exit(3)
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+MISBEHAVIOURS = {
+    "returns-dict": (lambda: {"metrics": {"x": 1}}, "returns-dict.run returned a dict, not a ganlab.Result"),
+    "text-metric": (lambda: Result(metrics={"x": "high"}), "metric 'x' = 'high' (str), not a number"),
+    "bad-image": (lambda: Result(images=[ganlab.Image("grid", torch.full((3, 4, 4), 2.0))]),
+                  "has values from 2 to 2; expected [0, 1]"),
+    "bad-shape": (lambda: Result(images=[ganlab.Image("grid", torch.zeros(4, 4))]), "expected C x H x W"),
+    "calls-exit": (_exit, "SystemExit: calls-exit called sys.exit(3)"),
+}
+
+
+def test_results_are_checked_at_the_boundary(tiny_run, tmp_path):
+    import types
+
+    module = types.ModuleType("misbehaving")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: [
+        register(Misbehaving(name, behaviour)) for name, (behaviour, _) in MISBEHAVIOURS.items()] + [
+        register(Misbehaving("tensor-metric", lambda: Result(metrics={"x": torch.tensor(0.25), "n": 3}))),
+        register(Misbehaving("nan-metric", lambda: Result(metrics={"x": float("nan")}))),
+        register(Misbehaving("interrupts", _interrupt))])
+    registry.register_plugin(module, "misbehaving")
+    try:
+        names = [*MISBEHAVIOURS, "tensor-metric", "nan-metric", "interrupts", "latent-walk"]
+        data, out = make_report(tiny_run, only=names, out=tmp_path / "r", device="cpu", progress=False)
+    finally:
+        registry.reset()
+    runs = {run.name: run for run in data.components}
+    for name, (_, message) in MISBEHAVIOURS.items():
+        assert runs[name].status == "failed" and message in runs[name].error, (name, runs[name].error)
+    assert runs["tensor-metric"].status == "ok" and runs["tensor-metric"].result.metrics == {"x": 0.25, "n": 3}
+    assert runs["interrupts"].status == "failed" and runs["interrupts"].error.startswith("KeyboardInterrupt")
+    assert runs["latent-walk"].status == "skipped" and "interrupted" in runs["latent-walk"].reason
+    text = (out / "metrics.json").read_text()
+    metrics = json.loads(text)  # strict JSON: json.loads would accept NaN, so check the text too
+    assert "NaN" not in text and metrics["components"]["nan-metric"]["metrics"] == {"x": None}
+    assert metrics["non_finite"] == ["components.nan-metric.metrics.x = nan"]
+    assert (out / "index.html").is_file()

@@ -3,8 +3,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -36,15 +38,15 @@ def test_two_epochs_plus_resume_equals_three_straight(tmp_path):
     assert not state_equal(g1, _weights(other)[0])
 
 
-def test_ctrl_c_saves_and_resume_continues_mid_epoch(tmp_path, monkeypatch):
+def test_ctrl_c_saves_at_a_step_boundary_and_resume_continues(tmp_path, monkeypatch):
     straight = train(tiny_options(tmp_path / "a", epochs=3), progress=False)
     real_step = Trainer.train_step
     calls = {"n": 0}
 
     def interrupted_step(self, real):
         calls["n"] += 1
-        if calls["n"] == 5:  # second batch of epoch 2
-            raise KeyboardInterrupt
+        if calls["n"] == 5:  # second batch of epoch 2: a real SIGINT arrives in the middle of the step
+            os.kill(os.getpid(), signal.SIGINT)
         return real_step(self, real)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted_step)
@@ -52,9 +54,103 @@ def test_ctrl_c_saves_and_resume_continues_mid_epoch(tmp_path, monkeypatch):
         train(tiny_options(tmp_path / "b", epochs=3), progress=False)
     monkeypatch.setattr(Trainer, "train_step", real_step)
     saved = read_checkpoint(tmp_path / "b" / "last.pt")
-    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (1, 1, 4)
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (1, 2, 5)  # the step finished first
+    bn_steps = [v.item() for k, v in saved["discriminator"].items() if k.endswith("num_batches_tracked")]
+    assert bn_steps and all(n == 3 * 5 for n in bn_steps)  # D runs on real, fake and (G step) fake per step
     resumed = train(tiny_options(tmp_path / "b", epochs=3, resume=str(tmp_path / "b" / "last.pt")), progress=False)
-    assert state_equal(_weights(straight)[0], _weights(resumed)[0])
+    g1, d1, p1 = _weights(straight)
+    g2, d2, p2 = _weights(resumed)
+    assert state_equal(g1, g2) and state_equal(d1, d2) and p1["history"] == p2["history"]
+    lines = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert lines == list(range(1, 10))
+
+
+def test_a_raw_keyboard_interrupt_mid_step_keeps_the_last_consistent_checkpoint(tmp_path, monkeypatch):
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def broken_step(self, real):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # not a signal: the step is half done, so nothing may be saved from it
+        return real_step(self, real)
+
+    monkeypatch.setattr(Trainer, "train_step", broken_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_options(tmp_path / "b", epochs=3), progress=False)
+    saved = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (1, 0, 3)
+
+
+def _train_args(out, epochs, *extra):
+    return [sys.executable, "-m", "ganlab", "train", "--dataset", "digits", "--image-size", "16", "--ngf", "8",
+            "--ndf", "8", "--nz", "8", "--limit", "640", "--batch-size", "16", "--epochs", str(epochs),
+            "--device", "cpu", "--out", str(out), *[str(e) for e in extra]]
+
+
+def _logged_steps(out):
+    log = out / "log.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_real_sigint_to_a_real_process_then_resume_equals_the_straight_run(tmp_path):
+    """SIGINT a real `ganlab train` at several moments (mid-epoch, several times), resume each time."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_train_args(straight, 2), check=True, capture_output=True, env=env, timeout=300)
+    out = tmp_path / "stopped"
+    stops = []
+    for attempt, at_step in enumerate((7, 29, 52)):  # epoch 1 twice, then epoch 2 (40 steps per epoch)
+        extra = ["--resume", out / "last.pt"] if attempt else []
+        proc = subprocess.Popen(_train_args(out, 2, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        deadline = time.time() + 120
+        while _logged_steps(out) < at_step and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "Traceback" not in err, err[-1500:]
+        saved = read_checkpoint(out / "last.pt")
+        stops.append(saved["step"])
+        assert saved["step"] == _logged_steps(out)  # the checkpoint and the log agree
+    assert stops == sorted(stops) and stops[0] >= 7
+    subprocess.run(_train_args(out, 2, "--resume", out / "last.pt"), check=True, capture_output=True, env=env,
+                   timeout=300)
+    g1, d1, p1 = _weights(straight / "last.pt")
+    g2, d2, p2 = _weights(out / "last.pt")
+    assert state_equal(g1, g2) and state_equal(d1, d2) and p1["history"] == p2["history"] and p2["step"] == 80
+
+
+def test_training_into_an_existing_run_is_refused_unless_asked(tmp_path, tiny_run):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8",
+                                 "--limit", "96", "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 1 and "already holds a training run" in result.output
+    assert "--resume" in result.output and "--overwrite" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+    (out / "notes.txt").write_text("mine")
+    result = runner.invoke(cli, ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8",
+                                 "--nz", "8", "--limit", "96", "--epochs", "1", "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_0001.pt", "last.pt"]  # the old epoch 2 is gone
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # one run's one step, not two runs' seven
+    assert (out / "notes.txt").read_text() == "mine"  # files that are not the run's stay
+
+
+def test_resume_with_contradicting_model_flags_names_the_flag(tmp_path, tiny_run):
+    with pytest.raises(GanlabError, match="--ngf 16 contradicts .* whose model has ngf 8; drop --ngf"):
+        train(tiny_options(tmp_path / "x", epochs=3, ngf=16, resume=str(tiny_run / "last.pt")), progress=False)
+    with pytest.raises(GanlabError, match="--preset dcgan64 contradicts"):
+        train(tiny_options(tmp_path / "x", epochs=3, preset="dcgan64", image_size=None, ngf=None, ndf=None, nz=None,
+                           resume=str(tiny_run / "last.pt")), progress=False)
+    # the flags the checkpoint agrees with are fine, and the default run folder is the checkpoint's own
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    options = tiny_options(None, epochs=3, resume=str(copy / "last.pt")).updated(out=None)
+    assert train(options, progress=False) == copy / "last.pt"
 
 
 def test_divergence_stops_with_one_line_and_keeps_last_good(tmp_path, monkeypatch):

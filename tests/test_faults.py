@@ -1,0 +1,222 @@
+"""Fault injection: each bad input or fault, made here, thrown at the real command line.
+
+Every case asserts the exit code, exactly one line on stderr with no traceback, and that every file that
+existed before the command is byte-identical afterwards (nothing a user made is lost or changed).
+"""
+import errno
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ganlab import registry
+from ganlab.cli import cli
+
+# `ganlab report`'s own progress lines on stderr; everything else there must be the one error line
+STATUS = re.compile(r"^(report for .*|  [a-z0-9-]+: (ok|skipped|FAILED) .*|report: file://.*)$")
+TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit", "96", "--batch-size", "32"]
+
+
+def _snapshot(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def _cli(args, cwd, *, code=1):
+    """Run `python -m ganlab ARGS` in cwd; check the exit code, one stderr line, no traceback, files untouched."""
+    before = _snapshot(cwd)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "ganlab", *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, env=env, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not STATUS.match(line)]
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    after = _snapshot(cwd)
+    assert {p: after.get(p) for p in before} == before, "a file that existed before was changed or removed"
+    return lines[0]
+
+
+@pytest.fixture
+def work(tmp_path, tiny_run):
+    """A folder holding a copy of a finished tiny run (run/) to throw faults at."""
+    shutil.copytree(tiny_run, tmp_path / "run")
+    return tmp_path
+
+
+def _tiny_payload(tiny_run):
+    return torch.load(tiny_run / "last.pt", weights_only=True)
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+FILES = {
+    "random.pt": lambda run: os.urandom(4096),
+    "empty.pt": lambda run: b"",
+    "truncated.pt": lambda run: (run / "last.pt").read_bytes()[:3000],
+    "hostile.pt": lambda run: pickle.dumps(_Hostile(), protocol=2),
+    "notes.txt.pt": lambda run: b"just some text, not a checkpoint\n",
+}
+EXPECTED = {
+    "random.pt": "is not a checkpoint",
+    "empty.pt": "empty",
+    "truncated.pt": "truncated or corrupt",
+    "hostile.pt": "would run code",
+    "notes.txt.pt": "is not a checkpoint",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_bad_checkpoint_files(work, name):
+    (work / name).write_bytes(FILES[name](work / "run"))
+    line = _cli(["report", name, "--only", "latent-walk", "--out", "r"], work)
+    assert line.startswith("Error: ") and EXPECTED[name] in line, line
+    assert not (work / "pwned").exists() and not (work / "r").exists()
+
+
+def test_state_dict_mismatch_names_the_tensors(work, tiny_run):
+    payload = _tiny_payload(tiny_run)
+    payload["config"]["ngf"] = 16
+    torch.save(payload, work / "mismatch.pt")
+    line = _cli(["report", "mismatch.pt", "--only", "latent-walk", "--out", "r"], work)
+    assert "generator weights do not fit the model config" in line
+    assert "main.0.weight" in line and "(file vs model)" in line
+
+
+def test_resume_from_a_foreign_file_and_a_hostile_one(work):
+    torch.save({"main.0.weight": torch.zeros(2)}, work / "state.pt")
+    assert "only ganlab checkpoints can be resumed" in _cli(["train", "--resume", "state.pt", "--epochs", "3"], work)
+    (work / "hostile.pt").write_bytes(pickle.dumps(_Hostile(), protocol=2))
+    assert "would run code" in _cli(["train", "--resume", "hostile.pt", "--epochs", "3"], work)
+    assert not (work / "pwned").exists()
+
+
+@pytest.mark.parametrize("args, message, code", [
+    (["--lr", "nan"], "lr a finite number", 1),
+    (["--lr", "inf"], "lr a finite number", 1),
+    (["--seed", "-1"], "'--seed': -1 is not in the range", 2),
+    (["--seed", str(2**63)], "is not in the range", 2),
+    (["--epochs", "0"], "'--epochs'", 2),
+    (["--no-such-flag"], "No such option", 2),
+])
+def test_bad_training_values(work, args, message, code):
+    line = _cli(["train", "--dataset", "digits", "--out", "new", *TINY, *args], work, code=code)
+    assert message in line, line
+    assert not (work / "new").exists()
+
+
+def test_training_output_paths(work):
+    (work / "afile").write_text("x")
+    assert "part of that path is a file" in _cli(["train", "--dataset", "digits", "--out", "afile/run", *TINY], work)
+    line = _cli(["train", "--dataset", "digits", "--out", "run", *TINY], work)
+    assert "already holds a training run" in line and "--overwrite" in line
+
+
+def test_sample_outputs(work):
+    assert "unknown image extension '.xyz'" in _cli(["sample", "run", "--out", "grid.xyz"], work)
+    (work / "afile").write_text("x")
+    assert "part of that path is a file" in _cli(["sample", "run", "--out", "afile/grid.png"], work)
+    result = subprocess.run([sys.executable, "-m", "ganlab", "sample", "run", "--out", "new/deeper/grid.png"],
+                            cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0 and (work / "new" / "deeper" / "grid.png").is_file(), result.stderr
+
+
+def test_a_generator_that_outputs_nan_is_reported_broken(work, tiny_run):
+    payload = _tiny_payload(tiny_run)
+    payload["generator"] = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+                            for k, v in payload["generator"].items()}
+    torch.save(payload, work / "nan.pt")
+    assert "the generator is broken" in _cli(["sample", "nan.pt", "--out", "g.png"], work)
+    assert not (work / "g.png").exists()
+    line = _cli(["report", "nan.pt", "--only", "latent-walk", "--out", "r", "--quiet"], work)
+    assert "components failed: latent-walk" in line and "also: the generator is broken" in line
+    assert "contains NaN or inf" in (work / "r" / "index.html").read_text()  # the component is marked
+    report = json.loads((work / "r" / "metrics.json").read_text())
+    assert any("NaN or infinite" in p for p in report["problems"])
+
+
+def test_a_corrupt_epoch_file_does_not_lose_the_report(work):
+    (work / "run" / "epoch_0001.pt").write_bytes(b"PK\x03\x04 torn")
+    line = _cli(["report", "run", "--only", "latent-walk", "--out", "r", "--quiet"], work)
+    assert "written with problems: across epochs: skipped epoch_0001.pt" in line and "archive is damaged" in line
+    metrics = json.loads((work / "r" / "metrics.json").read_text())
+    assert metrics["components"]["latent-walk"]["status"] == "ok"
+    assert [e for e, _ in metrics["across_epochs"]["latent-walk.max_step_over_endpoint_change"]] == [2]
+    assert "skipped epoch_0001.pt" in (work / "r" / "index.html").read_text()
+
+
+def test_malformed_metadata_is_named_and_the_report_written(work, tiny_run):
+    payload = _tiny_payload(tiny_run)
+    payload.update(epoch="two", history="lost", options=["not", "a", "dict"], dataset={"name": "digits", "root": 7})
+    torch.save(payload, work / "odd.pt")
+    line = _cli(["report", "odd.pt", "--only", "latent-walk", "--out", "r", "--quiet"], work)
+    assert "training history is a str" in line
+    metrics = json.loads((work / "r" / "metrics.json").read_text())
+    assert metrics["training"]["epoch"] is None and metrics["components"]["latent-walk"]["status"] == "ok"
+
+
+def test_report_out_is_checked_before_anything_runs(work):
+    (work / "afile").write_text("x")
+    assert "'afile' is a file" in _cli(["report", "run", "--out", "afile"], work, code=2)
+    assert "a file is in the way" in _cli(["report", "run", "--out", "afile/r"], work)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_writing_a_report_keeps_the_previous_one(work, monkeypatch):
+    registry.reset()
+    runner = CliRunner()
+    assert runner.invoke(cli, ["report", str(work / "run"), "--only", "latent-walk", "--out", str(work / "r"),
+                               "--quiet"]).exit_code == 0
+    before = _snapshot(work / "r")
+    import ganlab.render
+
+    monkeypatch.setattr(ganlab.render._Assets, "image", lambda *a, **k: _disk_full())
+    result = runner.invoke(cli, ["report", str(work / "run"), "--only", "latent-walk", "--out", str(work / "r"),
+                                 "--quiet"])
+    assert result.exit_code == 1 and result.stderr.strip().endswith("the disk is full"), result.output
+    assert _snapshot(work / "r") == before  # the old report, whole
+    assert not [p for p in work.iterdir() if p.name.startswith(".r.")]  # no staging folder left behind
+
+
+def test_disk_full_while_training_keeps_the_last_checkpoint(work, monkeypatch):
+    shutil.copytree(work / "run", work / "cont")
+    before = _snapshot(work / "cont")
+    import ganlab.checkpoint
+
+    monkeypatch.setattr(ganlab.checkpoint.torch, "save", _disk_full)
+    registry.reset()
+    result = CliRunner().invoke(cli, ["train", "--resume", str(work / "cont" / "last.pt"), "--epochs", "3"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot write the checkpoint" in result.output and "the disk is full" in result.output
+    after = _snapshot(work / "cont")
+    assert all(after[p] == before[p] for p in before if p.suffix == ".pt")
+    assert not [p for p in (work / "cont").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unknown_names_in_disable_plugins_are_warned_about(work):
+    env = {**os.environ, "GANLAB_DISABLE_PLUGINS": "no-such-plugin"}
+    result = subprocess.run([sys.executable, "-m", "ganlab", "plugins"], cwd=work, capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 0
+    assert result.stderr.strip() == ("ganlab: warning: GANLAB_DISABLE_PLUGINS names unknown plugins: no-such-plugin "
+                                     "(see `ganlab plugins`)")
+
+
+def test_truncated_zip_checkpoint_is_one_line(work):
+    data = (work / "run" / "last.pt").read_bytes()
+    assert zipfile.is_zipfile(work / "run" / "last.pt")
+    (work / "cut.pt").write_bytes(data[: len(data) // 2])
+    assert "truncated or corrupt" in _cli(["sample", "cut.pt", "--out", "g.png"], work)
