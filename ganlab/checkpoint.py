@@ -81,7 +81,12 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(payload, f)
+            try:
+                torch.save(payload, f)
+            except RuntimeError as exc:  # torch's zip writer turns a full disk into a RuntimeError
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

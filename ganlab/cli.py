@@ -228,6 +228,7 @@ def report_options(func):
         click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
         click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bars"),
+        click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (with a count)"),
     ]
     for option in reversed(opts):
         func = option(func)
@@ -239,7 +240,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs,
-                  as_json=False, quiet=False) -> None:
+                  as_json=False, quiet=False, skip_bad_images=False) -> None:
     from ganlab.report import make_report
 
     def say(line: str) -> None:
@@ -247,7 +248,8 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 
     data, folder = make_report(checkpoint, only=only, skip=_split(skip), out=out, dataset=dataset,
                                data_root=data_root, seed=seed, device=device, settings=settings,
-                               all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say)
+                               all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say,
+                               skip_bad_images=skip_bad_images)
     if as_json:
         click.echo((folder / "metrics.json").read_text())
     click.echo(f"report: {(folder / 'index.html').resolve().as_uri()}", err=as_json)
@@ -266,14 +268,14 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, as_json, quiet, out, seed,
-           device) -> None:
+def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, as_json, quiet, skip_bad_images, out,
+           seed, device) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
     from ganlab.report import parse_settings
 
     _write_report(checkpoint, only=_split(only), skip=skip, out=out, dataset=dataset, data_root=data_root, seed=seed,
                   device=device, settings=parse_settings(settings), across_epochs=across_epochs, as_json=as_json,
-                  quiet=quiet)
+                  quiet=quiet, skip_bad_images=skip_bad_images)
 
 
 @cli.command()
@@ -316,7 +318,8 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **f
     _write_report(checkpoint, only=list(exp.components) if exp.components else None, skip=None,
                   out=report_out or f"reports/{exp.name}", dataset=exp.report_dataset, data_root=options.data_root,
                   seed=options.seed, device=options.device,
-                  settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False, quiet=quiet)
+                  settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False, quiet=quiet,
+                  skip_bad_images=bool(options.skip_bad_images))
 
 
 def main() -> None:

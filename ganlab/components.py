@@ -114,6 +114,7 @@ class RunContext:
     split_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     source: "DatasetSource | None" = None
     layout: "Layout | None" = None
+    skip_bad_images: bool = False  # drop unreadable image files (counted on stderr) instead of failing
 
     @property
     def heldout_split(self) -> str | None:
@@ -140,7 +141,7 @@ class RunContext:
             variant = (self.dataset or "").partition(":")[2] or None
             self.split_cache[key] = load_split(self.source, name, variant=variant, root=self.data_root,
                                                image_size=cfg.image_size, channels=cfg.channels, limit=limit,
-                                               progress=not self.quiet)
+                                               progress=not self.quiet, skip_bad=self.skip_bad_images)
         return self.split_cache[key]
 
 

@@ -2,13 +2,13 @@
 
 Own small readers replace torchvision's where it would refuse usable files (MNIST wants all
 four files for either split; SVHN and CelebA md5-check every file) or misbehave (LSUN pickles
-its key list to ``_cache_*`` in the working directory and unpickles any such file it finds).
-torchvision still downloads, and reads the CIFAR-10 python batches.
+its key list to ``_cache_*`` in the working directory and unpickles any such file it finds;
+CIFAR-10's batches are read with ``pickle.load``, which runs whatever code a doctored file names).
+The file formats themselves are parsed and checked in ``ganlab.official_formats``; torchvision
+still downloads.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import re
 from functools import lru_cache
@@ -24,6 +24,8 @@ from ganlab.errors import GanlabError
 from ganlab.folder_dataset import folder_layout, open_folder
 from ganlab.image_files import (
     FileImages,
+    bad_image,
+    decode_image,
     download_failed,
     image_folder,
     missing,
@@ -31,6 +33,7 @@ from ganlab.image_files import (
     no_variant,
     one_line,
 )
+from ganlab.official_formats import check_lmdb_file, read_cifar_batch, read_idx, read_svhn_mat
 
 LSUN_CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room",
                    "dining_room", "kitchen", "living_room", "restaurant", "tower")
@@ -75,20 +78,6 @@ def _open_digits(split: str, root: Path | None, download: bool, variant: str | N
     return dataset
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An idx file of unsigned bytes (MNIST's format), gzipped or not, as a numpy array."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-        data = f.read()
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise GanlabError(f"mnist: {path} is not an idx file of unsigned bytes; replace it with the original file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(dims)):
-        raise GanlabError(f"mnist: {path} is truncated ({array.size} bytes for shape {dims}); replace it")
-    return array.reshape(dims)
-
-
 def _open_mnist(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
     no_variant("mnist", variant)
     prefix = "train" if split == "train" else "t10k"
@@ -113,9 +102,14 @@ def _open_mnist(split: str, root: Path | None, download: bool, variant: str | No
     paths = [find(n) for n in names]
     if not all(paths):
         raise missing("mnist", f"{names[0]}[.gz] and {names[1]}[.gz]", raw)
-    images, labels = _read_idx(paths[0]), _read_idx(paths[1]).astype(np.int64)
-    if images.ndim != 3 or labels.shape != (len(images),):
-        raise GanlabError(f"mnist: {paths[0].name} and {paths[1].name} in {paths[0].parent} do not match; replace them")
+    images, labels = read_idx(paths[0], 3), read_idx(paths[1], 1).astype(np.int64)
+    if labels.shape != (len(images),):
+        raise GanlabError(f"mnist: {paths[0].name} holds {len(images)} images but {paths[1].name} {len(labels)} "
+                          f"labels (in {paths[0].parent}); replace them with the original files")
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise GanlabError(f"mnist: {paths[1]} has labels above 9 ({bad.size} of them, first {labels[bad[0]]} at "
+                          f"index {bad[0]}); replace it with the original file")
     return _ArrayImages(images, labels, [str(d) for d in range(10)])
 
 
@@ -134,20 +128,8 @@ def _open_svhn(split: str, root: Path | None, download: bool, variant: str | Non
             raise download_failed("svhn", root, exc) from None
     if not (root / filename).is_file():
         raise missing("svhn", filename, root)
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(str(root / filename))
-        images, labels = mat["X"], mat["y"].astype(np.int64).reshape(-1)
-    except Exception as exc:
-        raise GanlabError(f"svhn: cannot read {root / filename} ({one_line(exc)}); "
-                          f"replace it with the official file") from None
-    if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(labels):
-        raise GanlabError(f"svhn: {root / filename} has X {images.shape}, y {len(labels)}; "
-                          f"expected X [32, 32, 3, N], y [N, 1]")
-    labels[labels == 10] = 0  # SVHN stores the digit 0 as class 10
-    # [H, W, C, N] -> [N, H, W, C], contiguous so each item is one cheap slice.
-    return _ArrayImages(np.ascontiguousarray(images.transpose(3, 0, 1, 2)), labels, [str(d) for d in range(10)])
+    images, labels = read_svhn_mat(root / filename)
+    return _ArrayImages(images, labels, [str(d) for d in range(10)])
 
 
 def _open_cifar10(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
@@ -162,15 +144,24 @@ def _open_cifar10(split: str, root: Path | None, download: bool, variant: str | 
             raise GanlabError(f"cifar10: class folders in {root / split} are {', '.join(dataset.classes)}; "
                               f"expected {', '.join(CIFAR10_CLASSES)}")
         return dataset
-    from torchvision.datasets import CIFAR10
+    folder = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if download and not all((folder / n).is_file() for n in names):
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import download_and_extract_archive
 
-    try:
-        return CIFAR10(str(root), train=split == "train", download=download)
-    except Exception as exc:
-        if download:
+        try:  # the md5-checked official archive; its batches are then read like any others
+            download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+        except Exception as exc:
             raise download_failed("cifar10", root, exc) from None
-        raise missing("cifar10", "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta; "
-                       "official python version) or train/<class>/*.jpg", root) from None
+    absent = [n for n in names if not (folder / n).is_file()]
+    if absent:
+        raise missing("cifar10", f"cifar-10-batches-py/ ({', '.join(names)}; official python version, "
+                       f"missing {', '.join(absent)}) or train/<class>/*.jpg", root)
+    batches = [read_cifar_batch(folder / n) for n in names]
+    images = np.concatenate([b[0] for b in batches]) if len(batches) > 1 else batches[0][0]
+    labels = np.concatenate([b[1] for b in batches])
+    return _ArrayImages(images, labels, list(CIFAR10_CLASSES))
 
 
 _LMDB_ENVS: dict[str, Any] = {}  # path -> open lmdb environment, shared by every dataset in this process
@@ -192,24 +183,35 @@ class _LmdbImages(Dataset):
 
     def __init__(self, path: Path):
         self.path = str(path)
-        with self._environment().begin(write=False) as txn:
-            self.keys = list(txn.cursor().iternext(keys=True, values=False))
+        check_lmdb_file(path / "data.mdb")  # a truncated file would crash the process (SIGBUS), not raise
+        self.keys = self._read(lambda txn: list(txn.cursor().iternext(keys=True, values=False)))
+        if not self.keys:
+            raise GanlabError(f"lsun: {path} holds no images (an empty lmdb database); fetch and unzip it again")
 
-    def _environment(self):
+    def _read(self, action):
         import lmdb
 
-        if self.path not in _LMDB_ENVS:
-            _LMDB_ENVS[self.path] = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
-        return _LMDB_ENVS[self.path]
+        try:
+            if self.path not in _LMDB_ENVS:
+                _LMDB_ENVS[self.path] = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
+                                                  meminit=False)
+            with _LMDB_ENVS[self.path].begin(write=False) as txn:
+                return action(txn)
+        except lmdb.Error as exc:
+            raise GanlabError(f"lsun: cannot read the lmdb database {Path(self.path) / 'data.mdb'} "
+                              f"({type(exc).__name__}: {one_line(exc)}); it is damaged: fetch and unzip it again") \
+                from None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        with self._environment().begin(write=False) as txn:
-            data = txn.get(self.keys[index])
-        image = Image.open(io.BytesIO(data))
-        return image.convert("RGB"), -1
+        key = self.keys[index]
+        where = f"{Path(self.path) / 'data.mdb'} entry {key.decode('ascii', errors='backslashreplace')}"
+        data = self._read(lambda txn: txn.get(key))
+        if data is None:
+            raise bad_image(where, "entry missing from the database")
+        return decode_image(data, where), -1
 
 
 def _open_lsun(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
@@ -237,6 +239,39 @@ def _open_lsun(split: str, root: Path | None, download: bool, variant: str | Non
 CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2}
 
 
+def _celeba_partition(partition: Path, split: str) -> list[str]:
+    """The image names ``list_eval_partition.txt`` assigns to ``split`` (all names for ``all``)."""
+    try:
+        text = partition.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GanlabError(f"celeba: cannot read {partition} as text ({one_line(exc)}); "
+                          "replace it with the official file") from None
+    names, seen = [], set()
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        shown = one_line(line)[:80]
+        if len(fields) != 2:
+            raise GanlabError(f"celeba: line {number} of {partition} is '{shown}'; expected 'NNNNNN.jpg 0|1|2'")
+        if fields[1] not in ("0", "1", "2"):
+            raise GanlabError(f"celeba: line {number} of {partition} has partition code '{fields[1][:20]}'; "
+                              "expected 0 (train), 1 (valid) or 2 (test)")
+        if "/" in fields[0] or "\\" in fields[0] or fields[0].startswith("."):
+            raise GanlabError(f"celeba: line {number} of {partition} names '{fields[0][:80]}'; expected a file "
+                              "name in img_align_celeba/, such as 000001.jpg")
+        if fields[0] in seen:
+            raise GanlabError(f"celeba: line {number} of {partition} lists {fields[0]} a second time; "
+                              "replace it with the official file")
+        seen.add(fields[0])
+        if split == "all" or int(fields[1]) == CELEBA_SPLITS[split]:
+            names.append(fields[0])
+    if not names:
+        raise GanlabError(f"celeba: {partition} lists no images for the '{split}' split; "
+                          "replace it with the official file")
+    return names
+
+
 def _open_celeba(split: str, root: Path | None, download: bool, variant: str | None) -> Dataset:
     no_variant("celeba", variant)
     expected = "celeba/img_align_celeba/*.jpg and celeba/list_eval_partition.txt"
@@ -253,15 +288,7 @@ def _open_celeba(split: str, root: Path | None, download: bool, variant: str | N
     images, partition = base / "img_align_celeba", base / "list_eval_partition.txt"
     if not images.is_dir() or not partition.is_file():
         raise missing("celeba", expected, root)
-    names = []
-    for number, line in enumerate(partition.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
-            raise GanlabError(f"celeba: line {number} of {partition} is '{line.strip()}'; expected 'NNNNNN.jpg 0|1|2'")
-        if split == "all" or int(fields[1]) == CELEBA_SPLITS[split]:
-            names.append(fields[0])
+    names = _celeba_partition(partition, split)
     present = set(os.listdir(images))
     absent = [n for n in names if n not in present]
     if absent:

@@ -10,6 +10,7 @@ split into memory. Nothing is downloaded unless ``download=True``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ganlab.errors import GanlabError
+from ganlab.pixel_formats import BadImageError, array_to_8bit, to_8bit
 
 SUBSET_SEED = 0  # seed of the fixed permutation that ``load_split(limit=...)`` draws from
 
@@ -42,9 +44,10 @@ class DatasetSource:
     """A named dataset and how to open one of its splits.
 
     ``open(split, root, download, variant)`` returns a ``torch.utils.data.Dataset`` whose items are
-    ``(image, label)``: image a PIL image or a uint8 numpy array (H x W or H x W x C, 0..255),
-    label an int (-1 when the dataset has no labels). ``root`` is the ``--data-root`` folder (a
-    ``Path``, or None when not given); ``variant`` is the part after ':' in ``lsun:church_outdoor``.
+    ``(image, label)``: image a PIL image or a uint8 numpy array (H x W or H x W x C, 0..255; other
+    pixel modes and dtypes are converted by ``ganlab.pixel_formats``' rules or refused), label an int
+    (-1 when the dataset has no labels). ``root`` is the ``--data-root`` folder (a ``Path``, or None
+    when not given); ``variant`` is the part after ':' in ``lsun:church_outdoor``.
     ``"*"`` in ``splits`` means the opener also accepts other split names and checks them itself.
 
     ``num_classes`` (None: unlabelled), ``splits`` and ``heldout`` describe every copy of the
@@ -73,7 +76,11 @@ class DatasetSource:
 
 
 class PreparedSplit(Dataset):
-    """Items ``(uint8 tensor channels x image_size x image_size, int label or -1)``."""
+    """Items ``(uint8 tensor channels x image_size x image_size, int label or -1)``.
+
+    Images in other pixel formats (16-bit, float, palette, alpha, ...) and non-uint8 arrays are brought to
+    8 bits by ``ganlab.pixel_formats``' rules, or refused with a ``BadImageError``.
+    """
 
     def __init__(self, base: Dataset, name: str, split: str, image_size: int, channels: int):
         from torchvision import transforms as T
@@ -91,7 +98,9 @@ class PreparedSplit(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.base[index]
         if isinstance(image, np.ndarray):
-            image = Image.fromarray(image)
+            image = Image.fromarray(array_to_8bit(image, f"{self.name}/{self.split} item {index}"))
+        elif image.mode not in ("L", "RGB"):
+            image = to_8bit(image, getattr(image, "filename", "") or f"{self.name}/{self.split} item {index}")
         if image.mode != self._mode:
             image = image.convert(self._mode)
         return self._transform(image), int(label)
@@ -120,14 +129,49 @@ def open_split(source: DatasetSource, split: str = "train", *, variant: str | No
     return PreparedSplit(base, source.name, split, image_size, channels)
 
 
+class _Guarded(Dataset):
+    """Items ``(image, label, kind, text)``: a ``GanlabError`` comes back as data instead of being raised.
+
+    kind 0: fine; 1: a bad image (text = its reason), which may be skipped; 2: any other GanlabError
+    (text = its message). A DataLoader worker re-raises an item's exception with the worker's traceback
+    inside the message; carried as data, the error reaches the caller as the one line it was.
+    """
+
+    def __init__(self, dataset: Dataset, shape: tuple[int, int, int]):
+        self.dataset, self.shape = dataset, shape
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, str]:
+        try:
+            image, label = self.dataset[index]
+            return image, label, 0, ""
+        except BadImageError as exc:
+            return torch.zeros(self.shape, dtype=torch.uint8), -1, 1, exc.reason
+        except GanlabError as exc:
+            return torch.zeros(self.shape, dtype=torch.uint8), -1, 2, str(exc)
+
+
 def load_split(source: DatasetSource, split: str = "train", *, variant: str | None = None,
                root: str | Path | None = None, image_size: int = 32, channels: int = 3, download: bool = False,
-               limit: int | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               limit: int | None = None, progress: bool = True, skip_bad: bool = False,
+               report: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a split into memory: (uint8 N x C x H x W in 0..255, int64 N labels, -1 = unlabelled).
 
     ``limit`` keeps the first ``limit`` indices of a fixed permutation (numpy ``default_rng(0)``),
     a random and so roughly class-balanced subset that is the same on every call; the kept items
     are returned in dataset order, so a smaller limit gives a subset of a larger one.
+
+    An image that cannot be used (unreadable, corrupt, empty, not an image, too large, pixel values
+    out of range; see ``ganlab.image_files``) raises a one-line ``BadImageError`` (a ``GanlabError``)
+    naming the file, also when decoded in DataLoader worker processes. With ``skip_bad=True`` such
+    images are dropped instead (not replaced: N shrinks, labels stay with their images, and ``limit``
+    counts before dropping), and one line goes to stderr: ``skipped 3 unreadable images of 120 in
+    folder/train (first: PATH: reason)``; when every image is unreadable it is an error all the same.
+    ``report``, when given, is filled with ``{"skipped": int, "total": int, "first": str | None}``
+    (``total`` = images tried, ``first`` = ``"PATH: reason"`` of the first one skipped), whether or not
+    any were skipped.
     """
     from tqdm import tqdm
 
@@ -142,15 +186,36 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
     n = len(dataset)
     images = torch.empty((n, channels, image_size, image_size), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
+    good = torch.ones(n, dtype=torch.bool)
+    first: str | None = None
     # Worker processes pay off only once decoding outweighs their start-up (about a second).
     workers = min(2, os.cpu_count() or 1) if n > 2000 else 0
-    loader = DataLoader(dataset, batch_size=256, shuffle=False, num_workers=workers)
+    loader = DataLoader(_Guarded(dataset, (channels, image_size, image_size)), batch_size=256, shuffle=False,
+                        num_workers=workers)
     done = 0
     with tqdm(total=n, desc=f"loading {source.name}/{split}", unit="img", disable=not progress) as bar:
-        for batch_images, batch_labels in loader:
-            images[done:done + len(batch_labels)] = batch_images
-            labels[done:done + len(batch_labels)] = batch_labels
-            done += len(batch_labels)
-            bar.update(len(batch_labels))
+        for batch_images, batch_labels, kinds, texts in loader:
+            for kind, text in zip(kinds.tolist(), texts):
+                if kind == 2:
+                    raise GanlabError(text)
+                if kind == 1 and not skip_bad:
+                    raise BadImageError(text)
+                first = first or (text if kind == 1 else None)
+            size = len(batch_labels)
+            images[done:done + size] = batch_images
+            labels[done:done + size] = batch_labels
+            good[done:done + size] = kinds == 0
+            done += size
+            bar.update(size)
+    skipped = n - int(good.sum())
+    if report is not None:
+        report.update(skipped=skipped, total=n, first=first)
+    if skipped:
+        where = f"{source.name}/{split}"
+        if skipped == n:
+            raise GanlabError(f"all {n} images in {where} are unreadable (first: {first})")
+        tqdm.write(f"skipped {skipped} unreadable image{'s' if skipped > 1 else ''} of {n} in {where} "
+                   f"(first: {first})", file=sys.stderr)
+        images, labels = images[good], labels[good]
     return images, labels
 

@@ -6,7 +6,9 @@ Layouts, in the order they are recognised:
 - ``ROOT/<class>/*``: labelled; ``test`` is a seeded, stratified 20% of each class, ``train`` the rest and
   ``all`` everything.
 - ``ROOT/*.jpg`` (or ``ROOT/train/*.jpg``): unlabelled, no held-out split.
-Labels are the index of the class folder in sorted order (torchvision's ``ImageFolder``).
+Labels are the index of the class folder in sorted order (as torchvision's ``ImageFolder``; the walk is
+ganlab's own ``ImageTree``: symlinked folders followed without looping, each real file counted once, hidden
+names ignored).
 """
 from __future__ import annotations
 
@@ -17,14 +19,23 @@ from torch.utils.data import Dataset, Subset
 
 from ganlab.datasets import Layout
 from ganlab.errors import GanlabError
-from ganlab.image_files import IMAGE_SUFFIXES, FileImages, image_files, image_folder, missing, need_root, no_variant
+from ganlab.image_files import (
+    IMAGE_SUFFIXES,
+    FileImages,
+    class_folders,
+    image_files,
+    image_folder,
+    missing,
+    need_root,
+    no_variant,
+)
 
 FOLDER_TEST_FRACTION = 0.2  # held out from a folder of class folders that has no train/ and test/
 FOLDER_SPLIT_SEED = 0
 
 
 def _class_dirs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return class_folders(folder)
 
 
 def folder_layout(root: Path | None, variant: str | None) -> Layout:
@@ -50,7 +61,7 @@ def folder_layout(root: Path | None, variant: str | None) -> Layout:
 
 
 def _held_out_split(dataset: Dataset, split: str) -> Dataset:
-    """A seeded split of an ImageFolder: ``test`` is FOLDER_TEST_FRACTION of each class, ``train`` the rest."""
+    """A seeded split of an ImageTree: ``test`` is FOLDER_TEST_FRACTION of each class, ``train`` the rest."""
     from sklearn.model_selection import train_test_split
 
     targets = np.asarray(dataset.targets)

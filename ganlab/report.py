@@ -110,7 +110,8 @@ def _unmet(component: Component, gan: LoadedGAN, source: DatasetSource | None, l
 
 def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str | None, data_root: str | None,
                    seed: int, device: torch.device, settings: dict[str, Any], progress: bool = True,
-                   splits: dict[str, Any] | None = None, say: Say | None = None) -> list[ComponentRun]:
+                   splits: dict[str, Any] | None = None, say: Say | None = None,
+                   skip_bad_images: bool = False) -> list[ComponentRun]:
     """Run each component, recording its status, time, result or error.
 
     ``splits`` caches decoded dataset splits; pass the same dict to share them between calls. ``say``
@@ -141,7 +142,8 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
             ctx = RunContext(gan=gan, device=device, seed=seed, cache_dir=cache_dir(), options=options,
                              dataset=dataset, data_root=Path(data_root) if data_root else None,
                              progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
-                             quiet=not progress, split_cache=splits, source=source, layout=layout)
+                             quiet=not progress, split_cache=splits, source=source, layout=layout,
+                             skip_bad_images=skip_bad_images)
             torch.manual_seed(seed)
             start = time.perf_counter()
             try:
@@ -234,7 +236,7 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                 out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
                 seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
                 all_across_epochs: bool = False, progress: bool = True,
-                say: Say | None = None) -> tuple[ReportData, Path]:
+                say: Say | None = None, skip_bad_images: bool = False) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
 
     The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure leaves the
@@ -268,7 +270,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
             say(f"report for {path} ({len(components)} components, dataset {dataset or 'none'})")
         splits: dict[str, Any] = {}
         runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
-                              settings=settings, progress=progress, splits=splits, say=say)
+                              settings=settings, progress=progress, splits=splits, say=say,
+                              skip_bad_images=skip_bad_images)
         history, problems = _history(gan.meta)
         series = {}
         if run_dir and len(_epoch_checkpoints(run_dir)) > 1:

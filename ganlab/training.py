@@ -78,7 +78,8 @@ class Trainer:
         cfg = self.config
         self.images, _ = load_split(source, options.split, variant=options.dataset.partition(":")[2] or None,
                                     root=options.data_root, image_size=cfg.image_size, channels=cfg.channels,
-                                    download=options.download, limit=options.limit, progress=self.progress)
+                                    download=options.download, limit=options.limit, progress=self.progress,
+                                    skip_bad=options.skip_bad_images)
         if len(self.images) < 2:
             raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; "
                               "training needs at least 2")
@@ -220,7 +221,10 @@ class Trainer:
                 raise KeyboardInterrupt
         finally:
             if log:
-                log.close()
+                try:
+                    log.close()
+                except OSError:
+                    pass  # already reported by the write that failed
         return self.out / LAST
 
     def _epoch(self, log, stop: list[bool]) -> None:
@@ -243,8 +247,11 @@ class Trainer:
                 for key, value in stats.items():
                     self.history[key].append(value)
                 if log:
-                    log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
-                    log.flush()
+                    try:
+                        log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
+                        log.flush()
+                    except OSError as exc:
+                        raise run_folder.os_error("write the training log", self.out / run_folder.LOG, exc) from None
                 bar.set_postfix(loss_D=f"{stats['loss_D']:.3f}", loss_G=f"{stats['loss_G']:.3f}",
                                 D_x=f"{stats['D_x']:.2f}", refresh=False)
                 bar.update()

@@ -5,6 +5,7 @@ import gzip
 import io
 import pickle
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +331,56 @@ def test_cifar10_limit_is_deterministic_and_roughly_balanced(cifar_root):
     counts = a_labels.bincount(minlength=10)
     assert counts.min() >= 10 and counts.max() <= 60  # a random subset, not the first 300 (all airplanes)
     assert torch.equal(a_labels, a_labels.sort().values)  # returned in dataset order
+
+
+def _py2_str(data: bytes) -> bytes:
+    """A Python 2 ``str`` as cPickle wrote it (SHORT_BINSTRING / BINSTRING)."""
+    return b"U" + bytes([len(data)]) + data if len(data) < 256 else b"T" + struct.pack("<i", len(data)) + data
+
+
+def py2_cifar_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch file as the official cifar-10-python.tar.gz has them: Python 2 cPickle, protocol 2, a dict of
+    str keys, ``data`` a uint8 [N, 3072] array through ``numpy.core.multiarray._reconstruct``, ``labels`` a list."""
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b") + b"\x87R"
+             + b"(K\x01M" + struct.pack("<H", len(data)) + b"M\x00\x0c\x86cnumpy\ndtype\n" + _py2_str(b"u1")
+             + b"K\x00K\x01\x87R(K\x03" + _py2_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89"
+             + _py2_str(data.tobytes()) + b"tb")
+    label_list = b"](" + b"".join(b"K" + bytes([label]) for label in labels) + b"e"
+    return (b"\x80\x02}(" + _py2_str(b"batch_label") + _py2_str(b"testing batch") + _py2_str(b"data") + array
+            + _py2_str(b"labels") + label_list + b"u.")
+
+
+def _cifar_image(index: int) -> np.ndarray:
+    """32 x 32 x 3 uint8, different for every index and channel."""
+    return ((np.arange(32 * 32 * 3).reshape(32, 32, 3) * (index + 1) + 7 * index) % 256).astype(np.uint8)
+
+
+@pytest.fixture
+def cifar_batches_root(tmp_path):
+    """cifar-10-batches-py/ with data_batch_1..5 (2 images each, labels 0..9) and test_batch (3 images)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        indices = [3 * b, 3 * b + 1, 3 * b + 2] if name == "test_batch" else [2 * b, 2 * b + 1]
+        rows = np.stack([_cifar_image(i).transpose(2, 0, 1).reshape(-1) for i in indices])  # R plane, G, B
+        (folder / name).write_bytes(py2_cifar_batch(rows, [i % 10 for i in indices]))
+    return tmp_path
+
+
+def test_cifar10_python_batches(cifar_batches_root):
+    """The official python version, read by ganlab's own restricted unpickler (no md5, no pickle.load)."""
+    train = api.open_split("cifar10", "train", root=cifar_batches_root, image_size=32, channels=3)
+    assert len(train) == 10 and train.classes == list(readers.CIFAR10_CLASSES)
+    assert [train[i][1] for i in range(10)] == list(range(10))
+    for i in (0, 9):
+        assert torch.equal(train[i][0].permute(1, 2, 0), torch.from_numpy(_cifar_image(i)))
+    images, labels = api.load_split("cifar10", "test", root=cifar_batches_root, progress=False)
+    assert images.shape == (3, 3, 32, 32) and labels.tolist() == [5, 6, 7]
+    assert torch.equal(images[2].permute(1, 2, 0), torch.from_numpy(_cifar_image(17)))
+    (cifar_batches_root / "cifar-10-batches-py" / "data_batch_4").unlink()
+    with pytest.raises(GanlabError) as excinfo:
+        api.open_split("cifar10", "train", root=cifar_batches_root)
+    _assert_one_line_error(excinfo, "missing data_batch_4", cifar_batches_root, "--data-root DIR")
 
 
 def test_cifar10_missing_files(tmp_path):

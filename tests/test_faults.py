@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from ganlab import registry
 from ganlab.cli import cli
 
-# `ganlab report`'s own progress lines on stderr; everything else there must be the one error line
-STATUS = re.compile(r"^(report for .*|  [a-z0-9-]+: (ok|skipped|FAILED) .*|report: file://.*)$")
+# progress on stderr (`ganlab report`'s status lines, tqdm bars); everything else there must be the one error line
+STATUS = re.compile(r"^(report for .*|  [a-z0-9-]+: (ok|skipped|FAILED) .*|report: file://.*|.*\d+/\d+ \[[^\]]*\]\s*)$")
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit", "96", "--batch-size", "32"]
 
 
@@ -220,3 +220,87 @@ def test_truncated_zip_checkpoint_is_one_line(work):
     assert zipfile.is_zipfile(work / "run" / "last.pt")
     (work / "cut.pt").write_bytes(data[: len(data) // 2])
     assert "truncated or corrupt" in _cli(["sample", "cut.pt", "--out", "g.png"], work)
+
+
+def _mounted_tmpfs(mount: Path, options: str):
+    mount.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                                                       capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KB tmpfs: room for about three tiny checkpoints. Skipped where mounting is not allowed."""
+    yield from _mounted_tmpfs(tmp_path / "disk", "size=400k")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A read-only tmpfs (even root cannot write there). Skipped where mounting is not allowed."""
+    yield from _mounted_tmpfs(tmp_path / "ro", "ro,size=64k")
+
+
+def test_read_only_output_folders(work, read_only_disk):
+    assert "Read-only file system" in _cli(["report", "run", "--out", read_only_disk / "r"], work)
+    line = _cli(["train", "--dataset", "digits", *TINY, "--out", read_only_disk / "run"], work)
+    assert line.startswith("Error: cannot write the run into") and "Read-only file system" in line
+    assert "Read-only file system" in _cli(["sample", "run", "--out", read_only_disk / "g.png"], work)
+
+
+def test_a_real_full_disk_while_training(small_disk):
+    """Training fills a real small disk: one line, exit 1, every checkpoint left behind is whole."""
+    line = _cli(["train", "--dataset", "digits", *TINY, "--epochs", "50", "--out", small_disk / "run",
+                 "--device", "cpu"], small_disk.parent)
+    assert line.startswith("Error: cannot write") and line.endswith("the disk is full"), line
+    checkpoints = sorted((small_disk / "run").glob("epoch_*.pt"))
+    assert checkpoints and not list((small_disk / "run").glob(".*.tmp"))
+    from ganlab.checkpoint import read_checkpoint
+
+    for path in checkpoints + [small_disk / "run" / "last.pt"]:
+        assert read_checkpoint(path)["format"] == "ganlab"  # loads: nothing half-written
+
+
+def _picture_folder(root: Path, count: int = 40) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(count // 2):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+
+
+def test_a_corrupt_image_names_the_file_and_can_be_skipped(work):
+    pictures = work / "pictures" / "train"
+    _picture_folder(pictures)
+    (pictures / "a" / "broken.png").write_bytes((pictures / "a" / "0.png").read_bytes()[:60])
+    (pictures / "b" / "empty.jpg").write_bytes(b"")
+    args = ["train", "--dataset", "folder", "--data-root", "pictures", *TINY, "--epochs", "1", "--out", "new"]
+    line = _cli(args, work)
+    assert "broken.png" in line and "--skip-bad-images" in line, line
+    assert not list((work / "new").glob("*.pt"))
+    result = subprocess.run([sys.executable, "-m", "ganlab", *args, "--skip-bad-images"], cwd=work,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 unreadable images of 42" in result.stderr
+    from ganlab.checkpoint import read_checkpoint
+
+    assert read_checkpoint(work / "new" / "last.pt")["dataset"]["size"] == 40
+
+
+def test_a_truncated_mnist_gz_says_so(work):
+    import gzip
+
+    raw = work / "mnist"
+    raw.mkdir()
+    images = gzip.compress(bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28]) + bytes(2 * 28 * 28))
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(images[: len(images) // 2])
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 2, 3, 4])))
+    line = _cli(["train", "--dataset", "mnist", "--split", "test", "--data-root", "mnist", *TINY, "--out", "new"], work)
+    assert "t10k-images-idx3-ubyte.gz" in line and ("truncated" in line or "corrupt" in line), line

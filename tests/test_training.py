@@ -171,6 +171,12 @@ def test_divergence_stops_with_one_line_and_keeps_last_good(tmp_path, monkeypatc
     assert len(error_lines) == 1 and "diverged at epoch 2, step 5" in error_lines[0]
     assert "Traceback" not in result.output
     assert read_checkpoint(out / "last.pt")["epoch"] == 1  # the last good one
+    calls["n"] = 4  # now the first step of a fresh run diverges: no checkpoint exists to point at
+    result = CliRunner().invoke(cli, ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8",
+                                      "--limit", "96", "--batch-size", "32", "--epochs", "3", "--out",
+                                      str(tmp_path / "fresh")])
+    assert result.exit_code == 1 and "no checkpoint was written yet" in result.output
+    assert "last good checkpoint" not in result.output
 
 
 def test_log_samples_and_checkpoints(tiny_run):
