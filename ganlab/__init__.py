@@ -15,7 +15,8 @@ _LAZY = {
     "load": "ganlab.api", "train": "ganlab.api", "LoadedGAN": "ganlab.loaded_gan", "ModelConfig": "ganlab.models",
     "Generator": "ganlab.models", "Discriminator": "ganlab.models", "PRESETS": "ganlab.models",
     "sample_latent": "ganlab.models", "init_weights": "ganlab.models", "TrainOptions": "ganlab.defaults",
-    "select_device": "ganlab.devices",
+    "select_device": "ganlab.devices", "Detector": "ganlab.detectors", "Box": "ganlab.detectors",
+    "detector": "ganlab.api",
     # data
     "DatasetSource": "ganlab.datasets", "Layout": "ganlab.datasets", "open_split": "ganlab.api",
     "load_split": "ganlab.api", "dataset_source": "ganlab.api",

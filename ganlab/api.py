@@ -1,7 +1,7 @@
 """The Python API's entry points: they look names up in the plugin registry and hand the results down.
 
-``ganlab.load``, ``ganlab.train``, ``ganlab.open_split``, ``ganlab.load_split`` and
-``ganlab.dataset_source`` live here, so that the modules below (checkpoint, datasets, training)
+``ganlab.load``, ``ganlab.train``, ``ganlab.open_split``, ``ganlab.load_split``,
+``ganlab.dataset_source`` and ``ganlab.detector`` live here, so that the modules below (checkpoint, datasets, training)
 never ask the registry themselves.
 """
 from __future__ import annotations
@@ -16,12 +16,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ganlab.datasets import DatasetSource, PreparedSplit
     from ganlab.defaults import TrainOptions
+    from ganlab.detectors import Detector
     from ganlab.loaded_gan import LoadedGAN
 
 
 def dataset_source(name: str) -> "DatasetSource":
     """The registered source for ``name`` (``"lsun:church_outdoor"`` -> the ``lsun`` source)."""
     return get_registry().get("datasets", name.partition(":")[0])
+
+
+def detector(name: str) -> "Detector":
+    """The registered ``ganlab.Detector`` called ``name`` (e.g. ``haar-face``)."""
+    return get_registry().get("detectors", name)
 
 
 def _variant(name: str) -> str | None:

@@ -115,6 +115,7 @@ class RunContext:
     source: "DatasetSource | None" = None
     layout: "Layout | None" = None
     skip_bad_images: bool = False  # drop unreadable image files (counted on stderr) instead of failing
+    detectors: dict[str, Any] = field(default_factory=dict)  # name -> ganlab.Detector, as plugins registered
 
     @property
     def heldout_split(self) -> str | None:

@@ -46,6 +46,16 @@ def ganlab_register_analyses(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def ganlab_register_detectors(register: Callable[[Any], None]) -> None:
+    """Register detectors: call ``register(MyDetector())`` with a ``ganlab.Detector``.
+
+    A detector finds objects in an image (``detect(uint8 H x W x C) -> [(x, y, w, h), ...]``); analyses
+    such as ``forget-concept`` and commands such as ``ganlab faces`` get them by name from
+    ``ctx.detectors`` or ``ganlab.detector(name)``.
+    """
+
+
+@hookspec
 def ganlab_register_experiments(register: Callable[[Any], None]) -> None:
     """Register experiments: call ``register(Experiment(...))`` (``ganlab.experiments``).
 

@@ -32,6 +32,7 @@ KINDS = {  # kind -> (hook, base class as "module:name", imported late so `ganla
     "evaluators": ("ganlab_register_evaluators", "ganlab.components:Evaluator"),
     "analyses": ("ganlab_register_analyses", "ganlab.components:Analysis"),
     "experiments": ("ganlab_register_experiments", "ganlab.experiments:Experiment"),
+    "detectors": ("ganlab_register_detectors", "ganlab.detectors:Detector"),
 }
 
 
@@ -174,6 +175,10 @@ class Registry:
     @property
     def experiments(self) -> dict[str, Any]:
         return self.items["experiments"]
+
+    @property
+    def detectors(self) -> dict[str, Any]:
+        return self.items["detectors"]
 
     def components(self) -> dict[str, Any]:
         """Evaluators then analyses, by name."""

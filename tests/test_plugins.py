@@ -64,7 +64,7 @@ class Constant(Evaluator):
 
 def test_every_hookspec_has_a_test():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ganlab_")]
-    assert len(specs) == 6
+    assert len(specs) == 7
     tests = {name for name, _ in inspect.getmembers(sys.modules[__name__], inspect.isfunction)}
     missing = [s for s in specs if f"test_hook_{s}" not in tests]
     assert not missing, f"hooks without a test: {missing}"
@@ -99,6 +99,31 @@ def test_hook_ganlab_register_datasets(plugin_module, tmp_path):
     images, labels = load_split("checkers", image_size=16, channels=1, progress=False)
     assert images.shape == (6, 1, 16, 16) and labels.tolist() == [0, 1, 0, 1, 0, 1]
     assert images[1].min() == 255 and images[0].max() == 0
+
+
+def test_hook_ganlab_register_detectors(plugin_module, tiny_run, tmp_path):
+    class Corner(ganlab.Detector):
+        name, description = "corner", "a box in the top-left corner of every image"
+
+        def detect(self, image):
+            return [(0, 0, image.shape[1] // 2, image.shape[0] // 2)]
+
+    class UsesDetector(Evaluator):
+        name, description = "uses-detector", "counts the corner detector's boxes on 4 samples"
+
+        def run(self, ctx):
+            import numpy as np
+
+            images = ((ctx.gan.sample(4, seed=0) + 1) * 127.5).clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            return Result(metrics={"boxes": sum(len(ctx.detectors["corner"].detect(np.asarray(i))) for i in images)})
+
+    reg = plugin_module("boxes", ganlab_register_detectors=lambda register: register(Corner()),
+                        ganlab_register_evaluators=lambda register: register(UsesDetector()))
+    assert reg.owner[("detectors", "corner")] == "boxes" and ganlab.detector("corner").name == "corner"
+    data, _ = make_report(tiny_run, only=["uses-detector"], out=tmp_path / "r", device="cpu", progress=False)
+    assert data.components[0].result.metrics == {"boxes": 4}
+    bad = plugin_module("not-a-detector", ganlab_register_detectors=lambda register: register(Constant("x")))
+    assert "is not a Detector" in bad.plugins["not-a-detector"].error
 
 
 def test_hook_ganlab_register_experiments(plugin_module):
