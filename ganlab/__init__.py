@@ -16,7 +16,7 @@ _LAZY = {
     "Generator": "ganlab.models", "Discriminator": "ganlab.models", "PRESETS": "ganlab.models",
     "sample_latent": "ganlab.models", "init_weights": "ganlab.models", "TrainOptions": "ganlab.defaults",
     "select_device": "ganlab.devices", "Detector": "ganlab.detectors", "Box": "ganlab.detectors",
-    "detector": "ganlab.api",
+    "detector": "ganlab.api", "Option": "ganlab.options",
     # data
     "DatasetSource": "ganlab.datasets", "Layout": "ganlab.datasets", "open_split": "ganlab.api",
     "load_split": "ganlab.api", "dataset_source": "ganlab.api",

@@ -32,8 +32,6 @@ COUNTER_KEYS = ("epoch", "batch_in_epoch", "step")
 META_KEYS = ("format", "format_version", "ganlab_version", "torch_version", "config", *COUNTER_KEYS, "rng",
              "dataset", "options", "history")
 
-# torch.save writes a zip archive; torch's legacy format and plain pickles start with the pickle opcode 0x80.
-_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 def build_payload(*, config: ModelConfig, generator: torch.nn.Module, discriminator: torch.nn.Module,
@@ -107,10 +105,19 @@ def fsync_folder(folder: Path) -> None:
 
 
 def is_torch_file(path: str | Path) -> bool:
-    """True when the file starts like something ``torch.save`` writes (zip archive or pickle)."""
+    """True when the file looks like something ``torch.save`` wrote: a pickle, or a zip archive holding a
+    ``data.pkl`` (an ``.npz`` or any other zip is not one, and goes to the plugins unread)."""
     with open(path, "rb") as f:
         head = f.read(4)
-    return any(head.startswith(magic) for magic in _TORCH_MAGIC)
+    if head.startswith(b"\x80"):
+        return True
+    if not head.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return True  # a damaged zip that starts like one: torch.load says what is wrong with it
 
 
 def read_checkpoint(path: str | Path) -> Any:

@@ -197,13 +197,14 @@ def plugins(as_json: bool, check: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def components(as_json: bool) -> None:
     """List evaluators and analyses: kind, needs, cheap, and each option's default and type (for --set)."""
+    from ganlab.options import describe
     from ganlab.registry import get_registry
 
     registry = get_registry()
     rows = [
         {"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
          "needs": sorted(c.needs), "cheap": bool(c.cheap),
-         "options": {k: {"default": v, "type": type(v).__name__} for k, v in c.options.items()}}
+         "options": describe(c.options)}
         for name, c in sorted(registry.components().items())
     ]
     if as_json:
@@ -215,7 +216,24 @@ def components(as_json: bool) -> None:
         click.echo(f"{row['name']} ({flags}; plugin {row['plugin']})")
         click.echo(f"    {row['description']}")
         for option, spec in row["options"].items():
-            click.echo(f"    --set {row['name']}.{option}=...  ({spec['type']}, default {spec['default']!r})")
+            rules = [f"one of {', '.join(map(str, spec['choices']))}"] if spec["choices"] else []
+            rules += [f">= {spec['min']:g}"] if spec["min"] is not None else []
+            rules += [f"<= {spec['max']:g}"] if spec["max"] is not None else []
+            about = f"; {spec['help']}" if spec["help"] else ""
+            click.echo(f"    --set {row['name']}.{option}=...  ({spec['type']}, default {spec['default']!r}"
+                       f"{''.join('; ' + r for r in rules)}){about}")
+
+
+@cli.command("new-plugin")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--name", required=True, help="plugin name: lowercase letters, digits and dashes")
+def new_plugin(folder, name) -> None:
+    """Write an installable plugin package with an evaluator, an analysis and a passing test."""
+    from ganlab.scaffold import new_plugin as write
+
+    for path in write(folder, name):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: pip install -e {folder} && ganlab plugins && python -m pytest {folder}")
 
 
 def report_options(func):
@@ -229,6 +247,8 @@ def report_options(func):
         click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bars"),
         click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (with a count)"),
+        click.option("--traceback", "-v", "show_traceback", is_flag=True,
+                     help="print the full traceback of each failed component"),
     ]
     for option in reversed(opts):
         func = option(func)
@@ -240,7 +260,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs,
-                  as_json=False, quiet=False, skip_bad_images=False) -> None:
+                  as_json=False, quiet=False, skip_bad_images=False, show_traceback=False) -> None:
     from ganlab.report import make_report
 
     def say(line: str) -> None:
@@ -250,6 +270,10 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
                                data_root=data_root, seed=seed, device=device, settings=settings,
                                all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say,
                                skip_bad_images=skip_bad_images)
+    if show_traceback:
+        for run in data.components:
+            if run.traceback:
+                click.echo(f"traceback of {run.name}:\n{run.traceback.rstrip()}", err=True)
     if as_json:
         click.echo((folder / "metrics.json").read_text())
     click.echo(f"report: {(folder / 'index.html').resolve().as_uri()}", err=as_json)
@@ -268,14 +292,14 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, as_json, quiet, skip_bad_images, out,
-           seed, device) -> None:
+def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, as_json, quiet, skip_bad_images,
+           show_traceback, out, seed, device) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
-    from ganlab.report import parse_settings
+    from ganlab.options import parse_settings
 
     _write_report(checkpoint, only=_split(only), skip=skip, out=out, dataset=dataset, data_root=data_root, seed=seed,
                   device=device, settings=parse_settings(settings), across_epochs=across_epochs, as_json=as_json,
-                  quiet=quiet, skip_bad_images=skip_bad_images)
+                  quiet=quiet, skip_bad_images=skip_bad_images, show_traceback=show_traceback)
 
 
 @cli.command()
@@ -313,7 +337,7 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **f
         else:
             click.echo(f"using existing {last} (give --retrain to train again)")
         checkpoint = str(Path(options.out))
-    from ganlab.report import parse_settings
+    from ganlab.options import parse_settings
 
     _write_report(checkpoint, only=list(exp.components) if exp.components else None, skip=None,
                   out=report_out or f"reports/{exp.name}", dataset=exp.report_dataset, data_root=options.data_root,

@@ -184,6 +184,7 @@ def _component_view(run: Any, index: int, assets: _Assets, ids: set[str]) -> dic
             "metrics": [], "tables": [], "figures": [], "images": [], "text": []}
     if run.status == FAILED:
         view["error"] = _split_error(run.error)
+        view["traceback"] = getattr(run, "traceback", None)
     if result is not None:
         view["metrics"] = [(str(k), fmt_value(v)) for k, v in result.metrics.items()]
         view["tables"] = [_table(t) for t in result.tables]

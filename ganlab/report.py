@@ -11,6 +11,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from traceback import format_exc
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from ganlab.datasets import DatasetSource, Layout
 from ganlab.devices import select_device
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
+from ganlab.options import resolve_options
 from ganlab.registry import Registry, get_registry
 from ganlab.report_data import FAILED, OK, SKIPPED, ComponentRun, ReportData
 from ganlab.report_output import ReportFolder
@@ -36,50 +38,6 @@ Say = Callable[[str], None]
 def cache_dir() -> Path:
     """Where components cache features: $GANLAB_CACHE, else ~/.cache/ganlab."""
     return Path(os.environ.get("GANLAB_CACHE") or Path.home() / ".cache" / "ganlab")
-
-
-def parse_settings(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """``["svm-probe.draws=5"]`` -> ``{"svm-probe.draws": "5"}``."""
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or "." not in key:
-            raise GanlabError(f"--set {pair!r}: expected COMPONENT.OPTION=VALUE, e.g. --set svm-probe.draws=5")
-        settings[key.strip()] = value.strip()
-    return settings
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Turn a CLI string into the type of the option's default."""
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, (list, tuple)):
-            return type(default)(type(default[0])(v) if default else v for v in value.split(","))
-        return type(default)(value)
-    except ValueError:
-        raise GanlabError(f"--set {where}={value}: expected a {type(default).__name__} like {default!r}") from None
-
-
-def resolve_options(component: Component, settings: dict[str, Any]) -> dict[str, Any]:
-    """The component's defaults, overridden by ``settings`` for its own name."""
-    options = dict(component.options)
-    prefix = component.name + "."
-    for key, value in settings.items():
-        if not key.startswith(prefix):
-            continue
-        option = key[len(prefix):]
-        if option not in options:
-            known = ", ".join(sorted(options)) or "none"
-            raise GanlabError(f"--set {key}: {component.name} has no option {option!r} (options: {known})")
-        options[option] = _coerce(value, options[option], key)
-    return options
 
 
 def select_components(only: list[str] | None, skip: list[str] | None) -> list[Component]:
@@ -150,14 +108,16 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
                 run.result = check_result(component.run(ctx), component.name)
                 run.status = OK
             except GanlabError as exc:
-                run.status, run.error = FAILED, f"GanlabError: {exc}"
+                run.status, run.error, run.traceback = FAILED, f"GanlabError: {exc}", format_exc()
             except SystemExit as exc:  # a plugin calling sys.exit() must not end the report
-                run.status, run.error = FAILED, f"SystemExit: {component.name} called sys.exit({exc.code!r})"
+                run.status, run.traceback = FAILED, format_exc()
+                run.error = f"SystemExit: {component.name} called sys.exit({exc.code!r})"
             except KeyboardInterrupt:
-                run.status, run.error = FAILED, "KeyboardInterrupt: interrupted; the components after it did not run"
+                run.status, run.traceback = FAILED, format_exc()
+                run.error = "KeyboardInterrupt: interrupted; the components after it did not run"
                 interrupted = True
             except Exception as exc:  # a component's bug must not lose the rest of the report
-                run.status, run.error = FAILED, f"{type(exc).__name__}: {exc}"
+                run.status, run.error, run.traceback = FAILED, f"{type(exc).__name__}: {exc}", format_exc()
             run.seconds = time.perf_counter() - start
         if say is not None:
             say(status_line(run))

@@ -27,6 +27,7 @@ class ComponentRun:
     seconds: float = 0.0
     result: Result | None = None
     error: str | None = None  # "ValueError: message" when FAILED
+    traceback: str | None = None  # the full Python traceback when FAILED by an exception
     reason: str | None = None  # why it was SKIPPED
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +71,7 @@ class ReportData:
                 c.name: {
                     "kind": c.kind, "plugin": c.plugin, "status": c.status, "seconds": round(c.seconds, 3),
                     "metrics": dict(c.result.metrics) if c.result else {},
-                    "error": c.error, "reason": c.reason, "options": c.options,
+                    "error": c.error, "traceback": c.traceback, "reason": c.reason, "options": c.options,
                 }
                 for c in self.components
             },

@@ -243,11 +243,14 @@ def test_installed_plugin_listed_with_import_failure(example_plugin):
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["example"]["distribution"] == "ganlab-example-plugin" and rows["example"]["version"] == "0.2.0"
-    assert rows["example"]["registers"] == {"evaluators": ["example-brightness"], "commands": ["example-hello"]}
+    assert rows["example"]["registers"] == {"datasets": ["example-stripes"], "evaluators": ["example-brightness"],
+                                            "analyses": ["example-histogram"], "commands": ["example-hello"]}
     assert rows["example-broken"]["error"].startswith("import failed: ModuleNotFoundError")
     assert rows["d-score"]["registers"] == {"evaluators": ["d-score"]} and rows["d-score"]["error"] is None
     text = subprocess.run([GANLAB, "plugins"], capture_output=True, text=True).stdout
     assert "example-broken (ganlab-example-plugin 0.2.0) [FAILED]" in text
+    checked = subprocess.run([GANLAB, "plugins", "--check"], capture_output=True, text=True)
+    assert checked.returncode == 1 and "plugins failed: example-broken" in checked.stderr
 
 
 def test_disabled_plugins(example_plugin, monkeypatch):
@@ -278,3 +281,42 @@ def test_ganlab_still_works_when_plugins_break(example_plugin):
     env = {**os.environ, "GANLAB_DISABLE_PLUGINS": ""}
     result = subprocess.run([GANLAB, "--version"], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and ganlab.__version__ in result.stdout
+
+
+def test_example_plugin_dataset_declares_its_channels(example_plugin, tmp_path):
+    registry.reset()
+    images, labels = ganlab.load_split("example-stripes", "test", image_size=16, channels=1, progress=False)
+    assert images.shape == (100, 1, 16, 16) and set(labels.tolist()) == {0, 1}
+    layout = ganlab.dataset_source("example-stripes").layout()
+    assert layout.classes == ("0", "1") and layout.heldout == "test"
+    # no --channels: the source's declared channel count decides, as for the built-in grey datasets
+    result = subprocess.run([GANLAB, "train", "--dataset", "example-stripes", "--image-size", "16", "--ngf", "8",
+                             "--ndf", "8", "--nz", "8", "--epochs", "1", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    gan = ganlab.load(tmp_path / "run")
+    assert gan.config.channels == 1 and gan.meta["dataset"]["name"] == "example-stripes"
+
+
+def test_example_plugin_reads_npz_without_unpickling(example_plugin, tiny_run, tmp_path, monkeypatch):
+    from ganlab_example import save_npz
+
+    registry.reset()
+    original = ganlab.load(tiny_run)
+    save_npz(original, tmp_path / "model.npz")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("an .npz must never reach torch.load"))
+    loaded = ganlab.load(tmp_path / "model.npz")
+    assert loaded.meta["format"] == "example-npz" and loaded.config == original.config
+    assert torch.equal(loaded.sample(4, seed=1), original.sample(4, seed=1))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(GanlabError, match="not a readable example .npz checkpoint"):
+        ganlab.load(tmp_path / "junk.npz")
+
+
+def test_example_plugin_analysis_section(example_plugin, tiny_run, tmp_path):
+    registry.reset()
+    data, out = make_report(tiny_run, only=["example-histogram"], out=tmp_path / "r", device="cpu", progress=False,
+                            settings={"example-histogram.bins": "8"})
+    run = data.components[0]
+    assert run.status == "ok" and run.plugin == "example" and run.options["bins"] == 8
+    assert len(run.result.figures) == 1 and "example-histogram" in (out / "index.html").read_text()

@@ -120,6 +120,14 @@ def test_failing_component_report_still_written_exit_1(extra_components, tiny_ru
     assert result.stdout.strip() == f"report: {(out / 'index.html').resolve().as_uri()}"
     html = (out / "index.html").read_text()
     assert "ZeroDivisionError" in html and "no luck" in html
+    # the traceback: in metrics.json, collapsed in the page, and on the terminal only when asked
+    trace = metrics["exploding"]["traceback"]
+    assert trace.startswith("Traceback (most recent call last)") and 'raise ZeroDivisionError("no luck")' in trace
+    assert "<details class=\"traceback\"><summary>Traceback</summary>" in html
+    assert "Traceback (most recent" not in result.stderr
+    shown = CliRunner().invoke(cli, ["report", str(tiny_run / "last.pt"), "--out", str(out), "--device", "cpu",
+                                     "--only", "exploding", "--traceback"])
+    assert "traceback of exploding:" in shown.stderr and 'raise ZeroDivisionError("no luck")' in shown.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs-gpu can run on this machine")
@@ -144,20 +152,66 @@ def test_json_prints_metrics_only_and_quiet_has_no_bars(tiny_run, tmp_path):
     assert f"report: {(out / 'index.html').resolve().as_uri()}" in result.stderr
 
 
-def test_components_lists_options_with_types():
-    registry.reset()
-    result = CliRunner().invoke(cli, ["components", "--json"])
+class Declared(Evaluator):
+    name, description = "declared", "has declared options"
+    options = {"steps": ganlab.Option(8, "frames per walk", min=2, max=64),
+               "mode": ganlab.Option("auto", "how to interpolate", choices=("auto", "lerp", "slerp")),
+               "rate": ganlab.Option(0.5, min=0.0, max=1.0), "plain": 3}
+
+    def run(self, ctx):
+        return Result(metrics={k: float(v) for k, v in ctx.options.items() if isinstance(v, (int, float))})
+
+
+@pytest.fixture
+def declared_component():
+    import types
+
+    module = types.ModuleType("declaring")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(Declared()))
+    try:
+        yield registry.register_plugin(module, "declaring")
+    finally:
+        registry.reset()
+
+
+def test_components_lists_options_with_types_help_and_rules(declared_component):
+    from ganlab.cli import components
+
+    result = CliRunner().invoke(components, ["--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    walk = rows["latent-walk"]
-    assert walk["kind"] == "analysis" and walk["cheap"] is True and walk["plugin"] == "latent-walk"
-    assert walk["options"]["steps"] == {"default": 10, "type": "int"}
+    assert set(rows) == set(declared_component.components())
+    declared = rows["declared"]
+    assert declared["kind"] == "evaluator" and declared["cheap"] is False and declared["plugin"] == "declaring"
+    assert declared["options"]["steps"] == {"default": 8, "type": "int", "help": "frames per walk", "choices": None,
+                                            "min": 2, "max": 64}
+    assert declared["options"]["plain"]["default"] == 3 and declared["options"]["plain"]["help"] == ""
     assert rows["svm-probe"]["needs"] == ["discriminator", "heldout", "labels"]
-    from ganlab.registry import get_registry
+    text = CliRunner().invoke(components, []).output
+    assert "--set declared.steps=...  (int, default 8; >= 2; <= 64); frames per walk" in text
+    assert "--set declared.mode=...  (str, default 'auto'; one of auto, lerp, slerp); how to interpolate" in text
 
-    assert set(rows) == set(get_registry().components())
-    text = CliRunner().invoke(cli, ["components"]).output
-    assert "--set latent-walk.steps=...  (int, default 10)" in text
+
+@pytest.mark.parametrize("setting, message", [
+    ("declared.steps=1", "--set declared.steps=1: must be >= 2 (frames per walk)"),
+    ("declared.steps=100", "must be <= 64"),
+    ("declared.mode=cubic", "choose one of auto, lerp, slerp (how to interpolate)"),
+    ("declared.rate=nan", "must be a finite number"),
+    ("declared.rate=1.5", "must be <= 1"),
+    ("declared.steps=many", "expected a int"),
+])
+def test_declared_options_are_checked_before_anything_runs(declared_component, tiny_run, tmp_path, setting, message):
+    result = CliRunner().invoke(cli, ["report", str(tiny_run), "--out", str(tmp_path / "r"), "--only",
+                                      "declared", "--set", setting])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_declared_options_reach_the_component_as_plain_values(declared_component, tiny_run, tmp_path):
+    data, _ = make_report(tiny_run, only=["declared"], out=tmp_path / "r", device="cpu", progress=False,
+                          settings={"declared.steps": "12"})
+    assert data.components[0].result.metrics == {"steps": 12.0, "rate": 0.5, "plain": 3.0}
+    assert data.components[0].options == {"steps": 12, "mode": "auto", "rate": 0.5, "plain": 3}
 
 
 def test_options_from_the_command_line(tiny_run, tmp_path):
@@ -167,7 +221,7 @@ def test_options_from_the_command_line(tiny_run, tmp_path):
                                       "--set", "latent-walk.steps=4", "--set", "latent-walk.mode=lerp"])
     assert result.exit_code == 0, result.output
     options = json.loads((out / "metrics.json").read_text())["components"]["latent-walk"]["options"]
-    assert options == {"rows": 6, "steps": 4, "mode": "lerp"}
+    assert options == {"rows": 6, "points": 9, "steps": 4, "mode": "lerp"}
     for args, message in [
         (["--set", "latent-walk.steps=many"], "expected a int"),
         (["--set", "latent-walk.colour=red"], "has no option 'colour'"),

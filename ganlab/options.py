@@ -1,0 +1,103 @@
+"""Component options: declared with defaults (and optionally help and checks), set with ``--set NAME.OPTION=VALUE``.
+
+A component's ``options`` maps each name to its default, or to an ``Option`` that adds help text, choices and
+a range. ``--set`` values arrive as strings and are turned into the default's type; every value is checked
+before any component runs, so a typo fails in a second, not after an hour.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ganlab.errors import GanlabError
+
+
+@dataclass(frozen=True)
+class Option:
+    """A declared option: ``options = {"steps": Option(8, "frames between two points", min=2)}``.
+
+    ``choices`` lists the allowed values; ``min``/``max`` bound a number (inclusive). ``ctx.options`` holds
+    the plain value, never the ``Option``.
+    """
+
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def check(self, value: Any, where: str) -> None:
+        """A one-line ``GanlabError`` when ``value`` breaks a declared rule."""
+        about = f" ({self.help})" if self.help else ""
+        if self.choices is not None and value not in self.choices:
+            raise GanlabError(f"--set {where}={value}: choose one of {', '.join(map(str, self.choices))}{about}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GanlabError(f"--set {where}={value}: must be a finite number{about}")
+            if self.min is not None and value < self.min:
+                raise GanlabError(f"--set {where}={value}: must be >= {self.min:g}{about}")
+            if self.max is not None and value > self.max:
+                raise GanlabError(f"--set {where}={value}: must be <= {self.max:g}{about}")
+
+
+def declared(value: Any) -> Option:
+    """Any entry of a component's ``options`` as an ``Option`` (a plain default has no help and no checks)."""
+    return value if isinstance(value, Option) else Option(value)
+
+
+def describe(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> {default, type, help, choices, min, max}, for ``ganlab components``."""
+    out = {}
+    for name, value in options.items():
+        option = declared(value)
+        out[name] = {"default": option.default, "type": type(option.default).__name__, "help": option.help,
+                     "choices": list(option.choices) if option.choices is not None else None,
+                     "min": option.min, "max": option.max}
+    return out
+
+
+def parse_settings(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["svm-probe.draws=5"]`` -> ``{"svm-probe.draws": "5"}``."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            raise GanlabError(f"--set {pair!r}: expected COMPONENT.OPTION=VALUE, e.g. --set svm-probe.draws=5")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def coerce(value: Any, default: Any, where: str) -> Any:
+    """Turn a CLI string into the type of the option's default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, (list, tuple)):
+            return type(default)(type(default[0])(v) if default else v for v in value.split(","))
+        return type(default)(value)
+    except ValueError:
+        raise GanlabError(f"--set {where}={value}: expected a {type(default).__name__} like {default!r}") from None
+
+
+def resolve_options(component: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The component's defaults, overridden by ``settings`` for its own name, coerced and checked."""
+    declared_options = {name: declared(value) for name, value in component.options.items()}
+    options = {name: option.default for name, option in declared_options.items()}
+    prefix = component.name + "."
+    for key, value in settings.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name not in options:
+            known = ", ".join(sorted(options)) or "none"
+            raise GanlabError(f"--set {key}: {component.name} has no option {name!r} (options: {known})")
+        options[name] = coerce(value, options[name], key)
+        declared_options[name].check(options[name], key)
+    return options

@@ -1,0 +1,307 @@
+"""Analysis ``vector-arithmetic`` and command ``ganlab arithmetic``: concept arithmetic on z (section 6.3, figs 7-8).
+
+A concept is the mean z of its exemplars (3 by default: the paper found single samples unstable). An expression
+such as ``smiling_woman - neutral_woman + neutral_man`` combines the means into a result vector; G draws it, and
+8 neighbours made by adding uniform noise in [-0.25, 0.25] to it. Exemplars are picked by index from a numbered,
+seeded bank of z's (``bank.png``): index i is the same z for the same seed and model, whatever the bank's size.
+``--concept`` takes any number of indices >= 1; a concept with other than 3 is used but warned about (on stderr
+and on the page). Concept names are letters, digits and underscores, not starting with a digit.
+
+On a labelled dataset the report section runs by itself:
+
+- A classifier trained on the real training images labels the bank: pixels / 255 -> PCA to 50 dimensions ->
+  multinomial logistic regression (scikit-learn, C = 1; about 96% on held-out 16x16 digits). It is independent of
+  the model being judged; ``classifier=discriminator`` uses ``ganlab.discriminator_features`` (standardised)
+  instead. ``classifier_heldout_accuracy`` is its accuracy on the held-out split: how far to trust its readings.
+- Each class's concept is the ``exemplars`` bank samples the classifier assigns to it with the highest probability;
+  classes with fewer such samples are skipped and named.
+- ``match_rate``: the expressions that reduce to one concept (net coefficient 1 on it, 0 on all others) have that
+  concept's class as the expected class. For every class c with a concept, ``c - c + d`` (expected d, the next
+  class) and ``c - d + d`` (expected c) are evaluated. match_rate is the fraction of their images (each expression's
+  result and its 8 neighbours, so 9 per expression) that the classifier assigns to the expected class. 1 means
+  averaged exemplar z's and their +-0.25 neighbourhood keep the class; the rate at random is about 1/classes.
+  ``a - b + c`` expressions with three different classes have no expected class and are shown as pictures only.
+
+Options: ``bank`` (samples drawn with the report's seed), ``exemplars`` per concept, ``expressions`` (how many
+``a - b + c`` triples), ``pictures`` (how many of the sanity expressions are drawn; all are in the table),
+``noise`` (the neighbours' scale), ``train_limit`` (real images for training and for the held-out accuracy) and
+``classifier`` (pixels or discriminator).
+"""
+from __future__ import annotations
+
+import click
+
+from ganlab import Analysis, Image, Result, Table, hookimpl
+
+from . import arithmetic_expr as ax
+
+NEIGHBOURS = 8
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ganlab arithmetic: {{ expression }}</title>
+<style>body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}img{max-width:100%}
+table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .6em;text-align:left}.note{color:#a40}</style>
+</head><body>
+<h1>Vector arithmetic</h1>
+<p>Expression: <code>{{ expression }}</code> = <code>{{ combination }}</code> (net coefficient of each concept)</p>
+<p>Checkpoint <code>{{ checkpoint }}</code>, bank of {{ bank }} latent vectors drawn with seed {{ seed }},
+neighbour noise uniform in [-{{ noise }}, {{ noise }}].</p>
+{% for note in notes %}<p class="note">{{ note }}</p>
+{% endfor %}<table><tr><th>concept</th><th>bank indices</th><th>coefficient</th></tr>
+{% for c in concepts %}<tr><td>{{ c.name }}</td><td>{{ c.indices }}</td><td>{{ c.coefficient }}</td></tr>
+{% endfor %}</table>
+<h2>Result</h2>
+<p>One row per concept: its exemplars, then the image of their mean z. Below: the result vector's image in the centre
+(outlined) and 8 images of the result plus uniform noise around it.</p>
+<img src="data:image/png;base64,{{ arithmetic_png }}" alt="concepts and the result of {{ expression }}">
+<h2>Bank</h2>
+<p>Every sample of the bank with its index: pick exemplars for <code>--concept NAME=I,J,K</code> here.</p>
+<img src="data:image/png;base64,{{ bank_png }}" alt="numbered bank of {{ bank }} samples">
+</body></html>
+"""
+
+
+def page(*, expression: str, combination: str, concepts: list[dict], notes: list[str], checkpoint: str, seed: int,
+         bank: int, noise: float, arithmetic_png: bytes, bank_png: bytes) -> str:
+    """The self-contained index.html (images inline); every string is escaped by jinja2's autoescape."""
+    import base64
+
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(PAGE).render(
+        expression=expression, combination=combination, concepts=concepts, notes=notes, checkpoint=checkpoint,
+        seed=seed, bank=bank, noise=noise, arithmetic_png=base64.b64encode(arithmetic_png).decode(),
+        bank_png=base64.b64encode(bank_png).decode())
+
+
+def exemplar_notes(concepts: dict[str, list[int]], coeffs: dict[str, float]) -> list[str]:
+    """Warnings about concepts with other than 3 exemplars, or not used in the expression."""
+    notes = [f"concept {name} has {len(idx)} exemplar{'s' * (len(idx) != 1)}; the paper averages "
+             f"{ax.EXEMPLARS} because single samples were unstable" for name, idx in concepts.items()
+             if len(idx) != ax.EXEMPLARS]
+    unused = [name for name in concepts if name not in coeffs]
+    return notes + ([f"not used in the expression: {', '.join(unused)}"] if unused else [])
+
+
+def picture_rows(concepts, coeffs, bank_u8, mean_u8, unused: bool = True):
+    """(label, exemplar images, mean image) per concept: those in the expression first, in its order, then
+    (``unused``) the others."""
+    order = list(coeffs) + ([name for name in concepts if name not in coeffs] if unused else [])
+    return [(f"{coeffs[name]:+g} x {name} {concepts[name]}" if name in coeffs else f"(unused) {name} {concepts[name]}",
+             bank_u8[concepts[name]], mean_u8[name]) for name in order]
+
+
+def arithmetic_images(G, device, bank_z, concepts, expression: str, seed: int, noise: float, where: str):
+    """Parse, combine and draw: (coefficients, result block z, block images, mean images by concept)."""
+    import torch
+
+    coeffs = ax.parse_expression(expression, concepts, where)
+    means = ax.concept_means(bank_z, concepts)
+    block_z = ax.neighbourhood(ax.combine(coeffs, means), NEIGHBOURS, noise, seed)
+    block = ax.generate(G, block_z, device)
+    mean_images = ax.generate(G, torch.stack(list(means.values())), device)
+    return coeffs, block_z, block, dict(zip(means, ax.to_uint8(mean_images)))
+
+
+def _png(picture) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@click.command("arithmetic")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--concept", "concept_texts", multiple=True, required=True, metavar="NAME=I,J,K",
+              help="a concept: its name (letters, digits, _) and bank indices of its exemplars (3 recommended)")
+@click.option("--expr", "expression", required=True, help="e.g. 'smiling_woman - neutral_woman + neutral_man'")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the page and images")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="seed of the bank")
+@click.option("--bank", type=click.IntRange(1, 1024), default=100, show_default=True, help="samples in the bank")
+@click.option("--noise", type=click.FloatRange(0), default=0.25, show_default=True, help="neighbours' noise scale")
+@click.option("--device", default="auto", show_default=True)
+def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, noise, device) -> None:
+    """Concept arithmetic on z (the paper's figure 7): writes arithmetic.png, bank.png and index.html to --out."""
+    from pathlib import Path
+
+    from ganlab import GanlabError, load, select_device
+
+    concepts = ax.parse_concepts(concept_texts, bank)
+    coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
+    notes = exemplar_notes(concepts, coeffs)
+    out = Path(out)
+    torch_device = select_device(device)
+    gan = load(checkpoint, torch_device)
+    bank_z = ax.make_bank(gan.config, bank, seed)
+    bank_u8 = ax.to_uint8(ax.generate(gan.generator, bank_z, torch_device))
+    coeffs, _, block, mean_u8 = arithmetic_images(gan.generator, torch_device, bank_z, concepts, expression,
+                                                  seed + 1, noise, "--expr")
+    picture = ax.arithmetic_picture(expression, picture_rows(concepts, coeffs, bank_u8, mean_u8), ax.to_uint8(block))
+    files = {"arithmetic.png": _png(picture), "bank.png": _png(ax.numbered_grid(bank_u8))}
+    rows = [{"name": name, "indices": ", ".join(map(str, idx)),
+             "coefficient": f"{coeffs[name]:+g}" if name in coeffs else "unused"} for name, idx in concepts.items()]
+    files["index.html"] = page(expression=expression, combination=ax.format_coeffs(coeffs), concepts=rows,
+                               notes=notes, checkpoint=str(checkpoint), seed=seed, bank=bank, noise=noise,
+                               arithmetic_png=files["arithmetic.png"], bank_png=files["bank.png"]).encode()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (out / name).write_bytes(data)
+    except OSError as exc:
+        raise GanlabError(f"cannot write to {out}: {exc.strerror or exc}; choose another --out") from None
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{expression.strip()} = {ax.format_coeffs(coeffs)}")
+    for name, what in (("arithmetic.png", "concepts, the result and its 8 neighbours"),
+                       ("bank.png", f"the numbered bank of {bank} samples"), ("index.html", "the page")):
+        click.echo(f"wrote {out / name} ({what})")
+
+
+class VectorArithmetic(Analysis):
+    name = "vector-arithmetic"
+    description = "Class-concept arithmetic on z (the paper's figure 7), read by a classifier trained on real images"
+    needs = ("labels", "train_set")
+    options = {"bank": 256, "exemplars": 3, "expressions": 3, "pictures": 2, "noise": 0.25, "train_limit": 3000,
+               "classifier": "pixels"}
+
+    def run(self, ctx):
+        import numpy as np
+
+        from ganlab import GanlabError
+
+        o = ctx.options
+        if o["bank"] < 1 or o["exemplars"] < 1 or o["noise"] < 0 or o["classifier"] not in ("pixels", "discriminator"):
+            raise GanlabError("vector-arithmetic needs bank >= 1, exemplars >= 1, noise >= 0 and classifier "
+                              f"pixels or discriminator (got {o['bank']}, {o['exemplars']}, {o['noise']}, "
+                              f"{o['classifier']!r})")
+        G, device = ctx.gan.generator, ctx.device
+        features = self._features(ctx)
+        classifier, accuracy, trained_on = self._classifier(ctx, features)
+        names: dict[int, str] = {}
+        for c in classifier.classes_:
+            name = self._concept_name(ctx, int(c))
+            names[int(c)] = f"{name}_{int(c)}" if name in names.values() else name
+        bank_z = ax.make_bank(ctx.gan.config, o["bank"], ctx.seed)
+        bank_u8 = ax.to_uint8(ax.generate(G, bank_z, device))
+        probs = classifier.predict_proba(features(bank_u8))
+        pred = classifier.classes_[probs.argmax(1)]
+        concepts, confidence, skipped = {}, {}, []
+        for column, label in enumerate(classifier.classes_):
+            members = np.flatnonzero(pred == label)
+            members = members[np.argsort(-probs[members, column], kind="stable")][:o["exemplars"]]
+            if len(members) < o["exemplars"]:
+                skipped.append(f"{names[int(label)]} ({len(members)})")
+                continue
+            concepts[names[int(label)]] = [int(i) for i in members]
+            confidence[names[int(label)]] = [float(probs[i, column]) for i in members]
+        label_of = {name: label for label, name in names.items()}
+        rows, images, matched, judged = [], [], 0, 0
+        for k, (expression, picture) in enumerate(self._expressions(list(concepts), o["expressions"], o["pictures"])):
+            coeffs, _, block, mean_u8 = arithmetic_images(G, device, bank_z, concepts, expression, ctx.seed + 1 + k,
+                                                          o["noise"], "expression")
+            block_u8 = ax.to_uint8(block)
+            reading = [names[int(c)] for c in classifier.predict(features(block_u8))]
+            expected = ax.expected_concept(coeffs)
+            hits = sum(r == expected for r in reading) if expected else None
+            if expected:
+                matched, judged = matched + hits, judged + len(reading)
+            rows.append([expression, ax.format_coeffs(coeffs), expected or "-", reading[0], ", ".join(reading[1:]),
+                         f"{hits}/{len(reading)}" if expected else "-"])
+            if picture:
+                used = picture_rows(concepts, coeffs, bank_u8, mean_u8, unused=False)
+                drawn = ax.arithmetic_picture(expression, used, block_u8)
+                images.append(Image(f"{expression} (read as {reading[0]}; neighbours: {', '.join(reading[1:])})",
+                                    ax.pil_to_array(drawn)))
+        bank_grid = ax.numbered_grid(bank_u8, [f"{i}:{int(c)}" for i, c in enumerate(pred)])
+        images.insert(0, Image(f"bank of {o['bank']} samples (seed {ctx.seed}), numbered, with the classifier's "
+                               "reading (index:class label)", ax.pil_to_array(bank_grid)))
+        concept_rows = [[name, label_of[name], ", ".join(map(str, idx)),
+                         ", ".join(f"{p:.3f}" for p in confidence[name])] for name, idx in concepts.items()]
+        text = [f"Classifier: {trained_on}; held-out accuracy "
+                f"{'n/a (no held-out split)' if accuracy is None else f'{accuracy:.1%}'}.",
+                f"Concepts: the {o['exemplars']} bank samples per class the classifier assigns to it most confidently."
+                + (f" Skipped (too few bank samples of the class): {', '.join(skipped)}." if skipped else ""),
+                "match_rate: over the expressions that reduce to one concept (c - c + d expects d, c - d + d expects "
+                f"c), the fraction of their result and {NEIGHBOURS} neighbour images (noise +-{o['noise']}) that the "
+                f"classifier reads as the expected class: {matched} of {judged}. Chance is about "
+                f"1/{len(classifier.classes_)}. Expressions with three different classes have no expected class."]
+        metrics = {"match_rate": matched / judged if judged else float("nan"), "concepts": len(concepts),
+                   "images_judged": judged}
+        if accuracy is not None:
+            metrics["classifier_heldout_accuracy"] = accuracy
+        return Result(metrics=metrics, images=images, text=text, tables=[
+            Table("concepts: the most confident bank samples per class", ["concept", "class label", "bank indices",
+                                                                          "classifier probability"], concept_rows),
+            Table("expressions, and the classifier's reading of the result and its neighbours",
+                  ["expression", "coefficients", "expected", "result read as", "neighbours read as", "matches"],
+                  rows)])
+
+    @staticmethod
+    def _expressions(names: list[str], free: int, pictures: int) -> list[tuple[str, bool]]:
+        """(expression, show as picture): c - c + d and c - d + d for every class, then a - b + c triples."""
+        n = len(names)
+        sanity = [e for k, c in enumerate(names) for e in (f"{c} - {c} + {names[(k + 1) % n]}",
+                                                           f"{c} - {names[(k + 1) % n]} + {names[(k + 1) % n]}")]
+        sanity = list(dict.fromkeys(sanity))  # one class: both are c - c + c
+        triples = [f"{names[k]} - {names[(k + 1) % n]} + {names[(k + 2) % n]}" for k in range(min(free, n))] if n >= 3 \
+            else []
+        return [(e, i < pictures) for i, e in enumerate(sanity)] + [(e, True) for e in triples]
+
+    @staticmethod
+    def _concept_name(ctx, label: int) -> str:
+        import re
+
+        classes = ctx.layout.classes if ctx.layout and ctx.layout.classes else None
+        text = classes[label] if classes and 0 <= label < len(classes) else str(label)
+        name = re.sub(r"[^A-Za-z0-9_]", "_", text)
+        return name if ax.NAME.match(name) else f"class_{name}"
+
+    @staticmethod
+    def _features(ctx):
+        """uint8 images -> the classifier's input rows (numpy float32)."""
+        if ctx.options["classifier"] == "pixels":
+            return lambda u8: u8.reshape(len(u8), -1).float().numpy() / 255.0
+        from ganlab import GanlabError, discriminator_features
+
+        if ctx.gan.discriminator is None:
+            raise GanlabError("vector-arithmetic.classifier=discriminator needs a checkpoint with D; use pixels")
+        return lambda u8: discriminator_features(ctx.gan.discriminator, u8, device=ctx.device)
+
+    @staticmethod
+    def _classifier(ctx, features):
+        """(fitted pipeline, held-out accuracy or None, a description)."""
+        from sklearn.decomposition import PCA
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        from ganlab import GanlabError
+
+        images, labels = ctx.split(ctx.train_split, limit=ctx.options["train_limit"])
+        keep = labels >= 0
+        X, y = features(images[keep]), labels[keep].numpy()
+        if len(set(y.tolist())) < 2:
+            raise GanlabError(f"vector-arithmetic needs at least 2 classes in the {ctx.train_split} split")
+        steps = [StandardScaler()] if ctx.options["classifier"] == "discriminator" else []
+        model = make_pipeline(*steps, PCA(min(50, X.shape[1], len(X) - 1), random_state=0),
+                              LogisticRegression(C=1.0, max_iter=1000)).fit(X, y)
+        accuracy = None
+        if ctx.heldout_split:
+            test, test_labels = ctx.split(ctx.heldout_split, limit=ctx.options["train_limit"])
+            keep = test_labels >= 0
+            if keep.any():
+                accuracy = float(model.score(features(test[keep]), test_labels[keep].numpy()))
+        what = "pixels / 255" if ctx.options["classifier"] == "pixels" else "D's pooled features, standardised"
+        return model, accuracy, (f"{what} -> PCA(50) -> logistic regression (C = 1), trained on {len(y)} "
+                                 f"{ctx.train_split} images")
+
+
+@hookimpl
+def ganlab_register_analyses(register):
+    register(VectorArithmetic())
+
+
+@hookimpl
+def ganlab_register_commands(cli):
+    cli.add_command(arithmetic_command)
