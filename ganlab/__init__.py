@@ -16,11 +16,12 @@ _LAZY = {
     "Generator": "ganlab.models", "Discriminator": "ganlab.models", "PRESETS": "ganlab.models",
     "sample_latent": "ganlab.models", "init_weights": "ganlab.models", "TrainOptions": "ganlab.defaults",
     "select_device": "ganlab.devices", "Detector": "ganlab.detectors", "Box": "ganlab.detectors",
-    "detector": "ganlab.api", "Option": "ganlab.options",
+    "detector": "ganlab.api", "Option": "ganlab.options", "FeatureSpace": "ganlab.feature_spaces",
     # data
     "DatasetSource": "ganlab.datasets", "Layout": "ganlab.datasets", "open_split": "ganlab.api",
     "load_split": "ganlab.api", "dataset_source": "ganlab.api",
-    "to_unit_range": "ganlab.images", "to_display_range": "ganlab.images",
+    "to_unit_range": "ganlab.images", "to_display_range": "ganlab.images", "to_uint8": "ganlab.images",
+    "nearest_neighbours": "ganlab.neighbours",
     # D's pooled features, shared by the probe, memorisation checks and sample quality
     "discriminator_features": "ganlab.features", "feature_dim": "ganlab.features", "pool_maps": "ganlab.features",
     "cached_features": "ganlab.features", "feature_cache_key": "ganlab.features",

@@ -116,6 +116,7 @@ class RunContext:
     layout: "Layout | None" = None
     skip_bad_images: bool = False  # drop unreadable image files (counted on stderr) instead of failing
     detectors: dict[str, Any] = field(default_factory=dict)  # name -> ganlab.Detector, as plugins registered
+    feature_spaces: dict[str, Any] = field(default_factory=dict)  # name -> ganlab.FeatureSpace
 
     @property
     def heldout_split(self) -> str | None:

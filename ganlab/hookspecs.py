@@ -56,6 +56,15 @@ def ganlab_register_detectors(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def ganlab_register_feature_spaces(register: Callable[[Any], None]) -> None:
+    """Register feature spaces: call ``register(MySpace())`` with a ``ganlab.FeatureSpace``.
+
+    A feature space embeds uint8 images as vectors (``embed(ctx, images) -> N x D``) for the sample-quality
+    and memorisation metrics; components get them by name from ``ctx.feature_spaces``.
+    """
+
+
+@hookspec
 def ganlab_register_experiments(register: Callable[[Any], None]) -> None:
     """Register experiments: call ``register(Experiment(...))`` (``ganlab.experiments``).
 

@@ -14,3 +14,8 @@ def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
 def to_display_range(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] (G's output) -> [0, 1] for grids and PNGs, clamped."""
     return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (G's output) -> uint8 0..255, rounded and clamped: the scale real images come in."""
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -33,6 +33,7 @@ KINDS = {  # kind -> (hook, base class as "module:name", imported late so `ganla
     "analyses": ("ganlab_register_analyses", "ganlab.components:Analysis"),
     "experiments": ("ganlab_register_experiments", "ganlab.experiments:Experiment"),
     "detectors": ("ganlab_register_detectors", "ganlab.detectors:Detector"),
+    "feature_spaces": ("ganlab_register_feature_spaces", "ganlab.feature_spaces:FeatureSpace"),
 }
 
 
@@ -179,6 +180,10 @@ class Registry:
     @property
     def detectors(self) -> dict[str, Any]:
         return self.items["detectors"]
+
+    @property
+    def feature_spaces(self) -> dict[str, Any]:
+        return self.items["feature_spaces"]
 
     def components(self) -> dict[str, Any]:
         """Evaluators then analyses, by name."""

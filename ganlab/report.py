@@ -101,7 +101,8 @@ def run_components(gan: LoadedGAN, components: list[Component], *, dataset: str 
                              dataset=dataset, data_root=Path(data_root) if data_root else None,
                              progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
                              quiet=not progress, split_cache=splits, source=source, layout=layout,
-                             skip_bad_images=skip_bad_images, detectors=dict(registry.detectors))
+                             skip_bad_images=skip_bad_images, detectors=dict(registry.detectors),
+                             feature_spaces=dict(registry.feature_spaces))
             torch.manual_seed(seed)
             start = time.perf_counter()
             try:

@@ -43,6 +43,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
 
     import ganlab
     from ganlab.options import resolve_options
+    from ganlab.registry import get_registry
 
     device_ = ganlab.select_device(device)
     if not isinstance(gan, ganlab.LoadedGAN):
@@ -56,6 +57,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
     return ganlab.RunContext(
         gan=gan, device=device_, seed=seed, cache_dir=Path(cache_dir or tempfile.mkdtemp(prefix="ganlab-cache-")),
         options=merged, dataset=dataset, data_root=Path(data_root) if data_root else None, quiet=True,
+        detectors=dict(get_registry().detectors), feature_spaces=dict(get_registry().feature_spaces),
         source=source, layout=source.layout(data_root, (dataset or "").partition(":")[2] or None) if source else None)
 
 

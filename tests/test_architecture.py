@@ -7,7 +7,8 @@ import ganlab
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "ganlab"
 # Only these ask the plugin registry; everything below them is handed what it needs.
-TOP_MODULES = {"ganlab.api", "ganlab.cli", "ganlab.report", "ganlab.registry"}
+# (ganlab.testing builds a RunContext the way the report does, for plugin authors' tests.)
+TOP_MODULES = {"ganlab.api", "ganlab.cli", "ganlab.report", "ganlab.registry", "ganlab.testing"}
 MAX_LINES = 400
 
 

@@ -221,3 +221,29 @@ def test_the_checks_notice_a_bad_page(browser, rendered, tmp_path):
     folder = rendered.parent.resolve().as_uri() + "/"
     outside = [url for url in seen["requests"] if not url.startswith(folder)]
     assert "http://127.0.0.1:9/remote.png" in outside and secret.resolve().as_uri() in outside
+
+
+ANALYSES = ("latent-walk", "guided-backprop", "vector-arithmetic", "forget-concept", "filter-health")
+
+
+def test_the_analysis_sections_render_in_a_browser(browser, tiny_run, tmp_path):
+    """A real report with the paper's section-6 analyses: every section is there and all its images load."""
+    from ganlab import registry
+    from ganlab.report import make_report
+
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"0": [[0, 0, 8, 8]], "1": [[8, 8, 8, 8]]}))
+    registry.reset()
+    data, out = make_report(tiny_run, only=list(ANALYSES), out=tmp_path / "report", device="cpu", progress=False,
+                            settings={"forget-concept.boxes": str(boxes), "forget-concept.detector": "",
+                                      "forget-concept.bank": "20", "vector-arithmetic.train_limit": "300",
+                                      "guided-backprop.filters": "3", "guided-backprop.top": "2"})
+    assert {run.name: run.status for run in data.components} == dict.fromkeys(ANALYSES, "ok")
+    seen = browser(out / "index.html")
+    broken = [img["src"] for img in seen["images"] if not (img["complete"] and img["width"] > 0)]
+    assert not broken, f"images that did not load: {broken}"
+    html = (out / "index.html").read_text()
+    for index, name in enumerate(ANALYSES, 1):
+        assert f'id="component-{name}"' in html
+        shown = [img for img in seen["images"] if img["src"].startswith(f"assets/c{index:02d}-{name}-")]
+        assert shown, f"{name} shows no image"

@@ -64,7 +64,7 @@ class Constant(Evaluator):
 
 def test_every_hookspec_has_a_test():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ganlab_")]
-    assert len(specs) == 7
+    assert len(specs) == 8
     tests = {name for name, _ in inspect.getmembers(sys.modules[__name__], inspect.isfunction)}
     missing = [s for s in specs if f"test_hook_{s}" not in tests]
     assert not missing, f"hooks without a test: {missing}"
@@ -124,6 +124,32 @@ def test_hook_ganlab_register_detectors(plugin_module, tiny_run, tmp_path):
     assert data.components[0].result.metrics == {"boxes": 4}
     bad = plugin_module("not-a-detector", ganlab_register_detectors=lambda register: register(Constant("x")))
     assert "is not a Detector" in bad.plugins["not-a-detector"].error
+
+
+def test_hook_ganlab_register_feature_spaces(plugin_module, tiny_run, tmp_path):
+    class MeanBrightness(ganlab.FeatureSpace):
+        name, description = "mean-brightness", "one number per image: its mean pixel value"
+
+        def embed(self, ctx, images):
+            return images.float().mean((1, 2, 3), keepdim=False)[:, None].numpy()
+
+    class UsesSpace(Evaluator):
+        name, description = "uses-space", "embeds 8 real test images in the registered space"
+
+        def run(self, ctx):
+            images, _ = ctx.split("test", limit=8)
+            vectors = ctx.feature_spaces["mean-brightness"].embed(ctx, images)
+            return Result(metrics={"dim": vectors.shape[1], "first": float(vectors[0, 0]),
+                                   "expected": images[0].float().mean().item()})
+
+    reg = plugin_module("spaces", ganlab_register_feature_spaces=lambda register: register(MeanBrightness()),
+                        ganlab_register_evaluators=lambda register: register(UsesSpace()))
+    assert reg.owner[("feature_spaces", "mean-brightness")] == "spaces"
+    data, _ = make_report(tiny_run, only=["uses-space"], out=tmp_path / "r", device="cpu", progress=False)
+    metrics = data.components[0].result.metrics
+    assert metrics["dim"] == 1 and metrics["first"] == pytest.approx(metrics["expected"])
+    bad = plugin_module("not-a-space", ganlab_register_feature_spaces=lambda register: register(Constant("x")))
+    assert "is not a FeatureSpace" in bad.plugins["not-a-space"].error
 
 
 def test_hook_ganlab_register_experiments(plugin_module):

@@ -1,0 +1,61 @@
+"""Exact nearest neighbours by L2 distance, in chunks: no N x M distance matrix is ever held whole.
+
+The memorisation checks compare thousands of samples with tens of thousands of training images, in pixels
+and in D's features. ``||q - r||^2 = ||q||^2 - 2 q.r + ||r||^2`` turns each block of distances into one
+matrix product, which runs near the machine's matmul speed, on the GPU when the tensors are there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    return t.reshape(len(t), -1).to(device=device, dtype=torch.float32)
+
+
+def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk: int = 2048,
+                       reference_chunk: int = 8192, device: str | torch.device | None = None,
+                       exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest references of each query: (distances N x k float32, indices N x k int64), on the CPU.
+
+    ``queries`` N x ... and ``references`` M x ... are tensors or arrays (numpy memmaps too), flattened to
+    vectors. Peak memory is one ``query_chunk x reference_chunk`` block plus the chunks themselves. With
+    ``exclude_self`` (queries and references the same set) each point's own entry is skipped. Distances are
+    exact to float32 rounding; ties keep the lower index first only up to that rounding.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, not {k}")
+    n, m = len(queries), len(references)
+    if k > m - (1 if exclude_self else 0):
+        raise ValueError(f"k = {k} is more than the {m} references")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    out_d = torch.empty(n, k, dtype=torch.float32)
+    out_i = torch.empty(n, k, dtype=torch.int64)
+    ref_norms = []
+    for b in range(0, m, reference_chunk):
+        chunk = _as_tensor(references[b:b + reference_chunk], device)
+        ref_norms.append((chunk * chunk).sum(1))
+    for a in range(0, n, query_chunk):
+        q = _as_tensor(queries[a:a + query_chunk], device)
+        q_norm = (q * q).sum(1, keepdim=True)
+        best_d = torch.full((len(q), k), float("inf"), device=device)
+        best_i = torch.zeros((len(q), k), dtype=torch.int64, device=device)
+        for j, b in enumerate(range(0, m, reference_chunk)):
+            r = _as_tensor(references[b:b + reference_chunk], device)
+            d2 = torch.addmm(q_norm + ref_norms[j], q, r.T, alpha=-2.0).clamp_(min=0)
+            if exclude_self:
+                rows = torch.arange(len(q), device=device)
+                cols = rows + a - b
+                inside = (cols >= 0) & (cols < len(r))
+                d2[rows[inside], cols[inside]] = float("inf")
+            both_d = torch.cat([best_d, d2], 1)
+            both_i = torch.cat([best_i, torch.arange(b, b + len(r), device=device).expand(len(q), -1)], 1)
+            best_d, pick = both_d.topk(k, dim=1, largest=False)
+            best_i = both_i.gather(1, pick)
+        out_d[a:a + len(q)] = best_d.sqrt().cpu()
+        out_i[a:a + len(q)] = best_i.cpu()
+    return out_d, out_i
