@@ -85,6 +85,8 @@ def train_options(func):
         click.option("--overwrite", is_flag=True, default=None, help="replace a run already in the run folder"),
         click.option("--skip-bad-images", is_flag=True, default=None,
                      help="skip unreadable image files (with a count) instead of stopping"),
+        click.option("--exclude", type=click.Path(dir_okay=False), default=None,
+                     help="file of image positions to leave out, one per line (e.g. from ganlab dedup)"),
     ]
     for option in reversed(opts):
         func = option(func)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,12 +156,16 @@ class _Guarded(Dataset):
 def load_split(source: DatasetSource, split: str = "train", *, variant: str | None = None,
                root: str | Path | None = None, image_size: int = 32, channels: int = 3, download: bool = False,
                limit: int | None = None, progress: bool = True, skip_bad: bool = False,
+               exclude: "Collection[int] | None" = None,
                report: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a split into memory: (uint8 N x C x H x W in 0..255, int64 N labels, -1 = unlabelled).
 
     ``limit`` keeps the first ``limit`` indices of a fixed permutation (numpy ``default_rng(0)``),
     a random and so roughly class-balanced subset that is the same on every call; the kept items
     are returned in dataset order, so a smaller limit gives a subset of a larger one.
+
+    ``exclude`` holds positions in the whole split (0-based, in the order ``open_split`` gives; e.g. the
+    duplicates ``ganlab dedup`` found) that are left out, after ``limit`` chose its subset.
 
     An image that cannot be used (unreadable, corrupt, empty, not an image, too large, pixel values
     out of range; see ``ganlab.image_files``) raises a one-line ``BadImageError`` (a ``GanlabError``)
@@ -177,12 +181,22 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
 
     dataset = open_split(source, split, variant=variant, root=root, image_size=image_size, channels=channels,
                          download=download)
+    keep = np.arange(len(dataset))
     if limit is not None:
         if limit < 1:
             raise GanlabError(f"limit must be a positive number of images, not {limit}")
         if limit < len(dataset):
             keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(dataset))[:limit])
-            dataset = Subset(dataset, keep.tolist())
+    if exclude:
+        outside = sorted(i for i in exclude if not 0 <= i < len(dataset))
+        if outside:
+            raise GanlabError(f"the exclusion list names image {outside[0]}, but {source.name}/{split} has "
+                              f"{len(dataset)} images (0..{len(dataset) - 1}); was it made for another dataset?")
+        keep = keep[~np.isin(keep, np.fromiter(exclude, dtype=np.int64))]
+        if not len(keep):
+            raise GanlabError(f"the exclusion list removes every image of {source.name}/{split}")
+    if len(keep) < len(dataset):
+        dataset = Subset(dataset, keep.tolist())
     n = len(dataset)
     images = torch.empty((n, channels, image_size, image_size), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
@@ -219,3 +233,21 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
         images, labels = images[good], labels[good]
     return images, labels
 
+
+
+def read_exclusion_list(path: str | Path) -> set[int]:
+    """Image positions from an exclusion list: one whole number per line; blank lines and ``#`` comments skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GanlabError(f"cannot read the exclusion list {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    indices = set()
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if not text.isdigit():
+            raise GanlabError(f"{path}, line {number}: {text[:40]!r} is not an image position (a whole number >= 0)")
+        indices.add(int(text))
+    return indices

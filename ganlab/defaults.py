@@ -39,6 +39,7 @@ class TrainOptions:
     resume: str | None = None  # continue this checkpoint (into its own folder unless ``out`` is given)
     overwrite: bool = False  # replace a run already in ``out`` (without it, training there is refused)
     skip_bad_images: bool = False  # drop unreadable image files (with a count) instead of stopping
+    exclude: str | None = None  # a file of image positions to leave out (e.g. from ganlab dedup)
     sample_every: int = 1  # epochs between sample grids
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ from ganlab.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from ganlab.datasets import DatasetSource, load_split
+from ganlab.datasets import DatasetSource, load_split, read_exclusion_list
 from ganlab.defaults import TrainOptions
 from ganlab.devices import select_device
 from ganlab.errors import GanlabError
@@ -79,7 +79,8 @@ class Trainer:
         self.images, _ = load_split(source, options.split, variant=options.dataset.partition(":")[2] or None,
                                     root=options.data_root, image_size=cfg.image_size, channels=cfg.channels,
                                     download=options.download, limit=options.limit, progress=self.progress,
-                                    skip_bad=options.skip_bad_images)
+                                    skip_bad=options.skip_bad_images,
+                                    exclude=read_exclusion_list(options.exclude) if options.exclude else None)
         if len(self.images) < 2:
             raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; "
                               "training needs at least 2")

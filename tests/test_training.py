@@ -244,3 +244,21 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     lines = (out / "log.jsonl").read_text().splitlines()
     assert len(lines) == 6  # only rank 0 writes
     assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt", "last.pt"]
+
+
+def test_exclude_leaves_the_listed_images_out(tmp_path):
+    from ganlab import load_split
+
+    listed = tmp_path / "exclude.txt"
+    listed.write_text("# duplicates\n3\n5\n\n700  # a comment\n")
+    last = train(tiny_options(tmp_path / "run", epochs=1, limit=None, exclude=str(listed)), progress=False)
+    assert read_checkpoint(last)["dataset"]["size"] == 898 - 3
+    everything, _ = load_split("digits", "train", image_size=16, channels=1, progress=False)
+    kept, _ = load_split("digits", "train", image_size=16, channels=1, progress=False, exclude={3, 5, 700})
+    expected = torch.cat([everything[:3], everything[4:5], everything[6:700], everything[701:]])
+    assert torch.equal(kept, expected)
+    for text, message in [("3\nfive\n", "line 2: 'five' is not an image position"),
+                          ("9000\n", "names image 9000, but digits/train has 898 images")]:
+        listed.write_text(text)
+        with pytest.raises(GanlabError, match=message):
+            train(tiny_options(tmp_path / "again", epochs=1, exclude=str(listed)), progress=False)
