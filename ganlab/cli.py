@@ -132,39 +132,65 @@ def _load_for_cli(checkpoint, generator, discriminator, device):
 
 @cli.command()
 @click.argument("checkpoint", required=False, type=click.Path())
-@click.option("-n", "count", type=click.IntRange(1, 4096), default=64, show_default=True, help="number of images")
-@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True, help="PNG to write")
+@click.option("-n", "count", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
+              help="number of images (a grid holds at most 4096)")
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True,
+              help="the grid image to write")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="write N separate PNGs (sample_000000.png, ...) here instead of a grid, for external tools")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nrow", type=click.IntRange(1), default=8, show_default=True, help="images per grid row")
 @click.option("--generator", type=click.Path(dir_okay=False),
               help="a pytorch/examples netG_*.pth instead of CHECKPOINT")
 @click.option("--discriminator", type=click.Path(dir_okay=False), help="its netD_*.pth (optional)")
 @click.option("--device", default="auto", show_default=True)
-def sample(checkpoint, count, out, seed, nrow, generator, discriminator, device) -> None:
-    """Write a grid of N generated images to a PNG (or any image format Pillow writes: .jpg, .webp, ...)."""
+def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator, device) -> None:
+    """Write N generated images: a grid (PNG, JPEG, ...) or, with --out-dir, one PNG per image."""
     from pathlib import Path
 
+    from PIL import Image
+
+    out = Path(out)
+    if out_dir is None and out.suffix.lower() not in Image.registered_extensions():
+        raise GanlabError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png or .jpg")
+    if out_dir is None and count > 4096:
+        raise GanlabError(f"-n {count}: a grid holds at most 4096 images; give --out-dir DIR for one file each")
+    if out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).glob("sample_*.png")):
+        raise GanlabError(f"{out_dir} already holds sample_*.png files; give an empty or new --out-dir")
+    gan = _load_for_cli(checkpoint, generator, discriminator, device)
+    written = _write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)
+    click.echo(f"wrote {count} samples to {written}")
+
+
+def _write_samples(gan, count, seed, out, out_dir, nrow):
+    """The grid at ``out``, or one PNG per sample in ``out_dir`` (generated in chunks, never all in memory)."""
     import torch
     from PIL import Image
     from torchvision.utils import save_image
 
+    from ganlab.images import to_uint8
     from ganlab.run_folder import os_error
 
-    out = Path(out)
-    if out.suffix.lower() not in Image.registered_extensions():
-        raise GanlabError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png or .jpg")
-    gan = _load_for_cli(checkpoint, generator, discriminator, device)
-    images = gan.sample(count, seed=seed)
-    bad = int((~torch.isfinite(images)).sum())
-    if bad:
-        raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or infinite; "
-                          "nothing was written")
+    target = out_dir or out
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        (out_dir or out.parent).mkdir(parents=True, exist_ok=True)
+        chunk = count if out_dir is None else 1024
+        for start in range(0, count, chunk):
+            # seed + start: chunk k holds the same images whatever the chunk size of an earlier call
+            images = gan.sample(min(chunk, count - start), seed=seed if start == 0 else seed + start)
+            bad = int((~torch.isfinite(images)).sum())
+            if bad:
+                raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or "
+                                  f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
+            if out_dir is None:
+                save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+                continue
+            pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
+            for i, array in enumerate(pixels, start):
+                Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(out_dir / f"sample_{i:06d}.png")
     except OSError as exc:
-        raise os_error("write", out, exc) from None
-    click.echo(f"wrote {count} samples to {out}")
+        raise os_error("write", target, exc) from None
+    return target
 
 
 @cli.command()

@@ -304,3 +304,19 @@ def test_a_truncated_mnist_gz_says_so(work):
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 2, 3, 4])))
     line = _cli(["train", "--dataset", "mnist", "--split", "test", "--data-root", "mnist", *TINY, "--out", "new"], work)
     assert "t10k-images-idx3-ubyte.gz" in line and ("truncated" in line or "corrupt" in line), line
+
+
+def test_sample_out_dir_writes_one_png_per_image(work, tiny_run):
+    import numpy as np
+    from PIL import Image
+
+    result = subprocess.run([sys.executable, "-m", "ganlab", "sample", "run", "-n", "5", "--out-dir", "pngs"],
+                            cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    files = sorted((work / "pngs").glob("*.png"))
+    assert [f.name for f in files] == [f"sample_{i:06d}.png" for i in range(5)]
+    import ganlab
+
+    expected = ganlab.to_uint8(ganlab.load(tiny_run).sample(5, seed=0))[:, 0].numpy()
+    assert np.array_equal(np.stack([np.asarray(Image.open(f)) for f in files]), expected)
+    assert "already holds sample_*.png" in _cli(["sample", "run", "-n", "5", "--out-dir", "pngs"], work)
