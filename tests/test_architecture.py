@@ -2,6 +2,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 import ganlab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,11 +121,16 @@ def test_every_public_name_resolves():
         assert getattr(ganlab, name) is not None, name
 
 
-def test_docs_name_every_hook_and_public_name():
+@pytest.mark.parametrize("page", ["plugins.md", "reference.md"])
+def test_docs_name_every_hook_and_public_name(page):
     from ganlab import hookspecs
 
-    docs = (REPO / "docs" / "plugins.md").read_text()
+    docs = (REPO / "docs" / page).read_text()
     hooks = [name for name in dir(hookspecs) if name.startswith("ganlab_")]
-    assert len(hooks) >= 6
-    for name in hooks + [n for n in ganlab.__all__ if n != "__version__"] + ["__version__"]:
-        assert f"`{name}" in docs, name
+    assert len(hooks) >= 8
+    for name in hooks + list(ganlab.__all__):
+        assert f"`{name}" in docs or f", `{name}" in docs or f" {name}(" in docs, (page, name)
+    if page == "reference.md":  # each hook has its own section with an example
+        for hook in hooks:
+            section = docs.split(f"### `{hook}(", 1)[1].split("\n### ", 1)[0]
+            assert "```python" in section and "@ganlab.hookimpl" in section, hook

@@ -189,6 +189,24 @@ def test_hook_ganlab_load_checkpoint(plugin_module, tiny_run, tmp_path):
         ganlab.load(junk)
 
 
+def test_a_loader_with_plausible_loose_metadata_reports_fine(plugin_module, tiny_run, tmp_path):
+    """meta={"dataset": "digits"} (a name, not ganlab's dict) and the state dict from a plugin work in a report."""
+    source = ganlab.load(tiny_run)
+    weights = {"g": source.generator.state_dict(), "d": source.discriminator.state_dict()}
+
+    def reader(path, state):
+        if not str(path).endswith(".loose"):
+            return None
+        return ganlab.LoadedGAN.from_state_dicts(source.config, weights["g"], weights["d"], path=path,
+                                                 meta={"dataset": "digits", "epoch": "late", "history": None})
+
+    (tmp_path / "model.loose").write_bytes(b"my own format")
+    plugin_module("loose", ganlab_load_checkpoint=reader)
+    data, out = make_report(tmp_path / "model.loose", only=["d-score"], out=tmp_path / "r", device="cpu",
+                            progress=False)
+    assert data.dataset == "digits" and data.components[0].status == "ok" and data.training["epoch"] is None
+
+
 @pytest.mark.parametrize("bad, message", [
     (Constant("Bad Name"), "lowercase"),
     (object(), "not a Evaluator"),
@@ -346,3 +364,32 @@ def test_example_plugin_analysis_section(example_plugin, tiny_run, tmp_path):
     run = data.components[0]
     assert run.status == "ok" and run.plugin == "example" and run.options["bins"] == 8
     assert len(run.result.figures) == 1 and "example-histogram" in (out / "index.html").read_text()
+
+
+def test_the_reference_examples_work(tiny_run, tmp_path):
+    """docs/reference.md's code blocks, run as one plugin: each registers what the page says, and runs."""
+    import re
+
+    text = (Path(__file__).parents[1] / "docs" / "reference.md").read_text()
+    module = types.ModuleType("reference_examples")
+    exec(compile("\n\n".join(re.findall(r"```python\n(.*?)```", text, re.S)), "reference.md", "exec"),
+         module.__dict__)
+    reg = registry.register_plugin(module, "reference-examples")
+    try:
+        assert reg.plugins["reference-examples"].error is None
+        for kind, name in [("evaluators", "mean-dx"), ("analyses", "sample-grid"), ("datasets", "blobs"),
+                           ("experiments", "blobs-quick"), ("detectors", "bright-spot"),
+                           ("feature_spaces", "brightness")]:
+            assert reg.owner[(kind, name)] == "reference-examples", (kind, name)
+        data, _ = make_report(tiny_run, only=["mean-dx", "sample-grid"], out=tmp_path / "r", device="cpu",
+                              progress=False)
+        assert [run.status for run in data.components] == ["ok", "ok"]
+        images, labels = ganlab.load_split("blobs", "test", image_size=16, channels=1, progress=False)
+        assert images.shape == (100, 1, 16, 16) and labels[:4].tolist() == [0, 1, 0, 1]
+        import numpy as np
+
+        spot = np.zeros((10, 10, 3), dtype=np.uint8)
+        spot[6, 3] = 255
+        assert reg.detectors["bright-spot"].detect(spot) == [(1, 4, 4, 4)]
+    finally:
+        registry.reset()

@@ -1,0 +1,6 @@
+"""Memorisation checks: does G reproduce its training images?
+
+``neighbours`` (analysis ``nearest-neighbours``): each sample's exact nearest training images in pixels and in D's
+features, against the same distances of held-out real images. ``data_copying`` (evaluator ``data-copying``): the
+C_T test of Meehan, Chaudhuri & Dasgupta (AISTATS 2020), a per-cell Mann-Whitney test of those distances.
+"""
