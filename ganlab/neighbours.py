@@ -13,7 +13,11 @@ import torch
 
 
 def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if not x.flags.writeable:  # a read-only memmap chunk: torch would warn about sharing it
+            x = np.array(x)
+    t = torch.as_tensor(x)
     return t.reshape(len(t), -1).to(device=device, dtype=torch.float32)
 
 
@@ -41,21 +45,22 @@ def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk
         ref_norms.append((chunk * chunk).sum(1))
     for a in range(0, n, query_chunk):
         q = _as_tensor(queries[a:a + query_chunk], device)
-        q_norm = (q * q).sum(1, keepdim=True)
         best_d = torch.full((len(q), k), float("inf"), device=device)
         best_i = torch.zeros((len(q), k), dtype=torch.int64, device=device)
         for j, b in enumerate(range(0, m, reference_chunk)):
             r = _as_tensor(references[b:b + reference_chunk], device)
-            d2 = torch.addmm(q_norm + ref_norms[j], q, r.T, alpha=-2.0).clamp_(min=0)
+            # ||r||^2 - 2 q.r: ||q||^2 is the same along a row, so it is added once after the top-k
+            partial = torch.addmm(ref_norms[j].unsqueeze(0), q, r.T, alpha=-2.0)
             if exclude_self:
                 rows = torch.arange(len(q), device=device)
                 cols = rows + a - b
                 inside = (cols >= 0) & (cols < len(r))
-                d2[rows[inside], cols[inside]] = float("inf")
-            both_d = torch.cat([best_d, d2], 1)
-            both_i = torch.cat([best_i, torch.arange(b, b + len(r), device=device).expand(len(q), -1)], 1)
+                partial[rows[inside], cols[inside]] = float("inf")
+            block_d, block_i = partial.topk(min(k, len(r)), dim=1, largest=False)
+            both_d = torch.cat([best_d, block_d], 1)
             best_d, pick = both_d.topk(k, dim=1, largest=False)
-            best_i = both_i.gather(1, pick)
-        out_d[a:a + len(q)] = best_d.sqrt().cpu()
+            best_i = torch.cat([best_i, block_i + b], 1).gather(1, pick)
+        q_norm = (q * q).sum(1, keepdim=True)
+        out_d[a:a + len(q)] = (best_d + q_norm).clamp_(min=0).sqrt().cpu()
         out_i[a:a + len(q)] = best_i.cpu()
     return out_d, out_i

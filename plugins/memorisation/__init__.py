@@ -1,4 +1,4 @@
-"""Memorisation checks: does G reproduce its training images?
+"""Memorisation checks: does G reproduce its training images? One plugin (or helper) per module, among them:
 
 ``neighbours`` (analysis ``nearest-neighbours``): each sample's exact nearest training images in pixels and in D's
 features, against the same distances of held-out real images. ``data_copying`` (evaluator ``data-copying``): the

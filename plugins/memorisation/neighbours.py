@@ -89,7 +89,7 @@ def _histograms(found, percentile):
         if test is not None:
             ax.hist(test, bins=bins, density=True, alpha=0.6, label="held-out -> train")
             ax.axvline(entry["threshold"], color="k", linestyle="--", linewidth=1,
-                       label=f"{percentile:g}th percentile of held-out")
+                       label=f"{percentile:g}% quantile of held-out")
         ax.set_xlabel(f"distance to the nearest training image, {space}")
         ax.set_ylabel("density")
         ax.legend(fontsize="small")
@@ -160,7 +160,7 @@ class NearestNeighbours(Analysis):
         if test is not None:
             metrics["copy_fraction_expected"] = percentile / 100
             metrics["test_images"] = len(test)
-            columns += ["median distance, held-out -> train", f"copy threshold ({percentile:g}th pct of held-out)",
+            columns += ["median distance, held-out -> train", f"copy threshold ({percentile:g}% quantile of held-out)",
                         "copy fraction", "expected for held-out-like samples"]
         else:
             notes.append("The dataset has no held-out split, so there is no baseline: the distances are reported "
@@ -184,7 +184,7 @@ class NearestNeighbours(Analysis):
         text = [f"{n} samples of G (rounded to uint8, as real images are) and "
                 f"{'no held-out images' if test is None else f'{len(test)} held-out images'} were matched to their "
                 f"exact nearest neighbours among {len(train)} training images. A sample counts as a possible copy "
-                f"when it is closer to the training set than the {percentile:g}th percentile of the held-out "
+                f"when it is closer to the training set than the {percentile:g}% quantile of the held-out "
                 f"images' distances; a G that generalises gives a copy fraction near {percentile / 100:g}, a "
                 "memorising G one far above it. Look at the image grids: near-identical rows are copies.", *notes]
         return Result(metrics=metrics, tables=tables, images=images, text=text,
