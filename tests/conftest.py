@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny, fast training runs on the embedded digits."""
+"""Shared fixtures: tiny, fast training runs on the embedded digits; a feature cache kept out of $HOME."""
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +10,73 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# --- the feature cache: never the user's ---------------------------------------------------------
+# Components cache D features under $GANLAB_CACHE (else ~/.cache/ganlab). A function-scoped fixture
+# cannot cover module- and session-scoped fixtures (they run first), so the whole session points
+# GANLAB_CACHE at a temporary folder from the start; subprocesses inherit it. Every write this
+# process makes under the real cache folder is recorded by an audit hook and fails the session.
+_SESSION = {"real_cache": None, "test_cache": None, "writes": []}
+_WRITE_EVENTS = frozenset({"open", "os.mkdir", "os.rename", "os.remove", "os.truncate", "shutil.copyfile",
+                           "shutil.rmtree"})
+
+
+def _real_cache_dir() -> Path:
+    """Where `ganlab report` would cache features for this user, without the tests' override."""
+    return Path(os.environ.get("GANLAB_CACHE") or Path.home() / ".cache" / "ganlab").expanduser().resolve()
+
+
+def _is_write(event, args) -> bool:
+    if event != "open":
+        return True
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+    if isinstance(mode, str):
+        return bool(set(mode) & set("wax+"))
+    return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+
+
+def _audit(event, args):
+    if event not in _WRITE_EVENTS or not args or not _is_write(event, args):
+        return
+    real = _SESSION["real_cache"]
+    for target in args[:2] if event in ("os.rename", "shutil.copyfile") else args[:1]:
+        if isinstance(target, (str, bytes, os.PathLike)):
+            try:
+                path = Path(os.fsdecode(target)).resolve()
+            except (OSError, ValueError):
+                continue
+            if real is not None and (path == real or real in path.parents):
+                _SESSION["writes"].append(f"{event} {path}")
+
+
+def pytest_configure(config):
+    if _SESSION["test_cache"] is not None:
+        return
+    _SESSION["real_cache"] = _real_cache_dir()
+    _SESSION["test_cache"] = tempfile.mkdtemp(prefix="ganlab-test-cache-")
+    os.environ["GANLAB_CACHE"] = _SESSION["test_cache"]
+    sys.addaudithook(_audit)
+
+
+def pytest_unconfigure(config):
+    if _SESSION["test_cache"]:
+        shutil.rmtree(_SESSION["test_cache"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_written_to_the_real_cache():
+    """Fails the session (an error at its last teardown) if anything was written under the user's cache."""
+    yield
+    writes = _SESSION["writes"]
+    assert not writes, f"the tests wrote into the user's cache {_SESSION['real_cache']}: {writes[:5]}"
+
+
+def session_cache_state():
+    """(the user's real cache folder, the session's test cache, writes into the real one so far), for tests."""
+    return _SESSION["real_cache"], Path(_SESSION["test_cache"]), list(_SESSION["writes"])
+
+
+# --- tiny runs -------------------------------------------------------------------------------------
 
 def tiny_options(out, **changes):
     """A DCGAN small enough to train 2 epochs on 96 digits in about a second."""
@@ -29,7 +100,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    # Components cache features; keep each test's cache private and out of $HOME.
+    # Components cache features; keep each test's cache private (the session-wide one covers fixtures).
     monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "cache"))
 
 
@@ -44,4 +115,3 @@ def state_equal(a, b):
     import torch
 
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-

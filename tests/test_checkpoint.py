@@ -4,7 +4,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -95,29 +94,110 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
 
 
-WRITER = """
-import sys, torch
-from ganlab.checkpoint import save_checkpoint
-i = 0
-while True:
-    i += 1
-    save_checkpoint({"i": i, "w": torch.full((4_000_000,), float(i))}, sys.argv[1])
-    print(i, flush=True)
+def test_save_fsyncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """Durability: the bytes reach the disk before the rename, and the rename before save_checkpoint returns."""
+    path = tmp_path / "ckpt.pt"
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)  # which file or folder this descriptor is, and how much of it there is
+        events.append(("fsync", (st.st_dev, st.st_ino), st.st_size))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("replace", (os.stat(src).st_dev, os.stat(src).st_ino), None))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint({"value": torch.arange(1000.0)}, path)
+    monkeypatch.undo()
+    file_id = (path.stat().st_dev, path.stat().st_ino)
+    folder_id = (tmp_path.stat().st_dev, tmp_path.stat().st_ino)
+    assert [(kind, ident) for kind, ident, _ in events] == [("fsync", file_id), ("replace", file_id),
+                                                            ("fsync", folder_id)]
+    assert events[0][2] == path.stat().st_size  # the file was complete when it was synced
+    assert torch.equal(read_checkpoint(path)["value"], torch.arange(1000.0))
+
+
+# Each case runs in a forked child that saves checkpoint 1, then dies by SIGKILL (no clean-up can run) while
+# saving checkpoint 2: after a chosen number of bytes of the new file (a write hook on the file object
+# save_checkpoint opens), or in its fsync (every byte written, not yet renamed). "complete" saves both.
+KILLED_WRITER = """
+import io, os, signal, sys, traceback
+import torch
+import ganlab.checkpoint as checkpoint
+
+def old_then_new(folder, kill_at):
+    path = os.path.join(folder, "last.pt")
+    checkpoint.save_checkpoint({"i": 1, "w": torch.full((50_000,), 1.0)}, path)
+
+    class Dies(io.FileIO):
+        written = 0
+
+        def write(self, data):
+            data = bytes(data)
+            if isinstance(kill_at, int) and Dies.written + len(data) > kill_at:
+                super().write(data[:kill_at - Dies.written])
+                os.kill(os.getpid(), signal.SIGKILL)
+            Dies.written += len(data)
+            return super().write(data)
+
+    def opener(file, mode="r", *args, **kwargs):
+        return Dies(file, mode.replace("b", "")) if "w" in mode else open(file, mode, *args, **kwargs)
+
+    def dies(fd):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.open = opener  # the module's open(): only save_checkpoint's own file gets the hook
+    if kill_at == "fsync":
+        checkpoint.os.fsync = dies
+    checkpoint.save_checkpoint({"i": 2, "w": torch.full((50_000,), 2.0)}, path)
+    with open(os.path.join(folder, "size"), "w") as f:
+        f.write(str(Dies.written))
+
+size = None
+for spec in sys.argv[2:]:
+    folder = os.path.join(sys.argv[1], spec)
+    os.mkdir(folder)
+    at = {"complete": None, "fsync": "fsync", "half": size and size // 2, "last": size and size - 1}.get(spec)
+    at = int(spec) if spec.isdigit() else at
+    pid = os.fork()
+    if pid == 0:
+        try:
+            old_then_new(folder, at)
+            os._exit(0)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(3)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if spec == "complete":
+        size = int(open(os.path.join(folder, "size")).read())
+    print(spec, at, status, flush=True)
 """
 
 
-def test_kill_9_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
-    path = tmp_path / "last.pt"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
-    try:
-        for _ in range(2):  # wait for two complete saves, so the kill lands mid-write of a later one
-            assert proc.stdout.readline()
-        time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    payload = read_checkpoint(path)
-    assert payload["i"] >= 2 and torch.all(payload["w"] == payload["i"])
+def test_kill_9_at_chosen_bytes_of_a_save_keeps_the_old_checkpoint(tmp_path):
+    """Deterministic kill -9 mid-save: the previous checkpoint stays whole and nothing partial replaces it."""
+    specs = ["complete", "0", "1", "64", "half", "last", "fsync"]
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path), *specs], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert list(outcome) == specs, result.stdout + result.stderr[-2000:]
+    size = int((tmp_path / "complete" / "size").read_text())
+    assert outcome["complete"] == ["None", "0"] and size == (tmp_path / "complete" / "last.pt").stat().st_size
+    assert read_checkpoint(tmp_path / "complete" / "last.pt")["i"] == 2 and size > 200_000
+    assert [outcome[s][0] for s in ("half", "last")] == [str(size // 2), str(size - 1)]
+    for spec in specs[1:]:
+        assert outcome[spec][1] == str(-signal.SIGKILL), (spec, result.stderr[-2000:])
+        folder = tmp_path / spec
+        payload = read_checkpoint(folder / "last.pt")  # whole and loadable: the old one
+        assert payload["i"] == 1 and torch.all(payload["w"] == 1.0), spec
+        # a dead writer cannot remove its temp file; but it is hidden and never named like a checkpoint
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["last.pt"], spec
+        assert all(p.name.endswith(".tmp") for p in folder.iterdir() if p.name.startswith("."))
 
 
 # --- pytorch/examples DCGAN checkpoints (netG_epoch_N.pth / netD_epoch_N.pth) ------------------------

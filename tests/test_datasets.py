@@ -62,8 +62,47 @@ def svhn_root(tmp_path):
     return tmp_path
 
 
+MNIST_COUNTS = {"train": 14, "t10k": 10}  # images per generated file (prefix as in the official names)
+
+
+def mnist_image(prefix: str, index: int) -> np.ndarray:
+    """28 x 28 uint8, different for every file and index, never all black."""
+    offset = 0 if prefix == "train" else 101
+    return ((np.arange(28 * 28).reshape(28, 28) * (index + 3) + 13 * index + offset) % 256).astype(np.uint8)
+
+
+def mnist_labels(prefix: str) -> np.ndarray:
+    return (np.arange(MNIST_COUNTS[prefix]) * 7 + (3 if prefix == "train" else 0)) % 10
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An idx file as LeCun's: 0x0000, type 0x08 (unsigned bytes), ndim, big-endian dims, the data."""
+    return b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+
+
+def write_mnist(folder: Path, *, gz: bool) -> None:
+    """train-* and t10k-* images-idx3-ubyte / labels-idx1-ubyte, gzipped (as shipped) or raw, into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in MNIST_COUNTS.items():
+        images = np.stack([mnist_image(prefix, i) for i in range(n)])
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images),
+                            (f"{prefix}-labels-idx1-ubyte", mnist_labels(prefix).astype(np.uint8))):
+            if gz:
+                with gzip.open(folder / f"{name}.gz", "wb") as f:
+                    f.write(idx_bytes(array))
+            else:
+                (folder / name).write_bytes(idx_bytes(array))
+
+
 @pytest.fixture
 def mnist_root(tmp_path):
+    """Tiny MNIST files in the official idx format, gzipped as shipped, in torchvision's root/MNIST/raw/ layout."""
+    write_mnist(tmp_path / "MNIST" / "raw", gz=True)
+    return tmp_path
+
+
+@pytest.fixture
+def shared_mnist_root(tmp_path):
     """The shared MNIST test files, as shipped (.gz), in torchvision's root/MNIST/raw/ layout."""
     if not MNIST_TEST.is_dir():
         pytest.skip("shared MNIST test files absent")
@@ -141,9 +180,9 @@ def flat_root(tmp_path):
 
 CASES = {  # name -> (fixture giving the root or None, split, number of items)
     "digits": (None, "test", 899),
-    "mnist": ("mnist_root", "test", 10000),
+    "mnist": ("mnist_root", "test", MNIST_COUNTS["t10k"]),
     "svhn": ("svhn_root", "test", 5),
-    "cifar10": ("cifar_root", "test", 10000),
+    "cifar10": ("cifar_jpg_root", "test", 10 * 3),
     "lsun": ("lsun_root", "train", 3),
     "celeba": ("celeba_root", "all", 6),
     "folder": ("folder_root", "train", 3),
@@ -155,6 +194,22 @@ def cifar_root():
     if not CIFAR_JPG.is_dir():
         pytest.skip("shared CIFAR-10 JPEG tree absent")
     return CIFAR_JPG
+
+
+CIFAR_JPG_COUNTS = {"train": 2, "test": 3}  # images per class in the generated tree
+
+
+@pytest.fixture
+def cifar_jpg_root(tmp_path):
+    """A tiny CIFAR-10 JPEG ImageFolder tree: {train,test}/<the 10 class names>/NNNN.jpg, 32 x 32 RGB noise."""
+    rng = np.random.default_rng(3)
+    for split, per_class in CIFAR_JPG_COUNTS.items():
+        for cls in readers.CIFAR10_CLASSES:
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i:04d}.jpg", quality=90)
+    return tmp_path
 
 
 def test_cases_cover_every_builtin():
@@ -233,7 +288,8 @@ def test_digits_has_no_variant():
 # ----------------------------------------------------------------------------- MNIST
 
 @needs_mnist
-def test_mnist_real_test_set(mnist_root):
+def test_mnist_real_test_set(shared_mnist_root):
+    mnist_root = shared_mnist_root
     dataset = api.open_split("mnist", "test", root=mnist_root, image_size=28, channels=1)
     assert len(dataset) == 10000
     image, label = dataset[0]
@@ -245,18 +301,52 @@ def test_mnist_real_test_set(mnist_root):
 
 
 @needs_mnist
-def test_mnist_load_split_with_workers(mnist_root):
-    images, labels = api.load_split("mnist", "test", root=mnist_root, image_size=16, channels=1, progress=False)
+def test_mnist_load_split_with_workers(shared_mnist_root):
+    images, labels = api.load_split("mnist", "test", root=shared_mnist_root, image_size=16, channels=1,
+                                    progress=False)
     assert images.shape == (10000, 1, 16, 16) and labels.dtype == torch.int64
     assert torch.equal(labels.bincount(), torch.tensor([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]))
 
 
 @needs_mnist
-def test_mnist_uncompressed_files_in_root(tmp_path):
+def test_mnist_uncompressed_files_in_root_shared(tmp_path):
     for gz in MNIST_TEST.glob("*.gz"):
         with gzip.open(gz) as src, open(tmp_path / gz.stem, "wb") as dst:
             shutil.copyfileobj(src, dst)
     assert api.open_split("mnist", "test", root=tmp_path)[0][1] == 7
+
+
+@pytest.mark.parametrize("split, prefix", [("test", "t10k"), ("train", "train")])
+def test_mnist_generated_gz_files_in_raw(mnist_root, split, prefix):
+    """Every pixel and label of tiny official-format .gz files, read in place (nothing extracted)."""
+    dataset = api.open_split("mnist", split, root=mnist_root, image_size=28, channels=1)
+    assert len(dataset) == MNIST_COUNTS[prefix]
+    for i in range(len(dataset)):
+        image, label = dataset[i]
+        assert label == mnist_labels(prefix)[i] and isinstance(label, int)
+        assert torch.equal(image[0], torch.from_numpy(mnist_image(prefix, i)))
+    assert all(p.suffix == ".gz" for p in (mnist_root / "MNIST" / "raw").iterdir())  # nothing extracted
+
+
+def test_mnist_generated_load_split_with_workers(mnist_root):
+    images, labels = api.load_split("mnist", "train", root=mnist_root, image_size=16, channels=1, progress=False)
+    assert images.shape == (MNIST_COUNTS["train"], 1, 16, 16) and images.dtype == torch.uint8
+    assert labels.dtype == torch.int64 and labels.tolist() == mnist_labels("train").tolist()
+    expected = np.array(Image.fromarray(mnist_image("train", 5)).resize((16, 16), Image.BICUBIC))
+    assert (images[5, 0].int() - torch.from_numpy(expected).int()).abs().max() <= 40  # resized, not another image
+    assert (images[5, 0].int() - images[6, 0].int()).abs().max() > 40
+
+
+def test_mnist_generated_raw_files_directly_in_root(tmp_path):
+    write_mnist(tmp_path, gz=False)
+    dataset = api.open_split("mnist", "test", root=tmp_path, image_size=28, channels=1)
+    assert len(dataset) == MNIST_COUNTS["t10k"] and dataset[3][1] == mnist_labels("t10k")[3]
+    assert torch.equal(dataset[3][0][0], torch.from_numpy(mnist_image("t10k", 3)))
+    # torchvision's MNIST/raw/ wins over root when both hold the files
+    write_mnist(tmp_path / "MNIST" / "raw", gz=True)
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(idx_bytes(np.full(MNIST_COUNTS["t10k"], 9, np.uint8))))
+    assert api.open_split("mnist", "test", root=tmp_path)[3][1] == 9
 
 
 def test_mnist_train_missing_names_files_and_folder(tmp_path):
@@ -333,6 +423,27 @@ def test_cifar10_limit_is_deterministic_and_roughly_balanced(cifar_root):
     assert torch.equal(a_labels, a_labels.sort().values)  # returned in dataset order
 
 
+def test_cifar10_generated_jpeg_tree(cifar_jpg_root):
+    dataset = api.open_split("cifar10", "train", root=cifar_jpg_root, image_size=32, channels=3)
+    per_class = CIFAR_JPG_COUNTS["train"]
+    assert len(dataset) == 10 * per_class and dataset.classes == list(readers.CIFAR10_CLASSES)
+    assert [dataset[i][1] for i in range(len(dataset))] == [i // per_class for i in range(10 * per_class)]
+    for index, cls, name in ((0, "airplane", "0000.jpg"), (7, "cat", "0001.jpg"), (19, "truck", "0001.jpg")):
+        expected = np.array(Image.open(cifar_jpg_root / "train" / cls / name).convert("RGB"))
+        assert torch.equal(dataset[index][0].permute(1, 2, 0), torch.from_numpy(expected)), (index, cls)
+    assert len(api.open_split("cifar10", "test", root=cifar_jpg_root)) == 10 * CIFAR_JPG_COUNTS["test"]
+
+
+def test_cifar10_generated_limit_is_a_fixed_subset_in_dataset_order(cifar_jpg_root):
+    full_images, full_labels = api.load_split("cifar10", "test", root=cifar_jpg_root, progress=False)
+    a_images, a_labels = api.load_split("cifar10", "test", root=cifar_jpg_root, limit=12, progress=False)
+    b_images, b_labels = api.load_split("cifar10", "test", root=cifar_jpg_root, limit=12, progress=False)
+    assert a_images.shape == (12, 3, 32, 32) and torch.equal(a_images, b_images) and torch.equal(a_labels, b_labels)
+    keep = np.sort(np.random.default_rng(0).permutation(len(full_labels))[:12])  # the documented subset
+    assert torch.equal(a_images, full_images[keep]) and torch.equal(a_labels, full_labels[keep])
+    assert not torch.equal(a_labels, full_labels[:12])  # a random subset, not the first 12
+
+
 def _py2_str(data: bytes) -> bytes:
     """A Python 2 ``str`` as cPickle wrote it (SHORT_BINSTRING / BINSTRING)."""
     return b"U" + bytes([len(data)]) + data if len(data) < 256 else b"T" + struct.pack("<i", len(data)) + data
@@ -355,15 +466,28 @@ def _cifar_image(index: int) -> np.ndarray:
     return ((np.arange(32 * 32 * 3).reshape(32, 32, 3) * (index + 1) + 7 * index) % 256).astype(np.uint8)
 
 
-@pytest.fixture
-def cifar_batches_root(tmp_path):
-    """cifar-10-batches-py/ with data_batch_1..5 (2 images each, labels 0..9) and test_batch (3 images)."""
+def py3_cifar_batch(data: np.ndarray, labels: list[int], protocol: int) -> bytes:
+    """A batch as Python 3 pickles the same dict (what re-saved copies of the official files hold): bytes keys,
+    ``b"data"`` uint8 [N, 3072], ``b"labels"`` a list."""
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": labels, b"data": data,
+             b"filenames": [f"image_{i}.png".encode() for i in range(len(labels))]}
+    return pickle.dumps(batch, protocol=protocol)
+
+
+@pytest.fixture(params=["python2", "python3-protocol2", "python3-protocol5"])
+def cifar_batches_root(tmp_path, request):
+    """cifar-10-batches-py/ with data_batch_1..5 (2 images each, labels 0..9) and test_batch (3 images), written
+    as the official archive's Python 2 cPickle, or as Python 3 pickles of the same dict."""
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
         indices = [3 * b, 3 * b + 1, 3 * b + 2] if name == "test_batch" else [2 * b, 2 * b + 1]
         rows = np.stack([_cifar_image(i).transpose(2, 0, 1).reshape(-1) for i in indices])  # R plane, G, B
-        (folder / name).write_bytes(py2_cifar_batch(rows, [i % 10 for i in indices]))
+        labels = [i % 10 for i in indices]
+        if request.param == "python2":
+            (folder / name).write_bytes(py2_cifar_batch(rows, labels))
+        else:
+            (folder / name).write_bytes(py3_cifar_batch(rows, labels, int(request.param[-1])))
     return tmp_path
 
 

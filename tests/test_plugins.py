@@ -70,21 +70,30 @@ def test_every_hookspec_has_a_test():
     assert not missing, f"hooks without a test: {missing}"
 
 
-def test_hook_ganlab_register_evaluators(plugin_module):
+def test_hook_ganlab_register_evaluators(plugin_module, tiny_run, tmp_path):
     reg = plugin_module("mine", ganlab_register_evaluators=lambda register: register(Constant("my-eval", 3.0)))
     assert reg.evaluators["my-eval"].value == 3.0 and reg.owner[("evaluators", "my-eval")] == "mine"
     assert reg.plugins["mine"].registers == {"evaluators": ["my-eval"]}
+    # the effect: a report runs it as an evaluator of this plugin, and its number reaches metrics.json
+    data, out = make_report(tiny_run, only=["my-eval"], out=tmp_path / "r", device="cpu", progress=False)
+    run = data.components[0]
+    assert (run.name, run.kind, run.plugin, run.status) == ("my-eval", "evaluator", "mine", "ok")
+    assert json.loads((out / "metrics.json").read_text())["components"]["my-eval"]["metrics"] == {"value": 3.0}
 
 
-def test_hook_ganlab_register_analyses(plugin_module):
+def test_hook_ganlab_register_analyses(plugin_module, tiny_run, tmp_path):
     class Look(ganlab.Analysis):
         name, description = "my-look", "looks"
 
         def run(self, ctx):
-            return Result(text=["seen"])
+            return Result(text=[f"seen {ctx.gan.config.nz} latent dims"])
 
     reg = plugin_module("mine", ganlab_register_analyses=lambda register: register(Look()))
-    assert "my-look" in reg.analyses and "my-look" in reg.components()
+    assert "my-look" in reg.analyses and "my-look" in reg.components() and "my-look" not in reg.evaluators
+    data, out = make_report(tiny_run, only=["my-look"], out=tmp_path / "r", device="cpu", progress=False)
+    run = data.components[0]
+    assert (run.kind, run.plugin, run.status, run.result.text) == ("analysis", "mine", "ok", ["seen 8 latent dims"])
+    assert 'id="component-my-look"' in (out / "index.html").read_text()
 
 
 def test_hook_ganlab_register_datasets(plugin_module, tmp_path):
@@ -152,10 +161,31 @@ def test_hook_ganlab_register_feature_spaces(plugin_module, tiny_run, tmp_path):
     assert "is not a FeatureSpace" in bad.plugins["not-a-space"].error
 
 
-def test_hook_ganlab_register_experiments(plugin_module):
-    exp = ganlab.Experiment("my-exp", "an experiment", train={"epochs": 1})
-    reg = plugin_module("mine", ganlab_register_experiments=lambda register: register(exp))
+def test_hook_ganlab_register_experiments(plugin_module, tiny_run, tmp_path, in_tmp):
+    from click.testing import CliRunner
+
+    from ganlab.cli import cli
+
+    class Option(Evaluator):
+        name, description, options = "my-option", "reports its option", {"k": 1}
+
+        def run(self, ctx):
+            return Result(metrics={"k": ctx.options["k"]})
+
+    exp = ganlab.Experiment("my-exp", "an experiment of mine", train={"epochs": 1},
+                            components=("my-option",), component_options={"my-option.k": 7})
+    reg = plugin_module("mine", ganlab_register_experiments=lambda register: register(exp),
+                        ganlab_register_evaluators=lambda register: (register(Option()), register(Constant())))
     assert reg.experiments["my-exp"] is exp and "probe-digits" in reg.experiments
+    # the effect: `ganlab run` lists it and runs its recipe (its components, with its options)
+    listing = CliRunner().invoke(cli, ["run", "--list"])
+    assert listing.exit_code == 0 and "my-exp           an experiment of mine" in listing.output.splitlines()
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["run", "my-exp", "--checkpoint", str(tiny_run), "--report-out", str(out),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    components = json.loads((out / "metrics.json").read_text())["components"]
+    assert list(components) == ["my-option"] and components["my-option"]["metrics"] == {"k": 7}
 
 
 def test_hook_ganlab_register_commands(example_plugin):

@@ -1,5 +1,7 @@
 """The svm-probe evaluator: D feature pooling and dims, caching, baselines, determinism, SVHN protocol."""
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -100,20 +102,35 @@ def test_probe_rows_and_metrics(probe_report):
     assert len(run.result.figures) == 1 and "UMAP" in run.result.figures[0].title
 
 
-def test_full_label_pixels_row_matches_sklearn(tiny_run):
+def test_full_label_rows_match_sklearn(tiny_run, tmp_path):
+    """The pixels row and both D rows equal a LinearSVC on the public feature functions' output (C=0.01)."""
     registry.reset()
     settings = {**QUICK, "svm-probe.C_grid": "0.01", "svm-probe.labels_per_class": "all",
-                "svm-probe.baselines": "pixels", "svm-probe.umap": "false"}
+                "svm-probe.baselines": "pixels,random-d", "svm-probe.umap": "false"}
     data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, settings=settings,
-                          out=tiny_run.parent / "r-sk")
-    got = data.components[0].result.metrics["pixels.all.accuracy"]
+                          out=tmp_path / "r-sk")
+    metrics = data.components[0].result.metrics
     train, y_train = load_split("digits", "train", image_size=16, channels=1, progress=False)
     test, y_test = load_split("digits", "test", image_size=16, channels=1, progress=False)
     X_train, X_test = (to_unit_range(x).flatten(1).numpy() for x in (train, test))
     svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(X_train, y_train)
-    assert got == pytest.approx(svm.score(X_test, y_test), abs=0.005)  # raw features, as in the paper
-    data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tiny_run.parent / "r-sk2",
-                          settings={**settings, "svm-probe.preprocess": "standardize"})
+    assert metrics["pixels.all.accuracy"] == pytest.approx(svm.score(X_test, y_test), abs=0.005)  # raw, as the paper
+    # the D rows: D's pooled features from ganlab.discriminator_features, for the trained D and for the random D
+    # the report builds (seeded with the report's seed); each must score exactly what sklearn scores on them
+    gan = ganlab.load(tiny_run)
+    torch.manual_seed(0)
+    expected = {}
+    for name, D in (("d", gan.discriminator), ("random-d", Discriminator(gan.config))):
+        F_train, F_test = (ganlab.discriminator_features(D, x) for x in (train, test))
+        svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(F_train, y_train)
+        expected[name] = svm.score(F_test, y_test)
+        # the same number of correct test images: a row on the other D's features would be off by several
+        assert metrics[f"{name}.all.accuracy"] == pytest.approx(expected[name], abs=0.5 / len(y_test)), name
+    assert expected["d"] != expected["random-d"]
+    # four cache entries: (trained D, random D) x (train, test), none shared
+    assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 4
+    data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tmp_path / "r-sk2",
+                          settings={**settings, "svm-probe.preprocess": "standardize", "svm-probe.baselines": "pixels"})
     scaler = StandardScaler().fit(X_train)
     svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(scaler.transform(X_train), y_train)
     assert data.components[0].result.metrics["pixels.all.accuracy"] == pytest.approx(
@@ -171,3 +188,50 @@ def test_svhn_protocol_on_official_format_files(tmp_path, in_tmp):
     payload = torch.load(in_tmp / "runs/probe-svhn/last.pt", weights_only=True)
     assert payload["dataset"]["name"] == "svhn" and payload["dataset"]["size"] == 500  # train+extra
     assert ganlab.load(in_tmp / "runs/probe-svhn").config.channels == 3
+
+
+# --- each row is tied to its own features (issue 14) -------------------------------------------------
+
+def test_trained_and_random_d_rows_differ(probe_report):
+    """A row reading another row's (cached) features would repeat its accuracies and its C selection."""
+    run, _ = probe_report
+    m = run.result.metrics
+
+    def signature(name):
+        return tuple(m[f"{name}.{mode}.{stat}"] for mode in ("5pc", "all") for stat in ("accuracy", "std"))
+
+    assert signature("d") != signature("random-d")
+    # "<row>, <mode>: C=..., validation error by C 0.001: x%, 0.1: y%; features took ..."
+    details = dict(re.match(r"(.*), (?:5pc|all): (C=.*); features took", line).groups() for line in run.result.text
+                   if "validation error by C" in line and ", 5pc: " in line)
+    assert details["DCGAN discriminator (this checkpoint)"] != details["same D architecture, random init"]
+
+
+def test_feature_cache_key_separates_models_tags_and_images(tmp_path, monkeypatch):
+    key = ganlab.feature_cache_key
+    ckpt = tmp_path / "a.pt"
+    ckpt.write_bytes(b"model one")
+    base = key(ckpt, "D", "digits", "train", None)
+    assert base == key(ckpt, "D", "digits", "train", None) == key(str(ckpt), "D", "digits", "train", None)
+    assert len({base, key(ckpt, "random-D-seed0", "digits", "train", None), key(ckpt, "random-D-seed1", "digits",
+                "train", None), key(ckpt, "D", "mnist", "train", None), key(ckpt, "D", None, "train", None),
+                key(ckpt, "D", "digits", "test", None), key(ckpt, "D", "digits", "train", 100),
+                key(ckpt, "D", "digits", "train", 200)}) == 8
+    other = tmp_path / "b.pt"
+    other.write_bytes(b"model one")
+    os.utime(other, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns))
+    assert key(other, "D", "digits", "train", None) != base  # another file with the same size and time
+    # the same path, rewritten: other content and size, or the same size at another time
+    stat = ckpt.stat()
+    ckpt.write_bytes(b"model two, longer")
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    longer = key(ckpt, "D", "digits", "train", None)
+    ckpt.write_bytes(b"model 1!!")
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    later = key(ckpt, "D", "digits", "train", None)
+    assert len({base, longer, later}) == 3
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert key(ckpt, "D", "digits", "train", None) == later  # nothing changed: the same entry
+    # a relative path names the same file as its absolute one
+    monkeypatch.chdir(tmp_path)
+    assert key("a.pt", "D", "digits", "train", None) == later

@@ -318,12 +318,32 @@ def test_evaluate_deterministic_ci95_and_modes(digits_std):
     assert r1.accuracies == r2.accuracies and r1.C_table == r2.C_table and r1.best_C == r2.best_C
     assert r1.accuracies != r3.accuracies
     assert len(r1.accuracies) == 4 and r1.n_train == 100 and r1.val_size == 300
-    assert r1.accuracy_mean == pytest.approx(np.mean(r1.accuracies))
-    assert r1.error_mean == pytest.approx(1 - np.mean(r1.accuracies))
-    assert r1.error_std == pytest.approx(np.std(r1.accuracies, ddof=1))
-    assert r1.error_ci95 == pytest.approx(1.96 * r1.error_std)
-    assert r1.accuracy_ci95 == pytest.approx(1.96 * r1.accuracy_std)
-    assert r1.best_C == min(r1.C_table, key=r1.C_table.get)
+    # by hand with sklearn: the protocol's split and draws, C by mean validation error over the draws
+    # (standardised on each draw), each draw refit at that C and scored on the test set
+    rng = np.random.default_rng(11)
+    pool, val = validation_split(len(ytr), 300, rng)
+    draws = [balanced_draw(ytr, 10, rng, pool=pool) for _ in range(4)]
+    fits = {C: [] for C in kw["C_grid"]}
+    for tr in draws:
+        sc = StandardScaler().fit(Xtr[tr])
+        for C in kw["C_grid"]:
+            fits[C].append((sc, _liblinear_ref(sc.transform(Xtr[tr]), ytr[tr], C)))
+    val_error = {C: np.mean([np.mean(clf.predict(sc.transform(Xtr[val])) != ytr[val]) for sc, clf in fits[C]])
+                 for C in kw["C_grid"]}
+    assert r1.best_C == min(val_error, key=val_error.get)
+    assert all(abs(r1.C_table[C] - val_error[C]) <= 1.0 / len(val) + 1e-12 for C in kw["C_grid"])
+    hand = np.array([np.mean(clf.predict(sc.transform(Xte)) == yte) for sc, clf in fits[r1.best_C]])
+    assert np.abs(np.array(r1.accuracies) - hand).max() <= 1.0 / len(yte) + 1e-12  # (equal here; 1 image of slack)
+    assert hand.std(ddof=1) > 0.005  # the draws really differ, so a wrong spread cannot pass as 0
+    # the summary statistics, written out from the per-draw accuracies: mean, sample std (n - 1), 1.96 std
+    acc = list(r1.accuracies)
+    n = len(acc)
+    mean = sum(acc) / n
+    std = (sum((a - mean) ** 2 for a in acc) / (n - 1)) ** 0.5
+    assert r1.accuracy_mean == pytest.approx(mean, rel=1e-12) and r1.error_mean == pytest.approx(1 - mean, rel=1e-12)
+    assert r1.accuracy_std == pytest.approx(std, rel=1e-9) and r1.error_std == pytest.approx(std, rel=1e-9)
+    assert r1.accuracy_ci95 == pytest.approx(1.96 * std, rel=1e-9)
+    assert r1.error_ci95 == pytest.approx(1.96 * std, rel=1e-9)
     assert r1.feature_dim == 64 and r1.solvers == ["liblinear"]
     assert evaluate(Xtr, ytr, Xte, yte, seed=11, **{**kw, "ci95": False}).error_ci95 is None
 

@@ -60,20 +60,42 @@ def test_d_score_against_a_hand_computation(report, tiny_run):
 
 
 def test_nearest_neighbours_against_sklearn(report, tiny_run):
+    import numpy as np
+
     metrics = report[2]["components"]["nearest-neighbours"]["metrics"]
     gan = ganlab.load(tiny_run)
-    train, _ = load_split("digits", "train", image_size=16, channels=1, limit=5000, progress=False)
-    samples = gan.sample(8, seed=0).flatten(1).numpy()
-    dist, _ = NearestNeighbors(n_neighbors=1).fit(to_unit_range(train).flatten(1).numpy()).kneighbors(samples)
-    assert metrics["train_images_searched"] == 898
-    assert metrics["sample_nn_rmse"] == pytest.approx((dist[:, 0] / 16).mean(), rel=1e-4)
+    train, _ = load_split("digits", "train", image_size=16, channels=1, progress=False)
+    test, _ = load_split("digits", "test", image_size=16, channels=1, progress=False)
+    samples = to_unit_range(ganlab.to_uint8(gan.sample(1000, seed=0))).flatten(1).numpy()  # rounded as real images
+    nn = NearestNeighbors(n_neighbors=1).fit(to_unit_range(train).flatten(1).numpy())
+    dist = nn.kneighbors(samples)[0][:, 0]
+    test_dist = nn.kneighbors(to_unit_range(test).flatten(1).numpy())[0][:, 0]
+    assert metrics["train_images_searched"] == 898 and metrics["samples"] == 1000 and metrics["test_images"] == 899
+    assert metrics["sample_nn_rmse"] == pytest.approx((dist / 16).mean(), rel=1e-4)
+    assert metrics["median_distance_test_pixels"] == pytest.approx(np.median(test_dist), rel=1e-4)
+    assert metrics["copy_fraction_pixels"] == pytest.approx((dist < np.percentile(test_dist, 1)).mean())
 
 
-def test_across_epochs_series_for_cheap_components(report):
+def _epoch_weights(run_dir, epoch, model):
+    """One model's raw state dict from an epoch file, read with torch alone (not ganlab's loader)."""
+    return torch.load(run_dir / f"epoch_{epoch:04d}.pt", map_location="cpu", weights_only=True)[model]
+
+
+def test_across_epochs_series_for_cheap_components(report, tiny_run):
+    """Each epoch's point is D's mean output on the held-out images, recomputed from that epoch's file by hand."""
     series = report[2]["across_epochs"]
     assert [e for e, _ in series["d-score.accuracy"]] == [1, 2]
     assert "nearest-neighbours.sample_nn_rmse" not in series  # not declared cheap
-    assert series["d-score.D_x_mean"][-1][1] == pytest.approx(report[2]["components"]["d-score"]["metrics"]["D_x_mean"])
+    images, _ = load_split("digits", "test", image_size=16, channels=1, limit=1000, progress=False)
+    expected = []
+    for epoch in (1, 2):
+        D = ganlab.Discriminator(ganlab.load(tiny_run).config)
+        D.load_state_dict(_epoch_weights(tiny_run, epoch, "discriminator"))
+        with torch.no_grad():
+            expected.append((epoch, torch.sigmoid(D.eval()(to_unit_range(images))).mean().item()))
+    assert expected[0][1] != pytest.approx(expected[1][1], abs=1e-4)  # the two epochs' D really differ
+    assert [e for e, _ in series["d-score.D_x_mean"]] == [1, 2]
+    assert [v for _, v in series["d-score.D_x_mean"]] == pytest.approx([v for _, v in expected], abs=1e-5)
 
 
 class Exploding(Evaluator):
@@ -270,13 +292,36 @@ def test_run_experiment_trains_once_then_reuses(in_tmp):
     assert unknown.exit_code == 1 and "unknown experiment 'no-such-experiment'" in unknown.output
 
 
+class FirstWeights(Evaluator):
+    """Not cheap: only --across-epochs runs it on every epoch. Reports sums of G's and D's first conv weights."""
+
+    name, description = "first-weights", "sums of the first conv layers' weights"
+
+    def run(self, ctx):
+        return Result(metrics={"G": ctx.gan.generator.main[0].weight.detach().sum().item(),
+                               "D": ctx.gan.discriminator.main[0].weight.detach().sum().item()})
+
+
 def test_across_epochs_flag_includes_every_component(tiny_run, tmp_path):
-    registry.reset()
-    data, _ = make_report(tiny_run, only=["nearest-neighbours", "latent-walk"], out=tmp_path / "r", device="cpu",
-                          progress=False, all_across_epochs=True)
-    assert [e for e, _ in data.across_epochs["nearest-neighbours.sample_nn_rmse"]] == [1, 2]
-    final = data.components[0].result.metrics["sample_nn_rmse"]
-    assert data.across_epochs["nearest-neighbours.sample_nn_rmse"][-1][1] == pytest.approx(final)
+    import types
+
+    module = types.ModuleType("first_weights")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(FirstWeights()))
+    registry.register_plugin(module, "first-weights")
+    try:
+        data, _ = make_report(tiny_run, only=["first-weights"], out=tmp_path / "r", device="cpu",
+                              progress=False, all_across_epochs=True)
+        plain, _ = make_report(tiny_run, only=["first-weights"], out=tmp_path / "plain", device="cpu",
+                               progress=False)
+    finally:
+        registry.reset()
+    assert not plain.across_epochs  # not cheap: without the flag it runs on the last checkpoint only
+    # each point from that epoch's own file, read with torch.load alone
+    for model, key in (("G", "generator"), ("D", "discriminator")):
+        expected = [(epoch, _epoch_weights(tiny_run, epoch, key)["main.0.weight"].sum().item()) for epoch in (1, 2)]
+        assert expected[0][1] != pytest.approx(expected[1][1])
+        got = data.across_epochs[f"first-weights.{model}"]
+        assert [e for e, _ in got] == [1, 2] and [v for _, v in got] == pytest.approx([v for _, v in expected])
 
 
 class Misbehaving(Evaluator):

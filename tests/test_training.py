@@ -220,22 +220,85 @@ def test_device_selection():
         select_device("tpu9")
 
 
-def test_amp_bf16_trains_finite(tmp_path):
-    last = train(tiny_options(tmp_path / "amp", epochs=1, amp=True), progress=False)
-    history = read_checkpoint(last)["history"]
-    assert all(torch.isfinite(torch.tensor(history["loss_G"])))
+@pytest.mark.parametrize("flag, dtype", [("--amp", torch.bfloat16), (None, torch.float32)])
+def test_amp_flag_runs_the_convolutions_under_autocast(tmp_path, monkeypatch, flag, dtype):
+    """`ganlab train --amp` on CPU: every conv of G and D computes in bfloat16 (float32 without the flag), and
+    the bf16 run trains to finite losses."""
+    seen, stepping = {"G": [], "D": []}, [False]
+    real_step = Trainer.train_step
+
+    def hook(name):
+        def record(module, inputs, output):  # returns None: the output is left as it is
+            if stepping[0]:
+                seen[name].append(output.dtype)
+        return record
+
+    def spied_step(self, real):
+        if not getattr(self, "_spied", False):
+            self._spied = True
+            for name, model in (("G", self.G), ("D", self.D)):
+                for layer in model.modules():
+                    if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                        layer.register_forward_hook(hook(name))
+        stepping[0] = True
+        try:
+            return real_step(self, real)
+        finally:
+            stepping[0] = False
+
+    monkeypatch.setattr(Trainer, "train_step", spied_step)
+    args = ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit",
+            "64", "--batch-size", "32", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(cli, args + ([flag] if flag else []))
+    assert result.exit_code == 0, result.output
+    # 2 steps; per step G runs once and D three times (real, fake, G's step), 3 conv layers each at 16x16
+    assert len(seen["G"]) == 2 * 3 and len(seen["D"]) == 2 * 3 * 3
+    assert set(seen["G"]) == set(seen["D"]) == {dtype}
+    payload = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert payload["options"]["amp"] is (flag is not None)
+    assert all(torch.isfinite(torch.tensor(payload["history"][key])).all() for key in ("loss_D", "loss_G"))
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun missing")
+# Each rank runs `ganlab train` (the CLI, in-process) with Trainer._batches and Trainer.fit wrapped: every
+# epoch's batches and the rank's final weights are written under RECORD for the test to compare.
+DDP_RANK = """
+import json, os, sys
+import torch
+from ganlab.training import Trainer
+
+record = sys.argv[1]
+real_batches, real_fit = Trainer._batches, Trainer.fit
+
+def batches(self, epoch):
+    out = real_batches(self, epoch)
+    with open(os.path.join(record, f"rank{self.rank}-epoch{epoch}.json"), "w") as f:
+        json.dump({"world": self.world, "batches": [b.tolist() for b in out]}, f)
+    return out
+
+def fit(self):
+    last = real_fit(self)
+    torch.save({"G": self.G.state_dict(), "D": self.D.state_dict(), "G_params": dict(self.G.named_parameters()),
+                "D_params": dict(self.D.named_parameters())}, os.path.join(record, f"rank{self.rank}-final.pt"))
+    return last
+
+Trainer._batches, Trainer.fit = batches, fit
+from ganlab.cli import cli
+cli(sys.argv[2:], prog_name="ganlab")
+"""
+
+
 def test_ddp_two_processes_on_cpu(tmp_path):
-    out = tmp_path / "ddp"
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    """torchrun, 2 CPU processes: disjoint shards that cover the data, reshuffled each epoch, identical weights."""
+    out, record = tmp_path / "ddp", tmp_path / "record"
+    record.mkdir()
+    script = tmp_path / "rank.py"
+    script.write_text(DDP_RANK)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # `torchrun -m ganlab` runs ganlab/__main__.py in each process, as `python -m ganlab` does
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "ganlab", "train",
-                             "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8",
-                             "--limit", "96", "--batch-size", "32", "--epochs", "2", "--device", "cpu",
-                             "--out", str(out)],
+    # python -m torch.distributed.run is torchrun; each process runs the script, which runs the ganlab CLI
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(record), "train", "--dataset", "digits", "--image-size", "16",
+                             "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit", "96", "--batch-size", "32",
+                             "--epochs", "2", "--device", "cpu", "--out", str(out)],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_checkpoint(out / "last.pt")
@@ -244,6 +307,25 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     lines = (out / "log.jsonl").read_text().splitlines()
     assert len(lines) == 6  # only rank 0 writes
     assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_0001.pt", "epoch_0002.pt", "last.pt"]
+
+    seen = {}
+    for rank in (0, 1):
+        for epoch in (0, 1):
+            recorded = json.loads((record / f"rank{rank}-epoch{epoch}.json").read_text())
+            assert recorded["world"] == 2 and [len(b) for b in recorded["batches"]] == [16, 16, 16]
+            seen[rank, epoch] = [i for batch in recorded["batches"] for i in batch]
+    for epoch in (0, 1):
+        first, second = seen[0, epoch], seen[1, epoch]
+        assert not set(first) & set(second), f"epoch {epoch}: both ranks trained on the same images"
+        assert sorted(first + second) == list(range(96))  # together, every image once
+    for rank in (0, 1):
+        assert seen[rank, 0] != seen[rank, 1], f"rank {rank} saw the same order in both epochs (set_epoch?)"
+    assert set(seen[0, 0]) != set(seen[0, 1])  # reshuffled across ranks too, not only within a shard
+    final = [torch.load(record / f"rank{rank}-final.pt", weights_only=True) for rank in (0, 1)]
+    for model in ("G_params", "D_params"):
+        assert state_equal(final[0][model], final[1][model]), f"{model}: the ranks' weights differ"
+    # and rank 0's weights are the ones it saved
+    assert state_equal(final[0]["G"], payload["generator"]) and state_equal(final[0]["D"], payload["discriminator"])
 
 
 def test_exclude_leaves_the_listed_images_out(tmp_path):

@@ -28,7 +28,6 @@ def _run(args, **kwargs):
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory):
     """(venv python, venv bin folder, wheel path) with ganlab installed from a freshly built wheel."""
-    pytest.importorskip("build")
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"
     source.mkdir()
