@@ -1,0 +1,206 @@
+"""Command ``ganlab faces SRC_DIR OUT_DIR``: crop the faces a detector finds in photos into a training folder.
+
+The paper built its faces dataset by running a face detector over web images and keeping the detections of high
+enough resolution. This does the same for a folder of photos: every image file under ``SRC_DIR`` (recursively;
+``.jpg .jpeg .png .bmp .webp .tif .tiff`` in any case; hidden names skipped; symlinked folders followed, each real
+folder once, so a symlink loop ends; ``OUT_DIR`` skipped if it lies inside) is decoded with PIL (EXIF rotation
+applied, converted to RGB) and given to the detector (``--detector``, default ``haar-face``; any registered
+``ganlab.Detector``).
+
+A detection at least ``--min-size`` pixels wide becomes a square crop: the box is widened to a square of side
+``max(width, height)`` around its centre, and moved inside the image where it would cross an edge (shrunk to the
+image's shorter side if it is larger), then resized to ``--size`` pixels (Lanczos) and written as
+``OUT_DIR/NNNNNN_<source name>.png``. The crops lie directly in ``OUT_DIR``, so
+``ganlab train --dataset folder --data-root OUT_DIR`` trains on them as one unlabelled set. ``OUT_DIR/index.json``
+maps each crop to its source file (relative to ``SRC_DIR``), the detector's box ``[x, y, width, height]`` and the
+square ``[x, y, side]`` cropped; ``unreadable`` lists the files that could not be decoded (corrupt, empty, not an
+image) with the reason: they are counted and skipped, never fatal.
+
+The command ends with one line: images read (decoded), faces kept, faces too small (narrower than ``--min-size``),
+unreadable files. A folder that already holds crops or an ``index.json`` is refused unless ``--overwrite``, which
+removes the previous run's crops (the files its index names) once the new ones are written; crops are written to a
+hidden folder inside ``OUT_DIR`` first, so a run that fails leaves what was there unchanged.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import click
+
+from ganlab import GanlabError, hookimpl
+
+SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# What the contents may be, whatever the suffix says: never a format whose decoder runs a program (EPS).
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM")
+INDEX = "index.json"
+
+
+def find_images(src: Path, skip: Path | None = None) -> list[Path]:
+    """Image files under ``src`` (sorted by path), following symlinked folders but listing each real folder once."""
+    visited = {os.path.realpath(skip)} if skip is not None else set()
+    found, stack = [], [str(src)]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in visited:  # a symlink loop, a folder reached twice, or OUT_DIR
+            continue
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise GanlabError(f"cannot list {folder} ({exc.strerror or exc})") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link that points at itself: treated as a file, reported when read
+                is_dir = False
+            if is_dir:
+                stack.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in SUFFIXES:
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+def read_rgb(path: Path):
+    """The image as a uint8 numpy array H x W x 3 (EXIF rotation applied); ``ValueError(reason)`` if it cannot be."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=FORMATS) as image:
+                image.load()
+                rgb = ImageOps.exif_transpose(image).convert("RGB")
+    except ValueError:
+        raise
+    except Exception as exc:  # PIL raises many types for broken files; each one is a reason to skip the file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ValueError(f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__) from None
+    return np.asarray(rgb)
+
+
+def square_crop(box, width: int, height: int) -> tuple[int, int, int]:
+    """(x, y, side) of the square around ``box`` = (x, y, w, h)'s centre, moved (or shrunk) to fit the image."""
+    x, y, w, h = box
+    side = min(max(w, h), width, height)
+    left = min(max(round(x + w / 2 - side / 2), 0), width - side)
+    top = min(max(round(y + h / 2 - side / 2), 0), height - side)
+    return int(left), int(top), int(side)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:60].strip("_") or "image"
+
+
+def _previous_crops(out: Path, overwrite: bool) -> list[Path]:
+    """Crops of an earlier run in ``out`` (to remove after this one), or a GanlabError if ``out`` cannot be used."""
+    import json
+
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise GanlabError(f"{out} is a file; give a folder for the crops")
+    entries = [e for e in out.iterdir() if not e.name.startswith(".")]
+    if any(e.is_dir() for e in entries):
+        raise GanlabError(f"{out} has sub-folders, which the folder dataset would read as classes; give an empty "
+                          "folder for the crops")
+    images = {e.name for e in entries if e.suffix.lower() in SUFFIXES}
+    index = out / INDEX
+    if not images and not index.exists():
+        return []
+    if not overwrite:
+        raise GanlabError(f"{out} already holds crops or an {INDEX}; give --overwrite to replace them, or another "
+                          "folder")
+    try:
+        named = set(json.loads(index.read_text())["crops"]) if index.exists() else set()
+    except (OSError, ValueError, KeyError, TypeError):
+        named = set()
+    strangers = sorted(images - named)
+    if strangers:
+        raise GanlabError(f"{out} holds images that no `ganlab faces` run wrote (e.g. {strangers[0]}); give an "
+                          "empty folder for the crops")
+    return [out / name for name in sorted(named) if (out / name).exists()]
+
+
+@click.command("faces")
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--min-size", type=click.IntRange(1), default=64, show_default=True,
+              help="smallest face kept (detection width in pixels)")
+@click.option("--size", type=click.IntRange(8, 1024), default=64, show_default=True, help="side of the crops")
+@click.option("--detector", "detector_name", default="haar-face", show_default=True, help="a registered detector")
+@click.option("--overwrite", is_flag=True, help="replace the crops of an earlier run in OUT_DIR")
+def faces_command(src_dir: Path, out_dir: Path, min_size: int, size: int, detector_name: str, overwrite: bool):
+    """Crop the faces found in the photos under SRC_DIR into OUT_DIR, a folder `ganlab train` can read."""
+    import json
+    import shutil
+    import tempfile
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ganlab import detector
+
+    find = detector(detector_name)
+    if os.path.realpath(src_dir) == os.path.realpath(out_dir):
+        raise GanlabError("OUT_DIR must be another folder than SRC_DIR")
+    previous = _previous_crops(out_dir, overwrite)
+    files = find_images(src_dir, skip=out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".faces-partial-", dir=out_dir))
+    crops, unreadable, read, small = {}, [], 0, 0
+    try:
+        for path in tqdm(files, desc="finding faces", unit="img"):
+            where = str(path.relative_to(src_dir))
+            try:
+                image = read_rgb(path)
+            except ValueError as exc:
+                unreadable.append({"file": where, "reason": str(exc)})
+                continue
+            read += 1
+            height, width = image.shape[:2]
+            for box in find.detect(image):
+                if box[2] < min_size:
+                    small += 1
+                    continue
+                left, top, side = square_crop(box, width, height)
+                name = f"{len(crops):06d}_{_safe(Path(where).stem)}.png"
+                crop = Image.fromarray(image[top:top + side, left:left + side])
+                crop.resize((size, size), Image.LANCZOS).save(staging / name)
+                crops[name] = {"source": where, "box": [int(v) for v in box], "square": [left, top, side]}
+        counts = {"images_read": read, "faces_kept": len(crops), "faces_too_small": small,
+                  "unreadable": len(unreadable)}
+        index = {"source_dir": str(src_dir.resolve()), "detector": detector_name, "min_size": min_size,
+                 "size": size, "counts": counts, "crops": crops, "unreadable": unreadable}
+        for path in previous:
+            path.unlink()
+        for name in crops:
+            os.replace(staging / name, out_dir / name)
+        (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+        os.replace(staging / INDEX, out_dir / INDEX)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not (out_dir / INDEX).exists():
+            shutil.rmtree(out_dir, ignore_errors=True)  # a failed run leaves no folder it made
+    if crops:
+        click.echo(f"wrote {len(crops)} crops of {size}x{size} and {INDEX} to {out_dir}; train on them with "
+                   f"`ganlab train --dataset folder --data-root {out_dir}`")
+    else:
+        click.echo(f"no faces of at least {min_size} pixels found; nothing to train on in {out_dir}")
+    click.echo(f"{read} images read, {len(crops)} faces kept, {small} faces too small (< {min_size} px), "
+               f"{len(unreadable)} unreadable files")
+
+
+@hookimpl
+def ganlab_register_commands(cli):
+    cli.add_command(faces_command)

@@ -1,0 +1,190 @@
+"""Evaluator ``sample-quality``: G's samples against the training set in several feature spaces, beside a
+reference row (held-out images against the same training images), so the numbers have a scale.
+
+N images per set: G's samples (``ctx.seed``, rounded to uint8 as real images come), a seeded random subset of
+the training split, and one of the held-out split; N = min(``n``, training split, held-out split) so that both
+rows compare like for like (``reference=false`` drops the row and the held-out cap). The default N (2,000) keeps
+this quick enough to rerun on every epoch of a run (``cheap``); raise ``n`` with ``--set`` for a final number.
+
+Per feature space (``spaces``; see ``spaces.py``), two rows, generated vs train and held-out vs train:
+
+- ``fd``: Frechet distance of Gaussians fitted to the two sets (FID when the space is Inception). 0 for equal
+  means and covariances; lower is better; its scale is the space's, and it is biased upward at small N.
+- ``kid`` / ``kid_std``: Kernel Inception Distance in that space: unbiased MMD^2, kernel (x.y / D + 1)^3, mean
+  and std over ``kid_subsets`` subsets of min(``kid_subset_size``, N / 2) images. About 0 (it can go slightly
+  negative) when both sets come from one distribution; much less biased by N than FD.
+- ``precision``: fraction of samples inside the training set's k-NN manifold (k = ``k``, 3): fidelity.
+- ``recall``: fraction of training images inside the samples' k-NN manifold: diversity.
+- ``density``: how many training k-NN balls (k = ``density_k``, 5) hold each sample, over k: ~1 when the sets
+  match, above 1 when samples crowd into dense regions.
+- ``coverage``: fraction of training images whose k-NN ball holds at least one sample.
+
+Metrics are named ``SPACE.fd`` ... ``SPACE.coverage`` and ``SPACE.reference.fd`` ..., plus ``images`` (N).
+A space that cannot run here (no D, Inception without weights) is skipped with a note, unless ``spaces`` was
+set by the user, which makes it an error that says what to do.
+"""
+from __future__ import annotations
+
+from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
+
+DEFAULT_SPACES = ["discriminator", "pixels"]
+ROW_METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
+
+
+def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, seed: int = 0, device=None) -> dict[str, dict[str, float]]:
+    """Every metric of each set in ``others`` (name -> N x D features) against ``real``.
+
+    The real set's k-NN radii (and its moments, when the Frechet distance takes the D x D route) are computed
+    once for all the sets.
+    """
+    from .manifold import manifold_metrics, self_knn
+    from .metrics import feature_moments, frechet_distance, kid
+
+    d = real.shape[1]
+    smallest = min([len(real)] + [len(f) for f in others.values()])
+    moments = feature_moments(real) if d <= smallest else None
+    real_knn = self_knn(real, max(k, density_k), device=device)
+    out = {}
+    for name, fake in others.items():
+        m = min(kid_subset_size, len(real) // 2, len(fake) // 2)
+        kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=m, seed=seed, device=device)
+        out[name] = {"fd": frechet_distance(real, fake, moments_x=moments), "kid": kid_mean, "kid_std": kid_std,
+                     **manifold_metrics(real, fake, k=k, density_k=density_k, real_knn=real_knn, device=device)}
+    return out
+
+
+def _pick(n_total: int, n: int, seed: int):
+    """n of n_total positions, seeded, in increasing order (a tensor, to index image tensors with)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False)))
+
+
+class SampleQuality(Evaluator):
+    name = "sample-quality"
+    description = ("FD, KID, precision/recall and density/coverage of samples vs the training set, per feature "
+                   "space, beside held-out images")
+    needs = ("train_set",)
+    cheap = True
+    options = {
+        "spaces": Option(list(DEFAULT_SPACES), "feature spaces, comma-separated: discriminator, "
+                         "random-discriminator, pixels, inception, or a plugin's (inception joins the default "
+                         "when inception_weights is set)"),
+        "n": Option(2000, "images per set (generated, training, held-out), capped by the splits; raise it for a "
+                    "final number", min=4),
+        "reference": Option(True, "also score held-out images against the training images (the reference row)"),
+        "k": Option(3, "neighbours for the precision/recall radii", min=1),
+        "density_k": Option(5, "neighbours for the density/coverage radii", min=1),
+        "kid_subsets": Option(100, "KID subsets", min=1),
+        "kid_subset_size": Option(1000, "images per KID subset (at most N / 2)", min=2),
+        "batch_size": Option(256, "images per forward pass when embedding", min=1),
+        "inception_weights": Option("", "a local torchvision inception_v3 state dict (inception_v3_google-"
+                                    "0cc3c7bd.pth); nothing is downloaded"),
+        "inception_sha256": Option("0cc3c7bd", "the weights file's SHA-256 or its first 8+ hex digits (default: "
+                                   "the official file's, from its name); empty: no check"),
+    }
+
+    def chosen_spaces(self, ctx) -> tuple[list, list[str]]:
+        """(the spaces to use, notes on those skipped); an unusable space the user listed is a GanlabError."""
+        listed = [s.strip() for s in ctx.options["spaces"] if s.strip()]
+        explicit = listed != DEFAULT_SPACES
+        if not explicit and str(ctx.options["inception_weights"]).strip():
+            listed.append("inception")
+        listed = list(dict.fromkeys(listed))
+        unknown = [s for s in listed if s not in ctx.feature_spaces]
+        if unknown or not listed:
+            what = f"unknown feature space {', '.join(unknown)}" if unknown else "no feature space given"
+            raise GanlabError(f"--set sample-quality.spaces: {what}; available: "
+                              f"{', '.join(sorted(ctx.feature_spaces)) or 'none'}")
+        chosen, notes = [], []
+        for name in listed:
+            reason = ctx.feature_spaces[name].available(ctx)
+            if reason and explicit:
+                raise GanlabError(f"sample-quality: feature space {name!r} cannot be used here: {reason} "
+                                  "(or leave it out of sample-quality.spaces)")
+            if reason:
+                notes.append(f"Feature space {name!r} skipped: {reason}.")
+            else:
+                chosen.append(ctx.feature_spaces[name])
+        return chosen, notes
+
+    def run(self, ctx):
+        from ganlab import to_uint8
+
+        opts = ctx.options
+        spaces, notes = self.chosen_spaces(ctx)
+        train, _ = ctx.split(ctx.train_split)
+        held = None
+        if opts["reference"] and ctx.heldout_split:
+            held, _ = ctx.split(ctx.heldout_split)
+        elif opts["reference"]:
+            notes.append("No reference row: this dataset has no held-out split.")
+        n = min(opts["n"], len(train), len(held) if held is not None else len(train))
+        need = max(opts["k"], opts["density_k"]) + 2
+        if n < max(need, 4):
+            raise GanlabError(f"sample-quality: only {n} images per set (the smallest of n and the splits); it "
+                              f"needs at least {max(need, 4)}: raise --set sample-quality.n or lower k/density_k")
+        if n < opts["n"]:
+            cap = "the held-out split" if held is not None and n == len(held) < len(train) else "the training split"
+            notes.append(f"N = {n} images per set, capped by {cap} so both rows compare like for like.")
+        sets = {"train": (train[_pick(len(train), n, ctx.seed)], ctx.train_split),
+                "generated": (to_uint8(ctx.gan.sample(n, seed=ctx.seed)), None)}
+        if held is not None:
+            sets["reference"] = (held[_pick(len(held), n, ctx.seed + 1)], ctx.heldout_split)
+        metrics, rows = {"images": n}, []
+        for space in spaces:
+            features = {}
+            for role, (images, split) in sets.items():
+                embed_split = getattr(space, "embed_split", None)
+                if split is not None and embed_split is not None:
+                    tag = f"sample-quality:{n}of{len(train if role == 'train' else held)}:seed{ctx.seed}"
+                    features[role] = embed_split(ctx, images, split, tag)
+                else:
+                    features[role] = space.embed(ctx, images)
+            others = {role: f for role, f in features.items() if role != "train"}
+            found = compare_sets(features["train"], others, k=opts["k"], density_k=opts["density_k"],
+                                 kid_subsets=opts["kid_subsets"], kid_subset_size=opts["kid_subset_size"],
+                                 seed=ctx.seed, device=ctx.device)
+            for role, values in found.items():
+                prefix = space.name if role == "generated" else f"{space.name}.reference"
+                metrics.update({f"{prefix}.{key}": values[key] for key in ROW_METRICS})
+                label = "generated vs train" if role == "generated" else f"held-out ({ctx.heldout_split}) vs train"
+                rows.append([space.name, label, n, values["fd"], f"{values['kid']:.4g} ± {values['kid_std']:.2g}",
+                             values["precision"], values["recall"], values["density"], values["coverage"]])
+            if hasattr(space, "note"):
+                notes.append(space.note(ctx))
+        table = Table(f"Sample quality: {n} images per set; the held-out row is what new real images score",
+                      ["space", "compared", "N", "FD", "KID (mean ± std)", "precision", "recall", "density",
+                       "coverage"], rows)
+        return Result(metrics=metrics, tables=[table] if rows else [], text=[*notes, *self.explanation(opts)])
+
+    @staticmethod
+    def explanation(opts) -> list[str]:
+        return [
+            "FD: Frechet distance between Gaussians fitted to each set's features (FID in Inception space); 0 for "
+            "equal means and covariances, lower is better, biased upward at small N.",
+            f"KID: unbiased MMD^2 with the kernel (x.y/D + 1)^3, mean ± std over {opts['kid_subsets']} subsets; "
+            "about 0 (can dip below) for two samples of one distribution.",
+            f"Precision: share of samples inside the training images' {opts['k']}-NN balls (fidelity). Recall: share "
+            "of training images inside the samples' balls (diversity).",
+            f"Density: training {opts['density_k']}-NN balls holding each sample, over {opts['density_k']} (about 1 "
+            "for matching sets). Coverage: share of training balls holding a sample.",
+            "Read the generated row against the held-out row of the same space: that is what new real images "
+            "score at this N. This component reruns on every epoch with the same N; raise it with "
+            "--set sample-quality.n=10000 for a final number.",
+        ]
+
+
+@hookimpl
+def ganlab_register_evaluators(register):
+    register(SampleQuality())
+
+
+@hookimpl
+def ganlab_register_feature_spaces(register):
+    from .spaces import builtin_spaces
+
+    for space in builtin_spaces():
+        register(space)
