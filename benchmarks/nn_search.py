@@ -25,7 +25,8 @@ Cases, each in a fresh child process (``--child``) so its peak RSS is its own, i
 
 GFLOP/s = 2 N M D / seconds for one full distance pass (the matrix product only; norms, top-k and conversions are
 not counted but are in ganlab's time), for sklearn 2 S M D / seconds. Wall time of the call alone, after a small
-warm-up call, data generation excluded; CPU seconds are printed beside it (on a shared machine wall time swings).
+warm-up call, data generation excluded; CPU seconds are printed beside it (on a shared machine wall time swings),
+and each ganlab case's CPU seconds are also compared with the better ``torch.mm`` run's (information, not a verdict).
 Targets: each ganlab case at least 0.7 of the better of the two ``torch.mm`` measurements, and its peak RSS under
 2 GB (decimal). Peak RSS is the child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` and its VmHWM from
 /proc/self/status; the verdict uses VmHWM where /proc exists, because on Linux a child's ru_maxrss starts at the
@@ -277,6 +278,11 @@ def main(argv: list[str] | None = None) -> None:
         ratio = r["gflops"] / baseline
         print(f"{'PASS' if ratio >= RATIO_TARGET else 'FAIL'}  {r['case']}: {ratio:.3f} of torch.mm's GFLOP/s "
               f"(target >= {RATIO_TARGET})")
+        cpu_base = min((x["cpu_seconds"] for x in results if x["case"] == "mm" and "cpu_seconds" in x),
+                       default=float("nan"))
+        print(f"      {r['case']} by CPU seconds: {cpu_base / r['cpu_seconds']:.3f} of torch.mm's "
+              f"({r['cpu_seconds']:.1f} s against {cpu_base:.1f} s; other jobs on a shared machine take wall time, "
+              f"not this process's CPU time)")
         if args.device == "cpu":
             peak = r["vmhwm"] if r["vmhwm"] is not None else r["ru_maxrss"]
             print(f"{'PASS' if peak < RSS_TARGET else 'FAIL'}  {r['case']}: peak RSS {fmt_gb(peak)} GB "

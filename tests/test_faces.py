@@ -59,7 +59,7 @@ def test_faces_finds_the_astronaut_only_and_lists_unreadable_files(photos, tmp_p
     out = tmp_path / "crops"
     result = _run(photos, out)
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == \
+    assert result.stdout.strip().splitlines()[-1] == \
         "4 images read, 1 faces kept, 0 faces too small (< 64 px), 2 unreadable files"
     index = json.loads((out / "index.json").read_text())
     assert index["counts"] == {"images_read": 4, "faces_kept": 1, "faces_too_small": 0, "unreadable": 2}
@@ -85,7 +85,7 @@ def test_faces_finds_the_astronaut_only_and_lists_unreadable_files(photos, tmp_p
 def test_min_size_counts_small_faces_and_size_sets_the_crop(photos, tmp_path):
     result = _run(photos, tmp_path / "a", "--min-size", 96)
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == \
+    assert result.stdout.strip().splitlines()[-1] == \
         "4 images read, 0 faces kept, 1 faces too small (< 96 px), 2 unreadable files"
     assert json.loads((tmp_path / "a" / "index.json").read_text())["crops"] == {}
     result = _run(photos, tmp_path / "b", "--min-size", 95, "--size", 40)
