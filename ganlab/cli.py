@@ -158,39 +158,10 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
     if out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).glob("sample_*.png")):
         raise GanlabError(f"{out_dir} already holds sample_*.png files; give an empty or new --out-dir")
     gan = _load_for_cli(checkpoint, generator, discriminator, device)
-    written = _write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)
+    from ganlab.sample_files import write_samples
+
+    written = write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)
     click.echo(f"wrote {count} samples to {written}")
-
-
-def _write_samples(gan, count, seed, out, out_dir, nrow):
-    """The grid at ``out``, or one PNG per sample in ``out_dir`` (generated in chunks, never all in memory)."""
-    import torch
-    from PIL import Image
-    from torchvision.utils import save_image
-
-    from ganlab.images import to_uint8
-    from ganlab.run_folder import os_error
-
-    target = out_dir or out
-    try:
-        (out_dir or out.parent).mkdir(parents=True, exist_ok=True)
-        chunk = count if out_dir is None else 1024
-        for start in range(0, count, chunk):
-            # seed + start: chunk k holds the same images whatever the chunk size of an earlier call
-            images = gan.sample(min(chunk, count - start), seed=seed if start == 0 else seed + start)
-            bad = int((~torch.isfinite(images)).sum())
-            if bad:
-                raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or "
-                                  f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
-            if out_dir is None:
-                save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
-                continue
-            pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
-            for i, array in enumerate(pixels, start):
-                Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(out_dir / f"sample_{i:06d}.png")
-    except OSError as exc:
-        raise os_error("write", target, exc) from None
-    return target
 
 
 @cli.command()
@@ -339,11 +310,11 @@ def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, 
 @train_options
 @click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars in the report")
-def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **flags) -> None:
+@click.option("--seeds", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="train K GANs (seeds SEED ... SEED+K-1) and summarise their reports as mean ± std over seeds")
+def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, seeds, **flags) -> None:
     """Run a registered experiment: train (unless its checkpoint exists), then write the report."""
-    from pathlib import Path
-
-    from ganlab.defaults import TrainOptions
+    from ganlab.defaults import MAX_SEED, TrainOptions
     from ganlab.registry import get_registry
 
     registry = get_registry()
@@ -355,6 +326,35 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **f
         return
     exp = registry.get("experiments", experiment)
     options = _options_from_flags(TrainOptions(out=f"runs/{exp.name}").updated(**exp.train), flags)
+    report_out = report_out or f"reports/{exp.name}"
+    if seeds == 1:
+        return _run_experiment(exp, options, retrain, checkpoint, report_out, settings, quiet, options.seed)
+    if checkpoint is not None:
+        raise GanlabError("--seeds trains one GAN per seed; it cannot be combined with --checkpoint")
+    if options.seed + seeds - 1 > MAX_SEED:
+        raise GanlabError(f"--seed {options.seed} --seeds {seeds} goes past the largest seed, {MAX_SEED}")
+    from ganlab import seed_runs
+
+    numbers = list(range(options.seed, options.seed + seeds))
+    runs, reports = seed_runs.seed_folders(options.out, numbers), seed_runs.seed_folders(report_out, numbers)
+    for seed in numbers:
+        click.echo(f"GAN seed {seed}: run folder {runs[seed]}, report {reports[seed]}", err=True)
+        # The report seed stays the first one, so every GAN is probed with the same label draws.
+        _run_experiment(exp, options.updated(seed=seed, out=str(runs[seed])), retrain, None, reports[seed], settings,
+                        quiet, options.seed)
+    summary = seed_runs.summarise(seed_runs.read_metrics(reports))
+    written = seed_runs.write_summary(f"{report_out}-seeds", summary, exp.name, reports)
+    for row in seed_runs.probe_rows(summary):
+        click.echo(f"{row[0]:<12} {row[1]:<6} {row[2]} % over {row[3]} GAN seeds")
+    click.echo(f"summary over {seeds} GAN seeds: {written}")
+
+
+def _run_experiment(exp, options, retrain, checkpoint, report_out, settings, quiet, report_seed) -> None:
+    """Train ``exp`` into ``options.out`` unless its last.pt exists (or report on ``checkpoint``), then report."""
+    from pathlib import Path
+
+    from ganlab.options import parse_settings
+
     if checkpoint is None:
         last = Path(options.out) / "last.pt"
         if retrain or not last.exists():
@@ -365,11 +365,9 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, **f
         else:
             click.echo(f"using existing {last} (give --retrain to train again)")
         checkpoint = str(Path(options.out))
-    from ganlab.options import parse_settings
-
     _write_report(checkpoint, only=list(exp.components) if exp.components else None, skip=None,
-                  out=report_out or f"reports/{exp.name}", dataset=exp.report_dataset, data_root=options.data_root,
-                  seed=options.seed, device=options.device,
+                  out=str(report_out), dataset=exp.report_dataset, data_root=options.data_root,
+                  seed=report_seed, device=options.device,
                   settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False, quiet=quiet,
                   skip_bad_images=bool(options.skip_bad_images))
 

@@ -1,0 +1,100 @@
+"""Results over GAN seeds: ``ganlab run EXPERIMENT --seeds K`` trains K GANs and summarises their reports.
+
+A probe table's ``± std`` over label draws says how much the numbers move when other images are labelled; it says
+nothing about how much they move when the same recipe trains another GAN. This module reads the ``metrics.json``
+of each seed's report and gives every numeric metric's mean and sample standard deviation (ddof 1) over seeds,
+and for ``svm-probe`` the probe table: each feature set's mean accuracy over label draws, as mean ± std over GAN
+seeds. Every seed's report uses the same report seed, so the label draws are the same images in each.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ganlab.errors import GanlabError
+
+PROBE = "svm-probe"
+
+
+def seed_folders(base: str | Path, seeds: list[int]) -> dict[int, Path]:
+    """Each seed's folder beside ``base``: ``runs/probe-digits`` -> ``runs/probe-digits-seed3``."""
+    base = Path(base)
+    return {seed: base.with_name(f"{base.name}-seed{seed}") for seed in seeds}
+
+
+def read_metrics(reports: dict[int, Path]) -> dict[int, dict]:
+    """{seed: metrics.json content} from each seed's report folder; a missing or damaged one is a GanlabError."""
+    found = {}
+    for seed, folder in reports.items():
+        path = Path(folder) / "metrics.json"
+        try:
+            found[seed] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise GanlabError(f"cannot read seed {seed}'s report {path}: {exc}; run the experiment again") from None
+    return found
+
+
+def summarise(metrics: dict[int, dict]) -> dict:
+    """Mean, std (ddof 1; 0 for one seed), min, max and n over seeds of each numeric metric of each component.
+
+    A metric missing in some seed's report (its component was skipped or failed there) is summarised over the
+    seeds that have it, and ``n`` says how many.
+    """
+    values: dict[str, dict[str, list[float]]] = {}
+    for seed in sorted(metrics):
+        for name, component in metrics[seed].get("components", {}).items():
+            for key, value in (component.get("metrics") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    values.setdefault(name, {}).setdefault(key, []).append(float(value))
+    summary: dict[str, dict] = {}
+    for name, keys in values.items():
+        summary[name] = {}
+        for key, xs in keys.items():
+            mean = sum(xs) / len(xs)
+            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+            summary[name][key] = {"mean": mean, "std": std, "min": min(xs), "max": max(xs), "n": len(xs)}
+    return {"seeds": sorted(metrics), "components": summary}
+
+
+def probe_rows(summary: dict) -> list[list[str]]:
+    """The svm-probe table over seeds: [feature set, label budget, accuracy mean ± std over seeds (%), n]."""
+    rows = []
+    for key, stats in summary["components"].get(PROBE, {}).items():
+        if key.endswith(".accuracy") and key.count(".") == 2:
+            features, budget, _ = key.split(".")
+            rows.append([features, budget, f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}", str(stats["n"])])
+    return rows
+
+
+def markdown(summary: dict, experiment: str) -> str:
+    """seeds.md: the probe table (when svm-probe ran), then every metric's mean ± std over seeds."""
+    seeds = ", ".join(map(str, summary["seeds"]))
+    lines = [f"# {experiment} over GAN seeds {seeds}", "",
+             "Each value: mean ± std (ddof 1) over GAN seeds of the seed's own figure (for svm-probe, the mean "
+             "accuracy over that report's label draws).", ""]
+    rows = probe_rows(summary)
+    if rows:
+        lines += ["## svm-probe accuracy", "", "| features | labels per class | accuracy % | seeds |",
+                  "|---|---|---|---|"] + [f"| {' | '.join(row)} |" for row in rows] + [""]
+    lines += ["## Every metric", "", "| component | metric | mean | std | min | max | seeds |",
+              "|---|---|---|---|---|---|---|"]
+    for name, keys in sorted(summary["components"].items()):
+        for key, s in sorted(keys.items()):
+            lines.append(f"| {name} | {key} | {s['mean']:.6g} | {s['std']:.3g} | {s['min']:.6g} | {s['max']:.6g} "
+                         f"| {s['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict[int, Path]) -> Path:
+    """seeds.json and seeds.md in ``out`` (each written to a temporary file, then renamed); returns seeds.md."""
+    import os
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {**summary, "experiment": experiment, "reports": {str(k): str(v) for k, v in reports.items()}}
+    for name, text in (("seeds.json", json.dumps(data, indent=1) + "\n"), ("seeds.md", markdown(summary, experiment))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+    return out / "seeds.md"
