@@ -2,6 +2,12 @@
 
 The probe, the memorisation checks and the sample-quality metrics all measure images in this space.
 
+BatchNorm statistics (``bn_stats``): ``"real"`` (the default, the paper's protocol) recomputes D's
+BatchNorm statistics on real training images given as ``real_images`` (``ganlab.recompute_batchnorm``, on
+a copy: the model passed in is not changed); without ``real_images`` D's stored statistics are used, which
+are real-image ones when D came from ``recompute_batchnorm`` or ``ganlab import dcgan-code``. ``"running"``
+always uses the running averages D kept during training (updated by real and generated batches).
+
 The paper (section 5.1) uses all of D's conv features, max-pooled at each layer to a 4x4 spatial
 grid, flattened and concatenated: 16 x 1792 = 28672 dims for its ImageNet-32 D, and
 16 x (64 + 128 + 256) = 7168 for a 32x32 D with ndf 64. Features are cached by
@@ -20,10 +26,50 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganlab.batchnorm import recompute_batchnorm
+from ganlab.errors import GanlabError
 from ganlab.images import to_unit_range
 
 GRID = 4
 MEMMAP_BYTES = 1 << 30  # above this the features are written straight into a memory-mapped file
+BN_STATS = ("real", "running")
+_LAST_COPY: dict[str, Any] = {}  # the last D recomputed on real images, so a train and a test split share it
+
+
+def _check_bn_stats(bn_stats: str) -> None:
+    if bn_stats not in BN_STATS:
+        raise GanlabError(f"bn_stats must be one of {', '.join(BN_STATS)}, not {bn_stats!r}")
+
+
+def images_fingerprint(images: torch.Tensor) -> str:
+    """A short hash of a uint8 image tensor's shape and bytes: which real images BatchNorm statistics came from."""
+    digest = hashlib.sha1(repr(tuple(images.shape)).encode())
+    digest.update(images.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()[:16]
+
+
+def _state_fingerprint(module: torch.nn.Module) -> str:
+    digest = hashlib.sha1()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _with_bn_stats(discriminator: torch.nn.Module, bn_stats: str, real_images: torch.Tensor | None,
+                   fingerprint: str | None, device: torch.device | str, batch_size: int,
+                   progress: Callable[..., Any] | None) -> torch.nn.Module:
+    """D as the features should see it: itself, or a copy with BatchNorm statistics of ``real_images``."""
+    _check_bn_stats(bn_stats)
+    if bn_stats == "running" or real_images is None:
+        return discriminator
+    key = (id(discriminator), fingerprint or images_fingerprint(real_images), _state_fingerprint(discriminator),
+           str(device))
+    if _LAST_COPY.get("key") != key:
+        _LAST_COPY.clear()
+        _LAST_COPY.update(key=key, model=recompute_batchnorm(discriminator, real_images, batch_size=batch_size,
+                                                             device=device, progress=progress))
+    return _LAST_COPY["model"]
 
 
 def feature_dim(discriminator: torch.nn.Module) -> int:
@@ -46,12 +92,16 @@ def pool_maps(maps: list[torch.Tensor]) -> torch.Tensor:
 @torch.no_grad()
 def discriminator_features(discriminator: torch.nn.Module, images: torch.Tensor, *, device: torch.device | str = "cpu",
             batch_size: int = 256, out: np.ndarray | None = None,
-            progress: Callable[..., Any] | None = None) -> np.ndarray:
+            progress: Callable[..., Any] | None = None, bn_stats: str = "real",
+            real_images: torch.Tensor | None = None) -> np.ndarray:
     """Pooled D features of uint8 images (N x C x H x W, 0..255) as float32 N x feature_dim (BatchNorm in eval mode).
 
-    ``out`` may be a preallocated (memory-mapped) array to fill; ``progress`` a tqdm-like factory.
+    ``bn_stats="real"`` (default) with ``real_images`` (uint8 real training images) normalises with
+    BatchNorm statistics recomputed on those images, on a copy of D; without ``real_images``, and with
+    ``bn_stats="running"``, D's stored statistics are used. ``out`` may be a preallocated (memory-mapped)
+    array to fill; ``progress`` a tqdm-like factory.
     """
-
+    discriminator = _with_bn_stats(discriminator, bn_stats, real_images, None, device, batch_size, progress)
     discriminator = discriminator.eval().to(device)
     n = len(images)
     if out is None:
@@ -66,27 +116,34 @@ def discriminator_features(discriminator: torch.nn.Module, images: torch.Tensor,
     return out
 
 
-def feature_cache_key(gan_path: Path | str, tag: str, dataset: str | None, split: str, limit: int | None) -> str:
-    """Identifies a feature array: the checkpoint file (path, size, mtime), what D, and which images."""
+def feature_cache_key(gan_path: Path | str, tag: str, dataset: str | None, split: str, limit: int | None,
+                      bn_stats: str = "real") -> str:
+    """Identifies a feature array: the checkpoint file (path, size, mtime), what D, which images, which BN stats."""
+    _check_bn_stats(bn_stats)
     path = Path(gan_path)
     stat = path.stat() if path.exists() else None
     ident = {"path": str(path.resolve()), "size": stat.st_size if stat else None,
              "mtime": stat.st_mtime_ns if stat else None, "tag": tag, "dataset": dataset, "split": split,
-             "limit": limit}
+             "limit": limit, "bn_stats": bn_stats}
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def cached_features(cache_dir: Path, key: str, discriminator: torch.nn.Module, images: torch.Tensor, *,
                     device: torch.device | str = "cpu", batch_size: int = 256,
-                    progress: Callable[..., Any] | None = None) -> np.ndarray:
+                    progress: Callable[..., Any] | None = None, bn_stats: str = "real",
+                    real_images: torch.Tensor | None = None) -> np.ndarray:
     """Features from ``cache_dir/features/KEY.npy`` if present, else extracted and stored there.
 
-    Large arrays are written straight into a memory-mapped .npy and returned memory-mapped
-    (read-only); small ones are returned in memory.
+    ``bn_stats`` and ``real_images`` are as for ``discriminator_features``; give ``feature_cache_key`` the
+    same ``bn_stats``. When the statistics are recomputed, a hash of ``real_images`` is added to the file
+    name, so features normalised by other real images are never reused. Large arrays are written straight
+    into a memory-mapped .npy and returned memory-mapped (read-only); small ones are returned in memory.
     """
+    _check_bn_stats(bn_stats)
+    fingerprint = images_fingerprint(real_images) if bn_stats == "real" and real_images is not None else None
     folder = Path(cache_dir) / "features"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{key}.npy"
+    path = folder / (f"{key}.npy" if fingerprint is None else f"{key}-bn{fingerprint}.npy")
     if path.exists():
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -94,16 +151,19 @@ def cached_features(cache_dir: Path, key: str, discriminator: torch.nn.Module, i
                 return array if array.nbytes > MEMMAP_BYTES else np.asarray(array)
         except (ValueError, OSError):
             pass  # a damaged cache entry is simply recomputed
+    discriminator = _with_bn_stats(discriminator, bn_stats, real_images, fingerprint, device, batch_size, progress)
     dim = feature_dim(discriminator)
     tmp = path.with_name(f".{path.name}.tmp.npy")
     if len(images) * dim * 4 > MEMMAP_BYTES:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))
-        discriminator_features(discriminator, images, device=device, batch_size=batch_size, out=out, progress=progress)
+        discriminator_features(discriminator, images, device=device, batch_size=batch_size, out=out, progress=progress,
+                               bn_stats="running")
         out.flush()
         del out
         tmp.replace(path)
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    array = discriminator_features(discriminator, images, device=device, batch_size=batch_size, progress=progress)
+    array = discriminator_features(discriminator, images, device=device, batch_size=batch_size, progress=progress,
+                                   bn_stats="running")
     np.save(tmp, array)
     tmp.replace(path)
     return array

@@ -1,0 +1,225 @@
+"""Command ``ganlab import dcgan-code DIR --out CKPT --dataset NAME``: the paper's released D as a ganlab checkpoint.
+
+Reads ``<epoch>_discrim_params.jl`` (or ``.npz``) from the authors' model folder ``DIR`` (format, layout and
+safety: ``dcgan_code_format``), works out the ganlab architecture from the shapes (the SVHN model is
+``image_size=32, kernel_size=5, ndf=64``; the ImageNet-32 model is the ``imagenet32`` preset), flips the
+convolution kernels, turns the final dense layer into D's 4x4 convolution, and recomputes the BatchNorm
+statistics on real images (``ganlab.recompute_batchnorm``), because the authors did not save them: they are
+taken from ``--dataset``/``--data-root``, split ``--split`` (default ``train``, every image unless
+``--limit``), as the authors did before extracting features.
+
+The checkpoint is an ordinary weights-only ganlab checkpoint: it records the dataset (so ``ganlab report``
+finds the held-out split) and, under ``imported``, the source file and where the statistics came from. The
+authors' G is not converted (its first layer normalises each of its 4x4 positions separately, which ganlab's
+G cannot express): the checkpoint's G is ganlab's initialisation (seed 0), so use the checkpoint for D, e.g.
+``ganlab report CKPT --only svm-probe``. The file is written atomically and read back with ``ganlab.load``
+before the command reports success; an existing ``--out`` is kept unless ``--overwrite``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import click
+
+from ganlab import GanlabError, hookimpl
+
+from .dcgan_code_format import find_discriminator_file, read_params
+
+GENERATOR_NOTE = ("not converted (the authors' G normalises each 4x4 position of its first layer separately); "
+                  "this G is ganlab's initialisation with seed 0")
+
+
+def _shape(a) -> tuple:
+    return tuple(int(s) for s in a.shape)
+
+
+def split_layout(params: list, source: str = "the parameter list"):
+    """(first conv weight, [(conv weight, gain, bias), ...], dense weight) after checking the list's structure."""
+    import numpy as np
+
+    n = len(params)
+    if n < 2 or (n - 2) % 3:
+        raise GanlabError(f"{source} holds {n} arrays; a dcgan_code discriminator has 1 + 3 per BatchNorm "
+                          "convolution + 1 (8 for the SVHN model, 17 for ImageNet-32)")
+    for i, a in enumerate(params):
+        if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
+            raise GanlabError(f"{source}: array {i} is not finite numbers")
+    first, dense = params[0], params[-1]
+    groups = [tuple(params[i:i + 3]) for i in range(1, n - 1, 3)]
+    previous = None
+    for index, w in enumerate([first] + [g[0] for g in groups]):
+        position = 0 if index == 0 else 1 + 3 * (index - 1)
+        if w.ndim != 4 or w.shape[2] != w.shape[3]:
+            raise GanlabError(f"{source}: array {position} should be a convolution's weights (out x in x k x k), "
+                              f"not shape {_shape(w)}")
+        if previous is not None and w.shape[1] != previous:
+            raise GanlabError(f"{source}: array {position} takes {w.shape[1]} channels but the layer before "
+                              f"gives {previous}")
+        previous = w.shape[0]
+    for index, (w, g, b) in enumerate(groups):
+        for offset, a in ((1, g), (2, b)):
+            if _shape(a) != (w.shape[0],):
+                raise GanlabError(f"{source}: array {2 + 3 * index + offset - 1} should be a BatchNorm "
+                                  f"{'gain' if offset == 1 else 'bias'} of shape ({w.shape[0]},), not {_shape(a)}")
+    if dense.size != previous * 16 or dense.ndim not in (1, 2) or (dense.ndim == 2 and dense.shape[1] != 1):
+        raise GanlabError(f"{source}: the last array should be the dense layer on the {previous} x 4 x 4 map, "
+                          f"shape ({previous * 16}, 1), not {_shape(dense)}")
+    return first, groups, dense
+
+
+def match_config(params: list, image_size: int | None = None, source: str = "the parameter list"):
+    """The ganlab ModelConfig whose D has exactly these shapes (the imagenet32 preset when it is that one)."""
+    import torch
+
+    from ganlab import PRESETS, Discriminator, ModelConfig
+
+    first, groups, dense = split_layout(params, source)
+    convs = [first] + [g[0] for g in groups]
+    k = int(first.shape[2])
+    wanted = [_shape(w) for w in convs] + [(1, int(convs[-1].shape[0]), 4, 4)]
+    found = []
+    for size in (16, 32, 64, 128) if image_size is None else (image_size,):
+        for extra in range(4):
+            n_strided = int(math.log2(size)) - 2
+            if n_strided * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' kernels are odd
+                continue
+            config = ModelConfig(image_size=size, channels=int(first.shape[1]), ndf=int(first.shape[0]),
+                                 ngf=int(first.shape[0]), kernel_size=k, extra_layers=extra)
+            D = Discriminator(config)
+            shapes = [tuple(m.weight.shape) for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+            if shapes == wanted:
+                found.append(config)
+    if not found:
+        raise GanlabError(f"{source}: no ganlab discriminator has these layers (kernel {k}, widths "
+                          f"{[int(w.shape[0]) for w in convs]}{f', image size {image_size}' if image_size else ''})")
+    if len(found) > 1:
+        raise GanlabError(f"{source} fits image sizes {[c.image_size for c in found]}; give --image-size")
+    config = found[0]
+    preset = PRESETS["imagenet32"]
+    same = ("image_size", "channels", "ndf", "kernel_size", "extra_layers")
+    if all(getattr(config, f) == getattr(preset, f) for f in same):
+        return preset
+    return config
+
+
+def discriminator_from_params(params: list, image_size: int | None = None, source: str = "the parameter list"):
+    """(config, ganlab D) with the authors' weights: kernels flipped, dense layer as a 4x4 convolution.
+
+    BatchNorm running statistics are reset (mean 0, variance 1): recompute them before use.
+    """
+    import numpy as np
+    import torch
+
+    from ganlab import Discriminator
+
+    config = match_config(params, image_size, source)
+    first, groups, dense = split_layout(params, source)
+    D = Discriminator(config)
+    convs = [m for m in D.main if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in D.main if isinstance(m, torch.nn.BatchNorm2d)]
+    theano_convs = [first] + [g[0] for g in groups]
+    with torch.no_grad():
+        for conv, w in zip(convs[:-1], theano_convs, strict=True):
+            # Theano's dnn_conv (conv_mode='conv') convolves; PyTorch cross-correlates: flip both kernel axes
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w[:, :, ::-1, ::-1], dtype=np.float32)))
+        for norm, (_, g, b) in zip(norms, groups, strict=True):
+            norm.weight.copy_(torch.from_numpy(np.asarray(g, dtype=np.float32)))
+            norm.bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
+            norm.reset_running_stats()
+        # T.flatten(h, 2) on N x C x 4 x 4 is C-order: unit c * 16 + 4 * y + x; a dot product, so no flip
+        width = int(theano_convs[-1].shape[0])
+        convs[-1].weight.copy_(torch.from_numpy(np.asarray(dense, dtype=np.float32).reshape(1, width, 4, 4)))
+    return config, D.eval()
+
+
+def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, split: str, limit: int | None,
+            epoch: int | None, image_size: int | None, batch_size: int, device: str, overwrite: bool) -> str:
+    """Write the checkpoint; returns the one-line summary."""
+    import torch
+
+    import ganlab
+    from ganlab import Generator, load, load_split, recompute_batchnorm, select_device
+
+    if out.exists() and not overwrite:
+        raise GanlabError(f"{out} exists; give --overwrite to replace it, or another --out")
+    if out.is_dir():
+        raise GanlabError(f"{out} is a folder; --out is the checkpoint file to write")
+    path, found_epoch = find_discriminator_file(folder, epoch)
+    params = read_params(path)
+    config, D = discriminator_from_params(params, image_size, source=str(path))
+    target = select_device(device)
+    images, _ = load_split(dataset, split, root=data_root, image_size=config.image_size, channels=config.channels,
+                           limit=limit)
+    D = recompute_batchnorm(D, images, batch_size=batch_size, device=target).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        G = Generator(config)
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    payload = {
+        "format": "ganlab", "format_version": 1, "ganlab_version": ganlab.__version__,
+        "torch_version": str(torch.__version__), "config": config.to_dict(),
+        "generator": G.state_dict(), "discriminator": D.state_dict(),
+        "dataset": {"name": dataset, "split": split, "root": root, "size": len(images)},
+        "imported": {"from": "dcgan-code", "file": str(path.resolve()), "epoch": found_epoch,
+                     "bn_stats": f"recomputed on {len(images)} images of {dataset}/{split}",
+                     "generator": GENERATOR_NOTE},
+    }
+    if found_epoch is not None:
+        payload["epoch"] = found_epoch
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as exc:  # torch's zip writer turns a full disk into a RuntimeError
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise GanlabError(f"cannot write {out} ({reason})") from None
+        check = load(tmp)  # weights-only, through ganlab's own reader
+        probe = torch.zeros(2, config.channels, config.image_size, config.image_size)
+        with torch.no_grad():
+            if not torch.allclose(check.discriminator(probe), D.eval()(probe), atol=1e-6):
+                raise GanlabError(f"the checkpoint written to {out} does not read back as converted")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    what = ("the imagenet32 preset" if config == ganlab.PRESETS["imagenet32"] else
+            f"image size {config.image_size}, kernel {config.kernel_size}, ndf {config.ndf}, "
+            f"{config.channels} channels")
+    return (f"wrote {out}: D of {path.name} ({what}), BatchNorm statistics from {len(images)} images of "
+            f"{dataset}/{split}; G not converted (use the checkpoint for D)")
+
+
+@click.group("import")
+def import_group() -> None:
+    """Convert model files written by other code into ganlab checkpoints."""
+
+
+@import_group.command("dcgan-code")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="checkpoint file to write")
+@click.option("--dataset", required=True, help="real images for the BatchNorm statistics (e.g. svhn, cifar10)")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="the dataset's folder")
+@click.option("--split", default="train", show_default=True, help="split whose images give the statistics")
+@click.option("--limit", type=click.IntRange(2), default=None, help="use this many images (default: all)")
+@click.option("--epoch", type=int, default=None, help="which <epoch>_discrim_params file (default: the highest)")
+@click.option("--image-size", type=int, default=None, help="only when the shapes fit several sizes")
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, auto ...")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out")
+def dcgan_code_command(folder: Path, out: Path, dataset: str, data_root: Path | None, split: str, limit: int | None,
+                       epoch: int | None, image_size: int | None, batch_size: int, device: str,
+                       overwrite: bool) -> None:
+    """Convert the paper's released Theano D (FOLDER/<epoch>_discrim_params.jl, or .npz) into a ganlab checkpoint."""
+    click.echo(convert(folder, out, dataset=dataset, data_root=data_root, split=split, limit=limit, epoch=epoch,
+                       image_size=image_size, batch_size=batch_size, device=device, overwrite=overwrite))
+
+
+@hookimpl
+def ganlab_register_commands(cli):
+    cli.add_command(import_group)
