@@ -9,7 +9,9 @@ EXPERIMENTS = [
         description="train a DCGAN on the embedded sklearn digits (32x32 grey) and write the full report",
         train={"dataset": "digits", "image_size": 32, "channels": 1, "ngf": 32, "ndf": 32, "epochs": 30,
                "batch_size": 64},
-        component_options={"svm-probe.labels_per_class": "10,all", "svm-probe.draws": 5},
+        # UMAP off: on a fresh machine its numba compilation alone (~40 s) would be a third of this small run
+        # (svm-probe's embedding.py); --set svm-probe.umap=true draws it
+        component_options={"svm-probe.labels_per_class": "10,all", "svm-probe.draws": 5, "svm-probe.umap": False},
     ),
     Experiment(
         name="probe-svhn",

@@ -4,12 +4,18 @@ Rows of one table, each in full-label and label-scarce (N per class, K draws) mo
 trained D, raw pixels, the same D architecture at random initialisation, single-layer K-means
 (Coates & Ng 2011) and a supervised CNN with D's architecture trained on the same labels.
 The paper's own figures are printed beside them, labelled as such.
+
+Speed (issue 12): the fits run on one CPU thread by default (``threads``), the label-scarce draws
+and C grid as one batched kernel-Newton problem per feature set, the full-label grid with one
+shared preconditioner and warm starts (see ``solver.py`` for which solver ``auto`` takes when).
+The UMAP figure's numba code is cached under the cache folder, so only the first report on a
+machine compiles it (see ``embedding.py``); the small ``probe-digits`` experiment leaves it off.
 """
 from __future__ import annotations
 
 import time
 
-from ganlab import Evaluator, Figure, Result, Table, hookimpl
+from ganlab import Evaluator, Figure, GanlabError, Result, Table, hookimpl
 
 from .paper import PAPER_TABLES
 
@@ -52,7 +58,9 @@ class SvmProbe(Evaluator):
         "select_draws": 0,  # draws used to choose C (0: the same draws)
         "val_size": 0.2,  # validation split from the training split: a fraction, or a count
         "C_grid": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2,1e-1",
-        "solver": "auto",  # liblinear, torch, or auto (torch above ~1 GB of features)
+        # kernel, liblinear, torch, or auto: kernel (batched Newton on the Gram matrix) for rows <= dims,
+        # liblinear for <= 256 dims, torch L-BFGS otherwise (and above 1 GB of features); see solver.py
+        "solver": "auto",
         # stopping tolerance: liblinear's tol; torch: max |gradient| relative to its value at w = 0
         "tol": 1e-4,
         # "none": the paper's L2-SVM on the raw features; "standardize": zero mean, unit variance per
@@ -67,20 +75,33 @@ class SvmProbe(Evaluator):
         "test_split": "",  # "": the dataset's held-out split ("test" for most)
         "train_limit": 0,  # 0: every image of the split
         "test_limit": 0,
-        "umap": True,
+        "umap": True,  # numba-compiled: the first report on a machine compiles it (~40 s), later ones load it
         "umap_points": 2000,
         "batch_size": 256,
+        # CPU threads while the probe runs (0: torch's setting). 1 by default: on the shared 2-core
+        # machine two threads made every phase 2-5x slower (D features 8.0 s vs 1.8 s, see benchmarks/)
+        "threads": 1,
     }
 
     def run(self, ctx):
         import warnings
 
+        import torch
         from sklearn.exceptions import ConvergenceWarning
 
+        threads = int(ctx.options.get("threads", 0) or 0)
+        if threads < 0:
+            raise GanlabError("svm-probe.threads takes 0 (torch's setting) or a positive number of CPU threads")
+        before = torch.get_num_threads()
         # liblinear warns once per unconverged fit; count them for the report instead of flooding the terminal
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            result = self._run(ctx)
+            try:
+                if threads and torch.device(ctx.device).type == "cpu":
+                    torch.set_num_threads(threads)
+                result = self._run(ctx)
+            finally:
+                torch.set_num_threads(before)
         unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
         if unconverged:
             result.text.append(f"liblinear stopped at its iteration limit in {unconverged} fits (their accuracy is "
@@ -117,8 +138,9 @@ class SvmProbe(Evaluator):
                                       result.fit_seconds, result.best_C, o["ci95"]))
                 self._metrics(metrics, name, labels_per_class, result.accuracies)
                 details.append(f"{ROW_NAMES[name]}, {mode_key(labels_per_class)}: C={result.best_C:g}, "
-                               f"validation error by C {_fmt_table(result.C_table)}; features took "
-                               f"{extract_seconds:.1f} s")
+                               f"validation error by C {_fmt_table(result.C_table)}; solver "
+                               f"{'+'.join(result.solvers)}, fits took {result.total_fit_seconds:.1f} s; "
+                               f"features took {extract_seconds:.1f} s")
             if "supervised" in baselines:
                 accuracies, seconds = self._supervised(ctx, train_images, y_train, test_images, y_test,
                                                        labels_per_class)
@@ -235,22 +257,10 @@ class SvmProbe(Evaluator):
         metrics[f"{key}.std"] = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
 
     def _umap(self, ctx, X_test, y_test):
-        import numpy as np
-        import umap
-        from matplotlib.figure import Figure as MplFigure
+        from .embedding import umap_figure
 
-        rng = np.random.default_rng(ctx.seed)
-        n = min(len(y_test), ctx.options["umap_points"])
-        rows = np.sort(rng.choice(len(y_test), n, replace=False))
-        X = np.asarray(X_test[rows], dtype=np.float32)
-        X = (X - X.mean(0)) / (X.std(0) + 1e-6)
-        embedding = umap.UMAP(random_state=ctx.seed, n_jobs=1).fit_transform(X)
-        fig = MplFigure(figsize=(6, 5))
-        ax = fig.subplots()
-        points = ax.scatter(embedding[:, 0], embedding[:, 1], c=y_test[rows], cmap="tab10", s=6)
-        fig.colorbar(points, ax=ax, label="label")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        fig, n = umap_figure(X_test, y_test, points=ctx.options["umap_points"], seed=ctx.seed,
+                             cache_dir=ctx.cache_dir)
         return Figure(f"UMAP of D features, {n} test images coloured by label", fig)
 
 

@@ -18,11 +18,17 @@ statistics on each training subset only (what a label-scarce user could do).
 C selection walks the grid in ascending order, warm-starting each torch fit
 from the previous one; the label-scarce final fits reuse the selection's fits
 at the chosen C, and the full-label refit starts from the fit on the pool.
+When the draws go to the kernel solver (few rows, see ``solver.resolve_solver``)
+every draw, class and C is one batched problem (:mod:`.kernel_protocol`).
+Full-label torch fits share one preconditioner basis (``solver.shared_basis``:
+built once per feature matrix, used for the whole grid and the refit), and an
+in-memory pool is gathered once for the grid instead of masked on every pass.
 
 Everything is chunk-wise: features may be ``np.memmap`` arrays larger than
 RAM; a training subset / standardised copy is never materialised whole
-unless the liblinear solver is used (it needs a dense float64 copy, which is
-why ``solver="auto"`` switches to the torch solver above 1 GB). The lazy
+unless the liblinear or kernel solver is used (liblinear needs a dense float64
+copy, the kernel path the rows of one batch of draws, at most 256 MB), which is
+why ``solver="auto"`` switches to the torch solver above 1 GB. The lazy
 views that make this possible (``FeatureView``, ``Standardizer``,
 ``standardize``) live in :mod:`.views` and are re-exported here.
 """
@@ -36,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from .solver import fit_linear_svm, resolve_solver
+from .kernel_protocol import fit_sets
+from .preconditioner import PRECONDITION_RANK, PreconditionBasis
+from .solver import fit_linear_svm, resolve_solver, shared_basis
 from .views import FeatureView, Standardizer, shape_of, standardize
 
 __all__ = [
@@ -121,15 +129,23 @@ def _fit_on(X, y, rows, C, solver, preprocess, fit_kwargs, st=None, init=None):
         Xv = FeatureView(X, rows)
     else:
         raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
-    n = shape_of(X)[0]
+    n, d = shape_of(X)
     if (preprocess is None and rows is not None and 2 * len(rows) > n
-            and resolve_solver(solver, Xv.nbytes) == "torch"):
+            and resolve_solver(solver, Xv.nbytes, shape=(len(rows), d)) == "torch"):
         # most of X (the full-label pool): stream X whole and mask the rest out
         # rather than gathering the subset on every pass
         return fit_linear_svm(X, np.asarray(y), C, solver="torch", init=init, rows=rows,
                               **fit_kwargs), st
     ysel = np.asarray(y) if rows is None else np.asarray(y)[rows]
     return fit_linear_svm(Xv, ysel, C, solver=solver, init=init, **fit_kwargs), st
+
+
+def _kernel_path(X, row_sets, solver) -> bool:
+    """Whether these (equal-size) row sets go to the batched kernel solver."""
+    n, d = shape_of(X)
+    rows = n if row_sets[0] is None else len(row_sets[0])
+    sizes = {n if r is None else len(r) for r in row_sets}
+    return len(sizes) == 1 and resolve_solver(solver, rows * d * 4, shape=(rows, d)) == "kernel"
 
 
 def _view(X, rows, st):
@@ -166,6 +182,16 @@ def select_C(X: Any, y: np.ndarray, train_idx_list: Sequence[np.ndarray],
     if val_idx.size == 0:
         raise ValueError("select_C needs a non-empty validation set")
     grid = [float(C) for C in grid]
+    if _kernel_path(X, train_idx_list, solver):
+        # every draw, class and C as one batched problem (nothing rebuilt per C)
+        classes = np.unique(y[np.concatenate([np.asarray(t) for t in train_idx_list])])
+        sets, errors = fit_sets(X, y, list(train_idx_list), grid, classes=classes, preprocess=preprocess,
+                                val_idx=val_idx, **fit_kwargs)
+        table = {C: float(errors[:, j].mean()) for j, C in enumerate(grid)}
+        best = min(table, key=lambda c: (table[c], grid.index(c)))
+        if return_fits:
+            return best, table, [(fit.probe(best, classes), fit.st) for fit in sets]
+        return best, table
     errs: dict[float, list[float]] = {C: [] for C in grid}
     fits: list[dict[float, tuple]] = []
     for tr in train_idx_list:
@@ -173,6 +199,18 @@ def select_C(X: Any, y: np.ndarray, train_idx_list: Sequence[np.ndarray],
         st = Standardizer().fit(X, tr) if preprocess == "standardize" else None
         Xval = _view(X, val_idx, st)
         previous, by_C = None, {}
+        basis = fit_kwargs.get("precondition")
+        if preprocess is None and isinstance(basis, PreconditionBasis) and type(X) is np.ndarray:
+            # an in-memory torch problem: gather the rows once for the whole grid (not a masked pass over
+            # every row, nor a gather per pass), with the shared basis restricted to them
+            Xs, ys = np.ascontiguousarray(X[tr]), y[tr]
+            kw_s = {**fit_kwargs, "precondition": basis.subset(tr)}
+            for C in sorted(set(grid)):
+                probe = fit_linear_svm(Xs, ys, C, solver="torch", init=previous, **kw_s)
+                errs[C].append(1.0 - probe.score(Xval, y[val_idx]))
+                previous, by_C[C] = probe, (probe, None)
+            fits.append(by_C)
+            continue
         for C in sorted(set(grid)):
             probe, _ = _fit_on(X, y, tr, C, solver, preprocess, fit_kwargs, st, init=previous)
             errs[C].append(1.0 - probe.score(Xval, y[val_idx]))
@@ -286,6 +324,13 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
 
     t0 = time.perf_counter()
     selected: list[tuple] = []
+    if (preprocess is None and labels_per_class is None and not isinstance(kw.get("precondition"), PreconditionBasis)
+            and resolve_solver(solver, n * d * 4, shape=(n, d)) == "torch"):
+        # one preconditioner basis (randomised SVD + X projected on it) for every fit on X: the C grid
+        # on the pool and the refit on all rows (precondition=0 in fit_kwargs turns it off)
+        given = kw.pop("precondition", None)
+        kw["precondition"] = (shared_basis(X_train, **kw, **({} if given is None else {"precondition": given}))
+                              or (PRECONDITION_RANK if given is None else given))
     if len(grid) > 1:
         best_C, table, selected = select_C(X_train, y_train, sel_sets, val, grid, solver,
                                            preprocess=preprocess, return_fits=True, **kw)
@@ -293,6 +338,14 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
         best_C, table = grid[0], {grid[0]: float("nan")}
     total += time.perf_counter() - t0
 
+    rest = [rows for j, rows in enumerate(final_sets) if rows is not None and j >= len(selected)]
+    if rest and _kernel_path(X_train, rest, solver):
+        # draws C selection did not use: fitted at best_C together
+        t0 = time.perf_counter()
+        classes = np.unique(y_train[np.concatenate(rest)])
+        extra, _ = fit_sets(X_train, y_train, rest, [best_C], classes=classes, preprocess=preprocess, **kw)
+        selected = selected + [(fit.probe(best_C, classes), fit.st) for fit in extra]
+        total += time.perf_counter() - t0
     accs, secs, used = [], [], []
     for j, rows in enumerate(final_sets):
         if rows is not None and j < len(selected):

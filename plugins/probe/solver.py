@@ -11,16 +11,52 @@ regularised like every other weight, and ``intercept = s * w_b``::
     f_k(w, w_b) = 0.5 * (||w||^2 + w_b^2)
                   + C * sum_i max(0, 1 - y_ik (w . x_i + s * w_b))^2
 
+Three solvers of that objective, and ``auto`` to choose among them:
+
 * ``solver="liblinear"`` -- sklearn ``LinearSVC`` (dense float64 copy of X,
   so only for problems that fit comfortably in memory; :mod:`.liblinear`).
+* ``solver="kernel"`` -- for few rows (n <= D): the n x n Gram matrix of the
+  rows with the bias feature and the finite Newton method on it, every class
+  (and, in the protocol, every draw and every C of the grid) as one batched
+  problem; exact Newton steps by Cholesky factorisations of the active rows'
+  Gram block (:mod:`.dual`, :mod:`.kernel_protocol`).
 * ``solver="torch"`` -- all K classes at once as one ``(D+1) x K`` parameter
   matrix, full-batch ``torch.optim.LBFGS`` with strong-Wolfe line search,
-  preconditioned by the top eigenvectors of a row sample's second moment
-  (:class:`.preconditioner.Preconditioner`) and optionally warm-started from
-  another fit (:mod:`.torch_solver`).
-  X is only ever read in row chunks (``X[a:b]``), so it can be a
-  ``np.memmap`` larger than RAM; peak extra memory is about one chunk.
-* ``solver="auto"`` -- torch when ``X.nbytes > 1e9`` else liblinear.
+  preconditioned (:mod:`.preconditioner`: a low-rank preconditioner from a
+  row sample, or -- given a :func:`shared_basis` -- one exact per class in the
+  top-256 subspace) and optionally warm-started from another fit
+  (:mod:`.torch_solver`). X is only ever read in row chunks (``X[a:b]``), so
+  it can be a ``np.memmap`` larger than RAM; peak extra memory is about one chunk.
+* ``solver="auto"`` -- :func:`resolve_solver`: torch above ``AUTO_TORCH_BYTES``
+  (1 GB) of features; otherwise kernel when ``rows <= KERNEL_MAX_ROWS`` (2,000)
+  and ``rows <= KERNEL_ROW_RATIO * dims`` (4); otherwise liblinear up to
+  ``LIBLINEAR_MAX_DIMS`` (128) dims, torch above.
+
+The crossover, measured on the shared 2-core CPU at one thread (load average
+3-4), seconds for one 8-value C grid (1e-4..1e-1; torch warm-started along it
+with a shared preconditioner, liblinear's ``tol`` 1e-4), MNIST features of a
+32x32 ndf-32 D (3,584 dims; ``benchmarks/probe_speed.py --crossover``) and of
+the K-means and pixel baselines (first d dims)::
+
+    features        rows    kernel   torch   liblinear
+    D, 3,584 dims    500      0.7    23.4*     17.2
+                    1000      2.0    18.9*     28.8
+                    2000      6.6    21.4*     64.9
+                    3000     18.9    22.5*       -
+                    4800     35.5    16.0*       -
+    pixels, 1,024   1000      1.9     2.9       5.6
+    K-means, 800    1000      0.8     2.3       9.6
+                    4800     39.1     3.9      81.8
+    K-means, 256    1000      1.4     5.2       7.8
+                    4800     71.1     3.0      35.6
+    digits, 64      1200     12.2     6.3       1.3
+    (* torch streamed all 6,000 rows with the others masked out)
+
+The kernel path's Gram matrix costs n^2 D and its Newton steps ~|S|^3 per
+class (S: the rows with an active margin, a quarter to a half of them), so it
+wins by 3-25x up to ~2,000 rows and loses by 10-25x at 4,800; torch's L-BFGS
+passes cost n D K each and win for many rows; liblinear only wins on a few
+dozen dims (digits' 64), where its C loops beat torch's per-pass overhead.
 
 This module is the public entry: :func:`fit_linear_svm` checks the problem
 and dispatches to a solver; the objective and the fitted :class:`LinearProbe`
@@ -44,7 +80,7 @@ import torch
 
 from .liblinear import fit_liblinear
 from .objective import LinearProbe, svm_objective
-from .preconditioner import PRECONDITION_RANK
+from .preconditioner import PRECONDITION_RANK, Preconditioner
 from .torch_solver import fit_torch
 from .views import DEFAULT_CHUNK_BYTES, default_chunk_rows, nbytes_of, shape_of
 
@@ -55,6 +91,12 @@ __all__ = [
     "AUTO_TORCH_BYTES",
     "DEFAULT_CHUNK_BYTES",
     "SMALL_PROBLEM_FLOPS",
+    "KERNEL_MAX_ROWS",
+    "KERNEL_ROW_RATIO",
+    "LIBLINEAR_MAX_DIMS",
+    "resolve_solver",
+    "shared_basis",
+    "SHARED_RANK",
 ]
 
 #: ``solver="auto"`` switches to the torch solver above this many bytes of X
@@ -62,6 +104,14 @@ __all__ = [
 AUTO_TORCH_BYTES = 1e9
 #: Below this N*D*K the CPU torch solver runs single-threaded by default.
 SMALL_PROBLEM_FLOPS = 5e7
+#: Rank of the basis :func:`shared_basis` builds (the protocol's full-label torch fits).
+SHARED_RANK = 128
+#: ``solver="auto"`` takes the kernel path up to this many training rows, when rows <= ratio x dims.
+KERNEL_MAX_ROWS = 2000
+KERNEL_ROW_RATIO = 4.0
+#: ``solver="auto"`` takes liblinear for larger row counts up to this many dims, torch above
+#: (measured: liblinear 5x faster at 64 dims, torch 12x faster at 256; not measured in between).
+LIBLINEAR_MAX_DIMS = 128
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -78,8 +128,8 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
                    chunk_rows: int | None = None, precision: str = "mixed",
                    history_size: int = 20, cache_on_device: bool | None = None,
                    num_threads: int | None = None, init: LinearProbe | None = None,
-                   precondition: int = PRECONDITION_RANK, rows: np.ndarray | None = None,
-                   verbose: bool = False) -> LinearProbe:
+                   precondition: Any = PRECONDITION_RANK, rows: np.ndarray | None = None,
+                   objective_tol: float | None = None, verbose: bool = False) -> LinearProbe:
     """Fit a one-vs-rest linear L2-SVM (LinearSVC's objective, see module doc).
 
     ``X_train`` holds N x D features (float32 ndarray / np.memmap / torch
@@ -140,7 +190,15 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
     classes = np.unique(y if mask is None else y[mask])
     if classes.size < 2:
         raise ValueError("need at least 2 classes")
-    solver = resolve_solver(solver, nbytes_of(X_train) * (1 if mask is None else mask.mean()))
+    n_fit = n if mask is None else int(mask.sum())
+    solver = resolve_solver(solver, nbytes_of(X_train) * n_fit / max(n, 1), shape=(n_fit, d))
+    if solver == "kernel":
+        from .kernel_protocol import fit_sets
+
+        fits, _ = fit_sets(X_train, y, [rows], [float(C)], classes=classes, device=_resolve_device(device), tol=tol,
+                           intercept_scaling=intercept_scaling, fit_intercept=fit_intercept, precision=precision,
+                           max_iter=max_iter)
+        return fits[0].probe(float(C), classes)
     if solver == "liblinear":
         if mask is not None:
             X_train, y = np.asarray(X_train[np.flatnonzero(mask)]), y[mask]
@@ -167,15 +225,50 @@ def fit_linear_svm(X_train: Any, y_train: np.ndarray, C: float, *,
                              chunk_rows=chunk_rows or default_chunk_rows(d),
                              precision=precision, history_size=history_size,
                              cache_on_device=cache_on_device, init=init, precondition=precondition,
-                             mask=mask, verbose=verbose)
+                             mask=mask, verbose=verbose, objective_tol=objective_tol)
         finally:
             if change:
                 torch.set_num_threads(prev)
     raise ValueError(f"unknown solver {solver!r} (liblinear, torch, auto)")
 
 
-def resolve_solver(solver: str, nbytes: float) -> str:
-    """"auto" -> "torch" above AUTO_TORCH_BYTES of features, else "liblinear"."""
-    if solver == "auto":
-        return "torch" if nbytes > AUTO_TORCH_BYTES else "liblinear"
-    return solver
+def resolve_solver(solver: str, nbytes: float, shape: tuple[int, int] | None = None) -> str:
+    """The solver "auto" means for a fit on ``shape = (rows, dims)`` with ``nbytes`` of features.
+
+    * above ``AUTO_TORCH_BYTES``: "torch" (the others need the rows in memory);
+    * ``rows <= KERNEL_MAX_ROWS`` and ``rows <= KERNEL_ROW_RATIO * dims``: "kernel" (the n x n Gram
+      matrix and its Newton solve cost less than the passes over X either primal solver makes);
+    * else ``dims <= LIBLINEAR_MAX_DIMS``: "liblinear" (on a few dozen features liblinear's
+      C loops beat torch's per-pass overhead);
+    * else "torch".
+
+    Without ``shape`` (the old signature) "auto" is "torch" above the byte limit and "liblinear" below.
+    The constants are the crossover measured on the 2-core CPU (module docstring)."""
+    if solver != "auto":
+        return solver
+    if nbytes > AUTO_TORCH_BYTES:
+        return "torch"
+    if shape is None:
+        return "liblinear"
+    rows, dims = shape
+    if rows <= KERNEL_MAX_ROWS and rows <= KERNEL_ROW_RATIO * dims:
+        return "kernel"
+    return "liblinear" if dims <= LIBLINEAR_MAX_DIMS else "torch"
+
+
+def shared_basis(X: Any, *, device: Any = "cpu", precondition: int = SHARED_RANK,
+                 intercept_scaling: float = 1.0, fit_intercept: bool = True,
+                 chunk_rows: int | None = None, **_ignored):
+    """A :class:`~.preconditioner.PreconditionBasis` of X with its rows projected (``XU``), for
+    every torch fit on X: pass it as ``precondition=`` (the protocol does, for the C grid and the
+    full-label refit). Built once: a randomised SVD of a row sample plus one pass over X with
+    ``precondition`` columns (default ``SHARED_RANK``, 128: on the 4,800 x 3,584 D features of
+    benchmarks/probe_speed.py the four full-label protocols took 24 s at rank 128, 37 s at 256,
+    23 s at 64, with 64 slower on D itself). None when ``precondition`` is 0 or not an int."""
+    if not isinstance(precondition, int) or isinstance(precondition, bool) or precondition <= 0:
+        return None
+    n, d = shape_of(X)
+    dev = _resolve_device(device)
+    s = float(intercept_scaling) if fit_intercept else 0.0
+    basis = Preconditioner.basis(X, n, d, s, rank=precondition, device=dev)
+    return None if basis is None else basis.project(X, chunk_rows or default_chunk_rows(d))
