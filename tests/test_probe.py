@@ -121,7 +121,8 @@ def test_full_label_rows_match_sklearn(tiny_run, tmp_path):
     torch.manual_seed(0)
     expected = {}
     for name, D in (("d", gan.discriminator), ("random-d", Discriminator(gan.config))):
-        F_train, F_test = (ganlab.discriminator_features(D, x) for x in (train, test))
+        # BatchNorm statistics recomputed on the training images (bn_stats="real", the default)
+        F_train, F_test = (ganlab.discriminator_features(D, x, real_images=train) for x in (train, test))
         svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(F_train, y_train)
         expected[name] = svm.score(F_test, y_test)
         # the same number of correct test images: a row on the other D's features would be off by several
@@ -129,6 +130,14 @@ def test_full_label_rows_match_sklearn(tiny_run, tmp_path):
     assert expected["d"] != expected["random-d"]
     # four cache entries: (trained D, random D) x (train, test), none shared
     assert len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 4
+    # bn_stats=running: D's stored running averages, as LinearSVC scores features taken with them
+    data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tmp_path / "r-run",
+                          settings={**settings, "svm-probe.baselines": "pixels", "svm-probe.bn_stats": "running"})
+    F_train, F_test = (ganlab.discriminator_features(gan.discriminator, x, bn_stats="running") for x in (train, test))
+    running = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(F_train, y_train)
+    assert data.components[0].result.metrics["d.all.accuracy"] == pytest.approx(running.score(F_test, y_test),
+                                                                                abs=0.5 / len(y_test))
+    assert running.score(F_test, y_test) != expected["d"]
     data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tmp_path / "r-sk2",
                           settings={**settings, "svm-probe.preprocess": "standardize", "svm-probe.baselines": "pixels"})
     scaler = StandardScaler().fit(X_train)
@@ -235,3 +244,28 @@ def test_feature_cache_key_separates_models_tags_and_images(tmp_path, monkeypatc
     # a relative path names the same file as its absolute one
     monkeypatch.chdir(tmp_path)
     assert key("a.pt", "D", "digits", "train", None) == later
+
+
+def test_the_kmeans_row_is_standardised_as_coates_and_ng_do(tiny_run, tmp_path):
+    """The K-means row equals a LinearSVC on StandardScaler-ed KMeansFeatures (kmeans_preprocess=none: raw)."""
+    from ganlab_plugins.probe.kmeans_features import KMeansFeatures
+
+    registry.reset()
+    settings = {**QUICK, "svm-probe.C_grid": "0.01", "svm-probe.labels_per_class": "all",
+                "svm-probe.baselines": "kmeans", "svm-probe.umap": "false"}
+    train, y_train = load_split("digits", "train", image_size=16, channels=1, progress=False)
+    test, y_test = load_split("digits", "test", image_size=16, channels=1, progress=False)
+    model = KMeansFeatures(k=16, seed=0, device="cpu", progress=False)
+    K_train = model.fit_transform(train)
+    K_test = model.transform(test)
+    scaler = StandardScaler().fit(K_train)
+    svm = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000)
+    standardised = svm.fit(scaler.transform(K_train), y_train).score(scaler.transform(K_test), y_test)
+    raw = LinearSVC(C=0.01, loss="squared_hinge", dual=False, max_iter=10000).fit(K_train, y_train).score(K_test,
+                                                                                                          y_test)
+    assert abs(standardised - raw) > 2 / len(y_test)  # the two really differ here
+    for preprocess, expected in (("standardize", standardised), ("none", raw)):
+        data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tmp_path / preprocess,
+                              settings={**settings, "svm-probe.kmeans_preprocess": preprocess})
+        got = data.components[0].result.metrics["kmeans.all.accuracy"]
+        assert got == pytest.approx(expected, abs=1.5 / len(y_test)), preprocess

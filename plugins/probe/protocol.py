@@ -62,6 +62,7 @@ __all__ = [
 #: C values searched by default (the features are standardised, C is tiny
 #: because D is large: 28,672 features for the paper's discriminator).
 DEFAULT_C_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-1)
+SELECTION_STREAM = 1  # seeds C selection's draws: numpy.random.default_rng([seed, SELECTION_STREAM])
 
 
 def _as_rng(rng: Any) -> np.random.Generator:
@@ -282,8 +283,9 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
     integer N selects label-scarce mode with ``draws`` class-balanced draws of
     N per class from the training pool excluding the validation split
     (``draws`` is ignored otherwise). In label-scarce mode C is selected on
-    the first ``select_draws`` draws only (None: all ``draws``; fewer saves
-    fits on big features), and every draw is then fit at that C.
+    ``select_draws`` draws of its own (None: as many as ``draws``), drawn
+    from an independent random stream, so the reported draws play no part
+    in choosing C; every reported draw is then fit at that C.
 
     ``C_grid`` holds the candidate C values (a single value skips selection).
     ``val_size`` sizes the validation split (see :func:`validation_split`),
@@ -320,7 +322,11 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
         classes = np.unique(y_train)
         final_sets = [balanced_draw(y_train, labels_per_class, rng, pool=pool, classes=classes)
                       for _ in range(draws)]
-        sel_sets = final_sets if select_draws is None else final_sets[:max(1, int(select_draws))]
+        # C is chosen on draws of its own, from an independent stream (the authors' code draws afresh for
+        # selection too), so no reported draw took part in choosing C
+        sel_rng = np.random.default_rng([seed, SELECTION_STREAM])
+        sel_sets = [balanced_draw(y_train, labels_per_class, sel_rng, pool=pool, classes=classes)
+                    for _ in range(draws if select_draws is None else max(1, int(select_draws)))]
 
     t0 = time.perf_counter()
     selected: list[tuple] = []
@@ -337,6 +343,9 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
     else:
         best_C, table = grid[0], {grid[0]: float("nan")}
     total += time.perf_counter() - t0
+    warm = selected[0][0] if selected else None  # a fit at best_C: a warm start for the final fits
+    if labels_per_class is not None:
+        selected = []  # the selection draws are not the reported ones: every reported draw is fitted below
 
     rest = [rows for j, rows in enumerate(final_sets) if rows is not None and j >= len(selected)]
     if rest and _kernel_path(X_train, rest, solver):
@@ -356,8 +365,7 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
             # full labels (refit on every row) or a draw C selection did not use:
             # warm-started from the first selection fit at best_C
             t0 = time.perf_counter()
-            init = selected[0][0] if selected else None
-            probe, st = _fit_on(X_train, y_train, rows, best_C, solver, preprocess, kw, init=init)
+            probe, st = _fit_on(X_train, y_train, rows, best_C, solver, preprocess, kw, init=warm)
             secs.append(time.perf_counter() - t0)
             total += secs[-1]
         accs.append(probe.score(_view(X_test, None, st), y_test))
