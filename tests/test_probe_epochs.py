@@ -1,0 +1,67 @@
+"""probe-epochs: a cheap probe across a run's epochs, C fixed from validation, flat baseline lines."""
+import numpy as np
+import pytest
+from sklearn.svm import LinearSVC
+
+import ganlab
+from ganlab import load_split, registry, to_unit_range
+from ganlab.report import make_report
+from ganlab_plugins.probe.protocol import validation_split
+
+SETTINGS = {"probe-epochs.C_grid": "1e-3,1e-2,1e-1", "probe-epochs.kmeans_k": "16", "probe-epochs.solver": "liblinear"}
+
+
+@pytest.fixture(scope="module")
+def across(tiny_run, tmp_path_factory):
+    registry.reset()
+    data, folder = make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, settings=SETTINGS,
+                               out=tmp_path_factory.mktemp("epochs") / "r")
+    return data, folder
+
+
+def _svm(C):
+    return LinearSVC(C=C, loss="squared_hinge", dual=False, max_iter=20000)
+
+
+def test_the_last_checkpoint_matches_sklearn(across, tiny_run):
+    data, _ = across
+    metrics = data.components[0].result.metrics
+    train, y_train = load_split("digits", "train", image_size=16, channels=1, progress=False)
+    test, y_test = load_split("digits", "test", image_size=16, channels=1, progress=False)
+    pool, val = validation_split(len(y_train), 0.2, np.random.default_rng(0))
+    gan = ganlab.load(tiny_run)
+    F_train, F_test = (ganlab.discriminator_features(gan.discriminator, x, real_images=train) for x in (train, test))
+    # C: the validation choice among the grid (made on the first checkpoint seen, kept afterwards)
+    C = float(data.components[0].result.tables[0].rows[0][3])
+    assert C in (1e-3, 1e-2, 1e-1)
+    svm = _svm(C).fit(F_train[pool], y_train[pool])
+    assert metrics["d.val_accuracy"] == pytest.approx(svm.score(F_train[val], y_train[val]), abs=1.5 / len(val))
+    assert metrics["d.test_accuracy"] == pytest.approx(svm.score(F_test, y_test), abs=1.5 / len(y_test))
+    # pixels: C chosen on the same validation split by validation accuracy, then scored on the test set
+    X_train, X_test = (to_unit_range(x).flatten(1).numpy() for x in (train, test))
+    val_acc = {c: _svm(c).fit(X_train[pool], y_train[pool]).score(X_train[val], y_train[val]) for c in (1e-3, 1e-2,
+                                                                                                          1e-1)}
+    best = max(val_acc, key=lambda c: (val_acc[c], -[1e-3, 1e-2, 1e-1].index(c)))
+    assert metrics["pixels.val_accuracy"] == pytest.approx(val_acc[best], abs=1.5 / len(val))
+    assert metrics["pixels.test_accuracy"] == pytest.approx(_svm(best).fit(X_train[pool], y_train[pool])
+                                                            .score(X_test, y_test), abs=1.5 / len(y_test))
+    assert 0.1 < metrics["kmeans.test_accuracy"] <= 1
+
+
+def test_it_follows_the_epochs_with_flat_baselines(across):
+    data, folder = across
+    series = data.across_epochs
+    epochs = [e for e, _ in series["probe-epochs.d.test_accuracy"]]
+    assert epochs == [1, 2]  # the tiny run's two epoch checkpoints
+    for name in ("pixels", "kmeans"):
+        values = {v for _, v in series[f"probe-epochs.{name}.test_accuracy"]}
+        assert len(values) == 1  # computed once: the same line on every epoch
+    assert all(0.1 < v <= 1 for _, v in series["probe-epochs.d.val_accuracy"])
+    assert (folder / "index.html").read_text().count("probe-epochs.d.val_accuracy") >= 1
+
+
+def test_a_bad_option_is_a_one_line_error(tiny_run, tmp_path):
+    registry.reset()
+    data, _ = make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, out=tmp_path / "r",
+                          settings={**SETTINGS, "probe-epochs.baselines": "pixels,nope"})
+    assert data.components[0].status == "failed" and "probe-epochs.baselines" in data.components[0].error
