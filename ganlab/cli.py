@@ -243,6 +243,8 @@ def report_options(func):
         click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset files"),
         click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option"),
         click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
+        click.option("--select-epoch", metavar="COMPONENT.METRIC",
+                     help="with a run folder: report on the epoch where this (validation) metric is highest"),
         click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bars"),
         click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (with a count)"),
@@ -259,7 +261,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs,
-                  as_json=False, quiet=False, skip_bad_images=False, show_traceback=False) -> None:
+                  as_json=False, quiet=False, skip_bad_images=False, show_traceback=False, select_epoch=None) -> None:
     from ganlab.report import make_report
 
     def say(line: str) -> None:
@@ -268,7 +270,7 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
     data, folder = make_report(checkpoint, only=only, skip=_split(skip), out=out, dataset=dataset,
                                data_root=data_root, seed=seed, device=device, settings=settings,
                                all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say,
-                               skip_bad_images=skip_bad_images)
+                               skip_bad_images=skip_bad_images, select_epoch=select_epoch)
     if show_traceback:
         for run in data.components:
             if run.traceback:
@@ -291,14 +293,15 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, as_json, quiet, skip_bad_images,
-           show_traceback, out, seed, device) -> None:
+def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, select_epoch, as_json, quiet,
+           skip_bad_images, show_traceback, out, seed, device) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
     from ganlab.options import parse_settings
 
     _write_report(checkpoint, only=_split(only), skip=skip, out=out, dataset=dataset, data_root=data_root, seed=seed,
                   device=device, settings=parse_settings(settings), across_epochs=across_epochs, as_json=as_json,
-                  quiet=quiet, skip_bad_images=skip_bad_images, show_traceback=show_traceback)
+                  quiet=quiet, skip_bad_images=skip_bad_images, show_traceback=show_traceback,
+                  select_epoch=select_epoch)
 
 
 @cli.command()
@@ -369,7 +372,9 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, settings, qui
                   out=str(report_out), dataset=exp.report_dataset, data_root=options.data_root,
                   seed=report_seed, device=options.device,
                   settings={**exp.component_options, **parse_settings(settings)}, across_epochs=False, quiet=quiet,
-                  skip_bad_images=bool(options.skip_bad_images))
+                  skip_bad_images=bool(options.skip_bad_images),
+                  # a run of one epoch has nothing to choose from
+                  select_epoch=exp.select_epoch if len(list(Path(checkpoint).glob("epoch_*.pt"))) > 1 else None)
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ class Experiment:
     ``components`` lists the evaluators/analyses to run (None: every applicable one);
     ``component_options`` sets their options ({"svm-probe.labels_per_class": 10}).
     ``report_dataset`` / ``report_split`` let the report use another dataset than training
-    (None: the training dataset).
+    (None: the training dataset). ``select_epoch`` ("COMPONENT.METRIC", a cheap component's validation
+    metric) reports on the epoch where it is highest instead of the last (``ganlab report --select-epoch``).
     """
 
     name: str
@@ -21,3 +22,4 @@ class Experiment:
     components: tuple[str, ...] | None = None
     component_options: dict[str, Any] = field(default_factory=dict)
     report_dataset: str | None = None
+    select_epoch: str | None = None

@@ -171,6 +171,39 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
     return series
 
 
+def _check_selection(metric: str, run_dir: Path | None, components: list[Component], everything: bool) -> None:
+    """Before any work: --select-epoch needs a run folder with epochs and a component that runs on each."""
+    name = metric.split(".", 1)[0]
+    if run_dir is None or len(_epoch_checkpoints(run_dir)) < 2:
+        raise GanlabError(f"--select-epoch {metric} needs a run folder with two or more epoch_*.pt checkpoints")
+    found = [c for c in components if c.name == name]
+    if not found or "." not in metric:
+        raise GanlabError(f"--select-epoch {metric}: give COMPONENT.METRIC of a component in this report "
+                          f"(e.g. probe-epochs.d.val_accuracy)")
+    if not (found[0].cheap or everything):
+        raise GanlabError(f"--select-epoch {metric}: {name} does not run across epochs (not cheap); add "
+                          "--across-epochs")
+
+
+def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir: Path) -> dict[str, Any]:
+    """{"metric", "epoch", "value", "checkpoint"} of the epoch where ``metric`` is highest (earliest on a tie)."""
+    points = series.get(metric)
+    if not points:
+        known = ", ".join(sorted(k for k in series if k.startswith(metric.split(".", 1)[0] + "."))) or "none"
+        raise GanlabError(f"--select-epoch {metric}: no such metric across epochs (available: {known})")
+    epoch, value = max(points, key=lambda p: (p[1], -p[0]))
+    files = {meta_epoch: path for path in _epoch_checkpoints(run_dir)
+             for meta_epoch in [_epoch_number(path)] if meta_epoch is not None}
+    if epoch not in files:
+        raise GanlabError(f"--select-epoch: epoch {epoch}'s checkpoint is not in {run_dir}")
+    return {"metric": metric, "epoch": epoch, "value": value, "checkpoint": files[epoch]}
+
+
+def _epoch_number(path: Path) -> int | None:
+    digits = path.stem.removeprefix("epoch_")
+    return int(digits) if digits.isdigit() else None
+
+
 def meta_int(meta: dict[str, Any], key: str) -> int | None:
     """``meta[key]`` when it is a whole number, else None (a checkpoint from another tool may hold anything)."""
     value = meta.get(key)
@@ -197,12 +230,17 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                 out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
                 seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
                 all_across_epochs: bool = False, progress: bool = True,
-                say: Say | None = None, skip_bad_images: bool = False) -> tuple[ReportData, Path]:
+                say: Say | None = None, skip_bad_images: bool = False,
+                select_epoch: str | None = None) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
 
     The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure leaves the
     previous report whole. Components named in ``only`` that cannot run here are an error before anything
     runs. Returns the report data and the output folder (default ``reports/<checkpoint or run name>``).
+
+    ``select_epoch`` ("COMPONENT.METRIC", e.g. ``probe-epochs.d.val_accuracy``; a run folder only): the
+    across-epochs series are computed first and the components run on the epoch checkpoint where that
+    metric is highest (the earliest on a tie) instead of the last one. Use a validation metric.
     """
     from ganlab.render import render_report
 
@@ -227,15 +265,27 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
             if reasons:
                 raise GanlabError(f"{component.name} cannot run here: it {'; '.join(reasons)} "
                                   f"(dataset: {dataset or 'none'})")
-        if say is not None:
-            say(f"report for {path} ({len(components)} components, dataset {dataset or 'none'})")
         splits: dict[str, Any] = {}
+        series: dict[str, list[tuple[int, float]]] = {}
+        problems: list[str] = []
+        selected = None
+        if select_epoch:
+            _check_selection(select_epoch, run_dir, components, all_across_epochs)
+            series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset,
+                                   data_root=data_root, seed=seed, device=torch_device, settings=settings,
+                                   progress=progress, splits=splits, problems=problems)
+            selected = _best_epoch(series, select_epoch, run_dir)
+            path = selected["checkpoint"]
+            gan = load(path, torch_device)
+        if say is not None:
+            chosen = f" (epoch {selected['epoch']}: highest {select_epoch})" if selected else ""
+            say(f"report for {path}{chosen} ({len(components)} components, dataset {dataset or 'none'})")
         runs = run_components(gan, components, dataset=dataset, data_root=data_root, seed=seed, device=torch_device,
                               settings=settings, progress=progress, splits=splits, say=say,
                               skip_bad_images=skip_bad_images)
-        history, problems = _history(gan.meta)
-        series = {}
-        if run_dir and len(_epoch_checkpoints(run_dir)) > 1:
+        history, history_problems = _history(gan.meta)
+        problems += history_problems
+        if run_dir and len(_epoch_checkpoints(run_dir)) > 1 and not select_epoch:
             series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset,
                                    data_root=data_root, seed=seed, device=torch_device, settings=settings,
                                    progress=progress, splits=splits, problems=problems)
@@ -251,7 +301,9 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
             seed=seed, date=_dt.datetime.now().isoformat(timespec="seconds"),
             training={"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
                       "format": str(gan.meta.get("format") or ""),
-                      "options": gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else None},
+                      "options": gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else None,
+                      **({"selected_by": {k: v for k, v in selected.items() if k != "checkpoint"}}
+                         if selected else {})},
             history=history, samples=samples, components=runs, across_epochs=series, problems=problems)
         try:
             render_report(data, folder.staging)

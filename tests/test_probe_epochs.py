@@ -65,3 +65,31 @@ def test_a_bad_option_is_a_one_line_error(tiny_run, tmp_path):
     data, _ = make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, out=tmp_path / "r",
                           settings={**SETTINGS, "probe-epochs.baselines": "pixels,nope"})
     assert data.components[0].status == "failed" and "probe-epochs.baselines" in data.components[0].error
+
+
+def test_select_epoch_reports_on_the_epoch_with_the_best_validation_accuracy(tiny_run, tmp_path):
+    registry.reset()
+    data, _ = make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, settings=SETTINGS,
+                          out=tmp_path / "r", select_epoch="probe-epochs.d.val_accuracy")
+    points = data.across_epochs["probe-epochs.d.val_accuracy"]
+    best_epoch, best = max(points, key=lambda p: (p[1], -p[0]))
+    chosen = data.training["selected_by"]
+    assert chosen == {"metric": "probe-epochs.d.val_accuracy", "epoch": best_epoch, "value": best}
+    assert data.checkpoint.endswith(f"epoch_{best_epoch:04d}.pt") and data.training["epoch"] == best_epoch
+    assert data.components[0].result.metrics["d.val_accuracy"] == pytest.approx(best)
+
+
+@pytest.mark.parametrize("metric, message", [("svm-probe.d.all.accuracy", "not cheap"),
+                                             ("probe-epochs.nope", "no such metric"),
+                                             ("nothing", "COMPONENT.METRIC")])
+def test_select_epoch_mistakes_are_one_line_errors(tiny_run, tmp_path, metric, message):
+    from click.testing import CliRunner
+
+    from ganlab.cli import cli
+
+    registry.reset()
+    result = CliRunner().invoke(cli, ["report", str(tiny_run), "--only", "probe-epochs,svm-probe", "--select-epoch",
+                                      metric, "--out", str(tmp_path / "r"), "--quiet", "--device", "cpu",
+                                      "--set", "probe-epochs.kmeans_k=16"])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
