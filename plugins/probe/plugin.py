@@ -58,8 +58,8 @@ class SvmProbe(Evaluator):
         "select_draws": 0,  # draws used to choose C, from their own random stream (0: as many as draws)
         "val_size": 0.2,  # validation split from the training split: a fraction, or a count
         "C_grid": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2,1e-1",
-        # kernel, liblinear, torch, or auto: kernel (batched Newton on the Gram matrix) for rows <= dims,
-        # liblinear for <= 256 dims, torch L-BFGS otherwise (and above 1 GB of features); see solver.py
+        # kernel, liblinear, torch, or auto: kernel (batched Newton on the Gram matrix) up to 2,000 rows (and
+        # rows <= 4 x dims), liblinear for <= 128 dims, torch L-BFGS otherwise and above 1 GB; see solver.py
         "solver": "auto",
         # stopping tolerance: liblinear's tol; torch: max |gradient| relative to its value at w = 0
         "tol": 1e-4,
@@ -173,7 +173,8 @@ class SvmProbe(Evaluator):
         text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "
                 f"({dim} dims), BatchNorm statistics: {o['bn_stats']}, preprocessing: {o['preprocess']} "
                 f"(K-means: {o['kmeans_preprocess']}); C chosen on a validation split of {o['val_size']} from "
-                f"'{o['train_split']}', on label draws of its own; tested on '{test_split}' ({len(y_test)} images)."]
+                f"'{o['train_split']}' (label-scarce rows: on draws of their own, not the reported ones); tested on "
+                f"'{test_split}' ({len(y_test)} images)."]
         return Result(metrics=metrics, tables=tables, figures=figures, text=text + details)
 
     # --- feature sets: (X_train, X_test, seconds) ------------------------------------------------
