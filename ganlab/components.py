@@ -63,7 +63,8 @@ class Component:
     Set ``name`` (lowercase, digits, dashes), a one-line ``description``, ``needs`` (keys of
     ``NEEDS``), ``options`` (name -> default; users override them with
     ``--set NAME.OPTION=VALUE``) and ``cheap = True`` if it is quick enough to rerun on every
-    epoch checkpoint of a run. Then implement ``run``.
+    epoch checkpoint of a run; ``plot_together`` lists metric-name endings whose across-epochs
+    series share one figure (one line per metric with that ending). Then implement ``run``.
     """
 
     kind = "component"
@@ -72,6 +73,7 @@ class Component:
     needs: frozenset[str] | set[str] | tuple[str, ...] = frozenset()
     options: dict[str, Any] = {}
     cheap: bool = False
+    plot_together: tuple[str, ...] = ()
 
     def run(self, ctx: "RunContext") -> Result:  # pragma: no cover - interface
         raise NotImplementedError

@@ -144,11 +144,16 @@ def history_figure(history: dict[str, list[float]]) -> MplFigure | None:
     return fig
 
 
-def series_figure(name: str, points: list[tuple[int, float]]) -> MplFigure:
+def series_figure(name: str, lines: dict[str, list[tuple[int, float]]]) -> MplFigure:
+    """One metric over epochs, or several (a legend names each line by its metric name)."""
     fig = MplFigure(figsize=(4.6, 3.0))
     ax = fig.subplots()
-    points = sorted(points)
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", linewidth=1.2)
+    for label, points in lines.items():
+        points = sorted(points)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3 if len(lines) > 1 else 6,
+                linewidth=1.2, label=label)
+    if len(lines) > 1:
+        ax.legend(fontsize=7)
     ax.set(title=name, xlabel="epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -213,8 +218,13 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     samples = assets.image("samples", data.samples) if data.samples is not None else None
     ids: set[str] = set()
     components = [_component_view(run, i, assets, ids) for i, run in enumerate(data.components, 1)]
-    across = [{"name": name, **assets.figure(f"across-epochs-{i:02d}-{slugify(name)}", series_figure(name, points))}
-              for i, (name, points) in enumerate((data.across_epochs or {}).items(), 1) if points]
+    series = data.across_epochs or {}
+    grouped = {name for names in (data.across_groups or {}).values() for name in names}
+    plots = [(title, {name: series.get(name, []) for name in names})
+             for title, names in (data.across_groups or {}).items()]
+    plots += [(name, {name: points}) for name, points in series.items() if name not in grouped]
+    across = [{"name": title, **assets.figure(f"across-epochs-{i:02d}-{slugify(title)}", series_figure(title, lines))}
+              for i, (title, lines) in enumerate(plots, 1) if any(lines.values())]
     training = dict(data.training or {})
     options = training.pop("options", None) or {}
     page = _environment().get_template("report.html").render(

@@ -171,6 +171,17 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
     return series
 
 
+def series_groups(series: dict[str, list[tuple[int, float]]], components: list[Component]) -> dict[str, list[str]]:
+    """Figure title -> the series a component's ``plot_together`` endings put in one figure (two or more)."""
+    groups = {}
+    for component in components:
+        for ending in getattr(component, "plot_together", ()) or ():
+            names = [k for k in series if k.startswith(f"{component.name}.") and k.endswith(f".{ending}")]
+            if len(names) > 1:
+                groups[f"{component.name}: {ending}"] = names
+    return groups
+
+
 def _check_selection(metric: str, run_dir: Path | None, components: list[Component], everything: bool) -> None:
     """Before any work: --select-epoch needs a run folder with epochs and a component that runs on each."""
     name = metric.split(".", 1)[0]
@@ -289,6 +300,7 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
             series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset,
                                    data_root=data_root, seed=seed, device=torch_device, settings=settings,
                                    progress=progress, splits=splits, problems=problems)
+        groups = series_groups(series, components)
         raw = gan.sample(64, seed=seed)
         if not bool(torch.isfinite(raw).all()):
             problems.append(f"the generator is broken: {int((~torch.isfinite(raw)).sum())} of {raw.numel()} "
@@ -304,7 +316,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                       "options": gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else None,
                       **({"selected_by": {k: v for k, v in selected.items() if k != "checkpoint"}}
                          if selected else {})},
-            history=history, samples=samples, components=runs, across_epochs=series, problems=problems)
+            history=history, samples=samples, components=runs, across_epochs=series, across_groups=groups,
+            problems=problems)
         try:
             render_report(data, folder.staging)
         except OSError as exc:

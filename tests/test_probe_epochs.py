@@ -57,7 +57,15 @@ def test_it_follows_the_epochs_with_flat_baselines(across):
         values = {v for _, v in series[f"probe-epochs.{name}.test_accuracy"]}
         assert len(values) == 1  # computed once: the same line on every epoch
     assert all(0.1 < v <= 1 for _, v in series["probe-epochs.d.val_accuracy"])
-    assert (folder / "index.html").read_text().count("probe-epochs.d.val_accuracy") >= 1
+    # D's line is drawn against the baselines' lines: one figure per measure, three lines each
+    assert data.across_groups == {f"probe-epochs: {m}": [f"probe-epochs.{n}.{m}" for n in ("d", "pixels", "kmeans")]
+                                  for m in ("val_accuracy", "test_accuracy")}
+    page = (folder / "index.html").read_text()
+    assert 'alt="probe-epochs: test_accuracy by epoch"' in page and "probe-epochs.d.test_accuracy by epoch" not in page
+    from PIL import Image
+
+    picture = folder / "assets" / "across-epochs-02-probe-epochs-test-accuracy.png"
+    assert Image.open(picture).size[0] > 100
 
 
 def test_a_bad_option_is_a_one_line_error(tiny_run, tmp_path):

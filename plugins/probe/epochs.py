@@ -34,6 +34,7 @@ class ProbeEpochs(Evaluator):
                    "follows a run across epochs, against pixel and K-means lines")
     needs = ("labels", "heldout", "discriminator")
     cheap = True
+    plot_together = ("val_accuracy", "test_accuracy")  # D's line against the pixel and K-means lines
     options = {
         "train_limit": 2000,  # training images (0: all); the validation split comes out of these
         "test_limit": 1000,  # held-out images scored (0: all)
