@@ -23,7 +23,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ganlab import Evaluator, GanlabError, Result, Table, hookimpl
+from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
 BASELINES = ("pixels", "kmeans")
 
@@ -43,7 +43,8 @@ class ProbeEpochs(Evaluator):
         "C": 0.0,  # > 0: this C for D, no selection
         "baselines": ",".join(BASELINES),
         "kmeans_k": 200,
-        "bn_stats": "real",
+        "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
+                           choices=("real", "running")),
         "solver": "auto",
     }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from ganlab import Evaluator, Figure, GanlabError, Result, Table, hookimpl
+from ganlab import Evaluator, Figure, GanlabError, Option, Result, Table, hookimpl
 
 from .paper import PAPER_TABLES
 
@@ -65,17 +65,19 @@ class SvmProbe(Evaluator):
         "tol": 1e-4,
         # "none": the paper's L2-SVM on the raw features; "standardize": zero mean, unit variance per
         # feature (fitted on each training subset), which flatters weak features such as a random D's
-        "preprocess": "none",
+        "preprocess": Option("none", "none (the paper: raw features) or standardize", choices=("none", "standardize")),
         "ci95": False,  # report +- 1.96 std (SVHN Table 2 style)
         "baselines": ",".join(BASELINES),
         # centroids; Coates & Ng's 1-layer row (80.6% in the paper's Table 1) used 1,600 (6,400 features with
         # the 4 quadrants) on 4,800-map settings tuned for CIFAR-10: 200 keeps the CPU cost modest
         "kmeans_k": 200,
         # Coates & Ng standardise the encoded features before the linear SVM ("none": raw, like D's row)
-        "kmeans_preprocess": "standardize",
+        "kmeans_preprocess": Option("standardize", "the K-means row: standardize (Coates & Ng) or none",
+                                    choices=("none", "standardize")),
         # "real": D's BatchNorm statistics recomputed on the training split's real images first (the authors'
         # protocol); "running": the running averages kept in training (updated by real and generated batches)
-        "bn_stats": "real",
+        "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
+                           choices=("real", "running")),
         "supervised_steps": 300,
         "supervised_draws": 3,
         "train_split": "train",
