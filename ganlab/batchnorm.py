@@ -6,10 +6,11 @@ training images (``infer_bnorm_stats`` in their SVHN code): a pass over the imag
 BatchNorm layer normalising by its batch's statistics (train mode), collecting each layer's per-channel
 mean and variance of its input. ``recompute_batchnorm`` does the same on a copy of the model.
 
-The statistics are pooled exactly over every element of the pass (float64, Chan's parallel update), so
-the result does not depend on how the images are split into batches for the mean, and each image counts
-the same (a short last batch included); with one batch it equals PyTorch's ``momentum=None`` running
-averages. The variance is the unbiased one, as PyTorch's ``running_var`` is.
+The statistics are pooled exactly over every element of the pass (float64, Chan's parallel update), so each
+image counts the same (a short last batch included); with one batch it equals PyTorch's ``momentum=None``
+running averages. The first BatchNorm layer's statistics do not depend on the batch size; deeper layers see
+inputs normalised by each batch's own statistics (train mode), so theirs move slightly with it (the feature
+cache keys include the batch size). The variance is the unbiased one, as PyTorch's ``running_var`` is.
 """
 from __future__ import annotations
 

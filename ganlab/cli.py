@@ -346,7 +346,7 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, see
         _run_experiment(exp, options.updated(seed=seed, out=str(runs[seed])), retrain, None, reports[seed], settings,
                         quiet, options.seed)
     summary = seed_runs.summarise(seed_runs.read_metrics(reports))
-    written = seed_runs.write_summary(f"{report_out}-seeds", summary, exp.name, reports)
+    written = seed_runs.write_summary(seed_runs.summary_folder(report_out), summary, exp.name, reports)
     for row in seed_runs.probe_rows(summary):
         click.echo(f"{row[0]:<12} {row[1]:<6} {row[2]} % over {row[3]} GAN seeds")
     click.echo(f"summary over {seeds} GAN seeds: {written}")

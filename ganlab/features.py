@@ -64,7 +64,7 @@ def _with_bn_stats(discriminator: torch.nn.Module, bn_stats: str, real_images: t
     if bn_stats == "running" or real_images is None:
         return discriminator
     key = (id(discriminator), fingerprint or images_fingerprint(real_images), _state_fingerprint(discriminator),
-           str(device))
+           str(device), batch_size)
     if _LAST_COPY.get("key") != key:
         _LAST_COPY.clear()
         _LAST_COPY.update(key=key, model=recompute_batchnorm(discriminator, real_images, batch_size=batch_size,
@@ -140,7 +140,9 @@ def cached_features(cache_dir: Path, key: str, discriminator: torch.nn.Module, i
     into a memory-mapped .npy and returned memory-mapped (read-only); small ones are returned in memory.
     """
     _check_bn_stats(bn_stats)
-    fingerprint = images_fingerprint(real_images) if bn_stats == "real" and real_images is not None else None
+    # the real images and the pass's batch size (deeper BatchNorm layers depend on it) name the statistics
+    fingerprint = (f"{images_fingerprint(real_images)}b{batch_size}" if bn_stats == "real" and real_images is not None
+                   else None)
     folder = Path(cache_dir) / "features"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (f"{key}.npy" if fingerprint is None else f"{key}-bn{fingerprint}.npy")

@@ -6,6 +6,7 @@ ReportData -> renderer. A component that raises is recorded as failed; the rest 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import time
@@ -202,6 +203,9 @@ def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir
     if not points:
         known = ", ".join(sorted(k for k in series if k.startswith(metric.split(".", 1)[0] + "."))) or "none"
         raise GanlabError(f"--select-epoch {metric}: no such metric across epochs (available: {known})")
+    points = [p for p in points if math.isfinite(p[1])]  # a NaN would win every comparison it comes first in
+    if not points:
+        raise GanlabError(f"--select-epoch {metric}: the metric is NaN or infinite on every epoch")
     epoch, value = max(points, key=lambda p: (p[1], -p[0]))
     files = {meta_epoch: path for path in _epoch_checkpoints(run_dir)
              for meta_epoch in [_epoch_number(path)] if meta_epoch is not None}

@@ -19,8 +19,20 @@ PROBE = "svm-probe"
 
 def seed_folders(base: str | Path, seeds: list[int]) -> dict[int, Path]:
     """Each seed's folder beside ``base``: ``runs/probe-digits`` -> ``runs/probe-digits-seed3``."""
-    base = Path(base)
+    base = _named(base)
     return {seed: base.with_name(f"{base.name}-seed{seed}") for seed in seeds}
+
+
+def summary_folder(base: str | Path) -> Path:
+    """Where the summary goes, beside the seeds' folders: ``reports/probe-digits`` -> ``reports/probe-digits-seeds``."""
+    base = _named(base)
+    return base.with_name(f"{base.name}-seeds")
+
+
+def _named(base: str | Path) -> Path:
+    """``base`` with a last name to extend ("." or "x/" become absolute paths that have one)."""
+    path = Path(base)
+    return path if path.name and path.name not in (".", "..") else path.resolve()
 
 
 def read_metrics(reports: dict[int, Path]) -> dict[int, dict]:
@@ -91,10 +103,14 @@ def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict
     import os
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = {**summary, "experiment": experiment, "reports": {str(k): str(v) for k, v in reports.items()}}
-    for name, text in (("seeds.json", json.dumps(data, indent=1) + "\n"), ("seeds.md", markdown(summary, experiment))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("seeds.json", json.dumps(data, indent=1) + "\n"),
+                           ("seeds.md", markdown(summary, experiment))):
+            tmp = out / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
+    except OSError as exc:
+        raise GanlabError(f"cannot write the seeds summary into {out}: {exc.strerror or exc}") from None
     return out / "seeds.md"

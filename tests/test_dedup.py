@@ -309,3 +309,14 @@ def test_on_digits_the_hash_alone_groups_different_digits_and_confirmation_remov
     report = json.loads((tmp_path / "duplicates.json").read_text())
     assert report["hash_groups"] > 10 and report["groups"] == [] and report["excluded"] == 0
     assert "--max-rms 1 keeps" in result.stdout
+
+
+def test_confirmation_in_blocks_equals_the_whole_matrix():
+    rng = np.random.default_rng(5)
+    base = torch.from_numpy(rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8))
+    copies = (base.int() + torch.from_numpy(rng.integers(-3, 4, (6, 3, 32, 32)))).clamp(0, 255).to(torch.uint8)
+    images = torch.cat([base, copies])  # image i and i + 6 are near copies, the rest far apart
+    groups = [list(range(12)), [0, 3]]
+    whole = dedup.confirm_groups(images, groups, 0.04)
+    assert whole == [[0, 6], [1, 7], [2, 8], [3, 9], [4, 10], [5, 11]]
+    assert dedup.confirm_groups(images, groups, 0.04, block=5) == whole

@@ -101,3 +101,26 @@ def test_select_epoch_mistakes_are_one_line_errors(tiny_run, tmp_path, metric, m
                                       "--set", "probe-epochs.kmeans_k=16"])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_c_is_chosen_by_the_last_epoch_whatever_runs_first(tiny_run, tmp_path):
+    """Reporting epoch 1 alone first must not fix C for the run: the last epoch file chooses it."""
+    registry.reset()
+    first, _ = make_report(tiny_run / "epoch_0001.pt", only=["probe-epochs"], device="cpu", progress=False,
+                           settings=SETTINGS, out=tmp_path / "e1")
+    last, _ = make_report(tiny_run / "last.pt", only=["probe-epochs"], device="cpu", progress=False,
+                          settings=SETTINGS, out=tmp_path / "e2")
+    text = " ".join(first.components[0].result.text)
+    assert "by epoch_0002.pt" in text
+    assert first.components[0].result.tables[0].rows[0][3] == last.components[0].result.tables[0].rows[0][3]
+
+
+def test_a_nan_metric_never_selects_an_epoch(tmp_path):
+    from ganlab.report import _best_epoch
+
+    for n in (1, 2, 3):
+        (tmp_path / f"epoch_{n:04d}.pt").write_bytes(b"")
+    best = _best_epoch({"m.x": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.x", tmp_path)
+    assert best["epoch"] == 2 and best["value"] == 0.9
+    with pytest.raises(ganlab.GanlabError, match="NaN or infinite on every epoch"):
+        _best_epoch({"m.x": [(1, float("nan"))]}, "m.x", tmp_path)

@@ -86,3 +86,10 @@ def test_seeds_with_a_checkpoint_is_a_one_line_error(seeded_experiment, tmp_path
     result = CliRunner().invoke(cli, ["run", "seeded", "--seeds", "2", "--checkpoint", str(tmp_path / "x.pt")])
     assert result.exit_code != 0 and "cannot be combined with --checkpoint" in result.output
     assert "Traceback" not in result.output
+
+
+def test_folders_for_dot_and_trailing_slash_bases(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert seed_runs.seed_folders(".", [0]) == {0: tmp_path.with_name(f"{tmp_path.name}-seed0")}
+    assert seed_runs.summary_folder("reports/x/") == Path("reports/x-seeds")
+    assert seed_runs.seed_folders("reports/x/", [1]) == {1: Path("reports/x-seed1")}

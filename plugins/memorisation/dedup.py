@@ -128,14 +128,16 @@ def read_positions(dataset: str, split: str, *, root=None, limit: int | None = N
     return torch.cat(images), kept, unreadable, first
 
 
-def confirm_groups(images, groups: list[list[int]], max_rms: float) -> list[list[int]]:
+def confirm_groups(images, groups: list[list[int]], max_rms: float, *, block: int = 1024) -> list[list[int]]:
     """Split each hash group into the images linked by a pixel RMS difference <= ``max_rms`` (0-1 scale).
 
     A hash is a coarse code: on small or low-detail sets (digits: 16 of 128 bits vary) different pictures share
     one. Two images are linked when the root mean square of their difference, over the 32x32 RGB crop that was
     hashed with values in [0, 1], is at most ``max_rms``; a confirmed group is a connected set of two or more
-    linked images. ``max_rms >= 1`` keeps every hash group as it is (the paper's rule).
+    linked images. ``max_rms >= 1`` keeps every hash group as it is (the paper's rule). Distances are computed
+    ``block`` rows at a time, so a group of most of the set (a coarse hash) never needs a group x group matrix.
     """
+    import numpy as np
     import torch
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
@@ -145,8 +147,14 @@ def confirm_groups(images, groups: list[list[int]], max_rms: float) -> list[list
     confirmed = []
     for group in groups:
         x = images[group].reshape(len(group), -1).double() / 255
-        linked = (torch.cdist(x, x) / x.shape[1] ** 0.5 <= max_rms).numpy()
-        _, labels = connected_components(csr_matrix(linked), directed=False)
+        rows, cols = [], []
+        for start in range(0, len(group), block):
+            near = (torch.cdist(x[start:start + block], x) / x.shape[1] ** 0.5 <= max_rms).nonzero()
+            rows.append(near[:, 0] + start)
+            cols.append(near[:, 1])
+        rows, cols = torch.cat(rows).numpy(), torch.cat(cols).numpy()
+        linked = csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(len(group), len(group)))
+        _, labels = connected_components(linked, directed=False)
         parts: dict[int, list[int]] = {}
         for member, label in zip(group, labels.tolist()):
             parts.setdefault(label, []).append(member)

@@ -8,9 +8,10 @@ One label budget (all the training labels kept by ``train_limit``, minus a valid
 
 - The split: ``val_size`` of the training images (seeded by the report's seed) is the validation split; the
   SVM is fitted on the rest and scored on the validation split and on the held-out split.
-- C is chosen once, on the validation split, from ``C_grid``, by the first checkpoint of the run folder this
-  evaluator meets, and then kept for every epoch (stored in the cache folder under the run folder, dataset,
-  limits, seed and grid), so the curve shows D's features changing, not C. ``C`` > 0 fixes it by hand.
+- C is chosen once, on the validation split, from ``C_grid``, with the run's last epoch checkpoint (the
+  highest-numbered ``epoch_*.pt`` beside the checkpoint; the checkpoint itself when there is none), and kept
+  for every epoch (cached under that file's path, size and time, the dataset, limits, seed and grid, so a
+  retrained run chooses again), so the curve shows D's features changing, not C. ``C`` > 0 fixes it by hand.
 - D's BatchNorm statistics are recomputed on the training images (``bn_stats``), as in ``svm-probe``.
 - Baselines (``pixels``, ``kmeans``: standardised K-means as in ``svm-probe``) do not change with the epoch:
   they are computed once, each with its own C chosen on the same validation split, and cached.
@@ -51,7 +52,7 @@ class ProbeEpochs(Evaluator):
     def run(self, ctx):
         import numpy as np
 
-        from ganlab import discriminator_features
+        from ganlab import discriminator_features, load
 
         from .protocol import validation_split
 
@@ -72,15 +73,27 @@ class ProbeEpochs(Evaluator):
                                           real_images=train)
 
         X_train, X_test = features(train), features(test)
+        config = ctx.gan.config
         ident = {"dataset": ctx.dataset, "root": str(Path(ctx.data_root).resolve()) if ctx.data_root else None,
                  "train": [ctx.train_split, o["train_limit"]], "test": [ctx.heldout_split, o["test_limit"]],
-                 "seed": ctx.seed, "val_size": o["val_size"], "grid": grid, "solver": o["solver"]}
-        run_folder = str(Path(ctx.gan.path).resolve().parent) if ctx.gan.path else None
+                 "seed": ctx.seed, "val_size": o["val_size"], "grid": grid, "solver": o["solver"],
+                 "image": [config.image_size, config.channels], "skip_bad": ctx.skip_bad_images}
         C, chosen_by = float(o["C"]), "set by hand"
         if C <= 0:
-            C, chosen_by = _cached(ctx, {**ident, "run": run_folder, "bn_stats": o["bn_stats"], "what": "C"},
-                                   lambda: [_select(X_train, y_train, pool, val, grid, o["solver"]),
-                                            Path(ctx.gan.path).name if ctx.gan.path else "this checkpoint"])
+            chooser = _chooser(ctx.gan.path)
+            stat = chooser.stat() if chooser is not None else None
+            key = {**ident, "what": "C", "bn_stats": o["bn_stats"], "chooser": str(chooser),
+                   "file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+
+            def choose():
+                X = X_train
+                if chooser is not None and ctx.gan.path is not None and not _same(chooser, ctx.gan.path):
+                    X = discriminator_features(load(chooser, ctx.device).discriminator, train, device=ctx.device,
+                                               bn_stats=o["bn_stats"], real_images=train)
+                return [_select(X, y_train, pool, val, grid, o["solver"]),
+                        chooser.name if chooser is not None else "this checkpoint"]
+
+            C, chosen_by = _cached(ctx, key, choose)
         rows, metrics = [], {}
         d = _scores(X_train, y_train, X_test, y_test, pool, val, C, o["solver"])
         results = {"d": [*d, C]}
@@ -101,6 +114,25 @@ class ProbeEpochs(Evaluator):
         return Result(metrics=metrics, text=text,
                       tables=[Table("Cheap linear probe (one label budget)",
                                     ["features", "validation accuracy %", "test accuracy %", "C"], rows)])
+
+
+def _chooser(path) -> Path | None:
+    """The checkpoint that chooses C: the highest-numbered epoch_*.pt beside ``path``, else ``path`` itself."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    epochs = sorted(p for p in path.parent.glob("epoch_*.pt") if p.stem.removeprefix("epoch_").isdigit())
+    return max(epochs, key=lambda p: int(p.stem.removeprefix("epoch_"))) if epochs else path
+
+
+def _same(a, b) -> bool:
+    """The same file (last.pt is a hard link to the newest epoch file)."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _select(X, y, pool, val, grid, solver) -> float:
