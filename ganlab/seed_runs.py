@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from ganlab.errors import GanlabError
@@ -63,9 +64,8 @@ def summarise(metrics: dict[int, dict]) -> dict:
     for name, keys in values.items():
         summary[name] = {}
         for key, xs in keys.items():
-            mean = sum(xs) / len(xs)
-            std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-            summary[name][key] = {"mean": mean, "std": std, "min": min(xs), "max": max(xs), "n": len(xs)}
+            summary[name][key] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                                  "min": min(xs), "max": max(xs), "n": len(xs)}
     return {"seeds": sorted(metrics), "components": summary}
 
 

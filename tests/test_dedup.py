@@ -23,13 +23,7 @@ NOISY = (8, 25, 50)  # planted with +-2 grey levels of uniform noise on every va
 PAIRS = [(orig, DISTINCT + k) for k, orig in enumerate(EXACT + NOISY)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The autoencoder's small matrix products run far faster on one thread on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # the autoencoder's small products
 
 
 def shapes_image(i: int, size: int = 32) -> np.ndarray:

@@ -30,16 +30,8 @@ from ganlab_plugins.probe.protocol import (
 )
 from ganlab_plugins.probe.solver import fit_linear_svm, svm_objective
 
-
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _single_torch_thread():
-    """These problems are tiny: OpenMP threads only add overhead (and stall
-    badly on a shared, loaded machine), so run this module single-threaded."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: threads only add overhead
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from ganlab_plugins.probe.kernel_protocol import fit_sets
 from ganlab_plugins.probe.protocol import balanced_draw, evaluate, select_C, validation_split
 from ganlab_plugins.probe.solver import fit_linear_svm, resolve_solver, shared_basis, svm_objective
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_torch_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem(n, d, k, seed, shift=0.5):

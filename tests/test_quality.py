@@ -180,18 +180,6 @@ def _inception_file(tmp_path):
     return model, path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def one_thread():
-    # one 299 x 299 Inception forward: 0.3 s on one thread, 4.7 s on two on this shared 2-core machine when the
-    # other core is busy (the threads wait on each other)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_inception_space_from_a_local_file_and_its_hash_check(quality_plugin, tiny_run, tmp_path, one_thread):
     model, path, sha = _inception_file(tmp_path)
     component = plugin.SampleQuality()

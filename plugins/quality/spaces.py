@@ -8,8 +8,8 @@
   state is untouched): what the architecture alone measures, a baseline for ``discriminator``.
 - ``pixels``: the C x H x W values / 255, flattened.
 - ``inception``: torchvision's ``inception_v3`` architecture (``weights=None, aux_logits=True,
-  init_weights=False``) loaded from the state dict at ``sample-quality.inception_weights`` (``torch.load(...,
-  weights_only=True)``); the 2048-d pool3 output (the average pool before ``fc``), FID's space. Never
+  init_weights=False``) loaded from the state dict at ``sample-quality.inception_weights`` (read with torch's
+  weights-only loader); the 2048-d pool3 output (the average pool before ``fc``), FID's space. Never
   downloaded. The file's SHA-256 must start with ``sample-quality.inception_sha256``; the default,
   ``0cc3c7bd``, is the hash prefix in the official file's name, ``inception_v3_google-0cc3c7bd.pth``, which
   torch.hub itself verifies on download (give the full 64-digit hash to pin a file exactly; empty skips the
