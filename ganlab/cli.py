@@ -245,6 +245,9 @@ def report_options(func):
         click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
         click.option("--select-epoch", metavar="COMPONENT.METRIC",
                      help="with a run folder: report on the epoch where this (validation) metric is highest"),
+        click.option("--epoch-points", type=click.IntRange(0), default=10, show_default=True,
+                     help="with a run folder: plot at most N epochs, evenly spread with the first and last (0: "
+                          "all; --select-epoch always looks at all)"),
         click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else"),
         click.option("--quiet", "-q", is_flag=True, help="no progress bars"),
         click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (with a count)"),
@@ -261,7 +264,8 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs,
-                  as_json=False, quiet=False, skip_bad_images=False, show_traceback=False, select_epoch=None) -> None:
+                  as_json=False, quiet=False, skip_bad_images=False, show_traceback=False, select_epoch=None,
+                  epoch_points=10) -> None:
     from ganlab.report import make_report
 
     def say(line: str) -> None:
@@ -270,7 +274,7 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
     data, folder = make_report(checkpoint, only=only, skip=_split(skip), out=out, dataset=dataset,
                                data_root=data_root, seed=seed, device=device, settings=settings,
                                all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say,
-                               skip_bad_images=skip_bad_images, select_epoch=select_epoch)
+                               skip_bad_images=skip_bad_images, select_epoch=select_epoch, epoch_points=epoch_points)
     if show_traceback:
         for run in data.components:
             if run.traceback:
@@ -293,15 +297,11 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def report(checkpoint, only, skip, dataset, data_root, settings, across_epochs, select_epoch, as_json, quiet,
-           skip_bad_images, show_traceback, out, seed, device) -> None:
+def report(checkpoint, only, settings, **flags) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
     from ganlab.options import parse_settings
 
-    _write_report(checkpoint, only=_split(only), skip=skip, out=out, dataset=dataset, data_root=data_root, seed=seed,
-                  device=device, settings=parse_settings(settings), across_epochs=across_epochs, as_json=as_json,
-                  quiet=quiet, skip_bad_images=skip_bad_images, show_traceback=show_traceback,
-                  select_epoch=select_epoch)
+    _write_report(checkpoint, only=_split(only), settings=parse_settings(settings), **flags)
 
 
 @cli.command()

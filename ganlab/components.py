@@ -140,6 +140,8 @@ class RunContext:
         if self.source is None:
             raise GanlabError("this report has no dataset; give --dataset NAME (and --data-root DIR)")
         key = f"{name}:{limit}"
+        if key not in self.split_cache and not self.skip_bad_images:
+            self._share_whole_split(name, limit, key)
         if key not in self.split_cache:
             cfg = self.gan.config
             variant = (self.dataset or "").partition(":")[2] or None
@@ -147,6 +149,16 @@ class RunContext:
                                                image_size=cfg.image_size, channels=cfg.channels, limit=limit,
                                                progress=not self.quiet, skip_bad=self.skip_bad_images)
         return self.split_cache[key]
+
+    def _share_whole_split(self, name: str, limit: int | None, key: str) -> None:
+        """A limit at or above a split's size loads the whole split, in the same order: share one copy."""
+        for cached, value in list(self.split_cache.items()):
+            cached_name, _, cached_limit = cached.rpartition(":")
+            n = len(value[0])
+            whole = cached_limit == "None" or n < int(cached_limit)  # a limit that did not bind
+            if cached_name == name and whole and (limit is None or limit >= n):
+                self.split_cache[key] = value
+                return
 
 
 def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, has_discriminator: bool,

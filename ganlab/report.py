@@ -34,6 +34,7 @@ from ganlab.report_output import ReportFolder
 from ganlab.run_folder import os_error
 
 Say = Callable[[str], None]
+EPOCH_POINTS = 10  # epochs evaluated for the plots across training, by default
 
 
 def cache_dir() -> Path:
@@ -141,19 +142,38 @@ def _epoch_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("epoch_*.pt"))
 
 
+def spread(paths: list[Path], points: int | None) -> list[Path]:
+    """At most ``points`` of ``paths``, evenly spread, the first and the last always kept (None or 0: all)."""
+    if not points or len(paths) <= points:
+        return list(paths)
+    if points == 1:
+        return [paths[-1]]
+    return [paths[i] for i in sorted({round(k * (len(paths) - 1) / (points - 1)) for k in range(points)})]
+
+
+def _same_checkpoint(a: LoadedGAN, b: LoadedGAN | None) -> bool:
+    """Both from one run at the same epoch and step (an epoch file and the last.pt written beside it)."""
+    return (b is not None and meta_int(a.meta, "step") is not None
+            and all(meta_int(a.meta, k) == meta_int(b.meta, k) for k in ("epoch", "step"))
+            and Path(a.path).parent == Path(b.path).parent)
+
+
 def across_epochs(run_dir: Path, components: list[Component], *, everything: bool, dataset: str | None,
                   data_root: str | None, seed: int, device: torch.device, settings: dict[str, Any],
-                  progress: bool, splits: dict[str, Any],
-                  problems: list[str]) -> dict[str, list[tuple[int, float]]]:
+                  progress: bool, splits: dict[str, Any], problems: list[str], points: int | None = None,
+                  done: tuple[LoadedGAN, list[ComponentRun]] | None = None) -> dict[str, list[tuple[int, float]]]:
     """metric -> [(epoch, value)] for cheap components (all with ``everything``) over a run's epochs.
 
-    An epoch file that cannot be read, or a component that fails on it, adds a line to ``problems``.
+    ``points``: at most this many epoch files, evenly spread (see :func:`spread`; None: every one). ``done``:
+    a checkpoint and its component runs already made with the same settings; the epoch file that is the
+    same checkpoint reuses them instead of running again. An epoch file that cannot be read, or a component
+    that fails on it, adds a line to ``problems``.
     """
     chosen = [c for c in components if everything or c.cheap]
     series: dict[str, list[tuple[int, float]]] = {}
     if not chosen:
         return series
-    for path in tqdm(_epoch_checkpoints(run_dir), desc="across epochs", disable=not progress):
+    for path in tqdm(spread(_epoch_checkpoints(run_dir), points), desc="across epochs", disable=not progress):
         try:
             gan = load(path, device)
         except GanlabError as exc:
@@ -163,8 +183,10 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
         if epoch is None:
             problems.append(f"across epochs: skipped {path.name}: its epoch number is missing or not a number")
             continue
-        for run in run_components(gan, chosen, dataset=dataset, data_root=data_root, seed=seed, device=device,
-                                  settings=settings, progress=False, splits=splits):
+        names = {c.name for c in chosen}
+        reuse = [run for run in done[1] if run.name in names] if done and _same_checkpoint(gan, done[0]) else None
+        for run in reuse or run_components(gan, chosen, dataset=dataset, data_root=data_root, seed=seed,
+                                           device=device, settings=settings, progress=False, splits=splits):
             if run.status == FAILED:
                 problems.append(f"across epochs: {run.name} failed on {path.name}: {run.error}")
             for metric, value in (run.result.metrics if run.result else {}).items():
@@ -246,7 +268,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                 seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
                 all_across_epochs: bool = False, progress: bool = True,
                 say: Say | None = None, skip_bad_images: bool = False,
-                select_epoch: str | None = None) -> tuple[ReportData, Path]:
+                select_epoch: str | None = None, epoch_points: int | None = EPOCH_POINTS,
+                ) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
 
     The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure leaves the
@@ -255,7 +278,9 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
 
     ``select_epoch`` ("COMPONENT.METRIC", e.g. ``probe-epochs.d.val_accuracy``; a run folder only): the
     across-epochs series are computed first and the components run on the epoch checkpoint where that
-    metric is highest (the earliest on a tie) instead of the last one. Use a validation metric.
+    metric is highest (the earliest on a tie) instead of the last one. Use a validation metric. Selection
+    looks at every epoch; otherwise the plots across training use at most ``epoch_points`` epoch files,
+    evenly spread with the first and last (None or 0: every one).
     """
     from ganlab.render import render_report
 
@@ -303,7 +328,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
         if run_dir and len(_epoch_checkpoints(run_dir)) > 1 and not select_epoch:
             series = across_epochs(run_dir, components, everything=all_across_epochs, dataset=dataset,
                                    data_root=data_root, seed=seed, device=torch_device, settings=settings,
-                                   progress=progress, splits=splits, problems=problems)
+                                   progress=progress, splits=splits, problems=problems, points=epoch_points,
+                                   done=(gan, runs))
         groups = series_groups(series, components)
         raw = gan.sample(64, seed=seed)
         if not bool(torch.isfinite(raw).all()):

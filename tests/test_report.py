@@ -380,3 +380,88 @@ def test_results_are_checked_at_the_boundary(tiny_run, tmp_path):
     assert "NaN" not in text and metrics["components"]["nan-metric"]["metrics"] == {"x": None}
     assert metrics["non_finite"] == ["components.nan-metric.metrics.x = nan"]
     assert (out / "index.html").is_file()
+
+
+class EpochCounter(Evaluator):
+    """Cheap; records which checkpoint files it ran on and scores each by its epoch (highest at epoch 3)."""
+    name, description, cheap = "epoch-counter", "records its checkpoints", True
+    seen: list = []
+
+    def run(self, ctx):
+        from pathlib import Path
+
+        EpochCounter.seen.append(Path(ctx.gan.path).name)
+        epoch = int(ctx.gan.meta["epoch"])
+        return Result(metrics={"epoch": epoch, "score": -abs(epoch - 3)})
+
+
+@pytest.fixture(scope="module")
+def five_epochs(tmp_path_factory):
+    from conftest import tiny_options
+
+    out = tmp_path_factory.mktemp("five") / "run"
+    ganlab.train(tiny_options(out, epochs=5), progress=False)
+    return out
+
+
+@pytest.fixture
+def epoch_counter():
+    import types
+
+    module = types.ModuleType("counter")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(EpochCounter()))
+    registry.register_plugin(module, "counter")
+    EpochCounter.seen = []
+    try:
+        yield
+    finally:
+        registry.reset()
+
+
+@pytest.mark.parametrize("points, epochs", [(3, [1, 3, 5]), (2, [1, 5]), (1, [5]), (0, [1, 2, 3, 4, 5]),
+                                            (9, [1, 2, 3, 4, 5])])
+def test_plots_across_epochs_use_at_most_epoch_points_files(five_epochs, epoch_counter, tmp_path, points, epochs):
+    data, _ = make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r", device="cpu", progress=False,
+                          epoch_points=points)
+    assert data.across_epochs["epoch-counter.epoch"] == [(e, e) for e in epochs]
+    # epoch 5 is last.pt (same epoch and step): its results are reused, not computed again
+    assert EpochCounter.seen == ["last.pt"] + [f"epoch_{e:04d}.pt" for e in epochs if e != 5]
+
+
+def test_select_epoch_looks_at_every_epoch_whatever_epoch_points_says(five_epochs, epoch_counter, tmp_path):
+    data, _ = make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r", device="cpu", progress=False,
+                          epoch_points=2, select_epoch="epoch-counter.score")
+    assert [e for e, _ in data.across_epochs["epoch-counter.score"]] == [1, 2, 3, 4, 5]
+    assert data.training["selected_by"]["epoch"] == 3 and data.components[0].result.metrics["epoch"] == 3
+
+
+def test_epoch_points_from_the_command_line(five_epochs, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["report", str(five_epochs), "--only", "d-score", "--epoch-points", "2", "-q",
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert [e for e, _ in metrics["across_epochs"]["d-score.D_x_mean"]] == [1, 5]
+    bad = runner.invoke(cli, ["report", str(five_epochs), "--epoch-points", "-1"])
+    assert bad.exit_code == 2 and "--epoch-points" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_limit_that_does_not_bind_shares_the_whole_split(tiny_run, monkeypatch):
+    from ganlab import datasets
+    from ganlab.testing import make_context
+
+    expected = load_split("digits", "test", image_size=16, channels=1, limit=2000, progress=False)[0]
+    loads = []
+    real_load = datasets.load_split
+    monkeypatch.setattr(datasets, "load_split", lambda *a, **k: loads.append(k.get("limit")) or real_load(*a, **k))
+    ctx = make_context(tiny_run)
+    whole = ctx.split("test")
+    assert len(whole[0]) == 899
+    assert ctx.split("test", limit=5000) is whole and ctx.split("test", limit=899) is whole
+    part = ctx.split("test", limit=100)
+    assert len(part[0]) == 100 and ctx.split("test", limit=100) is part
+    assert torch.equal(ctx.split("test", limit=2000)[0], expected)  # what a load with that limit gives
+    assert loads == [None, 100]  # one whole load, one subset; the rest shared
+    fresh = make_context(tiny_run)
+    limited = fresh.split("train", limit=1000)  # the limit did not bind: it is the whole split
+    assert fresh.split("train") is limited and loads == [None, 100, 1000]
