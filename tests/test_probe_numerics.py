@@ -441,3 +441,25 @@ def test_kmeans_deterministic_and_beats_raw_pixels(kmeans_fitted, digit_images):
     raw = evaluate(imgs[tr].reshape(1000, -1), y[tr], imgs[te].reshape(-1, 256), y[te], **kw)
     kmr = evaluate(ftr, y[tr], fte, y[te], **kw)
     assert kmr.accuracy_mean > raw.accuracy_mean + 0.01
+
+
+def test_kmeans_features_of_the_same_images_are_encoded_once(monkeypatch):
+    from ganlab_plugins.probe import kmeans_features as K
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (40, 1, 12, 12), dtype=np.uint8)
+    test = rng.integers(0, 256, (20, 1, 12, 12), dtype=np.uint8)
+    direct = KMeansFeatures(k=6, seed=2, progress=False)
+    expected = direct.fit_transform(train), direct.transform(test)
+    fits = []
+    real_fit = K.KMeansFeatures.fit
+    monkeypatch.setattr(K.KMeansFeatures, "fit", lambda self, images: fits.append(1) or real_fit(self, images))
+    K._MEMO.clear()
+    first = K.kmeans_train_test(train, test, k=6, seed=2, progress=False)
+    np.testing.assert_array_equal(first[0], expected[0])
+    np.testing.assert_array_equal(first[1], expected[1])
+    first[0][:] = -1  # a caller scribbling on its arrays changes nothing for the next one
+    again = K.kmeans_train_test(train.copy(), test.copy(), k=6, seed=2, progress=False)
+    np.testing.assert_array_equal(again[0], expected[0])
+    other = K.kmeans_train_test(train, test, k=6, seed=3, progress=False)
+    assert len(fits) == 2 and not np.array_equal(other[0], expected[0])  # seed 2 fitted once, seed 3 once

@@ -283,3 +283,17 @@ def test_sample_quality_in_a_report_with_the_reference_row(quality_plugin, tiny_
     series = data.across_epochs["sample-quality.discriminator.fd"]  # cheap: rerun on every epoch checkpoint
     assert [epoch for epoch, _ in series] == [1, 2] and series[0][1] != series[1][1]
     assert series[1][1] == pytest.approx(m["discriminator.fd"], rel=1e-9)  # last.pt is epoch 2: same number
+
+
+def test_a_pair_compared_again_is_answered_from_memory(monkeypatch):
+    rng = np.random.default_rng(5)
+    real, fake, other = (rng.normal(size=(40, 6)).astype(np.float32) for _ in range(3))
+    opts = {"k": 3, "density_k": 5, "kid_subsets": 4, "kid_subset_size": 10, "seed": 0}
+    first = plugin.compare_sets(real, {"a": fake}, **opts)
+    calls = []
+    real_kid = kid
+    monkeypatch.setattr("ganlab_plugins.quality.metrics.kid", lambda *a, **k: calls.append(1) or real_kid(*a, **k))
+    again = plugin.compare_sets(real.copy(), {"b": fake.copy(), "c": other}, **opts)
+    assert again["b"] == first["a"] and len(calls) == 1  # only the new pair was computed
+    changed = plugin.compare_sets(real, {"a": fake}, **{**opts, "kid_subsets": 5})
+    assert len(calls) == 2 and changed["a"]["fd"] == first["a"]["fd"]  # other settings: computed again

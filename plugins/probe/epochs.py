@@ -165,10 +165,10 @@ def _baseline(ctx, name, train, test, y_train, y_test, pool, val, grid, o) -> li
     if name == "pixels":
         X_train, X_test = (to_unit_range(x).flatten(1).numpy() for x in (train, test))
     else:
-        from .kmeans_features import KMeansFeatures
+        from .kmeans_features import kmeans_train_test
 
-        model = KMeansFeatures(k=o["kmeans_k"], seed=ctx.seed, device=ctx.device, progress=not ctx.quiet)
-        X_train, X_test = model.fit_transform(train), model.transform(test)
+        X_train, X_test = kmeans_train_test(train, test, k=o["kmeans_k"], seed=ctx.seed, device=ctx.device,
+                                            progress=not ctx.quiet)
         preprocess = "standardize"
     if len(grid) == 1:
         C = grid[0]

@@ -264,3 +264,33 @@ class KMeansFeatures:
 
     def fit_transform(self, images: Any) -> np.ndarray:
         return self.fit(images).transform(images)
+
+
+_MEMO: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # the last two (train, test) encodings in this process
+MEMO_BYTES = 256 * 2**20
+
+
+def _digest(images: Any) -> str:
+    import hashlib
+
+    array = np.ascontiguousarray(_to_numpy_images(images))
+    return hashlib.blake2b(f"{array.dtype}{array.shape}".encode() + array.tobytes(), digest_size=16).hexdigest()
+
+
+def kmeans_train_test(train: Any, test: Any, *, k: int, seed: int, device: Any = "cpu",
+                      progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """K-means features fitted on ``train`` and applied to both sets: (X_train, X_test).
+
+    The same images, K and seed give the same features, so within one process they are encoded once
+    (svm-probe and probe-epochs both want them on the same splits in one report); features over
+    ``MEMO_BYTES`` are not kept."""
+    key = (_digest(train), _digest(test), int(k), int(seed), str(device))
+    if key in _MEMO:
+        return tuple(x.copy() for x in _MEMO[key])
+    model = KMeansFeatures(k=k, seed=seed, device=device, progress=progress)
+    X_train, X_test = model.fit_transform(train), model.transform(test)
+    if X_train.nbytes + X_test.nbytes <= MEMO_BYTES:
+        _MEMO[key] = (X_train.copy(), X_test.copy())
+        while len(_MEMO) > 2:
+            _MEMO.pop(next(iter(_MEMO)))
+    return X_train, X_test

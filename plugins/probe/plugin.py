@@ -78,8 +78,11 @@ class SvmProbe(Evaluator):
         # protocol); "running": the running averages kept in training (updated by real and generated batches)
         "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
                            choices=("real", "running")),
-        "supervised_steps": 300,
+        "supervised_steps": 300,  # at most
         "supervised_draws": 3,
+        "supervised_patience": Option(100, "stop the supervised CNN after this many steps without a better "
+                                      "validation accuracy (checked every 25) and keep its best weights; 0: run "
+                                      "every supervised_steps step and keep the last", min=0),
         "train_split": "train",
         "test_split": "",  # "": the dataset's held-out split ("test" for most)
         "train_limit": 0,  # 0: every image of the split
@@ -88,7 +91,9 @@ class SvmProbe(Evaluator):
         "umap_points": 2000,
         "batch_size": 256,
         # CPU threads while the probe runs (0: torch's setting). 1 by default: on the shared 2-core
-        # machine two threads made every phase 2-5x slower (D features 8.0 s vs 1.8 s, see benchmarks/)
+        # machine two threads made every phase 2-5x slower (D features 8.0 s vs 1.8 s, see benchmarks/).
+        # The supervised CNN trains on torch's setting, as GAN training does: its convolutions scale (a
+        # batch-64 step at 32x32, ndf 32: 12 ms on 2 threads, 21 ms on 1, idle machine)
         "threads": 1,
     }
 
@@ -108,7 +113,7 @@ class SvmProbe(Evaluator):
             try:
                 if threads and torch.device(ctx.device).type == "cpu":
                     torch.set_num_threads(threads)
-                result = self._run(ctx)
+                result = self._run(ctx, cnn_threads=before)
             finally:
                 torch.set_num_threads(before)
         unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
@@ -117,7 +122,7 @@ class SvmProbe(Evaluator):
                                "still measured; large C values converge slowest).")
         return result
 
-    def _run(self, ctx):
+    def _run(self, ctx, cnn_threads: int):
         o = ctx.options
         modes = parse_modes(o["labels_per_class"])
         baselines = [b.strip() for b in str(o["baselines"]).split(",") if b.strip()]
@@ -155,9 +160,12 @@ class SvmProbe(Evaluator):
                                f"{'+'.join(result.solvers)}, fits took {result.total_fit_seconds:.1f} s; "
                                f"features took {extract_seconds:.1f} s")
             if "supervised" in baselines:
-                accuracies, seconds = self._supervised(ctx, train_images, y_train, test_images, y_test,
-                                                       labels_per_class)
+                accuracies, seconds, kept = self._supervised(ctx, train_images, y_train, test_images, y_test,
+                                                             labels_per_class, cnn_threads)
                 rows.append(self._row("supervised", labels_per_class, None, accuracies, seconds, None, o["ci95"]))
+                details.append(f"{ROW_NAMES['supervised']}, {mode_key(labels_per_class)}: weights kept from step "
+                               f"{', '.join(map(str, kept))} of at most {o['supervised_steps']} (best validation "
+                               f"accuracy, patience {o['supervised_patience']} steps)")
                 self._metrics(metrics, "supervised", labels_per_class, accuracies)
 
         spread = "mean ± 1.96 std over draws" if o["ci95"] else "mean ± std over draws"
@@ -215,12 +223,11 @@ class SvmProbe(Evaluator):
                                 tag=f"random-D-seed{ctx.seed}")
 
     def _kmeans(self, ctx, train_images, test_images):
-        from .kmeans_features import KMeansFeatures
+        from .kmeans_features import kmeans_train_test
 
         start = time.perf_counter()
-        model = KMeansFeatures(k=ctx.options["kmeans_k"], seed=ctx.seed, device=ctx.device, progress=not ctx.quiet)
-        X_train = model.fit_transform(train_images)
-        X_test = model.transform(test_images)
+        X_train, X_test = kmeans_train_test(train_images, test_images, k=ctx.options["kmeans_k"], seed=ctx.seed,
+                                            device=ctx.device, progress=not ctx.quiet)
         return X_train, X_test, time.perf_counter() - start
 
     # --- protocols ---------------------------------------------------------------------------------
@@ -234,26 +241,36 @@ class SvmProbe(Evaluator):
                         preprocess=None if preprocess == "none" else preprocess,
                         fit_kwargs={"tol": o["tol"]})
 
-    def _supervised(self, ctx, train_images, y_train, test_images, y_test, labels_per_class):
+    def _supervised(self, ctx, train_images, y_train, test_images, y_test, labels_per_class, threads):
         import numpy as np
+        import torch
 
         from .protocol import balanced_draw, validation_split
         from .supervised import accuracy, train_classifier
 
         o = ctx.options
         rng = np.random.default_rng(ctx.seed)
-        pool, _ = validation_split(len(y_train), _val_size(o["val_size"]), rng)
+        pool, val = validation_split(len(y_train), _val_size(o["val_size"]), rng)
         draws = 1 if labels_per_class is None else o["supervised_draws"]
-        accuracies, seconds = [], []
-        for draw in range(draws):
-            rows = pool if labels_per_class is None else balanced_draw(y_train, labels_per_class, rng, pool=pool)
-            start = time.perf_counter()
-            model = train_classifier(ctx.gan.config, train_images[rows], y_train[rows],
-                                     num_classes=int(y_train.max()) + 1, steps=o["supervised_steps"],
-                                     seed=ctx.seed + draw, device=ctx.device)
-            seconds.append(time.perf_counter() - start)
-            accuracies.append(accuracy(model, test_images, y_test, device=ctx.device))
-        return accuracies, float(np.mean(seconds))
+        accuracies, seconds, kept = [], [], []
+        probe_threads = torch.get_num_threads()
+        if torch.device(ctx.device).type == "cpu":
+            torch.set_num_threads(threads)
+        try:
+            for draw in range(draws):
+                rows = pool if labels_per_class is None else balanced_draw(y_train, labels_per_class, rng, pool=pool)
+                start = time.perf_counter()
+                # the same validation images that choose the SVM's C choose the CNN's stopping step
+                model, step = train_classifier(ctx.gan.config, train_images[rows], y_train[rows],
+                                               num_classes=int(y_train.max()) + 1, steps=o["supervised_steps"],
+                                               seed=ctx.seed + draw, device=ctx.device, val_images=train_images[val],
+                                               val_labels=y_train[val], patience=o["supervised_patience"])
+                seconds.append(time.perf_counter() - start)
+                kept.append(step)
+                accuracies.append(accuracy(model, test_images, y_test, device=ctx.device))
+        finally:
+            torch.set_num_threads(probe_threads)
+        return accuracies, float(np.mean(seconds)), kept
 
     # --- presentation data ---------------------------------------------------------------------------
     @staticmethod

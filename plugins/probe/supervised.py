@@ -36,28 +36,51 @@ class _Logits(nn.Module):
 
 def train_classifier(config: Any, images: torch.Tensor, labels: np.ndarray, *, num_classes: int, steps: int = 300,
                      batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
-                     progress: Callable[..., Any] | None = None) -> nn.Module:
-    """Train D's architecture on uint8 images (N x C x H x W) with integer labels; returns it in eval mode."""
+                     progress: Callable[..., Any] | None = None, val_images: torch.Tensor | None = None,
+                     val_labels: np.ndarray | None = None, patience: int = 0,
+                     check_every: int = 25) -> tuple[nn.Module, int]:
+    """Train D's architecture on uint8 images (N x C x H x W) with integer labels; returns (model in eval mode,
+    the step whose weights it holds).
+
+    With a validation set and ``patience`` > 0, validation accuracy is measured every ``check_every`` steps
+    (and at the last); training stops once ``patience`` steps have passed without a strictly better one, and
+    the weights of the best check are kept (model selection by validation, as the paper did for all of its
+    models). Otherwise all ``steps`` run and the last weights are kept.
+    """
     from ganlab import to_unit_range
 
     torch.manual_seed(seed)
-    model = classifier_from_config(config, num_classes).to(device)
+    # channels-last convolutions: about 20% less time per step than NCHW on a 2-core CPU (15 vs 19 ms at
+    # batch 64, 32x32, ndf 32), and the layout GPUs prefer
+    model = classifier_from_config(config, num_classes).to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
     targets = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     order = torch.Generator().manual_seed(seed)
     batch_size = min(batch_size, len(images))
-    loop = range(steps)
+    select = val_images is not None and val_labels is not None and len(val_images) > 0 and patience > 0
+    best, best_step, best_state = -1.0, steps, None
+    loop = range(1, steps + 1)
     if progress is not None:
         loop = progress(loop, desc="supervised CNN", total=steps)
     model.train()
-    for _ in loop:
+    for step in loop:
         idx = torch.randint(len(images), (batch_size,), generator=order)
-        x = to_unit_range(images[idx]).to(device)
+        x = to_unit_range(images[idx]).to(device, memory_format=torch.channels_last)
         loss = nn.functional.cross_entropy(model(x), targets[idx].to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-    return model.eval()
+        if select and (step % check_every == 0 or step == steps):
+            score = accuracy(model.eval(), val_images, val_labels, device=device)
+            model.train()
+            if score > best:
+                best, best_step = score, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif step - best_step >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), best_step
 
 
 @torch.no_grad()

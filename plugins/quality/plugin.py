@@ -31,27 +31,51 @@ DEFAULT_SPACES = ["discriminator", "pixels"]
 ROW_METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
 
 
+_MEMO: dict[tuple, dict[str, float]] = {}  # the last comparisons: (real, other, settings) digests -> metrics
+_MEMO_SIZE = 16
+
+
+def _digest(features) -> str:
+    """A content hash of a feature array (dtype, shape and bytes)."""
+    import hashlib
+
+    import numpy as np
+
+    array = np.ascontiguousarray(features)
+    return hashlib.blake2b(f"{array.dtype}{array.shape}".encode() + array.tobytes(), digest_size=16).hexdigest()
+
+
 def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, seed: int = 0, device=None) -> dict[str, dict[str, float]]:
-    """Every metric of each set in ``others`` (name -> N x D features) against ``real``.
+    """Every metric of each set in ``others`` (name -> N x D numpy features) against ``real``.
 
     The real set's k-NN radii (and its moments, when the Frechet distance takes the D x D route) are computed
-    once for all the sets.
+    once for all the sets. A pair compared before with the same settings (within this process: the pixel and
+    random-D spaces' held-out row is the same on every epoch of a run) is answered from memory.
     """
     from .manifold import manifold_metrics, self_knn
     from .metrics import feature_moments, frechet_distance, kid
 
+    settings = (k, density_k, kid_subsets, kid_subset_size, seed, str(device))
+    real_key = _digest(real)
+    keys = {name: (real_key, _digest(fake), settings) for name, fake in others.items()}
+    out = {name: dict(_MEMO[key]) for name, key in keys.items() if key in _MEMO}
+    todo = {name: fake for name, fake in others.items() if name not in out}
+    if not todo:
+        return out
     d = real.shape[1]
-    smallest = min([len(real)] + [len(f) for f in others.values()])
+    smallest = min([len(real)] + [len(f) for f in todo.values()])
     moments = feature_moments(real) if d <= smallest else None
     real_knn = self_knn(real, max(k, density_k), device=device)
-    out = {}
-    for name, fake in others.items():
+    for name, fake in todo.items():
         m = min(kid_subset_size, len(real) // 2, len(fake) // 2)
         kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=m, seed=seed, device=device)
         out[name] = {"fd": frechet_distance(real, fake, moments_x=moments), "kid": kid_mean, "kid_std": kid_std,
                      **manifold_metrics(real, fake, k=k, density_k=density_k, real_knn=real_knn, device=device)}
-    return out
+        _MEMO[keys[name]] = dict(out[name])
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+    return {name: out[name] for name in others}
 
 
 def _pick(n_total: int, n: int, seed: int):
