@@ -173,6 +173,7 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
     series: dict[str, list[tuple[int, float]]] = {}
     if not chosen:
         return series
+    names = {c.name for c in chosen}
     for path in tqdm(spread(_epoch_checkpoints(run_dir), points), desc="across epochs", disable=not progress):
         try:
             gan = load(path, device)
@@ -183,7 +184,6 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
         if epoch is None:
             problems.append(f"across epochs: skipped {path.name}: its epoch number is missing or not a number")
             continue
-        names = {c.name for c in chosen}
         reuse = [run for run in done[1] if run.name in names] if done and _same_checkpoint(gan, done[0]) else None
         for run in reuse or run_components(gan, chosen, dataset=dataset, data_root=data_root, seed=seed,
                                            device=device, settings=settings, progress=False, splits=splits):
