@@ -64,7 +64,8 @@ class Component:
     ``NEEDS``), ``options`` (name -> default; users override them with
     ``--set NAME.OPTION=VALUE``) and ``cheap = True`` if it is quick enough to rerun on every
     epoch checkpoint of a run; ``plot_together`` lists metric-name endings whose across-epochs
-    series share one figure (one line per metric with that ending). Then implement ``run``.
+    series share one figure (one line per metric with that ending), and ``series_figures`` may
+    group them any other way. Then implement ``run``.
     """
 
     kind = "component"
@@ -77,6 +78,22 @@ class Component:
 
     def run(self, ctx: "RunContext") -> Result:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def series_figures(self, names: list[str]) -> dict[str, list[str]]:
+        """Figure title -> which of ``names`` (this component's metrics that have across-epochs series) it draws,
+        a line each. The default: a figure per ``plot_together`` ending that two or more names share, then a
+        figure per name left. Override to group otherwise; a name in no figure is not drawn (its series stays in
+        metrics.json)."""
+        figures: dict[str, list[str]] = {}
+        for ending in self.plot_together or ():
+            chosen = [n for n in names if n.endswith(f".{ending}")]
+            if len(chosen) > 1:
+                figures[ending] = chosen
+        drawn = {n for chosen in figures.values() for n in chosen}
+        for n in names:
+            if n not in drawn:
+                figures[n if n not in figures else f"{n} (alone)"] = [n]
+        return figures
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -218,10 +218,8 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     ids: set[str] = set()
     components = [_component_view(run, i, assets, ids) for i, run in enumerate(data.components, 1)]
     series = data.across_epochs or {}
-    grouped = {name for names in (data.across_groups or {}).values() for name in names}
-    plots = [(title, {name: series.get(name, []) for name in names})
-             for title, names in (data.across_groups or {}).items()]
-    plots += [(name, {name: points}) for name, points in series.items() if name not in grouped]
+    groups = data.across_groups if data.across_groups is not None else {name: [name] for name in series}
+    plots = [(title, {name: series.get(name, []) for name in names}) for title, names in groups.items()]
     across = [{"name": title, **assets.figure(f"across-epochs-{i:02d}-{slugify(title)}", series_figure(title, lines))}
               for i, (title, lines) in enumerate(plots, 1) if any(lines.values())]
     training = dict(data.training or {})

@@ -194,14 +194,32 @@ def across_epochs(run_dir: Path, components: list[Component], *, everything: boo
     return series
 
 
-def series_groups(series: dict[str, list[tuple[int, float]]], components: list[Component]) -> dict[str, list[str]]:
-    """Figure title -> the series a component's ``plot_together`` endings put in one figure (two or more)."""
-    groups = {}
+def series_groups(series: dict[str, list[tuple[int, float]]], components: list[Component],
+                  problems: list[str] | None = None) -> dict[str, list[str]]:
+    """Figure title ("component: title") -> the series drawn in it: each component's ``series_figures``, and a
+    figure of its own for a series no component claims. A ``series_figures`` that fails or returns something
+    else than a dict of lists falls back to the default grouping, with a line in ``problems``."""
+    groups: dict[str, list[str]] = {}
+    claimed: set[str] = set()
     for component in components:
-        for ending in getattr(component, "plot_together", ()) or ():
-            names = [k for k in series if k.startswith(f"{component.name}.") and k.endswith(f".{ending}")]
-            if len(names) > 1:
-                groups[f"{component.name}: {ending}"] = names
+        prefix = f"{component.name}."
+        names = [k.removeprefix(prefix) for k in series if k.startswith(prefix)]
+        if not names:
+            continue
+        claimed.update(prefix + n for n in names)
+        try:
+            figures = component.series_figures(list(names))
+            figures = {str(title): [str(n) for n in chosen] for title, chosen in dict(figures).items()}
+        except Exception as exc:  # a plugin's grouping bug costs its grouping, not the report
+            if problems is not None:
+                problems.append(f"{component.name}.series_figures failed ({type(exc).__name__}: {exc}); its "
+                                "across-epochs series are drawn one per figure")
+            figures = Component.series_figures(component, names)
+        for title, chosen in figures.items():
+            lines = [prefix + n for n in chosen if prefix + n in series]
+            if lines:
+                groups[f"{component.name}: {title}"] = lines
+    groups.update({name: [name] for name in series if name not in claimed})
     return groups
 
 
@@ -330,7 +348,7 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                                    data_root=data_root, seed=seed, device=torch_device, settings=settings,
                                    progress=progress, splits=splits, problems=problems, points=epoch_points,
                                    done=(gan, runs))
-        groups = series_groups(series, components)
+        groups = series_groups(series, components, problems)
         raw = gan.sample(64, seed=seed)
         if not bool(torch.isfinite(raw).all()):
             problems.append(f"the generator is broken: {int((~torch.isfinite(raw)).sum())} of {raw.numel()} "

@@ -49,8 +49,8 @@ class ReportData:
     components: list[ComponentRun] = field(default_factory=list)
     # metric name -> [(epoch, value), ...] over a run's epoch checkpoints (`ganlab report RUN_DIR`)
     across_epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    # figure title -> series names drawn together (a component's ``plot_together``)
-    across_groups: dict[str, list[str]] = field(default_factory=dict)
+    # figure title -> the series drawn in it (components' ``series_figures``); None: a figure per series
+    across_groups: dict[str, list[str]] | None = None
     # faults outside any component (an unreadable epoch file, a broken generator, malformed metadata)
     problems: list[str] = field(default_factory=list)
 

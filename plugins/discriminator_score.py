@@ -11,6 +11,12 @@ class DiscriminatorScore(Evaluator):
     options = {"samples": 1000, "batch_size": 256}
     cheap = True
 
+    def series_figures(self, names: list[str]) -> dict[str, list[str]]:
+        """Across epochs: mean D(x) and mean D(G(z)) in one figure, the accuracy in another."""
+        means = [n for n in ("D_x_mean", "D_G_z_mean") if n in names]
+        return {**({"mean D output": means} if means else {}), **({"accuracy": ["accuracy"]} if "accuracy" in names
+                                                                 else {})}
+
     def run(self, ctx):
         import torch
         from matplotlib.figure import Figure as MplFigure

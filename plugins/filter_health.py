@@ -103,14 +103,25 @@ def oscillating(series, min_flip_fraction: float = 0.6, min_relative_amplitude: 
     return (flips >= min_flip_fraction) & (amplitude >= min_relative_amplitude)
 
 
-def mean_pairwise_distance(x) -> float:
-    """Mean L2 distance over all pairs of rows of x (N x ..., N >= 2), in float64."""
+def mean_pairwise_distance(x, chunk: int = 1024) -> float:
+    """Mean L2 distance over all pairs of rows of x (N x ..., N >= 2), in float64.
+
+    Squared distances come from Gram blocks of the centred rows (|a|^2 + |b|^2 - 2 a.b: a matrix product,
+    several times faster than differencing every pair); centring keeps the rounding at 1e-16 of the spread, so
+    the mean agrees with scipy's pdist to about 1e-14. Memory: ``chunk`` x N at a time.
+    """
     import torch
 
     flat = x.reshape(len(x), -1).double()
-    d = torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist")
-    i, j = torch.triu_indices(len(x), len(x), 1)
-    return d[i, j].mean().item()
+    flat = flat - flat.mean(0)
+    norms = (flat * flat).sum(1)
+    n, total = len(flat), 0.0
+    for start in range(0, n, chunk):
+        block = flat[start:start + chunk]
+        squared = norms[start:start + chunk, None] + norms[None, :] - 2 * (block @ flat.T)
+        later = torch.arange(n)[None, :] > torch.arange(start, start + len(block))[:, None]  # each pair once
+        total += squared.clamp_min_(0).sqrt_().mul_(later).sum().item()
+    return total / (n * (n - 1) / 2)
 
 
 def epoch_files(path, max_epochs: int):

@@ -83,6 +83,11 @@ def test_oscillation_detector_on_synthetic_series():
 def test_mean_pairwise_distance_matches_scipy():
     x = torch.randn(37, 3, 5, 5, generator=torch.Generator().manual_seed(2))
     assert mean_pairwise_distance(x) == pytest.approx(pdist(x.flatten(1).numpy().astype(np.float64)).mean(), rel=1e-12)
+    # far from the origin, with exact duplicates, in blocks that do not divide N: still scipy's number
+    far = x.flatten(1) * 0.01 + 100
+    far[5] = far[30] = far[2]
+    expected = pdist(far.numpy().astype(np.float64)).mean()
+    assert mean_pairwise_distance(far, chunk=8) == pytest.approx(expected, rel=1e-9)
 
 
 def test_epoch_files_up_to_the_checkpoint_and_evenly_capped(tmp_path):

@@ -283,6 +283,13 @@ def test_sample_quality_in_a_report_with_the_reference_row(quality_plugin, tiny_
     series = data.across_epochs["sample-quality.discriminator.fd"]  # cheap: rerun on every epoch checkpoint
     assert [epoch for epoch, _ in series] == [1, 2] and series[0][1] != series[1][1]
     assert series[1][1] == pytest.approx(m["discriminator.fd"], rel=1e-9)  # last.pt is epoch 2: same number
+    # across epochs, each measure's generated line is drawn beside its held-out line; KID's std and N are not drawn
+    assert data.across_groups == {f"sample-quality: discriminator {name}": [
+        f"sample-quality.discriminator.{name}", f"sample-quality.discriminator.reference.{name}"]
+        for name in ("fd", "kid", *METRICS)}
+    assert "sample-quality.discriminator.kid_std" in data.across_epochs  # still in metrics.json
+    drawn = sorted(p.name for p in (tmp_path / "r" / "assets").glob("across-epochs-*.png"))
+    assert len(drawn) == 2 + len(METRICS) and drawn[0] == "across-epochs-01-sample-quality-discriminator-fd.png"
 
 
 def test_a_pair_compared_again_is_answered_from_memory(monkeypatch):

@@ -435,6 +435,47 @@ def test_select_epoch_looks_at_every_epoch_whatever_epoch_points_says(five_epoch
     assert data.training["selected_by"]["epoch"] == 3 and data.components[0].result.metrics["epoch"] == 3
 
 
+class Grouped(EpochCounter):
+    """EpochCounter with its own across-epochs figures: epoch and score together, "hidden" in none."""
+    name = "grouped"
+
+    def run(self, ctx):
+        return Result(metrics={"epoch": int(ctx.gan.meta["epoch"]), "score": 1.0, "hidden": 2.0, "alone": 3.0})
+
+    def series_figures(self, names):
+        return {"both": ["epoch", "score"], "alone": ["alone"]}
+
+
+class BadGrouping(Grouped):
+    name = "bad-grouping"
+
+    def series_figures(self, names):
+        raise RuntimeError("boom")
+
+
+def test_components_choose_their_across_epochs_figures(five_epochs, tmp_path):
+    import types
+
+    module = types.ModuleType("grouped")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: (register(Grouped()),
+                                                                          register(BadGrouping())))
+    registry.register_plugin(module, "grouped")
+    try:
+        data, _ = make_report(five_epochs, only=["grouped", "bad-grouping"], out=tmp_path / "r", device="cpu",
+                              progress=False, epoch_points=2)
+    finally:
+        registry.reset()
+    assert data.across_groups == {
+        "grouped: both": ["grouped.epoch", "grouped.score"], "grouped: alone": ["grouped.alone"],
+        # the failing grouping falls back to a figure per series, and says so
+        **{f"bad-grouping: {m}": [f"bad-grouping.{m}"] for m in ("epoch", "score", "hidden", "alone")}}
+    assert "grouped.hidden" in data.across_epochs  # not drawn, still recorded
+    assert any("bad-grouping.series_figures failed (RuntimeError: boom)" in p for p in data.problems)
+    drawn = sorted(p.name for p in (tmp_path / "r" / "assets").glob("across-epochs-*.png"))
+    assert drawn[:2] == ["across-epochs-01-grouped-both.png", "across-epochs-02-grouped-alone.png"]
+    assert len(drawn) == 6
+
+
 def test_epoch_points_from_the_command_line(five_epochs, tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["report", str(five_epochs), "--only", "d-score", "--epoch-points", "2", "-q",
@@ -442,6 +483,9 @@ def test_epoch_points_from_the_command_line(five_epochs, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert [e for e, _ in metrics["across_epochs"]["d-score.D_x_mean"]] == [1, 5]
+    # mean D(x) and mean D(G(z)) share a figure; the image count is not drawn
+    assert sorted(p.name for p in (tmp_path / "r" / "assets").glob("across-epochs-*")) == [
+        "across-epochs-01-d-score-mean-d-output.png", "across-epochs-02-d-score-accuracy.png"]
     bad = runner.invoke(cli, ["report", str(five_epochs), "--epoch-points", "-1"])
     assert bad.exit_code == 2 and "--epoch-points" in bad.output and "Traceback" not in bad.output
 

@@ -184,6 +184,17 @@ class SampleQuality(Evaluator):
                        "coverage"], rows)
         return Result(metrics=metrics, tables=[table] if rows else [], text=[*notes, *self.explanation(opts)])
 
+    def series_figures(self, names: list[str]) -> dict[str, list[str]]:
+        """Across epochs: a figure per space and measure, the generated line beside the held-out line (what new
+        real images score there); KID's spread over subsets and the image count stay in metrics.json only."""
+        figures: dict[str, list[str]] = {}
+        for name in names:
+            space, _, measure = name.rpartition(".")
+            space = space.removesuffix(".reference")
+            if space and measure in ROW_METRICS and measure != "kid_std":
+                figures.setdefault(f"{space} {measure}", []).append(name)
+        return figures
+
     @staticmethod
     def explanation(opts) -> list[str]:
         return [
