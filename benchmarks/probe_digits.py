@@ -86,6 +86,8 @@ def main() -> int:
     if not probe:
         print("svm-probe did not run")
         return 1
+    if "baseline_rows_reused" in probe:
+        print(f"svm-probe baseline rows reused from the cache: {probe['baseline_rows_reused']:.0f} (0: all computed)")
     print(f"\n{'features':<10} {'10/class %':>12} {'all labels %':>13}   independent run (10/class, all)")
     for key in ("d", "pixels", "random-d", "kmeans", "supervised"):
         if f"{key}.10pc.accuracy" not in probe:

@@ -20,8 +20,6 @@ Pick an epoch by ``d.val_accuracy`` only: ``d.test_accuracy`` is the figure to r
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
@@ -179,18 +177,9 @@ def _baseline(ctx, name, train, test, y_train, y_test, pool, val, grid, o) -> li
 
 def _cached(ctx, ident: dict, compute):
     """A JSON value stored in ctx.cache_dir/probe-epochs under a hash of ``ident``, computed once."""
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    path = Path(ctx.cache_dir) / "probe-epochs" / f"{key}.json"
-    try:
-        return json.loads(path.read_text())["value"]
-    except (OSError, ValueError, KeyError):
-        pass  # absent or damaged: computed again
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"ident": ident, "value": value}, default=str))
-    tmp.replace(path)
-    return value
+    from .result_cache import cached
+
+    return cached(ctx.cache_dir, "probe-epochs", ident, compute)
 
 
 @hookimpl

@@ -10,6 +10,8 @@ and C grid as one batched kernel-Newton problem per feature set, the full-label 
 shared preconditioner and warm starts (see ``solver.py`` for which solver ``auto`` takes when).
 The UMAP figure's numba code is cached under the cache folder, so only the first report on a
 machine compiles it (see ``embedding.py``); the small ``probe-digits`` experiment leaves it off.
+The baseline rows do not depend on the GAN: each is kept under the cache folder and reused by any later
+report with the same images, labels, settings and D architecture (``result_cache.py``; ``cache_baselines``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import time
 
 from ganlab import Evaluator, Figure, GanlabError, Option, Result, Table, hookimpl
 
+from . import result_cache
 from .paper import PAPER_TABLES
+
+CACHE_FOLDER = "svm-probe"  # baseline rows, under the cache folder
 
 ROW_NAMES = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
              "random-d": "same D architecture, random init", "kmeans": "K-means triangle (Coates & Ng 2011)",
@@ -95,6 +100,9 @@ class SvmProbe(Evaluator):
         # The supervised CNN trains on torch's setting, as GAN training does: its convolutions scale (a
         # batch-64 step at 32x32, ndf 32: 12 ms on 2 threads, 21 ms on 1, idle machine)
         "threads": 1,
+        "cache_baselines": Option(True, "reuse baseline rows (pixels, random-d, kmeans, supervised) computed before "
+                                  "on the same images, labels, settings and D architecture: they do not depend on "
+                                  "the GAN; false: compute them again"),
     }
 
     def run(self, ctx):
@@ -138,35 +146,67 @@ class SvmProbe(Evaluator):
         test_images, y_test = ctx.split(test_split, limit=o["test_limit"] or None)
         y_train, y_test = y_train.numpy(), y_test.numpy()
 
+        ident = (result_cache.probe_ident(ctx, train_images, y_train, test_images, y_test, grid)
+                 if o["cache_baselines"] and baselines else None)
+        stored = {}  # (row, labels_per_class) -> its numbers, read from the cache
+
+        def where(name, labels_per_class):
+            return result_cache.row_ident(ident, name, mode_key(labels_per_class), ctx)
+
+        if ident is not None:
+            for name in baselines:
+                for mode in modes:
+                    found = result_cache.load(ctx.cache_dir, CACHE_FOLDER, where(name, mode))
+                    if result_cache.valid_row(found, name):
+                        stored[(name, mode)] = found
         features = {"d": self._d_features(ctx, train_images, test_images)}
-        for name in baselines:
-            if name != "supervised":
+        svm_rows = ["d"] + [name for name in baselines if name != "supervised"]
+        for name in svm_rows[1:]:
+            if any((name, mode) not in stored for mode in modes):
                 features[name] = getattr(self, "_" + name.replace("-", "_"))(ctx, train_images, test_images)
 
         rows, metrics, details = [], {}, []
         for labels_per_class in modes:
-            names = list(features)
+            names = svm_rows
             if ctx.progress is not None and not ctx.quiet:
                 names = ctx.progress(names, desc=f"L2-SVM fits, {mode_key(labels_per_class)}", total=len(names))
             for name in names:
-                X_train, X_test, extract_seconds = features[name]
-                result = self._probe(ctx, X_train, y_train, X_test, y_test, labels_per_class, grid,
-                                     o["kmeans_preprocess"] if name == "kmeans" else o["preprocess"])
-                rows.append(self._row(name, labels_per_class, result.feature_dim, result.accuracies,
-                                      result.fit_seconds, result.best_C, o["ci95"]))
-                self._metrics(metrics, name, labels_per_class, result.accuracies)
-                details.append(f"{ROW_NAMES[name]}, {mode_key(labels_per_class)}: C={result.best_C:g}, "
-                               f"validation error by C {_fmt_table(result.C_table)}; solver "
-                               f"{'+'.join(result.solvers)}, fits took {result.total_fit_seconds:.1f} s; "
-                               f"features took {extract_seconds:.1f} s")
+                row = stored.get((name, labels_per_class))
+                if row is None:
+                    X_train, X_test, extract_seconds = features[name]
+                    result = self._probe(ctx, X_train, y_train, X_test, y_test, labels_per_class, grid,
+                                         o["kmeans_preprocess"] if name == "kmeans" else o["preprocess"])
+                    row = {"dim": int(result.feature_dim), "accuracies": [float(a) for a in result.accuracies],
+                           "seconds": float(result.fit_seconds), "C": float(result.best_C),
+                           "C_table": [[float(c), float(e)] for c, e in result.C_table.items()],
+                           "solvers": list(result.solvers), "fit_total": float(result.total_fit_seconds),
+                           "features_seconds": float(extract_seconds)}
+                    if name != "d" and ident is not None:
+                        result_cache.store(ctx.cache_dir, CACHE_FOLDER, where(name, labels_per_class), row)
+                rows.append(self._row(name, labels_per_class, row["dim"], row["accuracies"], row["seconds"], row["C"],
+                                      o["ci95"]))
+                self._metrics(metrics, name, labels_per_class, row["accuracies"])
+                details.append(f"{ROW_NAMES[name]}, {mode_key(labels_per_class)}: C={row['C']:g}, "
+                               f"validation error by C {_fmt_table(dict(row['C_table']))}; solver "
+                               f"{'+'.join(row['solvers'])}, fits took {row['fit_total']:.1f} s; "
+                               f"features took {row['features_seconds']:.1f} s"
+                               + ("; reused from the cache" if (name, labels_per_class) in stored else ""))
             if "supervised" in baselines:
-                accuracies, seconds, kept = self._supervised(ctx, train_images, y_train, test_images, y_test,
-                                                             labels_per_class, cnn_threads)
-                rows.append(self._row("supervised", labels_per_class, None, accuracies, seconds, None, o["ci95"]))
+                row = stored.get(("supervised", labels_per_class))
+                if row is None:
+                    accuracies, seconds, kept = self._supervised(ctx, train_images, y_train, test_images, y_test,
+                                                                 labels_per_class, cnn_threads)
+                    row = {"accuracies": [float(a) for a in accuracies], "seconds": float(seconds),
+                           "kept": [int(k) for k in kept]}
+                    if ident is not None:
+                        result_cache.store(ctx.cache_dir, CACHE_FOLDER, where("supervised", labels_per_class), row)
+                rows.append(self._row("supervised", labels_per_class, None, row["accuracies"], row["seconds"], None,
+                                      o["ci95"]))
                 details.append(f"{ROW_NAMES['supervised']}, {mode_key(labels_per_class)}: weights kept from step "
-                               f"{', '.join(map(str, kept))} of at most {o['supervised_steps']} (best validation "
-                               f"accuracy, patience {o['supervised_patience']} steps)")
-                self._metrics(metrics, "supervised", labels_per_class, accuracies)
+                               f"{', '.join(map(str, row['kept']))} of at most {o['supervised_steps']} (best "
+                               f"validation accuracy, patience {o['supervised_patience']} steps)"
+                               + ("; reused from the cache" if ("supervised", labels_per_class) in stored else ""))
+                self._metrics(metrics, "supervised", labels_per_class, row["accuracies"])
 
         spread = "mean ± 1.96 std over draws" if o["ci95"] else "mean ± std over draws"
         columns = ["features", "labels", "dim", "draws", f"accuracy % ({spread})", f"error % ({spread})", "fit s",
@@ -180,11 +220,17 @@ class SvmProbe(Evaluator):
             figures.append(self._umap(ctx, features["d"][1], y_test))
         dim = features["d"][0].shape[1]
         metrics["d.feature_dim"] = dim
+        metrics["baseline_rows_reused"] = len(stored)
         text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "
                 f"({dim} dims), BatchNorm statistics: {o['bn_stats']}, preprocessing: {o['preprocess']} "
                 f"(K-means: {o['kmeans_preprocess']}); C chosen on a validation split of {o['val_size']} from "
                 f"'{o['train_split']}' (label-scarce rows: on draws of their own, not the reported ones); tested on "
                 f"'{test_split}' ({len(y_test)} images)."]
+        reused = [name for name in baselines if any((name, mode) in stored for mode in modes)]
+        if reused:
+            text.append(f"Baseline rows reused from the cache ({', '.join(reused)}): computed by an earlier report "
+                        "on the same images, labels, settings and D architecture (they do not depend on the GAN; "
+                        "their times are that report's). --set svm-probe.cache_baselines=false computes them again.")
         return Result(metrics=metrics, tables=tables, figures=figures, text=text + details)
 
     # --- feature sets: (X_train, X_test, seconds) ------------------------------------------------

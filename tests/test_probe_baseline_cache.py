@@ -1,0 +1,130 @@
+"""svm-probe keeps its baseline rows (pixels, random D, K-means, supervised CNN): they do not depend on the GAN."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ganlab
+from ganlab import registry
+from ganlab.report import make_report
+from ganlab_plugins.probe import result_cache
+from ganlab_plugins.probe.plugin import SvmProbe
+
+SETTINGS = {"svm-probe.kmeans_k": "16", "svm-probe.supervised_steps": "10", "svm-probe.supervised_draws": "2",
+            "svm-probe.draws": "2", "svm-probe.labels_per_class": "5,all", "svm-probe.umap": "false",
+            "svm-probe.C_grid": "1e-3,1e-1"}
+WORK = ("_pixels", "_random_d", "_kmeans", "_supervised", "_probe")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How often svm-probe computed each baseline's features, trained the CNN and fitted SVMs, per report."""
+    calls = {name: 0 for name in WORK}
+    for name in WORK:
+        real = getattr(SvmProbe, name)
+
+        def wrapper(self, *args, real=real, name=name, **kwargs):
+            calls[name] += 1
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(SvmProbe, name, wrapper)
+
+    def report(checkpoint, out, **changes):
+        for name in calls:
+            calls[name] = 0
+        registry.reset()
+        data, _ = make_report(checkpoint, only=["svm-probe"], out=out, device="cpu", progress=False,
+                              settings={**SETTINGS, **changes})
+        run = data.components[0]
+        assert run.status == "ok", run.error
+        return run.result, dict(calls)
+
+    return report
+
+
+def test_baseline_rows_are_computed_once_and_the_d_row_every_time(counted, tiny_run, tmp_path):
+    first, work = counted(tiny_run / "last.pt", tmp_path / "a")
+    assert work == {"_pixels": 1, "_random_d": 1, "_kmeans": 1, "_supervised": 2, "_probe": 8}
+    assert len(list((tmp_path / "cache" / "svm-probe").glob("*.json"))) == 8  # 4 baselines x 2 label budgets
+    again, work = counted(tiny_run / "last.pt", tmp_path / "b")
+    # only D's two rows are fitted again; no baseline feature, no CNN
+    assert work == {"_pixels": 0, "_random_d": 0, "_kmeans": 0, "_supervised": 0, "_probe": 2}
+    assert first.metrics.pop("baseline_rows_reused") == 0 and again.metrics.pop("baseline_rows_reused") == 8
+    assert again.metrics == first.metrics
+    without_times = [[row[:6] + row[7:] for row in result.tables[0].rows] for result in (first, again)]
+    assert without_times[0] == without_times[1]
+    # the baselines' own times are the first report's (said so in the text)
+    assert [row[6] for row in again.tables[0].rows[1:5]] == [row[6] for row in first.tables[0].rows[1:5]]
+    assert any("Baseline rows reused from the cache (pixels, random-d, kmeans, supervised)" in t for t in again.text)
+    # another GAN of the same architecture (the run's first epoch): the same baselines, its own D rows
+    other, work = counted(tiny_run / "epoch_0001.pt", tmp_path / "c")
+    assert work["_probe"] == 2 and work["_supervised"] == 0
+    for key, value in first.metrics.items():
+        if key.startswith("d."):
+            continue
+        assert other.metrics[key] == value, key
+    assert other.metrics["d.all.accuracy"] != first.metrics["d.all.accuracy"]
+
+
+def test_what_a_row_depends_on_recomputes_it(counted, tiny_run, tmp_path):
+    counted(tiny_run / "last.pt", tmp_path / "a")
+    # K-means' own setting: only the K-means rows
+    _, work = counted(tiny_run / "last.pt", tmp_path / "b", **{"svm-probe.kmeans_k": "12"})
+    assert work == {"_pixels": 0, "_random_d": 0, "_kmeans": 1, "_supervised": 0, "_probe": 4}
+    # the CNN's settings: only the supervised rows
+    _, work = counted(tiny_run / "last.pt", tmp_path / "c", **{"svm-probe.supervised_steps": "12"})
+    assert work == {"_pixels": 0, "_random_d": 0, "_kmeans": 0, "_supervised": 2, "_probe": 2}
+    # other images (fewer training images), another seed's draws, another C grid: every row
+    for change in ({"svm-probe.train_limit": "300"}, {"svm-probe.draws": "3"}, {"svm-probe.C_grid": "1e-2,1e-1"}):
+        _, work = counted(tiny_run / "last.pt", tmp_path / "d", **change)
+        assert work["_pixels"] == work["_kmeans"] == work["_random_d"] == 1 and work["_probe"] == 8, change
+    # switched off: computed, whatever the cache holds
+    _, work = counted(tiny_run / "last.pt", tmp_path / "e", **{"svm-probe.cache_baselines": "false"})
+    assert work == {"_pixels": 1, "_random_d": 1, "_kmeans": 1, "_supervised": 2, "_probe": 8}
+
+
+def test_another_architecture_shares_only_the_data_baselines(counted, tiny_run, tmp_path):
+    from conftest import tiny_options
+
+    wider = tmp_path / "wider"
+    ganlab.train(tiny_options(wider, ndf=12, epochs=1), progress=False)
+    counted(tiny_run / "last.pt", tmp_path / "a")
+    _, work = counted(wider / "last.pt", tmp_path / "b")
+    assert work == {"_pixels": 0, "_random_d": 1, "_kmeans": 0, "_supervised": 2, "_probe": 4}
+
+
+def test_damaged_cache_files_are_computed_again(counted, tiny_run, tmp_path):
+    first, _ = counted(tiny_run / "last.pt", tmp_path / "a")
+    files = sorted((tmp_path / "cache" / "svm-probe").glob("*.json"))
+    for i, f in enumerate(files):  # cut short, or JSON of the wrong shape
+        f.write_text(["{not json", json.dumps({"value": "a string, not a row"}),
+                      json.dumps({"value": {"accuracies": [0.5]}})][i % 3])
+    again, work = counted(tiny_run / "last.pt", tmp_path / "b")
+    assert work == {"_pixels": 1, "_random_d": 1, "_kmeans": 1, "_supervised": 2, "_probe": 8}
+    assert again.metrics == first.metrics and again.metrics["baseline_rows_reused"] == 0
+    assert all(isinstance(json.loads(f.read_text())["value"], dict) for f in files)  # rewritten whole
+
+
+def test_digest_sees_every_byte_dtype_and_shape():
+    a = np.arange(24, dtype=np.uint8).reshape(2, 12)
+    same = result_cache.digest(a, torch.tensor([1, 2]))
+    assert same == result_cache.digest(a.copy(), np.array([1, 2]))
+    changed = a.copy()
+    changed[1, 11] += 1
+    others = {result_cache.digest(changed, np.array([1, 2])), result_cache.digest(a.reshape(3, 8), np.array([1, 2])),
+              result_cache.digest(a.astype(np.int8), np.array([1, 2])), result_cache.digest(a, np.array([2, 1]))}
+    assert same not in others and len(others) == 4
+
+
+def test_store_and_load(tmp_path):
+    ident = {"row": "pixels", "grid": [0.1, 1.0]}
+    assert result_cache.load(tmp_path, "x", ident) is None
+    result_cache.store(tmp_path, "x", ident, {"accuracies": [0.5]})
+    assert result_cache.load(tmp_path, "x", ident) == {"accuracies": [0.5]}
+    assert result_cache.load(tmp_path, "x", {**ident, "grid": [0.1]}) is None
+    assert not list((tmp_path / "x").glob(".*.tmp"))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    result_cache.store(blocked, "x", ident, 1)  # a cache folder that cannot be made: no error, nothing kept
+    assert result_cache.load(blocked, "x", ident) is None
