@@ -11,8 +11,9 @@ Runs the README's command in a fresh folder (training + the full report), then p
   figures of an independent run of the same protocol.
 
 With --fresh-cache the run gets an empty feature cache (GANLAB_CACHE in a temporary folder), as on a new
-machine: K-means and pixel baseline features, hash-collisions' autoencoder and UMAP's compiled code are then
-computed, not read from ~/.cache/ganlab, where earlier runs left them.
+machine: svm-probe's baseline rows, probe-epochs' baseline lines, K-means features, hash-collisions' autoencoder
+and UMAP's compiled code are then computed, not read from ~/.cache/ganlab, where earlier runs left them (the
+script prints how many baseline rows svm-probe reused).
 
 With --baseline-python PY (a Python whose `ganlab` is an earlier version, e.g. a venv with a checkout of an
 older commit installed), it instead alternates runs of both for --rounds rounds (B, C, then C, B, ...), each in
