@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def load(cache_dir: Path | str, folder: str, ident: dict) -> Any | None:
 def store(cache_dir: Path | str, folder: str, ident: dict, value: Any) -> None:
     """Keep ``value`` (JSON-ready) for ``ident``; a cache folder that cannot be written is not an error."""
     path = _path(cache_dir, folder, ident)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two reports at once never share a temporary file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({"ident": ident, "value": value}, default=str))
