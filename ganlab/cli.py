@@ -8,6 +8,7 @@ from dataclasses import fields
 import click
 
 from ganlab import __version__
+from ganlab.cache_cli import cache
 from ganlab.errors import GanlabError
 
 
@@ -387,6 +388,7 @@ def _add_plugin_commands() -> None:
     GanlabGroup.plugin_commands = register_commands(cli)
 
 
+cli.add_command(cache)
 # Plugin commands join the group last, so a plugin cannot shadow a built-in by accident.
 _add_plugin_commands()
 
