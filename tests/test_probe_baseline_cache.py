@@ -128,3 +128,36 @@ def test_store_and_load(tmp_path):
     blocked.write_text("")
     result_cache.store(blocked, "x", ident, 1)  # a cache folder that cannot be made: no error, nothing kept
     assert result_cache.load(blocked, "x", ident) is None
+
+
+def test_every_input_of_a_row_is_in_its_identity():
+    """Relabelled images, other images, another seed, grid, draw count, device kind, K, architecture or CNN
+    schedule: each gives another identity (so a stale row is never read for it)."""
+    from types import SimpleNamespace
+
+    from ganlab.models import ModelConfig
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (20, 1, 8, 8), dtype=np.uint8), np.arange(20) % 10
+    options = {"draws": 5, "select_draws": 0, "val_size": 0.2, "solver": "auto", "tol": 1e-4, "preprocess": "none",
+               "kmeans_preprocess": "standardize", "kmeans_k": 200, "bn_stats": "real", "batch_size": 256,
+               "supervised_steps": 300, "supervised_draws": 3, "supervised_patience": 100}
+
+    def ident(name, labels=labels, test=images, seed=0, grid=(0.1, 1.0), device="cpu", config=ModelConfig(),
+              **changes):
+        ctx = SimpleNamespace(options={**options, **changes}, seed=seed, device=device,
+                              gan=SimpleNamespace(config=config))
+        base = result_cache.probe_ident(ctx, images, labels, test, labels, grid)
+        return json.dumps(result_cache.row_ident(base, name, "10pc", ctx), sort_keys=True, default=str)
+
+    for name in ("pixels", "kmeans", "random-d", "supervised"):
+        same = ident(name)
+        assert same == ident(name)
+        changed = [ident(name, labels=labels[::-1].copy()), ident(name, test=images[::-1].copy()), ident(name, seed=1),
+                   ident(name, grid=(0.1,)), ident(name, draws=6), ident(name, device="cuda")]
+        assert same not in changed and len(set(changed)) == len(changed), name
+    assert ident("kmeans") != ident("kmeans", kmeans_k=100) and ident("pixels") != ident("pixels", preprocess="standardize")
+    for name in ("random-d", "supervised"):
+        assert ident(name) != ident(name, config=ModelConfig(ndf=32)), name
+    assert ident("supervised") != ident("supervised", supervised_patience=50)
+    assert ident("pixels") == ident("pixels", config=ModelConfig(ndf=32))  # pixels do not depend on D
