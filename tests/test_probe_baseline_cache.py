@@ -156,7 +156,8 @@ def test_every_input_of_a_row_is_in_its_identity():
         changed = [ident(name, labels=labels[::-1].copy()), ident(name, test=images[::-1].copy()), ident(name, seed=1),
                    ident(name, grid=(0.1,)), ident(name, draws=6), ident(name, device="cuda")]
         assert same not in changed and len(set(changed)) == len(changed), name
-    assert ident("kmeans") != ident("kmeans", kmeans_k=100) and ident("pixels") != ident("pixels", preprocess="standardize")
+    assert ident("kmeans") != ident("kmeans", kmeans_k=100)
+    assert ident("pixels") != ident("pixels", preprocess="standardize")
     for name in ("random-d", "supervised"):
         assert ident(name) != ident(name, config=ModelConfig(ndf=32)), name
     assert ident("supervised") != ident("supervised", supervised_patience=50)
