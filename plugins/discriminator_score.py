@@ -13,9 +13,9 @@ class DiscriminatorScore(Evaluator):
 
     def series_figures(self, names: list[str]) -> dict[str, list[str]]:
         """Across epochs: mean D(x) and mean D(G(z)) in one figure, the accuracy in another."""
-        means = [n for n in ("D_x_mean", "D_G_z_mean") if n in names]
-        return {**({"mean D output": means} if means else {}), **({"accuracy": ["accuracy"]} if "accuracy" in names
-                                                                 else {})}
+        figures = {"mean D output": [n for n in ("D_x_mean", "D_G_z_mean") if n in names],
+                   "accuracy": [n for n in ("accuracy",) if n in names]}
+        return {title: chosen for title, chosen in figures.items() if chosen}
 
     def run(self, ctx):
         import torch

@@ -98,8 +98,10 @@ def test_damaged_cache_files_are_computed_again(counted, tiny_run, tmp_path):
     first, _ = counted(tiny_run / "last.pt", tmp_path / "a")
     files = sorted((tmp_path / "cache" / "svm-probe").glob("*.json"))
     for i, f in enumerate(files):  # cut short, or JSON of the wrong shape
+        good = json.loads(f.read_text())["value"]
+        broken = {**good, "C_table": [[1]]} if "C_table" in good else {**good, "kept": ["x"]}
         f.write_text(["{not json", json.dumps({"value": "a string, not a row"}),
-                      json.dumps({"value": {"accuracies": [0.5]}})][i % 3])
+                      json.dumps({"value": {"accuracies": [0.5]}}), json.dumps({"value": broken})][i % 4])
     again, work = counted(tiny_run / "last.pt", tmp_path / "b")
     assert work == {"_pixels": 1, "_random_d": 1, "_kmeans": 1, "_supervised": 2, "_probe": 8}
     assert again.metrics == first.metrics and again.metrics["baseline_rows_reused"] == 0

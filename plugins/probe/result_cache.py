@@ -114,4 +114,10 @@ def valid_row(row: Any, name: str) -> bool:
         return False
     if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in row["accuracies"]):
         return False
-    return all(isinstance(row.get(k), (int, float) if kind is float else kind) for k, kind in fields.items())
+    if not all(isinstance(row.get(k), (int, float) if kind is float else kind) for k, kind in fields.items()):
+        return False
+    if name == "supervised":
+        return all(isinstance(k, int) for k in row["kept"])
+    return (all(isinstance(s, str) for s in row["solvers"])
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, (int, float)) for v in e)
+                    for e in row["C_table"]))
