@@ -25,7 +25,7 @@ _LAZY = {
     # D's pooled features, shared by the probe, memorisation checks and sample quality
     "discriminator_features": "ganlab.features", "feature_dim": "ganlab.features", "pool_maps": "ganlab.features",
     "cached_features": "ganlab.features", "feature_cache_key": "ganlab.features",
-    "recompute_batchnorm": "ganlab.batchnorm",
+    "recompute_batchnorm": "ganlab.batchnorm", "content_digest": "ganlab.digest",
 }
 
 

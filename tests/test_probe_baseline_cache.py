@@ -108,14 +108,15 @@ def test_damaged_cache_files_are_computed_again(counted, tiny_run, tmp_path):
     assert all(isinstance(json.loads(f.read_text())["value"], dict) for f in files)  # rewritten whole
 
 
-def test_digest_sees_every_byte_dtype_and_shape():
+def test_content_digest_sees_every_byte_dtype_and_shape():
     a = np.arange(24, dtype=np.uint8).reshape(2, 12)
-    same = result_cache.digest(a, torch.tensor([1, 2]))
-    assert same == result_cache.digest(a.copy(), np.array([1, 2]))
+    same = ganlab.content_digest(a, torch.tensor([1, 2]))
+    assert same == ganlab.content_digest(a.copy(), np.array([1, 2]))
     changed = a.copy()
     changed[1, 11] += 1
-    others = {result_cache.digest(changed, np.array([1, 2])), result_cache.digest(a.reshape(3, 8), np.array([1, 2])),
-              result_cache.digest(a.astype(np.int8), np.array([1, 2])), result_cache.digest(a, np.array([2, 1]))}
+    digest = ganlab.content_digest
+    others = {digest(changed, np.array([1, 2])), digest(a.reshape(3, 8), np.array([1, 2])),
+              digest(a.astype(np.int8), np.array([1, 2])), digest(a, np.array([2, 1]))}
     assert same not in others and len(others) == 4
 
 

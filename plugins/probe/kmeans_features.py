@@ -270,13 +270,6 @@ _MEMO: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # the last two (train, t
 MEMO_BYTES = 256 * 2**20
 
 
-def _digest(images: Any) -> str:
-    import hashlib
-
-    array = np.ascontiguousarray(_to_numpy_images(images))
-    return hashlib.blake2b(f"{array.dtype}{array.shape}".encode() + array.tobytes(), digest_size=16).hexdigest()
-
-
 def kmeans_train_test(train: Any, test: Any, *, k: int, seed: int, device: Any = "cpu",
                       progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """K-means features fitted on ``train`` and applied to both sets: (X_train, X_test).
@@ -284,7 +277,9 @@ def kmeans_train_test(train: Any, test: Any, *, k: int, seed: int, device: Any =
     The same images, K and seed give the same features, so within one process they are encoded once
     (svm-probe and probe-epochs both want them on the same splits in one report); features over
     ``MEMO_BYTES`` are not kept."""
-    key = (_digest(train), _digest(test), int(k), int(seed), str(device))
+    from ganlab import content_digest
+
+    key = (content_digest(train), content_digest(test), int(k), int(seed), str(device))
     if key in _MEMO:
         return tuple(x.copy() for x in _MEMO[key])
     model = KMeansFeatures(k=k, seed=seed, device=device, progress=progress)

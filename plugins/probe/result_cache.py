@@ -21,20 +21,6 @@ from typing import Any
 BASELINE_VERSION = 1
 
 
-def digest(*arrays: Any) -> str:
-    """A short hash of numpy arrays or tensors (dtype, shape and bytes): which images and labels."""
-    import numpy as np
-
-    h = hashlib.sha256()
-    for array in arrays:
-        if hasattr(array, "detach"):
-            array = array.detach().cpu().numpy()
-        array = np.ascontiguousarray(array)
-        h.update(f"{array.dtype}{array.shape}".encode())
-        h.update(array.reshape(-1).view(np.uint8).data)
-    return h.hexdigest()[:24]
-
-
 def _path(cache_dir: Path | str, folder: str, ident: dict) -> Path:
     key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
     return Path(cache_dir) / folder / f"{key}.json"
@@ -80,12 +66,12 @@ def probe_ident(ctx: Any, train_images: Any, y_train: Any, test_images: Any, y_t
     import sklearn
     import torch
 
-    from ganlab import __version__
+    from ganlab import __version__, content_digest
 
     o = ctx.options
     return {"version": BASELINE_VERSION, "ganlab": __version__, "torch": torch.__version__,
             "sklearn": sklearn.__version__, "device": torch.device(ctx.device).type, "seed": ctx.seed,
-            "data": digest(train_images, y_train, test_images, y_test), "grid": list(grid),
+            "data": content_digest(train_images, y_train, test_images, y_test), "grid": list(grid),
             "protocol": {k: o[k] for k in ("draws", "select_draws", "val_size", "solver", "tol")}}
 
 

@@ -35,16 +35,6 @@ _MEMO: dict[tuple, dict[str, float]] = {}  # the last comparisons: (real, other,
 _MEMO_SIZE = 16
 
 
-def _digest(features) -> str:
-    """A content hash of a feature array (dtype, shape and bytes)."""
-    import hashlib
-
-    import numpy as np
-
-    array = np.ascontiguousarray(features)
-    return hashlib.blake2b(f"{array.dtype}{array.shape}".encode() + array.tobytes(), digest_size=16).hexdigest()
-
-
 def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, seed: int = 0, device=None) -> dict[str, dict[str, float]]:
     """Every metric of each set in ``others`` (name -> N x D numpy features) against ``real``.
@@ -53,12 +43,14 @@ def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subs
     once for all the sets. A pair compared before with the same settings (within this process: the pixel and
     random-D spaces' held-out row is the same on every epoch of a run) is answered from memory.
     """
+    from ganlab import content_digest
+
     from .manifold import manifold_metrics, self_knn
     from .metrics import feature_moments, frechet_distance, kid
 
     settings = (k, density_k, kid_subsets, kid_subset_size, seed, str(device))
-    real_key = _digest(real)
-    keys = {name: (real_key, _digest(fake), settings) for name, fake in others.items()}
+    real_key = content_digest(real)
+    keys = {name: (real_key, content_digest(fake), settings) for name, fake in others.items()}
     out = {name: dict(_MEMO[key]) for name, key in keys.items() if key in _MEMO}
     todo = {name: fake for name, fake in others.items() if name not in out}
     if not todo:
