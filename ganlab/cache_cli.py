@@ -32,12 +32,12 @@ def _size(path: Path) -> tuple[int, int]:
     return total, files
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover
+    return f"{n:.1f} GB"
 
 
 def parts(folder: Path) -> dict[str, Path]:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
+from .result_cache import cached
+
 BASELINES = ("pixels", "kmeans")
 
 
@@ -91,14 +93,14 @@ class ProbeEpochs(Evaluator):
                 return [_select(X, y_train, pool, val, grid, o["solver"]),
                         chooser.name if chooser is not None else "this checkpoint"]
 
-            C, chosen_by = _cached(ctx, key, choose)
+            C, chosen_by = cached(ctx.cache_dir, "probe-epochs", key, choose)
         rows, metrics = [], {}
         d = _scores(X_train, y_train, X_test, y_test, pool, val, C, o["solver"])
         results = {"d": [*d, C]}
         for name in baselines:
-            results[name] = _cached(ctx, {**ident, "what": name, "kmeans_k": o["kmeans_k"]},
-                                    lambda name=name: _baseline(ctx, name, train, test, y_train, y_test, pool, val,
-                                                                grid, o))
+            results[name] = cached(ctx.cache_dir, "probe-epochs", {**ident, "what": name, "kmeans_k": o["kmeans_k"]},
+                                   lambda name=name: _baseline(ctx, name, train, test, y_train, y_test, pool, val,
+                                                               grid, o))
         labels = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
                   "kmeans": f"K-means triangle, K = {o['kmeans_k']}, standardised"}
         for name, (val_acc, test_acc, c) in results.items():
@@ -173,13 +175,6 @@ def _baseline(ctx, name, train, test, y_train, y_test, pool, val, grid, o) -> li
     else:
         C, _ = select_C(X_train, y_train, [pool], val, grid, o["solver"], preprocess=preprocess)
     return [*_scores(X_train, y_train, X_test, y_test, pool, val, float(C), o["solver"], preprocess), float(C)]
-
-
-def _cached(ctx, ident: dict, compute):
-    """A JSON value stored in ctx.cache_dir/probe-epochs under a hash of ``ident``, computed once."""
-    from .result_cache import cached
-
-    return cached(ctx.cache_dir, "probe-epochs", ident, compute)
 
 
 @hookimpl
