@@ -25,7 +25,11 @@ _LAZY = {
     # D's pooled features, shared by the probe, memorisation checks and sample quality
     "discriminator_features": "ganlab.features", "feature_dim": "ganlab.features", "pool_maps": "ganlab.features",
     "cached_features": "ganlab.features", "feature_cache_key": "ganlab.features",
-    "recompute_batchnorm": "ganlab.batchnorm", "content_digest": "ganlab.digest",
+    "recompute_batchnorm": "ganlab.batchnorm", "content_digest": "ganlab.store.digest",
+    # writing files: atomically, into folders ganlab may write, and the verified cache
+    "atomic_file": "ganlab.store.atomic", "write_atomically": "ganlab.store.atomic",
+    "StagedFolder": "ganlab.store.staged", "check_outside": "ganlab.store.claims", "Cache": "ganlab.store.cache",
+    "file_sha256": "ganlab.store.digest",
 }
 
 

@@ -64,6 +64,9 @@ def load(path: str | Path, device: "torch.device | str" = "cpu") -> "LoadedGAN":
 
 def train(options: "TrainOptions", progress: bool = True) -> Path:
     """Train a GAN as ``options`` (a ``ganlab.TrainOptions``) say; returns the path of ``OUT/last.pt``."""
+    from ganlab.training import resume_state
     from ganlab.training import train as run_training
 
-    return run_training(options, dataset_source(options.dataset), progress=progress)
+    options, payload, changed = resume_state(options)
+    return run_training(options, dataset_source(options.dataset), progress=progress, resume_payload=payload,
+                        changed=changed)

@@ -8,7 +8,6 @@ all are never unpickled; they go to the plugins' readers (``ganlab_load_checkpoi
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import zipfile
@@ -21,7 +20,8 @@ import torch
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
 from ganlab.models import ModelConfig
-from ganlab.run_folder import LAST
+from ganlab.store.atomic import atomic_file
+from ganlab.store.run_folder import LAST
 
 FORMAT = "ganlab"
 FORMAT_VERSION = 1
@@ -76,32 +76,14 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write ``payload`` to ``path`` atomically: the old file stays until the new one is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            try:
-                torch.save(payload, f)
-            except RuntimeError as exc:  # torch's zip writer turns a full disk into a RuntimeError
-                if isinstance(exc.__context__, OSError):
-                    raise exc.__context__ from None
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_folder(path.parent)
+    with atomic_file(path, "wb") as f:
+        try:
+            torch.save(payload, f)
+        except RuntimeError as exc:  # torch's zip writer turns a full disk into a RuntimeError
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
     return path
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX: fsync the directory entry)."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def is_torch_file(path: str | Path) -> bool:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ganlab.datasets import DatasetSource, Layout
     from ganlab.loaded_gan import LoadedGAN
+    from ganlab.store.cache import Cache
 
 # What a component may need; a component whose needs are not met is skipped with the reason.
 NEEDS = {
@@ -115,7 +116,9 @@ class Analysis(Component):
 class RunContext:
     """Everything a component may use.
 
-    ``gan`` is the loaded model pair, on ``device``. ``dataset`` is the dataset's name (or None) and
+    ``gan`` is the loaded model pair, on ``device``. ``cache`` keeps results between runs (``ganlab.Cache``:
+    digest-verified entries; a context made without one keeps nothing). ``dataset`` is the dataset's name (or
+    None) and
     ``source`` its registered ``DatasetSource``; ``layout`` says which splits, classes and held-out
     split the copy at ``data_root`` has. ``split(name)`` loads a split at the model's size.
     """
@@ -123,8 +126,8 @@ class RunContext:
     gan: "LoadedGAN"
     device: "torch.device"
     seed: int
-    cache_dir: Path
     options: dict[str, Any]
+    cache: "Cache" = field(default_factory=lambda: _disabled_cache())  # ctx.cache.array(...), .json(...), ...
     dataset: str | None = None
     data_root: Path | None = None
     progress: Callable[..., Any] | None = None  # tqdm-like factory: progress(iterable, desc=..., total=...)
@@ -176,6 +179,12 @@ class RunContext:
             if cached_name == name and whole and (limit is None or limit >= n):
                 self.split_cache[key] = value
                 return
+
+
+def _disabled_cache() -> "Cache":
+    from ganlab.store.cache import Cache
+
+    return Cache.disabled()
 
 
 def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, has_discriminator: bool,

@@ -8,6 +8,10 @@ from typing import Any
 from ganlab.errors import GanlabError
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 0 .. 2^63 - 1
+# Settings a checkpoint records that decide what a resumed run trains on and how; --resume keeps them unless
+# --allow-change names one. The model's own settings (ngf, ...) come from the checkpoint and cannot change.
+RECORDED = ("dataset", "data_root", "split", "limit", "exclude", "skip_bad_images", "batch_size", "lr", "beta1",
+            "seed", "amp")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TrainOptions:
     skip_bad_images: bool = False  # drop unreadable image files (with a count) instead of stopping
     exclude: str | None = None  # a file of image positions to leave out (e.g. from ganlab dedup)
     sample_every: int = 1  # epochs between sample grids
+    allow_change: tuple[str, ...] = ()  # recorded settings that --resume may change (see RECORDED)
 
     def __post_init__(self) -> None:
         if not (self.epochs >= 1 and self.batch_size >= 1 and math.isfinite(self.lr) and self.lr > 0

@@ -1,4 +1,4 @@
-"""The one exception type for problems a user can fix."""
+"""The exception types for problems a user can fix, and for a command stopped by a signal."""
 
 
 class GanlabError(Exception):
@@ -7,3 +7,13 @@ class GanlabError(Exception):
     The CLI prints the message as a single line and exits with status 1, no traceback,
     so the message must say what went wrong and what to do about it.
     """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that everything a command was writing is cleaned up on the way out
+    (as for Ctrl-C); the CLI then exits with 143."""
+
+
+def raise_terminated(signum, frame):
+    """A SIGTERM handler: ``signal.signal(signal.SIGTERM, raise_terminated)``."""
+    raise Terminated()

@@ -31,7 +31,6 @@ from ganlab.errors import GanlabError
 from ganlab.images import to_unit_range
 
 GRID = 4
-MEMMAP_BYTES = 1 << 30  # above this the features are written straight into a memory-mapped file
 BN_STATS = ("real", "running")
 _LAST_COPY: dict[str, Any] = {}  # the last D recomputed on real images, so a train and a test split share it
 
@@ -128,44 +127,32 @@ def feature_cache_key(gan_path: Path | str, tag: str, dataset: str | None, split
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cached_features(cache_dir: Path, key: str, discriminator: torch.nn.Module, images: torch.Tensor, *,
+def cached_features(cache: Any, key: str, discriminator: torch.nn.Module, images: torch.Tensor, *,
                     device: torch.device | str = "cpu", batch_size: int = 256,
                     progress: Callable[..., Any] | None = None, bn_stats: str = "real",
                     real_images: torch.Tensor | None = None) -> np.ndarray:
-    """Features from ``cache_dir/features/KEY.npy`` if present, else extracted and stored there.
+    """Features kept in ``cache`` (a ``ganlab.Cache``, e.g. ``ctx.cache``; None: computed every time) under
+    ``key`` (from ``feature_cache_key``), else extracted and stored there.
 
     ``bn_stats`` and ``real_images`` are as for ``discriminator_features``; give ``feature_cache_key`` the
-    same ``bn_stats``. When the statistics are recomputed, a hash of ``real_images`` is added to the file
-    name, so features normalised by other real images are never reused. Large arrays are written straight
-    into a memory-mapped .npy and returned memory-mapped (read-only); small ones are returned in memory.
+    same ``bn_stats``. When the statistics are recomputed, a hash of ``real_images`` joins the key, so features
+    normalised by other real images are never reused. Large arrays are written straight into a memory-mapped
+    file and returned memory-mapped (read-only); small ones are returned in memory.
     """
     _check_bn_stats(bn_stats)
     # the real images and the pass's batch size (deeper BatchNorm layers depend on it) name the statistics
     fingerprint = (f"{images_fingerprint(real_images)}b{batch_size}" if bn_stats == "real" and real_images is not None
                    else None)
-    folder = Path(cache_dir) / "features"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (f"{key}.npy" if fingerprint is None else f"{key}-bn{fingerprint}.npy")
-    if path.exists():
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            if array.shape[0] == len(images):
-                return array if array.nbytes > MEMMAP_BYTES else np.asarray(array)
-        except (ValueError, OSError):
-            pass  # a damaged cache entry is simply recomputed
-    discriminator = _with_bn_stats(discriminator, bn_stats, real_images, fingerprint, device, batch_size, progress)
-    dim = feature_dim(discriminator)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    if len(images) * dim * 4 > MEMMAP_BYTES:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))
-        discriminator_features(discriminator, images, device=device, batch_size=batch_size, out=out, progress=progress,
+    model = []
+
+    def fill(out: np.ndarray) -> None:
+        model.append(_with_bn_stats(discriminator, bn_stats, real_images, fingerprint, device, batch_size, progress))
+        discriminator_features(model[0], images, device=device, batch_size=batch_size, out=out, progress=progress,
                                bn_stats="running")
-        out.flush()
-        del out
-        tmp.replace(path)
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    array = discriminator_features(discriminator, images, device=device, batch_size=batch_size, progress=progress,
-                                   bn_stats="running")
-    np.save(tmp, array)
-    tmp.replace(path)
-    return array
+
+    if cache is None:
+        out = np.empty((len(images), feature_dim(discriminator)), dtype=np.float32)
+        fill(out)
+        return out
+    ident = {"features": key, "bn": fingerprint, "rows": len(images)}
+    return cache.filled_array("features", ident, (len(images), feature_dim(discriminator)), fill)

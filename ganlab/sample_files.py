@@ -11,7 +11,7 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
     from torchvision.utils import save_image
 
     from ganlab.images import to_uint8
-    from ganlab.run_folder import os_error
+    from ganlab.store.atomic import os_error
 
     target = out_dir or out
     try:

@@ -37,7 +37,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
 
     ``gan`` is a ``LoadedGAN`` or a checkpoint path / run folder. The component's declared option defaults are
     merged with ``options`` (checked like ``--set`` values). ``dataset`` is looked up in the registry (None:
-    no dataset); ``cache_dir`` defaults to a fresh temporary folder.
+    no dataset); ``cache_dir`` is the cache folder (default: a fresh temporary folder).
     """
     import tempfile
 
@@ -55,7 +55,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
         merged = dict(options)
     source = ganlab.dataset_source(dataset) if dataset else None
     return ganlab.RunContext(
-        gan=gan, device=device_, seed=seed, cache_dir=Path(cache_dir or tempfile.mkdtemp(prefix="ganlab-cache-")),
+        gan=gan, device=device_, seed=seed, cache=ganlab.Cache(cache_dir or tempfile.mkdtemp(prefix="ganlab-cache-")),
         options=merged, dataset=dataset, data_root=Path(data_root) if data_root else None, quiet=True,
         detectors=dict(get_registry().detectors), feature_spaces=dict(get_registry().feature_spaces),
         source=source, layout=source.layout(data_root, (dataset or "").partition(":")[2] or None) if source else None)

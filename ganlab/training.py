@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from ganlab import run_folder
 from ganlab.checkpoint import (
     LAST,
     build_payload,
@@ -31,11 +31,13 @@ from ganlab.checkpoint import (
     save_checkpoint,
 )
 from ganlab.datasets import DatasetSource, load_split, read_exclusion_list
-from ganlab.defaults import TrainOptions
+from ganlab.defaults import RECORDED, TrainOptions
 from ganlab.devices import select_device
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, Terminated
 from ganlab.images import to_unit_range
 from ganlab.models import PRESETS, ModelConfig, build, sample_latent
+from ganlab.store import run_folder
+from ganlab.store.atomic import link_atomically, os_error
 
 HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
 
@@ -43,7 +45,9 @@ HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
 class Trainer:
     """Trains one GAN as described by ``TrainOptions`` on ``source``; ``fit()`` returns the last checkpoint path."""
 
-    def __init__(self, options: TrainOptions, source: DatasetSource, progress: bool = True):
+    def __init__(self, options: TrainOptions, source: DatasetSource, progress: bool = True, *,
+                 folder: run_folder.RunFolder | None = None, resume_payload: dict[str, Any] | None = None,
+                 changed: dict[str, tuple[Any, Any]] | None = None):
         self.options = options
         self.source = source
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -59,17 +63,11 @@ class Trainer:
         self.device = device
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
-        default_out = Path(f"runs/{options.dataset.replace(':', '-')}")
-        if options.resume:  # continue the run where it is, unless told otherwise
-            default_out = Path(options.resume).parent
-        self.out = Path(options.out) if options.out else default_out
         self.local_batch = options.batch_size // self.world
         if self.local_batch < 1:
             raise GanlabError(f"batch size {options.batch_size} is smaller than the {self.world} processes")
-
-        resume_payload = _resume_payload(options) if options.resume else None
-        if self.is_main:  # before the data is decoded: a wrong --out fails in a second
-            run_folder.prepare(self.out, resuming=bool(options.resume), overwrite=options.overwrite)
+        self.folder, self.options_changed = folder, dict(changed or {})
+        self.out = folder.out if folder else Path(run_out(options)).resolve()
         if resume_payload:
             self.config = ModelConfig.from_dict(resume_payload["config"])
             _check_resume_flags(options, self.config)
@@ -133,7 +131,8 @@ class Trainer:
             dataset={"name": self.options.dataset, "split": self.options.split, "size": len(self.images),
                      "root": str(Path(self.options.data_root).expanduser().resolve()) if self.options.data_root
                      else None},
-            options=self.options.to_dict(), history=self.history)
+            options={**self.options.to_dict(), **{k: _absolute(getattr(self.options, k)) for k in PATHS}},
+            history=self.history)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -199,8 +198,12 @@ class Trainer:
         """
         log = None
         if self.is_main:
+            self.folder.begin()
             if self.options.resume:
                 run_folder.trim_log(self.out / run_folder.LOG, self.step)
+            for setting, (was, now) in self.options_changed.items():
+                run_folder.log_event(self.out, {"event": "setting changed on resume", "step": self.step,
+                                                "setting": setting, "from": was, "to": now})
             log = open(self.out / run_folder.LOG, "a")
         self.G.train()
         self.D.train()
@@ -219,7 +222,7 @@ class Trainer:
                     self._save(self.out / LAST)
                     tqdm.write(f"interrupted after step {self.step}: saved {self.out / LAST} "
                                f"(continue with --resume {self.out / LAST})")
-                raise KeyboardInterrupt
+                raise Terminated() if stop[0] == signal.SIGTERM else KeyboardInterrupt
         finally:
             if log:
                 try:
@@ -252,7 +255,7 @@ class Trainer:
                         log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
                         log.flush()
                     except OSError as exc:
-                        raise run_folder.os_error("write the training log", self.out / run_folder.LOG, exc) from None
+                        raise os_error("write the training log", self.out / run_folder.LOG, exc) from None
                 bar.set_postfix(loss_D=f"{stats['loss_D']:.3f}", loss_G=f"{stats['loss_G']:.3f}",
                                 D_x=f"{stats['D_x']:.2f}", refresh=False)
                 bar.update()
@@ -261,7 +264,7 @@ class Trainer:
         try:
             return save_checkpoint(self.payload(), path)
         except OSError as exc:
-            raise run_folder.os_error("write the checkpoint", path, exc) from None
+            raise os_error("write the checkpoint", path, exc) from None
 
     def _end_of_epoch(self) -> None:
         if not self.is_main:
@@ -275,17 +278,60 @@ class Trainer:
             try:
                 save_image(grid, path, nrow=8, normalize=True, value_range=(-1, 1))
             except OSError as exc:
-                raise run_folder.os_error("write the sample grid", path, exc) from None
+                raise os_error("write the sample grid", path, exc) from None
         epoch_path = self._save(self.out / f"epoch_{self.epoch:04d}.pt")
-        run_folder.link_atomically(epoch_path, self.out / LAST)
+        link_atomically(epoch_path, self.out / LAST)
 
 
-def _resume_payload(options: TrainOptions) -> dict[str, Any]:
+PATHS = ("data_root", "exclude")  # recorded as absolute paths, so a resume from another folder compares them
+
+
+def _absolute(path: Any) -> str | None:
+    return str(Path(path).expanduser().resolve()) if isinstance(path, str) and path else None
+
+
+def run_out(options: TrainOptions) -> str:
+    """The run folder: ``--out``, else the resumed checkpoint's folder, else runs/DATASET."""
+    if options.out:
+        return options.out
+    if options.resume:
+        return str(Path(options.resume).parent)
+    return f"runs/{options.dataset.replace(':', '-')}"
+
+
+def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
+    """With ``resume``: (the options, recorded settings filling those left at their defaults; the checkpoint's
+    content; the settings changed on purpose: name -> (recorded, new)). A setting given that contradicts the
+    recorded one is an error unless named in ``allow_change``. Without ``resume``: (options, None, {})."""
+    unknown = sorted(set(options.allow_change) - set(RECORDED))
+    if unknown:
+        raise GanlabError(f"--allow-change {unknown[0]}: not a recorded setting; choose from {', '.join(RECORDED)}")
+    if not options.resume:
+        return options, None, {}
     payload = read_checkpoint(options.resume)
     if not is_ganlab_checkpoint(payload):
         raise GanlabError(f"--resume {options.resume}: only ganlab checkpoints can be resumed (this file has no "
                           "optimiser state)")
-    return payload
+    recorded = payload.get("options") if isinstance(payload.get("options"), dict) else {}
+    dataset = payload.get("dataset") if isinstance(payload.get("dataset"), dict) else {}
+    recorded = {**recorded, "data_root": dataset.get("root", recorded.get("data_root"))}
+    defaults, filled, changed = TrainOptions(), {}, {}
+    for name in RECORDED:
+        if name not in recorded:
+            continue
+        was, given = recorded[name], getattr(options, name)
+        if name in PATHS:
+            was, given = _absolute(was), _absolute(given)
+        if given == getattr(defaults, name) or given == was:
+            filled[name] = was
+        elif name in options.allow_change:
+            changed[name] = (was, given)
+        else:
+            flag = "--" + name.replace("_", "-")
+            raise GanlabError(f"{flag} {given} contradicts {options.resume}, which was trained with {name} {was!r}; "
+                              f"drop {flag} to continue as recorded, or give --allow-change {name} to continue "
+                              "with the new value (the run's log records the change)")
+    return options.updated(**filled), payload, changed
 
 
 def _check_resume_flags(options: TrainOptions, config: ModelConfig) -> None:
@@ -305,11 +351,24 @@ def _check_resume_flags(options: TrainOptions, config: ModelConfig) -> None:
                               "drop --preset when resuming")
 
 
-def train(options: TrainOptions, source: DatasetSource, progress: bool = True) -> Path:
-    """Train a GAN on ``source``; returns the path of the last checkpoint (``OUT/last.pt``)."""
-    trainer = Trainer(options, source, progress=progress)
+def train(options: TrainOptions, source: DatasetSource, progress: bool = True, *,
+          resume_payload: dict[str, Any] | None = None, changed: dict[str, tuple[Any, Any]] | None = None) -> Path:
+    """Train a GAN on ``source``; returns the path of the last checkpoint (``OUT/last.pt``).
+
+    ``resume_payload`` and ``changed`` come from ``resume_state(options)``. The run folder is claimed (checked
+    and locked) before the data is read, and written only once training starts."""
+    folder = None
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
+        sources = [Path(options.data_root)] if options.data_root else []
+        folder = run_folder.RunFolder(run_out(options), resuming=bool(options.resume), overwrite=options.overwrite,
+                                      sources=sources)
+    trainer = None
     try:
+        trainer = Trainer(options, source, progress=progress, folder=folder, resume_payload=resume_payload,
+                          changed=changed)
         return trainer.fit()
     finally:
-        if trainer.distributed and dist.is_initialized():
+        if folder is not None:
+            folder.release()
+        if trainer is not None and trainer.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -111,26 +111,10 @@ def _png(picture) -> bytes:
     return buffer.getvalue()
 
 
-@click.command("arithmetic")
-@click.argument("checkpoint", type=click.Path())
-@click.option("--concept", "concept_texts", multiple=True, required=True, metavar="NAME=I,J,K",
-              help="a concept: its name (letters, digits, _) and bank indices of its exemplars (3 recommended)")
-@click.option("--expr", "expression", required=True, help="e.g. 'smiling_woman - neutral_woman + neutral_man'")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the page and images")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="seed of the bank")
-@click.option("--bank", type=click.IntRange(1, 1024), default=100, show_default=True, help="samples in the bank")
-@click.option("--noise", type=click.FloatRange(0), default=0.25, show_default=True, help="neighbours' noise scale")
-@click.option("--device", default="auto", show_default=True)
-def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, noise, device) -> None:
-    """Concept arithmetic on z (the paper's figure 7): writes arithmetic.png, bank.png and index.html to --out."""
-    from pathlib import Path
+def _arithmetic_files(checkpoint, concepts, coeffs, expression, notes, seed, bank, noise, device) -> dict[str, bytes]:
+    """arithmetic.png, bank.png and index.html of ``ganlab arithmetic``, as bytes."""
+    from ganlab import load, select_device
 
-    from ganlab import GanlabError, load, select_device
-
-    concepts = ax.parse_concepts(concept_texts, bank)
-    coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
-    notes = exemplar_notes(concepts, coeffs)
-    out = Path(out)
     torch_device = select_device(device)
     gan = load(checkpoint, torch_device)
     bank_z = ax.make_bank(gan.config, bank, seed)
@@ -144,12 +128,31 @@ def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, n
     files["index.html"] = page(expression=expression, combination=ax.format_coeffs(coeffs), concepts=rows,
                                notes=notes, checkpoint=str(checkpoint), seed=seed, bank=bank, noise=noise,
                                arithmetic_png=files["arithmetic.png"], bank_png=files["bank.png"]).encode()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+    return files
+
+
+@click.command("arithmetic")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--concept", "concept_texts", multiple=True, required=True, metavar="NAME=I,J,K",
+              help="a concept: its name (letters, digits, _) and bank indices of its exemplars (3 recommended)")
+@click.option("--expr", "expression", required=True, help="e.g. 'smiling_woman - neutral_woman + neutral_man'")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the page and images")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="seed of the bank")
+@click.option("--bank", type=click.IntRange(1, 1024), default=100, show_default=True, help="samples in the bank")
+@click.option("--noise", type=click.FloatRange(0), default=0.25, show_default=True, help="neighbours' noise scale")
+@click.option("--device", default="auto", show_default=True)
+def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, noise, device) -> None:
+    """Concept arithmetic on z (the paper's figure 7): writes arithmetic.png, bank.png and index.html to --out."""
+    from ganlab import StagedFolder
+
+    concepts = ax.parse_concepts(concept_texts, bank)
+    coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
+    notes = exemplar_notes(concepts, coeffs)
+    with StagedFolder(out, "arithmetic", legacy=lambda f: (f / "arithmetic.png").is_file()) as folder:
+        files = _arithmetic_files(checkpoint, concepts, coeffs, expression, notes, seed, bank, noise, device)
         for name, data in files.items():
-            (out / name).write_bytes(data)
-    except OSError as exc:
-        raise GanlabError(f"cannot write to {out}: {exc.strerror or exc}; choose another --out") from None
+            (folder.staging / name).write_bytes(data)
+        out = folder.commit()
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{expression.strip()} = {ax.format_coeffs(coeffs)}")

@@ -18,7 +18,6 @@ before the command reports success; an existing ``--out`` is kept unless ``--ove
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import click
@@ -140,8 +139,10 @@ def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, sp
     import torch
 
     import ganlab
-    from ganlab import Generator, load, load_split, recompute_batchnorm, select_device
+    from ganlab import Generator, check_outside, load, load_split, recompute_batchnorm, select_device
 
+    out = out.expanduser().resolve()
+    check_outside(out, [folder] + ([data_root] if data_root else []))
     if out.exists() and not overwrite:
         raise GanlabError(f"{out} exists; give --overwrite to replace it, or another --out")
     if out.is_dir():
@@ -168,26 +169,19 @@ def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, sp
     }
     if found_epoch is not None:
         payload["epoch"] = found_epoch
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-        except (OSError, RuntimeError) as exc:  # torch's zip writer turns a full disk into a RuntimeError
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise GanlabError(f"cannot write {out} ({reason})") from None
-        check = load(tmp)  # weights-only, through ganlab's own reader
-        probe = torch.zeros(2, config.channels, config.image_size, config.image_size)
-        with torch.no_grad():
-            if not torch.allclose(check.discriminator(probe), D.eval()(probe), atol=1e-6):
-                raise GanlabError(f"the checkpoint written to {out} does not read back as converted")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with ganlab.atomic_file(out, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            check = load(handle.name)  # weights-only, through ganlab's own reader, before it takes out's name
+            probe = torch.zeros(2, config.channels, config.image_size, config.image_size)
+            with torch.no_grad():
+                if not torch.allclose(check.discriminator(probe), D.eval()(probe), atol=1e-6):
+                    raise GanlabError(f"the checkpoint written to {out} does not read back as converted")
+    except (OSError, RuntimeError) as exc:  # torch's zip writer turns a full disk into a RuntimeError
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise GanlabError(f"cannot write {out} ({reason})") from None
     what = ("the imagenet32 preset" if config == ganlab.PRESETS["imagenet32"] else
             f"image size {config.image_size}, kernel {config.kernel_size}, ndf {config.ndf}, "
             f"{config.channels} channels")

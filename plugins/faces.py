@@ -101,36 +101,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:60].strip("_") or "image"
 
 
-def _previous_crops(out: Path, overwrite: bool) -> list[Path]:
-    """Crops of an earlier run in ``out`` (to remove after this one), or a GanlabError if ``out`` cannot be used."""
-    import json
-
-    if not out.exists():
-        return []
-    if not out.is_dir():
-        raise GanlabError(f"{out} is a file; give a folder for the crops")
-    entries = [e for e in out.iterdir() if not e.name.startswith(".")]
-    if any(e.is_dir() for e in entries):
-        raise GanlabError(f"{out} has sub-folders, which the folder dataset would read as classes; give an empty "
-                          "folder for the crops")
-    images = {e.name for e in entries if e.suffix.lower() in SUFFIXES}
-    index = out / INDEX
-    if not images and not index.exists():
-        return []
-    if not overwrite:
-        raise GanlabError(f"{out} already holds crops or an {INDEX}; give --overwrite to replace them, or another "
-                          "folder")
-    try:
-        named = set(json.loads(index.read_text())["crops"]) if index.exists() else set()
-    except (OSError, ValueError, KeyError, TypeError):
-        named = set()
-    strangers = sorted(images - named)
-    if strangers:
-        raise GanlabError(f"{out} holds images that no `ganlab faces` run wrote (e.g. {strangers[0]}); give an "
-                          "empty folder for the crops")
-    return [out / name for name in sorted(named) if (out / name).exists()]
-
-
 @click.command("faces")
 @click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
@@ -140,65 +110,69 @@ def _previous_crops(out: Path, overwrite: bool) -> list[Path]:
 @click.option("--detector", "detector_name", default="haar-face", show_default=True, help="a registered detector")
 @click.option("--overwrite", is_flag=True, help="replace the crops of an earlier run in OUT_DIR")
 def faces_command(src_dir: Path, out_dir: Path, min_size: int, size: int, detector_name: str, overwrite: bool):
-    """Crop the faces found in the photos under SRC_DIR into OUT_DIR, a folder `ganlab train` can read."""
+    """Crop the faces found in the photos under SRC_DIR into OUT_DIR, a folder `ganlab train` can read.
+
+    OUT_DIR must be new, empty, or an earlier `ganlab faces` output (replaced with --overwrite), and outside
+    SRC_DIR; it is written whole at the end, so a failed or interrupted run leaves nothing half-made."""
+    from ganlab import StagedFolder, detector
+
+    find = detector(detector_name)
+    with StagedFolder(out_dir, "faces", sources=[src_dir], flag="OUT_DIR", legacy=_earlier_output) as folder:
+        if any(p.name != ".ganlab" for p in folder.out.glob("*")) and not overwrite:
+            raise GanlabError(f"{folder.out} already holds crops of an earlier run; give --overwrite to replace "
+                              "them, or another folder")
+        counts, crops = _crop_faces(src_dir, folder, find, detector_name, min_size, size)
+        out = folder.commit()
+    if crops:
+        click.echo(f"wrote {len(crops)} crops of {size}x{size} and {INDEX} to {out}; train on them with "
+                   f"`ganlab train --dataset folder --data-root {out}`")
+    else:
+        click.echo(f"no faces of at least {min_size} pixels found; nothing to train on in {out}")
+    click.echo(f"{counts['images_read']} images read, {len(crops)} faces kept, {counts['faces_too_small']} faces "
+               f"too small (< {min_size} px), {counts['unreadable']} unreadable files")
+
+
+def _earlier_output(folder: Path) -> bool:
+    """An output of `ganlab faces` from before outputs were marked: an index.json that lists its crops."""
     import json
-    import shutil
-    import tempfile
+
+    try:
+        return isinstance(json.loads((folder / INDEX).read_text())["crops"], dict)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _crop_faces(src_dir: Path, folder, find, detector_name: str, min_size: int, size: int):
+    """Write the crops and index.json into ``folder.staging``; returns (counts, crops)."""
+    import json
 
     from PIL import Image
     from tqdm import tqdm
 
-    from ganlab import detector
-
-    find = detector(detector_name)
-    if os.path.realpath(src_dir) == os.path.realpath(out_dir):
-        raise GanlabError("OUT_DIR must be another folder than SRC_DIR")
-    previous = _previous_crops(out_dir, overwrite)
-    files = find_images(src_dir, skip=out_dir)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".faces-partial-", dir=out_dir))
     crops, unreadable, read, small = {}, [], 0, 0
-    try:
-        for path in tqdm(files, desc="finding faces", unit="img"):
-            where = str(path.relative_to(src_dir))
-            try:
-                image = read_rgb(path)
-            except ValueError as exc:
-                unreadable.append({"file": where, "reason": str(exc)})
+    for path in tqdm(find_images(src_dir), desc="finding faces", unit="img"):
+        where = str(path.relative_to(src_dir))
+        try:
+            image = read_rgb(path)
+        except ValueError as exc:
+            unreadable.append({"file": where, "reason": str(exc)})
+            continue
+        read += 1
+        height, width = image.shape[:2]
+        for box in find.detect(image):
+            if box[2] < min_size:
+                small += 1
                 continue
-            read += 1
-            height, width = image.shape[:2]
-            for box in find.detect(image):
-                if box[2] < min_size:
-                    small += 1
-                    continue
-                left, top, side = square_crop(box, width, height)
-                name = f"{len(crops):06d}_{_safe(Path(where).stem)}.png"
-                crop = Image.fromarray(image[top:top + side, left:left + side])
-                crop.resize((size, size), Image.LANCZOS).save(staging / name)
-                crops[name] = {"source": where, "box": [int(v) for v in box], "square": [left, top, side]}
-        counts = {"images_read": read, "faces_kept": len(crops), "faces_too_small": small,
-                  "unreadable": len(unreadable)}
-        index = {"source_dir": str(src_dir.resolve()), "detector": detector_name, "min_size": min_size,
-                 "size": size, "counts": counts, "crops": crops, "unreadable": unreadable}
-        for path in previous:
-            path.unlink()
-        for name in crops:
-            os.replace(staging / name, out_dir / name)
-        (staging / INDEX).write_text(json.dumps(index, indent=1) + "\n")
-        os.replace(staging / INDEX, out_dir / INDEX)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not (out_dir / INDEX).exists():
-            shutil.rmtree(out_dir, ignore_errors=True)  # a failed run leaves no folder it made
-    if crops:
-        click.echo(f"wrote {len(crops)} crops of {size}x{size} and {INDEX} to {out_dir}; train on them with "
-                   f"`ganlab train --dataset folder --data-root {out_dir}`")
-    else:
-        click.echo(f"no faces of at least {min_size} pixels found; nothing to train on in {out_dir}")
-    click.echo(f"{read} images read, {len(crops)} faces kept, {small} faces too small (< {min_size} px), "
-               f"{len(unreadable)} unreadable files")
+            left, top, side = square_crop(box, width, height)
+            name = f"{len(crops):06d}_{_safe(Path(where).stem)}.png"
+            crop = Image.fromarray(image[top:top + side, left:left + side])
+            crop.resize((size, size), Image.LANCZOS).save(folder.staging / name)
+            crops[name] = {"source": where, "box": [int(v) for v in box], "square": [left, top, side]}
+    counts = {"images_read": read, "faces_kept": len(crops), "faces_too_small": small, "unreadable": len(unreadable)}
+    index = {"source_dir": str(src_dir.resolve()), "detector": detector_name, "min_size": min_size,
+             "size": size, "counts": counts, "crops": crops, "unreadable": unreadable}
+    folder.write_text(INDEX, json.dumps(index, indent=1) + "\n")
+    return counts, crops
 
 
 @hookimpl

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny, fast training runs on the embedded digits; a feature cache kept out of $HOME."""
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -110,6 +112,47 @@ def in_tmp(tmp_path, monkeypatch):
     """Run inside a fresh temporary folder (default outputs such as reports/ land there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# --- the real command line ---------------------------------------------------------------------------
+# progress on stderr (`ganlab report`'s status lines, tqdm bars, cache notes); everything else there must be the
+# one error line
+STATUS = re.compile(r"^(report for .*|  [a-z0-9-]+: (ok|skipped|FAILED|TIMED OUT) .*|report: file://.*|cache: .*"
+                    r"|.*\d+/\d+ \[[^\]]*\]\s*)$")
+
+
+def snapshot(folder: Path) -> dict[Path, bytes]:
+    """Every file under ``folder`` (links not followed) and its bytes."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def run_cli(args, cwd, *, code=1, env=None, watch=None):
+    """Run `python -m ganlab ARGS` in cwd; check the exit code, one stderr line, no traceback, and that every file
+    under cwd (and under ``watch``, a folder elsewhere) is byte-identical afterwards; returns that line."""
+    folders = [Path(cwd)] + ([Path(watch)] if watch else [])
+    before = [snapshot(f) for f in folders]
+    result = subprocess.run([sys.executable, "-m", "ganlab", *map(str, args)], cwd=cwd, capture_output=True,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not STATUS.match(line)]
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    for folder, old in zip(folders, before):
+        after = snapshot(folder)
+        assert {p: after.get(p) for p in old} == old, "a file that existed before was changed or removed"
+    return lines[0]
+
+
+def picture_folder(root: Path, count: int = 40) -> Path:
+    """``root/a`` and ``root/b``, each ``count / 2`` random 16x16 RGB PNGs: a small labelled folder dataset."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(count // 2):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
 
 
 def state_equal(a, b):

@@ -285,7 +285,7 @@ def test_report_section_with_every_class_present(tmp_path):
     gan = LoadedGAN(config, Lookup(W, prototypes), None, Path("<memory>"), {})
     source = ganlab.dataset_source("digits")
     options = {**arithmetic.VectorArithmetic.options, "train_limit": 400}
-    ctx = RunContext(gan=gan, device=torch.device("cpu"), seed=0, cache_dir=tmp_path, options=options,
+    ctx = RunContext(gan=gan, device=torch.device("cpu"), seed=0, options=options,
                      dataset="digits", source=source, layout=source.layout(), quiet=True)
     result = arithmetic.VectorArithmetic().run(ctx)
     bank_class = (ax.make_bank(config, 256, 0).flatten(1) @ W.T).argmax(1)

@@ -159,14 +159,15 @@ def test_cache_key_and_cache_file_separate_the_statistics(tmp_path):
     assert key(ckpt, "D", "digits", "train", None, bn_stats="running") != key(ckpt, "D", "digits", "train", None)
     D, images = _d(), _images(6, seed=2)
     k = key(ckpt, "D", "digits", "test", None)
-    first = F.cached_features(tmp_path, k, D, images, real_images=_images(20))
-    other = F.cached_features(tmp_path, k, D, images, real_images=_images(20, seed=9))
-    stored = F.cached_features(tmp_path, k, D, images)
-    names = sorted(p.name for p in (tmp_path / "features").glob("*.npy"))
-    assert len(names) == 3 and f"{k}.npy" in names, names
+    cache = ganlab.Cache(tmp_path / "cache")
+    first = F.cached_features(cache, k, D, images, real_images=_images(20))
+    other = F.cached_features(cache, k, D, images, real_images=_images(20, seed=9))
+    stored = F.cached_features(cache, k, D, images)
+    names = sorted(p.name for p in (tmp_path / "cache" / "features").glob("*.npy"))
+    assert len(names) == 3, names
     assert not np.allclose(first, other) and not np.allclose(first, stored)
     np.testing.assert_allclose(first, F.discriminator_features(D, images, real_images=_images(20)), rtol=1e-6)
-    again = F.cached_features(tmp_path, k, D, images, real_images=_images(20))
+    again = F.cached_features(cache, k, D, images, real_images=_images(20))
     np.testing.assert_array_equal(first, again)
 
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageStat
 
-from ganlab.render import render_report
+from ganlab.report.render import render_report
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]

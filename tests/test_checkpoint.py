@@ -123,11 +123,12 @@ def test_save_fsyncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
 
 # Each case runs in a forked child that saves checkpoint 1, then dies by SIGKILL (no clean-up can run) while
 # saving checkpoint 2: after a chosen number of bytes of the new file (a write hook on the file object
-# save_checkpoint opens), or in its fsync (every byte written, not yet renamed). "complete" saves both.
+# the atomic writer opens), or in its fsync (every byte written, not yet renamed). "complete" saves both.
 KILLED_WRITER = """
 import io, os, signal, sys, traceback
 import torch
 import ganlab.checkpoint as checkpoint
+import ganlab.store.atomic as atomic
 
 def old_then_new(folder, kill_at):
     path = os.path.join(folder, "last.pt")
@@ -150,9 +151,9 @@ def old_then_new(folder, kill_at):
     def dies(fd):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    checkpoint.open = opener  # the module's open(): only save_checkpoint's own file gets the hook
+    atomic.open = opener  # the writing module's open(): only the checkpoint's own file gets the hook
     if kill_at == "fsync":
-        checkpoint.os.fsync = dies
+        atomic.os.fsync = dies
     checkpoint.save_checkpoint({"i": 2, "w": torch.full((50_000,), 2.0)}, path)
     with open(os.path.join(folder, "size"), "w") as f:
         f.write(str(Dies.written))

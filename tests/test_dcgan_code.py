@@ -192,7 +192,7 @@ def test_hostile_files_are_refused_without_running_anything(tmp_path, kind):
         joblib.dump([np.array([evil], dtype=object)], path)
     else:  # BUILD with (None, {"x": 1}) on the wrapper class itself would setattr on the class
         path.write_bytes(b"\x80\x02cjoblib.numpy_pickle\nNumpyArrayWrapper\nN}U\x01xK\x01s\x86b.")
-    result = _run(tmp_path, "--out", tmp_path / "x.pt", "--dataset", "digits")
+    result = _run(tmp_path, "--out", tmp_path.parent / f"{tmp_path.name}-x.pt", "--dataset", "digits")
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: refused to read") and result.output.count("\n") == 1, result.output
     assert "Traceback" not in result.output and not marker.exists()

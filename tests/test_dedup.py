@@ -177,7 +177,7 @@ class _FakeGAN:
 
 def _context(gan, planted, tmp_path, **options):
     settings = {f"hash-collisions.{k}": v for k, v in options.items()}
-    return ganlab.RunContext(gan=gan, device=torch.device("cpu"), seed=0, cache_dir=tmp_path / "cache",
+    return ganlab.RunContext(gan=gan, device=torch.device("cpu"), seed=0, cache=ganlab.Cache(tmp_path / "cache"),
                              options=resolve_options(dedup.HashCollisions(), settings),
                              dataset="folder", data_root=planted, quiet=True)
 
@@ -200,7 +200,7 @@ def test_evaluator_trains_and_caches_its_own_autoencoder(planted, tmp_path, monk
     train, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
     rgb = _FakeGAN(ganlab.to_unit_range(train))
     assert dedup.HashCollisions().run(_context(rgb, planted, tmp_path, samples=30)).metrics["collision_rate"] == 1.0
-    assert len(list((tmp_path / "cache" / "hash-collisions").glob("autoencoder-*.pt"))) == 1
+    assert len(list((tmp_path / "cache" / "hash-collisions").glob("*.pt"))) == 1
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached autoencoder should have been used")

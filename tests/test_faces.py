@@ -73,7 +73,8 @@ def test_faces_finds_the_astronaut_only_and_lists_unreadable_files(photos, tmp_p
     crop = Image.open(out / name)
     assert crop.size == (64, 64) and crop.mode == "RGB"
     assert np.array_equal(np.asarray(crop), np.asarray(expected))
-    assert sorted(p.name for p in out.iterdir()) == sorted([name, "index.json"])  # no staging folder left
+    assert sorted(p.name for p in out.iterdir()) == sorted([".ganlab", name, "index.json"])
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no staging folder left
 
     # The output is an unlabelled folder dataset that training reads.
     layout = ganlab.dataset_source("folder").layout(out)
@@ -109,7 +110,8 @@ def test_a_previous_run_is_kept_unless_overwrite(photos, tmp_path):
 
     Image.new("RGB", (8, 8)).save(out / "mine.png")  # not written by faces: never deleted, even with --overwrite
     refused = _run(photos, out, "--overwrite")
-    assert refused.exit_code == 1 and "mine.png" in refused.output and (out / "mine.png").exists()
+    assert refused.exit_code == 1 and "mine.png, which ganlab did not write" in refused.output
+    assert (out / "mine.png").exists()
 
 
 def test_unknown_detector_and_sub_folders_are_one_line_errors(photos, tmp_path):
@@ -117,7 +119,7 @@ def test_unknown_detector_and_sub_folders_are_one_line_errors(photos, tmp_path):
     assert result.exit_code == 1 and "no-such-detector" in result.output and not (tmp_path / "x").exists()
     (tmp_path / "y" / "class_a").mkdir(parents=True)
     result = _run(photos, tmp_path / "y")
-    assert result.exit_code == 1 and "sub-folders" in result.output
+    assert result.exit_code == 1 and "is not a ganlab faces folder" in result.output and "class_a" in result.output
 
 
 def test_the_command_registers_on_a_click_group():

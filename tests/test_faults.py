@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import pickle
-import re
 import shutil
 import subprocess
 import sys
@@ -17,31 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import picture_folder, run_cli, snapshot
 
 from ganlab import registry
 from ganlab.cli import cli
 
-# progress on stderr (`ganlab report`'s status lines, tqdm bars); everything else there must be the one error line
-STATUS = re.compile(r"^(report for .*|  [a-z0-9-]+: (ok|skipped|FAILED) .*|report: file://.*|.*\d+/\d+ \[[^\]]*\]\s*)$")
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit", "96", "--batch-size", "32"]
 
 
-def _snapshot(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
-
-
 def _cli(args, cwd, *, code=1):
-    """Run `python -m ganlab ARGS` in cwd; check the exit code, one stderr line, no traceback, files untouched."""
-    before = _snapshot(cwd)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "ganlab", *map(str, args)], cwd=cwd, capture_output=True,
-                            text=True, env=env, timeout=300)
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not STATUS.match(line)]
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
-    after = _snapshot(cwd)
-    assert {p: after.get(p) for p in before} == before, "a file that existed before was changed or removed"
-    return lines[0]
+    return run_cli(args, cwd, code=code)
 
 
 @pytest.fixture
@@ -180,20 +164,20 @@ def test_disk_full_while_writing_a_report_keeps_the_previous_one(work, monkeypat
     runner = CliRunner()
     assert runner.invoke(cli, ["report", str(work / "run"), "--only", "latent-walk", "--out", str(work / "r"),
                                "--quiet"]).exit_code == 0
-    before = _snapshot(work / "r")
-    import ganlab.render
+    before = snapshot(work / "r")
+    import ganlab.report.render
 
-    monkeypatch.setattr(ganlab.render._Assets, "image", lambda *a, **k: _disk_full())
+    monkeypatch.setattr(ganlab.report.render._Assets, "image", lambda *a, **k: _disk_full())
     result = runner.invoke(cli, ["report", str(work / "run"), "--only", "latent-walk", "--out", str(work / "r"),
                                  "--quiet"])
     assert result.exit_code == 1 and result.stderr.strip().endswith("the disk is full"), result.output
-    assert _snapshot(work / "r") == before  # the old report, whole
+    assert snapshot(work / "r") == before  # the old report, whole
     assert not [p for p in work.iterdir() if p.name.startswith(".r.")]  # no staging folder left behind
 
 
 def test_disk_full_while_training_keeps_the_last_checkpoint(work, monkeypatch):
     shutil.copytree(work / "run", work / "cont")
-    before = _snapshot(work / "cont")
+    before = snapshot(work / "cont")
     import ganlab.checkpoint
 
     monkeypatch.setattr(ganlab.checkpoint.torch, "save", _disk_full)
@@ -201,7 +185,7 @@ def test_disk_full_while_training_keeps_the_last_checkpoint(work, monkeypatch):
     result = CliRunner().invoke(cli, ["train", "--resume", str(work / "cont" / "last.pt"), "--epochs", "3"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "cannot write the checkpoint" in result.output and "the disk is full" in result.output
-    after = _snapshot(work / "cont")
+    after = snapshot(work / "cont")
     assert all(after[p] == before[p] for p in before if p.suffix == ".pt")
     assert not [p for p in (work / "cont").iterdir() if p.name.endswith(".tmp")]
 
@@ -265,20 +249,9 @@ def test_a_real_full_disk_while_training(small_disk):
         assert read_checkpoint(path)["format"] == "ganlab"  # loads: nothing half-written
 
 
-def _picture_folder(root: Path, count: int = 40) -> None:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(count // 2):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
-
-
 def test_a_corrupt_image_names_the_file_and_can_be_skipped(work):
     pictures = work / "pictures" / "train"
-    _picture_folder(pictures)
+    picture_folder(pictures)
     (pictures / "a" / "broken.png").write_bytes((pictures / "a" / "0.png").read_bytes()[:60])
     (pictures / "b" / "empty.jpg").write_bytes(b"")
     args = ["train", "--dataset", "folder", "--data-root", "pictures", *TINY, "--epochs", "1", "--out", "new"]

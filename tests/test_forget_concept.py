@@ -62,7 +62,7 @@ class BrightSquare(ganlab.Detector):
 
 def _context(G, cfg, tmp_path, detectors=None, **options):
     return ganlab.RunContext(gan=SimpleNamespace(config=cfg, generator=G), device=torch.device("cpu"), seed=0,
-                             cache_dir=tmp_path, options={**fc.ForgetConcept.options, **options},
+                             options={**fc.ForgetConcept.options, **options},
                              detectors=detectors or {})
 
 

@@ -84,7 +84,7 @@ class _FakeGAN:
 def test_metrics_against_a_hand_computation_on_a_linear_generator(tmp_path):
     cfg = ModelConfig(image_size=16, channels=1, nz=6, latent="uniform")  # uniform: auto picks lerp
     G = _LinearG(cfg.nz)
-    ctx = RunContext(gan=_FakeGAN(cfg, G), device=torch.device("cpu"), seed=5, cache_dir=tmp_path,
+    ctx = RunContext(gan=_FakeGAN(cfg, G), device=torch.device("cpu"), seed=5,
                      options={"rows": 3, "points": 9, "steps": 4, "mode": "auto"})
     result = LatentWalk().run(ctx)
     z = torch.cat(G.seen).flatten(1).numpy().reshape(3, 33, 6)  # 3 walks of 8 * 4 + 1 frames

@@ -61,17 +61,17 @@ def test_features_use_eval_mode_batchnorm_and_match_a_manual_forward():
 
 
 def test_large_features_are_memory_mapped_and_cached(tmp_path, monkeypatch):
+    import ganlab.store.cache
+
     D = Discriminator(ModelConfig(image_size=16, channels=1, ndf=4))
     images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
-    monkeypatch.setattr(F, "MEMMAP_BYTES", 1000)  # force the memory-mapped path
-    calls = []
-    real_extract = F.discriminator_features
-    monkeypatch.setattr(F, "discriminator_features", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
-    first = F.cached_features(tmp_path, "key", D, images)
-    second = F.cached_features(tmp_path, "key", D, images)
-    assert isinstance(first, np.memmap) and len(calls) == 1
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(first, real_extract(D, images))
+    monkeypatch.setattr(ganlab.store.cache, "MEMMAP_BYTES", 1000)  # force the memory-mapped path
+    first = F.cached_features(ganlab.Cache(tmp_path), "key", D, images)
+    stored = list((tmp_path / "features").glob("*.npy"))
+    second = F.cached_features(ganlab.Cache(tmp_path), "key", D, images)  # another process, say: read back
+    assert isinstance(first, np.memmap) and isinstance(second, np.memmap) and len(stored) == 1
+    assert str(first.filename) == str(second.filename) == str(stored[0])
+    np.testing.assert_array_equal(second, F.discriminator_features(D, images))
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_c_is_chosen_by_the_last_epoch_whatever_runs_first(tiny_run, tmp_path):
 
 
 def test_a_nan_metric_never_selects_an_epoch(tmp_path):
-    from ganlab.report import _best_epoch
+    from ganlab.report.epochs import _best_epoch
 
     for n in (1, 2, 3):
         (tmp_path / f"epoch_{n:04d}.pt").write_bytes(b"")

@@ -365,16 +365,19 @@ def test_results_are_checked_at_the_boundary(tiny_run, tmp_path):
         register(Misbehaving("interrupts", _interrupt))])
     registry.register_plugin(module, "misbehaving")
     try:
-        names = [*MISBEHAVIOURS, "tensor-metric", "nan-metric", "interrupts", "latent-walk"]
+        names = [*MISBEHAVIOURS, "tensor-metric", "nan-metric", "latent-walk"]
         data, out = make_report(tiny_run, only=names, out=tmp_path / "r", device="cpu", progress=False)
+        # Ctrl-C (here raised by a component) is not a component's failure: the report is not written
+        with pytest.raises(KeyboardInterrupt):
+            make_report(tiny_run, only=["interrupts", "latent-walk"], out=tmp_path / "r", device="cpu",
+                        progress=False)
     finally:
         registry.reset()
     runs = {run.name: run for run in data.components}
     for name, (_, message) in MISBEHAVIOURS.items():
         assert runs[name].status == "failed" and message in runs[name].error, (name, runs[name].error)
     assert runs["tensor-metric"].status == "ok" and runs["tensor-metric"].result.metrics == {"x": 0.25, "n": 3}
-    assert runs["interrupts"].status == "failed" and runs["interrupts"].error.startswith("KeyboardInterrupt")
-    assert runs["latent-walk"].status == "skipped" and "interrupted" in runs["latent-walk"].reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # the first report kept, no staging folder left
     text = (out / "metrics.json").read_text()
     metrics = json.loads(text)  # strict JSON: json.loads would accept NaN, so check the text too
     assert "NaN" not in text and metrics["components"]["nan-metric"]["metrics"] == {"x": None}

@@ -8,8 +8,9 @@ import torch
 from click.testing import CliRunner
 
 import ganlab
-from ganlab import registry, seed_runs
+from ganlab import registry
 from ganlab.cli import cli
+from ganlab.report import seed_runs
 
 
 def _metrics(**components):

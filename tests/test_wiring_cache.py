@@ -10,7 +10,8 @@ from conftest import session_cache_state
 import ganlab
 from ganlab import registry
 from ganlab.components import Evaluator, Result
-from ganlab.report import cache_dir, make_report
+from ganlab.report import make_report
+from ganlab.store.cache import default_root
 
 SEEN: dict[str, Path] = {}
 
@@ -18,20 +19,22 @@ SEEN: dict[str, Path] = {}
 class CacheWriter(Evaluator):
     """Caches D's features of 16 test images, as the probe and the memorisation checks do."""
 
-    name, description, needs = "cache-writer", "writes one feature array into ctx.cache_dir", ("discriminator",)
+    name, description, needs = "cache-writer", "writes one feature array into ctx.cache", ("discriminator",)
 
     def run(self, ctx):
         images, _ = ctx.split("test", limit=16)
         key = ganlab.feature_cache_key(ctx.gan.path, "D", ctx.dataset, "test", 16)
-        features = ganlab.cached_features(ctx.cache_dir, key, ctx.gan.discriminator, images)
-        SEEN["cache_dir"], SEEN["file"] = Path(ctx.cache_dir), Path(ctx.cache_dir) / "features" / f"{key}.npy"
+        before = set((ctx.cache.root / "features").glob("*.npy"))
+        features = ganlab.cached_features(ctx.cache, key, ctx.gan.discriminator, images)
+        SEEN["cache_dir"] = ctx.cache.root
+        [SEEN["file"]] = set((ctx.cache.root / "features").glob("*.npy")) - before
         return Result(metrics={"dim": features.shape[1]})
 
 
 @pytest.fixture(scope="module")
 def module_scoped_report(tiny_run, tmp_path_factory):
     """A report made by a module-scoped fixture: it runs before any function-scoped fixture does."""
-    SEEN["env"] = Path(cache_dir())
+    SEEN["env"] = ganlab.Cache().root
     module = types.ModuleType("cache_writer")
     module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(CacheWriter()))
     registry.register_plugin(module, "cache-writer")
@@ -55,7 +58,7 @@ def test_module_scoped_fixtures_cache_in_the_session_folder(module_scoped_report
 
 
 def test_function_scoped_tests_get_their_own_cache(tmp_path):
-    assert cache_dir() == tmp_path / "cache"
+    assert default_root() == tmp_path / "cache" and ganlab.Cache().root == (tmp_path / "cache").resolve()
     assert os.environ["GANLAB_CACHE"] != str(session_cache_state()[1])
 
 

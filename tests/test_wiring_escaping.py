@@ -15,8 +15,8 @@ import torch
 from matplotlib.figure import Figure as MplFigure
 
 from ganlab.components import Figure, Image, Result, Table
-from ganlab.render import render_report
-from ganlab.report_data import FAILED, OK, SKIPPED, ComponentRun, ReportData
+from ganlab.report.data import FAILED, OK, SKIPPED, ComponentRun, ReportData
+from ganlab.report.render import render_report
 
 TEMPLATE = (Path(__file__).resolve().parents[1] / "ganlab" / "templates" / "report.html").read_text()
 TEMPLATE_TAGS = set(re.findall(r"<([a-z][a-z0-9]*)", TEMPLATE))

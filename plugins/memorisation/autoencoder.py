@@ -252,15 +252,14 @@ def duplicate_groups(hashes: list[str]) -> list[list[int]]:
 
 
 def save_autoencoder(model, path) -> None:
-    """Write the state dict (a plain dict of CPU tensors) atomically: a temporary file, then a rename."""
-    import os
-
+    """Write the state dict (a plain dict of CPU tensors) atomically (``ganlab.atomic_file``)."""
     import torch
 
+    from ganlab import atomic_file
+
     state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def load_autoencoder(path):

@@ -56,8 +56,9 @@ repeated to RGB) and ``train_limit`` training images read at 32x32 RGB. Metrics:
 - ``bits_used``: of the 128 code bits, those that are 1 on some training images and 0 on others.
 
 With ``autoencoder`` empty the evaluator trains one itself (``epochs`` epochs on the ``train_limit`` training
-images, seed = the report's seed) and keeps it in ``ctx.cache_dir/hash-collisions/``, keyed by dataset, data folder,
-split, limit, epochs and seed; give ``ganlab dedup``'s ``autoencoder.pt`` to use the one fitted to the whole split.
+images, seed = the report's seed) and keeps it in the cache (``ctx.cache``, part ``hash-collisions``), keyed by
+dataset, data folder, split, limit, epochs and seed; give ``ganlab dedup``'s ``autoencoder.pt`` to use the one
+fitted to the whole split.
 """
 from __future__ import annotations
 
@@ -167,15 +168,6 @@ def exclusion(groups: list[list[int]]) -> list[int]:
     return sorted(p for group in groups for p in sorted(group)[1:])
 
 
-def _write_text(path, text: str) -> None:
-    import os
-
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _group_grid(images, groups: list[list[int]]):
     """Float 3 x H x W grid in [0, 1]: one row per group (up to GRID_GROUPS), blank where a group is short."""
     import torch
@@ -188,6 +180,54 @@ def _group_grid(images, groups: list[list[int]]):
         for col, i in enumerate(group[:width]):
             tiles[row * width + col] = images[i].float() / 255
     return make_grid(tiles, nrow=width, padding=2, pad_value=0.5)
+
+
+def _deduplicate(dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms, device) -> dict:
+    """Train the autoencoder on the split, hash every image and group the duplicates (confirmed in pixels)."""
+    from tqdm import tqdm
+
+    images, positions, unreadable, first = read_positions(dataset, split, root=data_root, limit=limit,
+                                                          skip_bad=skip_bad_images)
+    if unreadable:
+        click.echo(f"skipped {len(unreadable)} unreadable images (first: {first})", err=True)
+    model, info = ae.train_autoencoder(images, epochs=epochs, seed=seed, device=device, progress=tqdm)
+    bits = ae.code_bits(model, images, device=device)
+    hashes = ae.hex_hashes(bits)
+    hashed = ae.duplicate_groups(hashes)
+    local = confirm_groups(images, hashed, max_rms)
+    groups = [[positions[i] for i in group] for group in local]
+    margins = ae.relative_margins(model, images, device=device)
+    return {"images": images, "positions": positions, "unreadable": unreadable, "model": model, "info": info,
+            "bits": bits, "hashes": hashes, "hashed": hashed, "local": local, "groups": groups,
+            "excluded": exclusion(groups), "margin_median": float(margins.median()), "epochs": epochs,
+            "seed": seed, "limit": limit, "max_rms": max_rms}
+
+
+def _write_dedup(folder, found: dict, dataset: str, split: str, data_root) -> None:
+    """duplicates.json, exclude.txt, autoencoder.pt and (when there are groups) groups.png into the staging folder."""
+    import json
+    from pathlib import Path
+
+    from torchvision.utils import save_image
+
+    bits, groups, excluded = found["bits"], found["groups"], found["excluded"]
+    report = {"dataset": dataset, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
+              "count": len(found["positions"]), "limit": found["limit"], "groups": groups,
+              "bits": [found["hashes"][g[0]] for g in found["local"]], "excluded": len(excluded),
+              "unreadable": found["unreadable"], "hash_groups": len(found["hashed"]), "max_rms": found["max_rms"],
+              "bits_used": int((bits.any(0) & ~bits.all(0)).sum()), "margin_median": found["margin_median"],
+              "autoencoder": {"epochs": found["epochs"], "steps": found["info"]["steps"], "seed": found["seed"],
+                              "reconstruction_mse": found["info"]["loss"], "margin": ae.MARGIN}}
+    where = f" --data-root {data_root}" if data_root else ""
+    where += f" --split {split}" if split != "train" else ""
+    ae.save_autoencoder(found["model"], folder.staging / "autoencoder.pt")
+    folder.write_text("duplicates.json", json.dumps(report, indent=1) + "\n")
+    header = (f"# ganlab dedup: images to leave out of {dataset}/{split} ({len(found['positions'])} hashed, "
+              f"{len(groups)} duplicate groups; each group keeps its first image)\n"
+              f"# use: ganlab train --dataset {dataset}{where} --exclude {folder.out / 'exclude.txt'}\n")
+    folder.write_text("exclude.txt", header + "".join(f"{p}\n" for p in excluded))
+    if groups:
+        save_image(_group_grid(found["images"], found["local"]), folder.staging / "groups.png")
 
 
 @click.command("dedup")
@@ -205,49 +245,18 @@ def _group_grid(images, groups: list[list[int]]):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps")
 def dedup_command(dataset, data_root, split, out, epochs, limit, seed, max_rms, skip_bad_images, device) -> None:
     """Find near-duplicate training images with the paper's autoencoder hash (section 4.1.1)."""
-    import json
     from pathlib import Path
 
-    from torchvision.utils import save_image
-    from tqdm import tqdm
-
-    from ganlab import select_device
+    from ganlab import StagedFolder, select_device
 
     torch_device = select_device(device)
-    images, positions, unreadable, first = read_positions(dataset, split, root=data_root, limit=limit,
-                                                          skip_bad=skip_bad_images)
-    if unreadable:
-        click.echo(f"skipped {len(unreadable)} unreadable images (first: {first})", err=True)
-    model, info = ae.train_autoencoder(images, epochs=epochs, seed=seed, device=torch_device, progress=tqdm)
-    bits = ae.code_bits(model, images, device=torch_device)
-    hashes = ae.hex_hashes(bits)
-    hashed = ae.duplicate_groups(hashes)
-    local = confirm_groups(images, hashed, max_rms)
-    groups = [[positions[i] for i in group] for group in local]
-    excluded = exclusion(groups)
-    margins = ae.relative_margins(model, images, device=torch_device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ae.save_autoencoder(model, out / "autoencoder.pt")
-    report = {"dataset": dataset, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
-              "count": len(positions), "limit": limit, "groups": groups, "bits": [hashes[g[0]] for g in local],
-              "excluded": len(excluded), "unreadable": unreadable, "hash_groups": len(hashed), "max_rms": max_rms,
-              "bits_used": int((bits.any(0) & ~bits.all(0)).sum()), "margin_median": float(margins.median()),
-              "autoencoder": {"epochs": epochs, "steps": info["steps"], "seed": seed,
-                              "reconstruction_mse": info["loss"], "margin": ae.MARGIN}}
-    _write_text(out / "duplicates.json", json.dumps(report, indent=1) + "\n")
-    where = f" --data-root {data_root}" if data_root else ""
-    where += f" --split {split}" if split != "train" else ""
-    header = (f"# ganlab dedup: images to leave out of {dataset}/{split} ({len(positions)} hashed, {len(groups)} "
-              f"duplicate groups; each group keeps its first image)\n"
-              f"# use: ganlab train --dataset {dataset}{where} --exclude {out / 'exclude.txt'}\n")
-    _write_text(out / "exclude.txt", header + "".join(f"{p}\n" for p in excluded))
-    written = ["duplicates.json", "exclude.txt", "autoencoder.pt"]
-    if groups:
-        save_image(_group_grid(images, local), out / "groups.png")
-        written.insert(2, "groups.png")
-    elif (out / "groups.png").exists():
-        (out / "groups.png").unlink()  # a previous run's picture would show groups this run did not find
+    legacy = lambda f: (f / "duplicates.json").is_file() and (f / "exclude.txt").is_file()  # noqa: E731
+    with StagedFolder(out, "dedup", sources=[Path(data_root)] if data_root else [], legacy=legacy) as folder:
+        found = _deduplicate(dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms, torch_device)
+        _write_dedup(folder, found, dataset, split, data_root)
+        out = folder.commit()
+    positions, groups, excluded, hashed = found["positions"], found["groups"], found["excluded"], found["hashed"]
+    written = ["duplicates.json", "exclude.txt", "autoencoder.pt"] + (["groups.png"] if groups else [])
     click.echo(f"{len(positions)} images hashed, {len(groups)} duplicate groups, {len(excluded)} images excluded")
     if len(hashed) != len(groups):
         click.echo(f"({len(hashed)} groups shared a hash; images differing by more than {max_rms:g} RMS were "
@@ -352,28 +361,26 @@ class HashCollisions(Evaluator):
         return result
 
     def _autoencoder(self, ctx, train, limit):
-        import hashlib
-        import json
         from pathlib import Path
 
         if ctx.options["autoencoder"]:
             path = Path(ctx.options["autoencoder"]).expanduser()
             return ae.load_autoencoder(path), f"autoencoder {path}"
         root = str(Path(ctx.data_root).resolve()) if ctx.data_root else None
-        key = json.dumps([ctx.dataset, root, ctx.train_split, limit, ctx.options["epochs"], ctx.seed, ae.MARGIN])
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        path = Path(ctx.cache_dir) / "hash-collisions" / f"autoencoder-{digest}.pt"
-        if path.exists():
-            try:
-                return ae.load_autoencoder(path), f"cached autoencoder trained on {len(train)} images"
-            except Exception:  # a damaged cache entry is retrained, never trusted
-                path.unlink(missing_ok=True)
-        progress = None if ctx.quiet else ctx.progress
-        model, _ = ae.train_autoencoder(train, epochs=ctx.options["epochs"], seed=ctx.seed, device=ctx.device,
-                                        progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ae.save_autoencoder(model, path)
-        return model, f"autoencoder trained here on {len(train)} images for {ctx.options['epochs']} epochs"
+        trained = []
+
+        def make(path):
+            progress = None if ctx.quiet else ctx.progress
+            model, _ = ae.train_autoencoder(train, epochs=ctx.options["epochs"], seed=ctx.seed, device=ctx.device,
+                                            progress=progress)
+            ae.save_autoencoder(model, path)
+            trained.append(True)
+
+        ident = [ctx.dataset, root, ctx.train_split, limit, ctx.options["epochs"], ctx.seed, ae.MARGIN]
+        model = ctx.cache.file("hash-collisions", ident, "pt", make, ae.load_autoencoder)
+        if trained:
+            return model, f"autoencoder trained here on {len(train)} images for {ctx.options['epochs']} epochs"
+        return model, f"cached autoencoder trained on {len(train)} images"
 
 
 @hookimpl

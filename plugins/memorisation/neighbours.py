@@ -47,7 +47,7 @@ def d_features(ctx, images, split: str | None = None, limit: int | None = None):
     if split is None:
         return discriminator_features(D, images, device=ctx.device)
     key = feature_cache_key(ctx.gan.path, "D", ctx.dataset, split, limit)
-    return cached_features(ctx.cache_dir, key, D, images, device=ctx.device, progress=ctx.progress)
+    return cached_features(ctx.cache, key, D, images, device=ctx.device, progress=ctx.progress)
 
 
 def search(queries, references, k: int, device):

@@ -3,7 +3,7 @@
 UMAP (umap-learn) is numba code. Its pynndescent part is compiled with ``cache=True``, but most of
 umap's own functions are not, so every new process compiled them again: measured on the 2-core
 machine, ``import umap`` plus the first ``fit_transform`` took 55-80 s, of which 15 s is the
-embedding itself (2,000 points). Here numba's cache directory is set to ``CACHE_DIR/numba`` (only
+embedding itself (2,000 points). Here numba's cache directory is set to the cache's ``numba`` folder (only
 if numba is not imported yet; an explicit ``NUMBA_CACHE_DIR`` wins) and caching is switched on for
 umap's own jitted functions before their first call, so only the first report on a machine
 compiles them; later reports load the machine code (measured: 27 s instead of 55-80 s for 2,000
@@ -15,17 +15,17 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 
 UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.sparse", "umap.utils", "umap.spectral")
 
 
-def import_umap(cache_dir: Path | str | None):
-    """``import umap`` with numba's on-disk cache under ``cache_dir/numba`` and enabled for umap's own functions."""
-    if cache_dir is not None and "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
-        folder = Path(cache_dir) / "numba"
-        folder.mkdir(parents=True, exist_ok=True)
-        os.environ["NUMBA_CACHE_DIR"] = str(folder)
+def import_umap(cache):
+    """``import umap`` with numba's on-disk cache in the cache's ``numba`` folder (``cache.folder``), enabled for
+    umap's own functions."""
+    if cache is not None and "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
+        folder = cache.folder("numba")
+        if folder is not None:
+            os.environ["NUMBA_CACHE_DIR"] = str(folder)
     import umap
     from numba.core.registry import CPUDispatcher
 
@@ -44,12 +44,12 @@ def import_umap(cache_dir: Path | str | None):
     return umap
 
 
-def umap_figure(X_test, y_test, *, points: int, seed: int, cache_dir):
+def umap_figure(X_test, y_test, *, points: int, seed: int, cache):
     """(matplotlib Figure, n): UMAP of ``points`` standardised test rows, coloured by label."""
     import numpy as np
     from matplotlib.figure import Figure as MplFigure
 
-    umap = import_umap(cache_dir)
+    umap = import_umap(cache)
     rng = np.random.default_rng(seed)
     n = min(len(y_test), points)
     rows = np.sort(rng.choice(len(y_test), n, replace=False))

@@ -24,8 +24,6 @@ from pathlib import Path
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
-from .result_cache import cached
-
 BASELINES = ("pixels", "kmeans")
 
 
@@ -93,12 +91,12 @@ class ProbeEpochs(Evaluator):
                 return [_select(X, y_train, pool, val, grid, o["solver"]),
                         chooser.name if chooser is not None else "this checkpoint"]
 
-            C, chosen_by = cached(ctx.cache_dir, "probe-epochs", key, choose)
+            C, chosen_by = ctx.cache.json("probe-epochs", key, choose)
         rows, metrics = [], {}
         d = _scores(X_train, y_train, X_test, y_test, pool, val, C, o["solver"])
         results = {"d": [*d, C]}
         for name in baselines:
-            results[name] = cached(ctx.cache_dir, "probe-epochs", {**ident, "what": name, "kmeans_k": o["kmeans_k"]},
+            results[name] = ctx.cache.json("probe-epochs", {**ident, "what": name, "kmeans_k": o["kmeans_k"]},
                                    lambda name=name: _baseline(ctx, name, train, test, y_train, y_test, pool, val,
                                                                grid, o))
         labels = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",

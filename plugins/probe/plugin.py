@@ -156,7 +156,7 @@ class SvmProbe(Evaluator):
         if ident is not None:
             for name in baselines:
                 for mode in modes:
-                    found = result_cache.load(ctx.cache_dir, CACHE_FOLDER, where(name, mode))
+                    found = ctx.cache.json(CACHE_FOLDER, where(name, mode))
                     if result_cache.valid_row(found, name):
                         stored[(name, mode)] = found
         features = {"d": self._d_features(ctx, train_images, test_images)}
@@ -182,7 +182,7 @@ class SvmProbe(Evaluator):
                            "solvers": list(result.solvers), "fit_total": float(result.total_fit_seconds),
                            "features_seconds": float(extract_seconds)}
                     if name != "d" and ident is not None:
-                        result_cache.store(ctx.cache_dir, CACHE_FOLDER, where(name, labels_per_class), row)
+                        ctx.cache.put_json(CACHE_FOLDER, where(name, labels_per_class), row)
                 rows.append(self._row(name, labels_per_class, row["dim"], row["accuracies"], row["seconds"], row["C"],
                                       o["ci95"]))
                 self._metrics(metrics, name, labels_per_class, row["accuracies"])
@@ -199,7 +199,7 @@ class SvmProbe(Evaluator):
                     row = {"accuracies": [float(a) for a in accuracies], "seconds": float(seconds),
                            "kept": [int(k) for k in kept]}
                     if ident is not None:
-                        result_cache.store(ctx.cache_dir, CACHE_FOLDER, where("supervised", labels_per_class), row)
+                        ctx.cache.put_json(CACHE_FOLDER, where("supervised", labels_per_class), row)
                 rows.append(self._row("supervised", labels_per_class, None, row["accuracies"], row["seconds"], None,
                                       o["ci95"]))
                 details.append(f"{ROW_NAMES['supervised']}, {mode_key(labels_per_class)}: weights kept from step "
@@ -247,7 +247,7 @@ class SvmProbe(Evaluator):
                                      (o["test_split"] or ctx.heldout_split, test_images, o["test_limit"])):
             key = feature_cache_key(ctx.gan.path, tag, ctx.dataset, split, limit or None, bn_stats=o["bn_stats"])
             # both splits are normalised with the training split's statistics
-            out.append(cached_features(ctx.cache_dir, key, discriminator, images, device=ctx.device,
+            out.append(cached_features(ctx.cache, key, discriminator, images, device=ctx.device,
                                        batch_size=o["batch_size"], progress=ctx.progress, bn_stats=o["bn_stats"],
                                        real_images=train_images))
         return out[0], out[1], time.perf_counter() - start
@@ -344,7 +344,7 @@ class SvmProbe(Evaluator):
         from .embedding import umap_figure
 
         fig, n = umap_figure(X_test, y_test, points=ctx.options["umap_points"], seed=ctx.seed,
-                             cache_dir=ctx.cache_dir)
+                             cache=ctx.cache)
         return Figure(f"UMAP of D features, {n} test images coloured by label", fig)
 
 

@@ -3,59 +3,16 @@
 A baseline row (raw pixels, K-means, a random D of the checkpoint's architecture, the supervised CNN) and a
 baseline line of ``probe-epochs`` are functions of the images, the labels, the protocol's settings and D's
 architecture only: every checkpoint of a run, every GAN seed of ``ganlab run EXPERIMENT --seeds K`` and every
-later report on the same data shares them. Each is stored once under a hash of everything it was computed from
-(``ident``), as reference statistics are in FID tools, and read back instead of recomputed. A missing or
-damaged file is computed again; files are replaced atomically, so a report that dies mid-write leaves none
-half-written.
+later report on the same data shares them. Each is stored once in the report's cache (``ctx.cache.json``,
+digest-verified) under everything it was computed from (``ident``), as reference statistics are in FID tools,
+and read back instead of recomputed; a stored row is also checked field by field (``valid_row``).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 #: Part of every svm-probe identity: raise it when a change to the protocol's code changes its numbers.
 BASELINE_VERSION = 1
-
-
-def _path(cache_dir: Path | str, folder: str, ident: dict) -> Path:
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    return Path(cache_dir) / folder / f"{key}.json"
-
-
-def load(cache_dir: Path | str, folder: str, ident: dict) -> Any | None:
-    """The value stored for ``ident``, or None (absent, unreadable or damaged)."""
-    try:
-        return json.loads(_path(cache_dir, folder, ident).read_text())["value"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def store(cache_dir: Path | str, folder: str, ident: dict, value: Any) -> None:
-    """Keep ``value`` (JSON-ready) for ``ident``; a cache folder that cannot be written is not an error."""
-    path = _path(cache_dir, folder, ident)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two reports at once never share a temporary file
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"ident": ident, "value": value}, default=str))
-        tmp.replace(path)
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def cached(cache_dir: Path | str, folder: str, ident: dict, compute: Callable[[], Any]) -> Any:
-    """The value stored for ``ident``, else ``compute()``, stored."""
-    value = load(cache_dir, folder, ident)
-    if value is None:
-        value = compute()
-        store(cache_dir, folder, ident, value)
-    return value
 
 
 # ---------------------------------------------------------------------------------- svm-probe's baseline rows

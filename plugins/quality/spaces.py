@@ -20,11 +20,11 @@
 """
 from __future__ import annotations
 
-import hashlib
 import string
 from pathlib import Path
 from typing import Any
 
+import ganlab
 from ganlab import FeatureSpace, GanlabError
 
 OFFICIAL_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
@@ -41,30 +41,6 @@ def _progress(ctx: Any, iterable: Any, desc: str, total: int) -> Any:
     if ctx.progress is None or ctx.quiet:
         return iterable
     return ctx.progress(iterable, desc=desc, total=total)
-
-
-def _cached(ctx: Any, key: str, rows: int, compute: Any) -> Any:
-    """float32 features from ``cache_dir/features/KEY.npy`` when it holds ``rows`` rows, else computed and stored."""
-    import numpy as np
-
-    folder = Path(ctx.cache_dir) / "features"
-    path = folder / f"{key}.npy"
-    if path.exists():
-        try:
-            array = np.load(path, allow_pickle=False)
-            if array.shape[0] == rows:
-                return array
-        except (ValueError, OSError):
-            pass  # a damaged entry is recomputed
-    array = compute()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        np.save(tmp, array)
-        tmp.replace(path)
-    except OSError:
-        pass  # a cache that cannot be written only costs time
-    return array
 
 
 class DiscriminatorSpace(FeatureSpace):
@@ -87,7 +63,7 @@ class DiscriminatorSpace(FeatureSpace):
         if not Path(ctx.gan.path).is_file():  # a model built in memory has no file to key a cache on
             return self.embed(ctx, images)
         key = feature_cache_key(ctx.gan.path, f"D:{tag}", ctx.dataset, split, len(images))
-        return cached_features(ctx.cache_dir, key, ctx.gan.discriminator, images, device=ctx.device,
+        return cached_features(ctx.cache, key, ctx.gan.discriminator, images, device=ctx.device,
                                batch_size=_batch_size(ctx))
 
 
@@ -127,14 +103,6 @@ class PixelSpace(FeatureSpace):
         return (images.reshape(len(images), -1).float() / 255).numpy()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def expected_hash(ctx: Any) -> str:
     """The user's ``inception_sha256`` (lowercase hex, at least 8 digits), or "" for no check."""
     value = str(ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX) or "").strip().lower()
@@ -167,7 +135,7 @@ class InceptionSpace(FeatureSpace):
         stat = path.stat()
         ident = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if ident not in self._hashes:
-            self._hashes = {ident: file_sha256(path)}
+            self._hashes = {ident: ganlab.file_sha256(path)}
         actual, expected = self._hashes[ident], expected_hash(ctx)
         if expected and not actual.startswith(expected):
             raise GanlabError(f"{path}: its SHA-256 is {actual}, not the expected {expected} "
@@ -233,7 +201,7 @@ class InceptionSpace(FeatureSpace):
         size = "x".join(str(s) for s in images.shape[1:])
         tag = f"inception:{actual}:{size}:{tag}:{Path(ctx.data_root).resolve() if ctx.data_root else ''}"
         key = feature_cache_key(path, tag, ctx.dataset, split, len(images))
-        return _cached(ctx, key, len(images), lambda: self.embed(ctx, images))
+        return ctx.cache.array("features", {"inception": key}, lambda: self.embed(ctx, images), rows=len(images))
 
 
 def builtin_spaces() -> list[FeatureSpace]:

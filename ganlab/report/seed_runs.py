@@ -99,18 +99,11 @@ def markdown(summary: dict, experiment: str) -> str:
 
 
 def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict[int, Path]) -> Path:
-    """seeds.json and seeds.md in ``out`` (each written to a temporary file, then renamed); returns seeds.md."""
-    import os
+    """seeds.json and seeds.md in ``out``, written as one folder (``ganlab.StagedFolder``); returns seeds.md."""
+    from ganlab.store.staged import StagedFolder
 
-    out = Path(out)
     data = {**summary, "experiment": experiment, "reports": {str(k): str(v) for k, v in reports.items()}}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("seeds.json", json.dumps(data, indent=1) + "\n"),
-                           ("seeds.md", markdown(summary, experiment))):
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
-    except OSError as exc:
-        raise GanlabError(f"cannot write the seeds summary into {out}: {exc.strerror or exc}") from None
-    return out / "seeds.md"
+    with StagedFolder(out, "seed summary") as folder:
+        folder.write_text("seeds.json", json.dumps(data, indent=1) + "\n")
+        folder.write_text("seeds.md", markdown(summary, experiment))
+        return folder.commit() / "seeds.md"

@@ -1,6 +1,6 @@
 """Plain data handed from the report runner to the renderer (coverage.py-style "view data").
 
-The runner fills these; ``ganlab.render`` lays them out; ``metrics.json`` serialises them.
+The runner fills these; ``ganlab.report.render`` lays them out; ``metrics.json`` serialises them.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from ganlab.components import Result
 
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+OK, FAILED, SKIPPED, TIMED_OUT = "ok", "failed", "skipped", "timed out"
 SCHEMA_VERSION = 1  # of metrics.json; raise it when a key changes meaning or goes away
 
 
@@ -23,7 +23,7 @@ class ComponentRun:
     kind: str  # "evaluator" or "analysis"
     description: str
     plugin: str  # the plugin that registered it
-    status: str  # OK, FAILED or SKIPPED
+    status: str  # OK, FAILED, SKIPPED or TIMED_OUT
     seconds: float = 0.0
     result: Result | None = None
     error: str | None = None  # "ValueError: message" when FAILED

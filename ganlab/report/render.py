@@ -26,7 +26,7 @@ from matplotlib.figure import Figure as MplFigure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
-from ganlab.report_data import FAILED, OK, SKIPPED, ReportData  # noqa: E402
+from ganlab.report.data import FAILED, OK, SKIPPED, ReportData  # noqa: E402
 
 ASSETS = "assets"
 DPI = 100

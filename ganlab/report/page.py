@@ -1,0 +1,176 @@
+"""``ganlab report``: load a checkpoint, run the applicable components, write index.html + metrics.json.
+
+Data flows one way: checkpoint -> LoadedGAN -> RunContext -> component.run(ctx) -> Result ->
+ReportData -> renderer. The report is built in a folder beside ``--out`` and swapped in whole.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import make_grid
+
+from ganlab import __version__
+from ganlab.api import load
+from ganlab.checkpoint import resolve
+from ganlab.devices import select_device
+from ganlab.errors import GanlabError
+from ganlab.loaded_gan import LoadedGAN
+from ganlab.registry import get_registry
+from ganlab.report.data import TIMED_OUT, ReportData
+from ganlab.report.epochs import (
+    _best_epoch,
+    _check_selection,
+    _epoch_checkpoints,
+    across_epochs,
+    meta_int,
+    series_groups,
+)
+from ganlab.report.run import Plan, Say, _dataset, _unmet, run_components, select_components
+from ganlab.store.atomic import os_error
+from ganlab.store.cache import Cache
+from ganlab.store.claims import absolute, folder_kind
+from ganlab.store.staged import StagedFolder
+
+EPOCH_POINTS = 10  # epochs evaluated for the plots across training, by default
+COMPONENT_TIMEOUT = 6 * 3600.0  # seconds one component may take, by default (--component-timeout)
+
+
+def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: list[str] | None = None,
+                out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
+                seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
+                all_across_epochs: bool = False, progress: bool = True,
+                say: Say | None = None, skip_bad_images: bool = False,
+                select_epoch: str | None = None, epoch_points: int | None = EPOCH_POINTS,
+                component_timeout: float | None = COMPONENT_TIMEOUT) -> tuple[ReportData, Path]:
+    """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
+
+    The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure or an interruption
+    leaves the previous report whole. ``OUT`` (default ``reports/<checkpoint or run name>``) must be new, empty
+    or a report folder of ganlab's; it is locked while the report is written. Paths are fixed (made absolute)
+    before any component runs. Components named in ``only`` that cannot run here are an error before anything
+    runs. Returns the report data and the output folder.
+
+    ``select_epoch`` ("COMPONENT.METRIC", e.g. ``probe-epochs.d.val_accuracy``; a run folder only): the
+    across-epochs series are computed first and the components run on the epoch checkpoint where that
+    metric is highest (the earliest on a tie) instead of the last one. Use a validation metric. Selection
+    looks at every epoch; otherwise the plots across training use at most ``epoch_points`` epoch files,
+    evenly spread with the first and last (None or 0: every one). ``component_timeout``: seconds one
+    component may run (None or 0: no limit).
+    """
+    checkpoint = absolute(checkpoint)
+    run_dir = checkpoint if checkpoint.is_dir() else None
+    path = resolve(checkpoint)
+    name = run_dir.name if run_dir else path.stem
+    data_root = str(absolute(data_root)) if data_root else None
+    sources = [Path(p) for p in (data_root, run_dir or (path.parent if folder_kind(path.parent) == "run" else None))
+               if p]
+    folder = StagedFolder(out or Path("reports") / name, "report", sources=sources)  # checked and locked first
+    try:
+        cache = Cache(say=say or (lambda line: print(line, file=sys.stderr)))
+        plan = Plan(dataset, data_root, seed, select_device(device), settings or {}, cache=cache,
+                    skip_bad_images=skip_bad_images, timeout=component_timeout or None,
+                    abandon=lambda: _abandon(folder, say))
+        data = _report_data(path, run_dir, name, plan, only=only, skip=skip, everything=all_across_epochs,
+                            progress=progress, say=say, select_epoch=select_epoch, epoch_points=epoch_points)
+        _render(data, folder)
+        return data, folder.commit()
+    finally:
+        folder.discard()
+
+
+def _abandon(folder: StagedFolder, say: Say | None) -> None:
+    (say or (lambda line: print(line, file=sys.stderr)))(
+        f"a component did not stop within its time limit; the report was not written to {folder.out}")
+    folder.discard()
+
+
+def _render(data: ReportData, folder: StagedFolder) -> None:
+    from ganlab.report.render import render_report
+
+    try:
+        render_report(data, folder.staging)
+    except OSError as exc:
+        raise os_error("write the report into", folder.out, exc) from None
+    folder.write_text("metrics.json", data.metrics_json())
+
+
+def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | None) -> tuple[LoadedGAN, list]:
+    """The loaded checkpoint and the chosen components; the dataset and data root recorded in the checkpoint
+    fill ``plan``'s when it has none. A component named in ``only`` that cannot run here is an error."""
+    gan = load(path, plan.device)
+    recorded = gan.meta.get("dataset") if isinstance(gan.meta.get("dataset"), dict) else {}
+    plan.dataset = plan.dataset or gan.dataset
+    root = recorded.get("root") if isinstance(recorded.get("root"), str) else None
+    plan.data_root = plan.data_root or (str(absolute(root)) if root else None)
+    components = select_components(only, skip)
+    source, layout = _dataset(get_registry(), plan.dataset, plan.data_root)
+    for component in components if only else []:
+        reasons = _unmet(component, gan, source, layout, plan.device)
+        if reasons:
+            raise GanlabError(f"{component.name} cannot run here: it {'; '.join(reasons)} "
+                              f"(dataset: {plan.dataset or 'none'})")
+    return gan, components
+
+
+def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, only, skip, everything: bool,
+                 progress: bool, say: Say | None, select_epoch: str | None, epoch_points: int | None) -> ReportData:
+    """Run the components (and the across-epochs series of a run folder) into the page's data."""
+    gan, components = _prepare(path, plan, only, skip)
+    series: dict[str, list[tuple[int, float]]] = {}
+    problems: list[str] = []
+    selected = None
+    if select_epoch:
+        _check_selection(select_epoch, run_dir, components, everything)
+        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+                               problems=problems)
+        selected = _best_epoch(series, select_epoch, run_dir)
+        path = selected["checkpoint"]
+        gan = load(path, plan.device)
+    if say is not None:
+        chosen = f" (epoch {selected['epoch']}: highest {select_epoch})" if selected else ""
+        say(f"report for {path}{chosen} ({len(components)} components, dataset {plan.dataset or 'none'})")
+    runs = run_components(gan, components, plan, progress=progress, say=say)
+    history, history_problems = _history(gan.meta)
+    problems += history_problems
+    problems += [f"{run.name} {run.error.removeprefix('ComponentTimeout: ')}" for run in runs
+                 if run.status == TIMED_OUT]
+    if run_dir and len(_epoch_checkpoints(run_dir)) > 1 and not select_epoch:
+        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+                               problems=problems, points=epoch_points, done=(gan, runs))
+    groups = series_groups(series, components, problems)
+    raw = gan.sample(64, seed=plan.seed)
+    if not bool(torch.isfinite(raw).all()):
+        problems.append(f"the generator is broken: {int((~torch.isfinite(raw)).sum())} of {raw.numel()} "
+                        "sample values are NaN or infinite")
+    samples = make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1))
+    training = {"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
+                "format": str(gan.meta.get("format") or ""),
+                "options": gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else None,
+                **({"selected_by": {k: v for k, v in selected.items() if k != "checkpoint"}} if selected else {})}
+    return ReportData(
+        title=f"ganlab report: {name}", checkpoint=str(path), config=gan.config.to_dict(), dataset=plan.dataset,
+        versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training,
+        history=history, samples=samples, components=runs, across_epochs=series, across_groups=groups,
+        problems=problems)
+
+
+def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
+    """The per-step curves that are lists of numbers; the malformed ones are named as problems."""
+    history = meta.get("history")
+    if history is None:
+        return {}, []
+    if not isinstance(history, dict):
+        return {}, [f"the checkpoint's training history is a {type(history).__name__}, not a dict; not drawn"]
+    kept, problems = {}, []
+    for key, values in history.items():
+        if isinstance(values, (list, tuple)) and all(isinstance(v, (int, float)) for v in values):
+            kept[str(key)] = [float(v) for v in values]
+        else:
+            problems.append(f"the checkpoint's history entry {str(key)[:40]!r} is not a list of numbers; not drawn")
+    return kept, problems

@@ -1,0 +1,140 @@
+"""Running components on one checkpoint: what they share (``Plan``), which ones run, and each one's outcome.
+
+A component that raises is recorded as failed and the rest still run; one past its time limit is stopped and
+marked timed out; Ctrl-C ends the report (it is not a component's failure).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from traceback import format_exc
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ganlab.components import Component, RunContext, check_result, unmet_needs
+from ganlab.datasets import DatasetSource, Layout
+from ganlab.errors import GanlabError
+from ganlab.loaded_gan import LoadedGAN
+from ganlab.options import resolve_options
+from ganlab.registry import Registry, get_registry
+from ganlab.report.data import FAILED, OK, SKIPPED, TIMED_OUT, ComponentRun
+from ganlab.store.cache import Cache
+from ganlab.time_limit import ComponentTimeout, time_limit
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Plan:
+    """What every component run of one report shares: the data, seed, device, options, cache and limits."""
+
+    dataset: str | None
+    data_root: str | None
+    seed: int
+    device: torch.device
+    settings: dict[str, Any]
+    cache: Cache = field(default_factory=Cache.disabled)
+    splits: dict[str, Any] = field(default_factory=dict)  # decoded dataset splits, shared by the runs
+    skip_bad_images: bool = False
+    timeout: float | None = None  # seconds per component (None: no limit)
+    abandon: Callable[[], None] = lambda: None  # runs if a timed-out component refuses to stop
+
+
+def select_components(only: list[str] | None, skip: list[str] | None) -> list[Component]:
+    registry = get_registry()
+    available = registry.components()
+    for name in (only or []) + (skip or []):
+        if name not in available:
+            raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}"
+                              f"{registry.failed_hint()}")
+    names = only if only else sorted(available, key=lambda n: (available[n].kind != "evaluator", n))
+    return [available[n] for n in names if n not in (skip or [])]
+
+
+def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | None,
+             ) -> tuple[DatasetSource | None, Layout | None]:
+    if not dataset:
+        return None, None
+    source = registry.get("datasets", dataset.partition(":")[0])
+    return source, source.layout(data_root, dataset.partition(":")[2] or None)
+
+
+def _unmet(component: Component, gan: LoadedGAN, source: DatasetSource | None, layout: Layout | None,
+           device: torch.device) -> list[str]:
+    return unmet_needs(component, has_labels=bool(layout and layout.classes),
+                       has_heldout=bool(layout and layout.heldout), has_discriminator=gan.discriminator is not None,
+                       has_dataset=source is not None, has_gpu=device.type == "cuda")
+
+
+def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, progress: bool = True,
+                   say: Say | None = None) -> list[ComponentRun]:
+    """Run each component, recording its status, time, result or error.
+
+    ``say`` gets one line per component (ok, skipped with the reason, failed with the error). A component
+    still running after ``plan.timeout`` seconds is stopped and marked timed out (``ganlab.time_limit``).
+    Ctrl-C (KeyboardInterrupt) is not a component's failure: it ends the report.
+    """
+    registry = get_registry()
+    source, layout = _dataset(registry, plan.dataset, plan.data_root)
+    # Check every option before anything runs, so a typo fails in a second, not after a long component.
+    all_options = {component.name: resolve_options(component, plan.settings) for component in components}
+    known = registry.components()
+    for key in plan.settings:
+        if key.partition(".")[0] not in known:
+            raise GanlabError(f"--set {key}: no component named {key.partition('.')[0]!r} "
+                              f"(available: {', '.join(sorted(known))})")
+    runs = []
+    for component in components:
+        run = ComponentRun(component.name, component.kind, component.description,
+                           registry.component_owner(component.name), SKIPPED, options=all_options[component.name])
+        reasons = _unmet(component, gan, source, layout, plan.device)
+        if reasons:
+            run.reason = "; ".join(reasons)
+        else:
+            ctx = RunContext(gan=gan, device=plan.device, seed=plan.seed, cache=plan.cache, options=run.options,
+                             dataset=plan.dataset, data_root=Path(plan.data_root) if plan.data_root else None,
+                             progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
+                             quiet=not progress, split_cache=plan.splits, source=source, layout=layout,
+                             skip_bad_images=plan.skip_bad_images, detectors=dict(registry.detectors),
+                             feature_spaces=dict(registry.feature_spaces))
+            _run_one(component, ctx, run, plan)
+        if say is not None:
+            say(status_line(run))
+        runs.append(run)
+    return runs
+
+
+def _run_one(component: Component, ctx: RunContext, run: ComponentRun, plan: Plan) -> None:
+    """Run one component into ``run``: its result and time, or why it failed or timed out."""
+    torch.manual_seed(plan.seed)
+    start = time.perf_counter()
+    try:
+        with time_limit(plan.timeout, plan.abandon):
+            run.result = check_result(component.run(ctx), component.name)
+        run.status = OK
+    except ComponentTimeout as exc:
+        run.status, run.error = TIMED_OUT, f"ComponentTimeout: {exc} (--component-timeout)"
+    except GanlabError as exc:
+        run.status, run.error, run.traceback = FAILED, f"GanlabError: {exc}", format_exc()
+    except SystemExit as exc:  # a plugin calling sys.exit() must not end the report
+        run.status, run.traceback = FAILED, format_exc()
+        run.error = f"SystemExit: {component.name} called sys.exit({exc.code!r})"
+    except Exception as exc:  # a component's bug must not lose the rest of the report
+        run.status, run.error, run.traceback = FAILED, f"{type(exc).__name__}: {exc}", format_exc()
+    run.seconds = time.perf_counter() - start
+
+
+def status_line(run: ComponentRun) -> str:
+    """One terminal line per component: ok with its time, skipped with the reason, failed with the error's line."""
+    if run.status == OK:
+        return f"  {run.name}: ok ({run.seconds:.1f} s)"
+    if run.status == SKIPPED:
+        return f"  {run.name}: skipped ({run.reason})"
+    if run.status == TIMED_OUT:
+        return f"  {run.name}: TIMED OUT ({run.error.removeprefix('ComponentTimeout: ')})"
+    first = (str(run.error).strip().splitlines() or ["?"])[0]
+    return f"  {run.name}: FAILED ({first})"

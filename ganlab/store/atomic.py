@@ -1,0 +1,130 @@
+"""Atomic writes: a file or a folder on disk is the old one or the complete new one, never half-written.
+
+A new file is written under a temporary name in the same folder, flushed and fsynced, renamed over the
+target with one ``os.replace`` (atomic on POSIX), and the folder is fsynced so that the rename survives a
+power cut. A failure or an interruption removes the temporary file; the old file is untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ganlab.errors import GanlabError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's files are private (0600)
+
+
+def os_error(what: str, path: Path | str, exc: OSError) -> GanlabError:
+    """A one-line error for a failed write: says 'the disk is full' rather than an errno."""
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return GanlabError(f"cannot {what} {path}: part of that path is a file")
+    reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return GanlabError(f"cannot {what} {path}: {reason}")
+
+
+def fsync_folder(folder: Path | str) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory entry; a no-op where it cannot be)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write (with any library); renamed over ``path`` when the block ends.
+
+    The temporary file is fsynced before the rename; on an exception (or Ctrl-C) it is removed and ``path``
+    is left as it was.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
+    """``open(path, mode)`` that replaces ``path`` only once the block completes (see ``atomic_path``)."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+        handle.flush()
+
+
+def write_atomically(path: Path | str, data: bytes | str) -> Path:
+    """Replace ``path`` with ``data`` (text is written as UTF-8) in one atomic step."""
+    with atomic_file(path, "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+def link_atomically(source: Path, target: Path) -> None:
+    """Point ``target`` at ``source``'s bytes (a hard link, else a copy), swapped in with one rename."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, a link (never what it points to) or a folder and everything in it, links unfollowed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)  # rmtree unlinks links inside the tree; it never descends into them
+    else:
+        os.unlink(path)
+
+
+def swap_folder(staging: Path, out: Path) -> None:
+    """Put the finished folder ``staging`` in place of ``out`` (which may not exist); the old one is removed only
+    once the new one is in place, and put back if the swap fails."""
+    old = None
+    try:
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(staging, out)
+    except OSError:
+        if old is not None and (old / out.name).exists() and not out.exists():
+            os.replace(old / out.name, out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    fsync_folder(out.parent)

@@ -1,0 +1,142 @@
+"""A training run's folder: one writer, never mixing two runs, never written unless it is ganlab's, and
+stopping cleanly on Ctrl-C or SIGTERM.
+
+A run folder holds ``epoch_NNNN.pt``, ``last.pt``, ``samples/epoch_NNNN.png``, ``log.jsonl`` and ganlab's
+marker. ``--out`` must be new, empty or a run folder of ganlab's (one from before the marker is recognised by
+its log and checkpoints): a dataset folder, a home folder or ``/`` is refused before anything is read. Training
+into a folder that already holds a run needs ``--resume`` (continue it) or ``--overwrite`` (replace it). Nothing
+is written until training starts (``begin``), so a start that fails (a missing dataset, a bad flag) leaves no
+trace; the old run that ``--overwrite`` replaces is removed only then.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ganlab.errors import GanlabError
+from ganlab.store.atomic import atomic_file, os_error
+from ganlab.store.claims import FolderLock, absolute, check_outside, folder_kind, mark
+
+LAST = "last.pt"
+LOG = "log.jsonl"
+SAMPLES = "samples"
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files of a ganlab run in ``out`` (checkpoints, log, sample grids); other files are not ours."""
+    if not out.is_dir():
+        return []
+    found = sorted(out.glob("epoch_*.pt")) + [out / name for name in (LAST, LOG) if (out / name).exists()]
+    if (out / SAMPLES).is_dir():
+        found += sorted((out / SAMPLES).glob("epoch_*.png"))
+    return found
+
+
+class RunFolder:
+    """Claims ``out`` for a training run: checked and locked at once, written from ``begin()`` on."""
+
+    def __init__(self, out: str | Path, *, resuming: bool, overwrite: bool, sources: list[Path] = ()):
+        self.out = absolute(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise GanlabError(f"--out {self.out} is a file; give a folder for the run")
+        check_outside(self.out, list(sources))
+        entries = sorted(os.listdir(self.out)) if self.out.is_dir() else []
+        if entries and folder_kind(self.out) != "run":
+            raise GanlabError(f"--out {self.out} is not a ganlab run folder (it holds {len(entries)} entries, e.g. "
+                              f"{entries[0]}); ganlab trains only into a new or empty folder or one of its runs")
+        existing = run_files(self.out)
+        if existing and not resuming and not overwrite:
+            raise GanlabError(f"{self.out} already holds a training run ({len(existing)} files, e.g. "
+                              f"{existing[0].name}); continue it with --resume {self.out / LAST}, train into a new "
+                              "--out, or give --overwrite to replace it")
+        self._check_writable()
+        self.replace = bool(existing) and overwrite and not resuming
+        self.lock = FolderLock(self.out, "training").acquire()
+        self.begun = False
+
+    def _check_writable(self) -> None:
+        """Fail in a second, not after the data is decoded, where the run could not be written: probe the
+        nearest existing folder with a file that is removed at once."""
+        folder = self.out
+        while not folder.exists():
+            if folder.parent == folder:
+                break
+            folder = folder.parent
+        if not folder.is_dir():
+            raise GanlabError(f"cannot write the run into {self.out}: part of that path is a file")
+        try:
+            with open(folder / f".ganlab-write-test-{os.getpid()}", "wb") as probe:
+                os.unlink(probe.name)
+        except OSError as exc:
+            raise os_error("write the run into", self.out, exc) from None
+
+    def begin(self) -> None:
+        """Create the folder (or remove the run ``--overwrite`` replaces) and mark it: training starts."""
+        try:
+            for path in run_files(self.out) if self.replace else ():
+                path.unlink()
+            (self.out / SAMPLES).mkdir(parents=True, exist_ok=True)
+            mark(self.out, "run")
+        except OSError as exc:
+            raise os_error("write the run into", self.out, exc) from None
+        self.begun = True
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def log_event(out: Path, event: dict) -> None:
+    """Append one line to the run's log (e.g. a setting changed on resume)."""
+    with open(out / LOG, "a") as log:
+        log.write(json.dumps(event) + "\n")
+
+
+def trim_log(log: Path, step: int) -> None:
+    """Keep only the log lines up to ``step`` (resuming from an earlier checkpoint drops the later ones)."""
+    if not log.is_file():
+        return
+    kept = []
+    for line in log.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a crash
+    with atomic_file(log, "w") as handle:
+        handle.write("".join(line + "\n" for line in kept))
+
+
+@contextlib.contextmanager
+def stop_at_step_boundary() -> Iterator[list]:
+    """While inside, Ctrl-C (SIGINT) and SIGTERM only set a flag (``flag[0]``, the signal's number) for the
+    loop to check between steps.
+
+    A step interrupted half-way would leave BatchNorm counters and optimiser state a step ahead of the
+    recorded step, so the checkpoint saved on the signal would not resume exactly. A second signal aborts at
+    once (no save; the epoch checkpoints stay as they are). Outside the main thread nothing changes.
+    """
+    flag: list = [None]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {}
+
+    def on_signal(signum, frame):
+        if flag[0] is not None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            raise KeyboardInterrupt
+        flag[0] = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

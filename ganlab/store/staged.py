@@ -1,0 +1,86 @@
+"""An output folder written all at once: built in a hidden folder beside it, then swapped in whole.
+
+Reports, ``ganlab dedup`` and ``ganlab faces`` write this way. A crash, a full disk, Ctrl-C or SIGTERM while
+the folder is being written leaves the previous one as it was; the staging folder is removed on the way out,
+and one left by a process that was killed outright (``kill -9``) is removed the next time a folder is written
+there (only by the holder of the folder's lock, so never one that is still being written).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ganlab.errors import GanlabError
+from ganlab.store.atomic import os_error, remove_tree, swap_folder, write_atomically
+from ganlab.store.claims import FolderLock, absolute, check_output, files_in, mark
+
+STAGING = ".{name}.partial-"
+OLD = ".{name}.old-"
+
+
+class StagedFolder:
+    """``staging`` is where the writer puts files; ``commit()`` puts it in place of ``out``.
+
+    Use it as a context manager: leaving the block without ``commit()`` (an error, Ctrl-C) removes the
+    staging folder. ``out`` is checked (new, empty, or a ``kind`` folder of ganlab's, outside ``sources``) and
+    locked before any work; ``legacy(out)`` may recognise a ``kind`` folder written before ganlab marked them.
+    """
+
+    def __init__(self, out: str | Path, kind: str, *, sources: list[Path] = (), flag: str = "--out",
+                 legacy: Callable[[Path], bool] | None = None):
+        self.out, self.kind = absolute(out), kind
+        check_output(self.out, kind, sources=list(sources), flag=flag, legacy=legacy)
+        self.lock = FolderLock(self.out, f"writing a {kind}").acquire()
+        self.committed = False
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers()
+            self.staging = Path(tempfile.mkdtemp(prefix=STAGING.format(name=self.out.name), dir=self.out.parent))
+            mark(self.staging, kind)
+        except FileExistsError:
+            self.lock.release()
+            raise GanlabError(f"cannot create {self.out}: a file is in the way") from None
+        except NotADirectoryError:
+            self.lock.release()
+            raise GanlabError(f"cannot create {self.out}: part of its path is a file") from None
+        except OSError as exc:
+            self.lock.release()
+            raise os_error(f"write the {kind} into", self.out.parent, exc) from None
+
+    def _remove_leftovers(self) -> None:
+        """Staging and swap folders of this output left by a killed process (we hold the lock: none is live)."""
+        for pattern in (STAGING, OLD):
+            for path in self.out.parent.glob(pattern.format(name=self.out.name) + "*"):
+                remove_tree(path)
+
+    def write_text(self, name: str, text: str) -> Path:
+        try:
+            return write_atomically(self.staging / name, text)
+        except OSError as exc:
+            raise os_error("write", self.out / name, exc) from None
+
+    def commit(self) -> Path:
+        """Swap the finished folder in; the previous one is removed only once the new one is in place."""
+        try:
+            mark(self.staging, self.kind, files=files_in(self.staging))
+            os.chmod(self.staging, 0o755)  # mkdtemp makes it private; an output is meant to be read
+            swap_folder(self.staging, self.out)
+        except OSError as exc:
+            raise os_error(f"replace the {self.kind}", self.out, exc) from None
+        self.committed = True
+        self.lock.release()
+        return self.out
+
+    def discard(self) -> None:
+        """Remove the staging folder unless committed, and let go of the lock."""
+        if not self.committed:
+            remove_tree(self.staging)
+        self.lock.release()
+
+    def __enter__(self) -> "StagedFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
