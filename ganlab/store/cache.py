@@ -32,8 +32,8 @@ PART = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 TAG = "CACHEDIR.TAG"
 TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
             "# This folder is ganlab's cache (results kept between runs); `ganlab cache clear` empties it.\n")
-# What versions before the marker kept there: a folder of part folders with one of these is ganlab's cache.
-LEGACY_PARTS = frozenset({"features", "svm-probe", "probe-epochs", "numba", "hash-collisions"})
+# Parts every version before the marker made: a folder of part folders holding one of them is ganlab's cache.
+LEGACY_PARTS = frozenset({"features", "numba"})
 MEMMAP_BYTES = 1 << 30  # arrays above this are written straight into a memory-mapped file and returned mapped
 
 
