@@ -66,7 +66,10 @@ class Component:
     ``--set NAME.OPTION=VALUE``) and ``cheap = True`` if it is quick enough to rerun on every
     epoch checkpoint of a run; ``plot_together`` lists metric-name endings whose across-epochs
     series share one figure (one line per metric with that ending), and ``series_figures`` may
-    group them any other way. Then implement ``run``.
+    group them any other way. ``directions`` says which way each metric is better: a metric name or a
+    glob over dotted names (``"*.fd"``, ``"d.*.accuracy"``) -> ``"higher"``, ``"lower"`` or ``None``
+    (neither: a count, a spread, a value whose best is in the middle); an exact name wins over globs, then
+    the first glob that matches. Then implement ``run``.
     """
 
     kind = "component"
@@ -76,6 +79,11 @@ class Component:
     options: dict[str, Any] = {}
     cheap: bool = False
     plot_together: tuple[str, ...] = ()
+    directions: dict[str, str | None] = {}
+
+    def direction(self, metric: str) -> str | None:
+        """Which way ``metric`` is better ("higher", "lower"), or None (neither, or not declared)."""
+        return metric_direction(self.directions, metric)
 
     def run(self, ctx: "RunContext") -> Result:  # pragma: no cover - interface
         raise NotImplementedError
@@ -179,6 +187,29 @@ class RunContext:
             if cached_name == name and whole and (limit is None or limit >= n):
                 self.split_cache[key] = value
                 return
+
+
+DIRECTIONS = ("higher", "lower", None)
+
+
+def metric_direction(directions: dict[str, str | None], metric: str) -> str | None:
+    """``metric``'s entry in a ``directions`` mapping: the exact name, else the first glob that matches."""
+    from fnmatch import fnmatchcase
+
+    if metric in directions:
+        return directions[metric]
+    return next((way for pattern, way in directions.items() if fnmatchcase(metric, pattern)), None)
+
+
+def best_point(points: list[tuple[int, float]], direction: str | None) -> tuple[int, float] | None:
+    """The (epoch, value) that ``direction`` calls best (the earliest on a tie; NaN and inf never), or None."""
+    import math
+
+    finite = [p for p in points if math.isfinite(p[1])]
+    if direction not in ("higher", "lower") or not finite:
+        return None
+    sign = 1 if direction == "higher" else -1
+    return max(finite, key=lambda p: (sign * p[1], -p[0]))
 
 
 def _disabled_cache() -> "Cache":

@@ -98,6 +98,17 @@ def _failing_plugin(exc: BaseException, codes: dict[Any, str]) -> str | None:
     return found
 
 
+def _declaration_problem(obj: Any) -> str | None:
+    """What is wrong with a component's declared ``directions``, or None."""
+    directions = getattr(obj, "directions", None)
+    if directions is None:
+        return None
+    if not isinstance(directions, dict) or not all(isinstance(k, str) for k in directions):
+        return "directions must map metric names or globs to 'higher', 'lower' or None"
+    wrong = [f"{k}: {v!r}" for k, v in directions.items() if v not in ("higher", "lower", None)]
+    return f"directions {', '.join(wrong)}: use 'higher', 'lower' or None" if wrong else None
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if isinstance(exc, PluginFault) else f"{type(exc).__name__}: {text}"
@@ -141,6 +152,9 @@ class Registry:
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
                 raise PluginFault(plugin, f"plugin {plugin} registered {kind[:-1]} name {name!r}: use lowercase "
                                           "letters, digits and dashes")
+            problem = _declaration_problem(obj)
+            if problem:
+                raise PluginFault(plugin, f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
             if name in self.items[kind]:
                 other = self.owner[(kind, name)]
                 # A built-in never loses its name: the third-party side of a clash is the one disabled.

@@ -165,6 +165,7 @@ class VectorArithmetic(Analysis):
     name = "vector-arithmetic"
     description = "Class-concept arithmetic on z (the paper's figure 7), read by a classifier trained on real images"
     needs = ("labels", "train_set")
+    directions = {"match_rate": "higher", "classifier_heldout_accuracy": "higher", "*": None}
     options = {"bank": 256, "exemplars": 3, "expressions": 3, "pictures": 2, "noise": 0.25, "train_limit": 3000,
                "classifier": "pixels"}
 

@@ -10,6 +10,8 @@ class DiscriminatorScore(Evaluator):
     needs = ("discriminator", "heldout")
     options = {"samples": 1000, "batch_size": 256}
     cheap = True
+    # D's confidence on each set: a strong D and a good G both move these, so neither way is "better"
+    directions = {"*": None}
 
     def series_figures(self, names: list[str]) -> dict[str, list[str]]:
         """Across epochs: mean D(x) and mean D(G(z)) in one figure, the accuracy in another."""

@@ -211,6 +211,8 @@ class FilterHealth(Analysis):
     name = "filter-health"
     description = "Collapsed and oscillating feature maps of G and D, sample diversity vs. training images"
     needs = ("discriminator", "train_set")
+    # a distance ratio's best is about 1 (below: collapse), so it has no direction
+    directions = {"collapsed_fraction_*": "lower", "oscillating_*": "lower", "*": None}
     options = {"samples": 512, "batch_size": 128, "relative_threshold": 1e-3, "absolute_floor": 1e-8,
                "max_epochs": 20, "epoch_samples": 128, "min_flip_fraction": 0.6, "min_relative_amplitude": 0.2}
 

@@ -207,6 +207,7 @@ class ForgetConcept(Analysis):
                "negative_ratio": 1.0, "C": 1.0, "threshold": 0.0, "show": 64}
     needs = ()
     cheap = False
+    directions = {"*": None}  # what the concept's removal did, not a score of the GAN
 
     def run(self, ctx):
         import torch

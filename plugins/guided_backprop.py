@@ -225,6 +225,7 @@ class GuidedBackpropAnalysis(Analysis):
     needs = ("discriminator", "heldout")
     options = {"filters": 6, "top": 4, "images": 1000, "batch_size": 256}
     cheap = False
+    directions = {"*": None}  # how concentrated the filters' evidence is, described, not scored
 
     def run(self, ctx):
         import torch

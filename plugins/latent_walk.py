@@ -102,6 +102,7 @@ class LatentWalk(Analysis):
                "mode": Option("auto", "auto: slerp for Gaussian z, lerp for uniform z",
                               choices=("auto", "slerp", "lerp"))}
     cheap = True
+    directions = {"max_step_over_*": "lower"}  # smooth walks; a large ratio marks a jump
 
     def run(self, ctx):
         import torch

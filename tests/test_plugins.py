@@ -237,9 +237,16 @@ def test_a_loader_with_plausible_loose_metadata_reports_fine(plugin_module, tiny
     assert data.dataset == "digits" and data.components[0].status == "ok" and data.training["epoch"] is None
 
 
+def _badly_directed():
+    c = Constant("directed")
+    c.directions = {"*.fd": "smaller"}
+    return c
+
+
 @pytest.mark.parametrize("bad, message", [
     (Constant("Bad Name"), "lowercase"),
     (object(), "not a Evaluator"),
+    (_badly_directed(), "directions *.fd: 'smaller': use 'higher', 'lower' or None"),
 ])
 def test_register_checks_name_and_base_class(plugin_module, bad, message):
     reg = plugin_module("sloppy",

@@ -82,7 +82,8 @@ def test_select_epoch_reports_on_the_epoch_with_the_best_validation_accuracy(tin
     points = data.across_epochs["probe-epochs.d.val_accuracy"]
     best_epoch, best = max(points, key=lambda p: (p[1], -p[0]))
     chosen = data.training["selected_by"]
-    assert chosen == {"metric": "probe-epochs.d.val_accuracy", "epoch": best_epoch, "value": best}
+    assert chosen == {"metric": "probe-epochs.d.val_accuracy", "epoch": best_epoch, "value": best,
+                      "direction": "higher"}
     assert data.checkpoint.endswith(f"epoch_{best_epoch:04d}.pt") and data.training["epoch"] == best_epoch
     assert data.components[0].result.metrics["d.val_accuracy"] == pytest.approx(best)
 
@@ -118,9 +119,14 @@ def test_c_is_chosen_by_the_last_epoch_whatever_runs_first(tiny_run, tmp_path):
 def test_a_nan_metric_never_selects_an_epoch(tmp_path):
     from ganlab.report.epochs import _best_epoch
 
+    class M(ganlab.Evaluator):
+        name, directions = "m", {"x": "higher", "y": "lower"}
+
     for n in (1, 2, 3):
         (tmp_path / f"epoch_{n:04d}.pt").write_bytes(b"")
-    best = _best_epoch({"m.x": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.x", tmp_path)
+    best = _best_epoch({"m.x": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.x", tmp_path, [M()])
     assert best["epoch"] == 2 and best["value"] == 0.9
+    best = _best_epoch({"m.y": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.y", tmp_path, [M()])
+    assert best["epoch"] == 3 and best["value"] == 0.5
     with pytest.raises(ganlab.GanlabError, match="NaN or infinite on every epoch"):
-        _best_epoch({"m.x": [(1, float("nan"))]}, "m.x", tmp_path)
+        _best_epoch({"m.x": [(1, float("nan"))]}, "m.x", tmp_path, [M()])

@@ -169,7 +169,7 @@ def test_json_prints_metrics_only_and_quiet_has_no_bars(tiny_run, tmp_path):
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # stdout is exactly one JSON document
     assert printed == json.loads((out / "metrics.json").read_text())
-    assert printed["schema_version"] == 1 and printed["components"]["latent-walk"]["status"] == "ok"
+    assert printed["schema_version"] == 2 and printed["components"]["latent-walk"]["status"] == "ok"
     assert "it/s" not in result.stderr and "%|" not in result.stderr  # no tqdm bars
     assert f"report: {(out / 'index.html').resolve().as_uri()}" in result.stderr
 
@@ -209,6 +209,8 @@ def test_components_lists_options_with_types_help_and_rules(declared_component):
                                             "min": 2, "max": 64}
     assert declared["options"]["plain"]["default"] == 3 and declared["options"]["plain"]["help"] == ""
     assert rows["svm-probe"]["needs"] == ["discriminator", "heldout", "labels"]
+    assert rows["sample-quality"]["directions"]["*.fd"] == "lower"
+    assert all("directions" in row for row in rows.values())
     text = CliRunner().invoke(components, []).output
     assert "--set declared.steps=...  (int, default 8; >= 2; <= 64); frames per walk" in text
     assert "--set declared.mode=...  (str, default 'auto'; one of auto, lerp, slerp); how to interpolate" in text
@@ -388,6 +390,7 @@ def test_results_are_checked_at_the_boundary(tiny_run, tmp_path):
 class EpochCounter(Evaluator):
     """Cheap; records which checkpoint files it ran on and scores each by its epoch (highest at epoch 3)."""
     name, description, cheap = "epoch-counter", "records its checkpoints", True
+    directions = {"score": "higher", "loss": "lower"}  # "epoch" has none
     seen: list = []
 
     def run(self, ctx):
@@ -395,7 +398,7 @@ class EpochCounter(Evaluator):
 
         EpochCounter.seen.append(Path(ctx.gan.path).name)
         epoch = int(ctx.gan.meta["epoch"])
-        return Result(metrics={"epoch": epoch, "score": -abs(epoch - 3)})
+        return Result(metrics={"epoch": epoch, "score": -abs(epoch - 3), "loss": (epoch - 2) ** 2})
 
 
 @pytest.fixture(scope="module")
@@ -436,6 +439,34 @@ def test_select_epoch_looks_at_every_epoch_whatever_epoch_points_says(five_epoch
                           epoch_points=2, select_epoch="epoch-counter.score")
     assert [e for e, _ in data.across_epochs["epoch-counter.score"]] == [1, 2, 3, 4, 5]
     assert data.training["selected_by"]["epoch"] == 3 and data.components[0].result.metrics["epoch"] == 3
+
+
+def test_select_epoch_follows_the_declared_direction(five_epochs, epoch_counter, tmp_path):
+    """A lower-is-better metric selects its lowest epoch; a metric without a direction is refused."""
+    data, out = make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r", device="cpu", progress=False,
+                            select_epoch="epoch-counter.loss")
+    assert data.training["selected_by"] == {"metric": "epoch-counter.loss", "epoch": 2, "value": 0,
+                                            "direction": "lower"}
+    assert data.components[0].result.metrics["epoch"] == 2
+    with pytest.raises(ganlab.GanlabError, match="does not say whether higher or lower is better"):
+        make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r2", device="cpu", progress=False,
+                    select_epoch="epoch-counter.epoch")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["components"]["epoch-counter"]["directions"] == {"epoch": None, "score": "higher",
+                                                                     "loss": "lower"}
+
+
+def test_the_best_epoch_of_each_metric_follows_its_direction(five_epochs, epoch_counter, tmp_path):
+    data, out = make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r", device="cpu", progress=False,
+                            epoch_points=0)
+    best = json.loads((out / "metrics.json").read_text())["across_epochs_best"]
+    assert best == {"epoch-counter.score": {"epoch": 3, "value": 0, "direction": "higher"},
+                    "epoch-counter.loss": {"epoch": 2, "value": 0, "direction": "lower"}}
+    from test_render import parse, table_rows
+
+    [table] = [t for t in parse(out / "index.html").iter("table") if t.attrs.get("class") == "best-epochs"]
+    assert table_rows(table)[1:] == [["epoch-counter.score", "3", "0", "higher"],
+                                     ["epoch-counter.loss", "2", "0", "lower"]]
 
 
 class Grouped(EpochCounter):

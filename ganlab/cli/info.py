@@ -47,7 +47,7 @@ def components(as_json: bool) -> None:
     rows = [
         {"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
          "needs": sorted(c.needs), "cheap": bool(c.cheap),
-         "options": describe(c.options)}
+         "options": describe(c.options), "directions": dict(c.directions)}
         for name, c in sorted(registry.components().items())
     ]
     if as_json:

@@ -16,7 +16,8 @@ def report_options(func):
         click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE", help="set a component option"),
         click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
         click.option("--select-epoch", metavar="COMPONENT.METRIC",
-                     help="with a run folder: report on the epoch where this (validation) metric is highest"),
+                     help="with a run folder: report on the epoch where this (validation) metric is best, by the "
+                          "direction its component declares"),
         click.option("--epoch-points", type=click.IntRange(0), default=10, show_default=True,
                      help="with a run folder: plot at most N epochs, evenly spread with the first and last (0: "
                           "all; --select-epoch always looks at all)"),

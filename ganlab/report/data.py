@@ -12,7 +12,7 @@ from typing import Any
 from ganlab.components import Result
 
 OK, FAILED, SKIPPED, TIMED_OUT = "ok", "failed", "skipped", "timed out"
-SCHEMA_VERSION = 1  # of metrics.json; raise it when a key changes meaning or goes away
+SCHEMA_VERSION = 2  # of metrics.json; raise it when a key changes meaning or goes away
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ComponentRun:
     traceback: str | None = None  # the full Python traceback when FAILED by an exception
     reason: str | None = None  # why it was SKIPPED
     options: dict[str, Any] = field(default_factory=dict)
+    directions: dict[str, str | None] = field(default_factory=dict)  # metric -> "higher", "lower" or None
 
 
 @dataclass
@@ -51,6 +52,8 @@ class ReportData:
     across_epochs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     # figure title -> the series drawn in it (components' ``series_figures``); None: a figure per series
     across_groups: dict[str, list[str]] | None = None
+    # series -> {"epoch", "value", "direction"}: its best epoch, for series whose metric has a direction
+    across_best: dict[str, dict[str, Any]] = field(default_factory=dict)
     # faults outside any component (an unreadable epoch file, a broken generator, malformed metadata)
     problems: list[str] = field(default_factory=list)
 
@@ -72,12 +75,13 @@ class ReportData:
             "components": {
                 c.name: {
                     "kind": c.kind, "plugin": c.plugin, "status": c.status, "seconds": round(c.seconds, 3),
-                    "metrics": dict(c.result.metrics) if c.result else {},
+                    "metrics": dict(c.result.metrics) if c.result else {}, "directions": dict(c.directions),
                     "error": c.error, "traceback": c.traceback, "reason": c.reason, "options": c.options,
                 }
                 for c in self.components
             },
             "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
+            "across_epochs_best": dict(self.across_best),
             "problems": list(self.problems),
         }
 

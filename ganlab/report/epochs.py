@@ -2,14 +2,13 @@
 the epoch a validation metric chooses (``--select-epoch``)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ganlab.api import load
-from ganlab.components import Component
+from ganlab.components import Component, best_point
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
 from ganlab.report.data import FAILED, TIMED_OUT, ComponentRun
@@ -113,21 +112,45 @@ def _check_selection(metric: str, run_dir: Path | None, components: list[Compone
                           "--across-epochs")
 
 
-def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir: Path) -> dict[str, Any]:
-    """{"metric", "epoch", "value", "checkpoint"} of the epoch where ``metric`` is highest (earliest on a tie)."""
+def series_direction(name: str, components: list[Component]) -> str | None:
+    """The declared direction of the across-epochs series ``COMPONENT.METRIC``."""
+    component_name, _, metric = name.partition(".")
+    return next((c.direction(metric) for c in components if c.name == component_name), None)
+
+
+def best_epochs(series: dict[str, list[tuple[int, float]]], components: list[Component]) -> dict[str, dict]:
+    """series -> {"epoch", "value", "direction"} of its best epoch, for the series that have a direction."""
+    found = {}
+    for name, points in series.items():
+        way = series_direction(name, components)
+        best = best_point(points, way)
+        if best is not None:
+            found[name] = {"epoch": best[0], "value": best[1], "direction": way}
+    return found
+
+
+def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir: Path,
+                components: list[Component]) -> dict[str, Any]:
+    """{"metric", "epoch", "value", "direction", "checkpoint"} of the epoch where ``metric`` is best by its
+    declared direction (the earliest on a tie); a metric without a direction is refused."""
     points = series.get(metric)
     if not points:
         known = ", ".join(sorted(k for k in series if k.startswith(metric.split(".", 1)[0] + "."))) or "none"
         raise GanlabError(f"--select-epoch {metric}: no such metric across epochs (available: {known})")
-    points = [p for p in points if math.isfinite(p[1])]  # a NaN would win every comparison it comes first in
-    if not points:
+    way = series_direction(metric, components)
+    if way is None:
+        with_way = ", ".join(sorted(k for k in series if series_direction(k, components))) or "none"
+        raise GanlabError(f"--select-epoch {metric}: its component does not say whether higher or lower is better, "
+                          f"so no epoch is best; choose one that does (e.g. {with_way})")
+    best = best_point(points, way)
+    if best is None:
         raise GanlabError(f"--select-epoch {metric}: the metric is NaN or infinite on every epoch")
-    epoch, value = max(points, key=lambda p: (p[1], -p[0]))
+    epoch, value = best
     files = {meta_epoch: path for path in _epoch_checkpoints(run_dir)
              for meta_epoch in [_epoch_number(path)] if meta_epoch is not None}
     if epoch not in files:
         raise GanlabError(f"--select-epoch: epoch {epoch}'s checkpoint is not in {run_dir}")
-    return {"metric": metric, "epoch": epoch, "value": value, "checkpoint": files[epoch]}
+    return {"metric": metric, "epoch": epoch, "value": value, "direction": way, "checkpoint": files[epoch]}
 
 
 def _epoch_number(path: Path) -> int | None:

@@ -27,6 +27,7 @@ from ganlab.report.epochs import (
     _check_selection,
     _epoch_checkpoints,
     across_epochs,
+    best_epochs,
     meta_int,
     series_groups,
 )
@@ -57,7 +58,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
 
     ``select_epoch`` ("COMPONENT.METRIC", e.g. ``probe-epochs.d.val_accuracy``; a run folder only): the
     across-epochs series are computed first and the components run on the epoch checkpoint where that
-    metric is highest (the earliest on a tie) instead of the last one. Use a validation metric. Selection
+    metric is best by its declared direction (the earliest on a tie) instead of the last one; a metric without
+    a direction is refused. Use a validation metric. Selection
     looks at every epoch; otherwise the plots across training use at most ``epoch_points`` epoch files,
     evenly spread with the first and last (None or 0: every one). ``component_timeout``: seconds one
     component may run (None or 0: no limit).
@@ -128,11 +130,12 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         _check_selection(select_epoch, run_dir, components, everything)
         series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
                                problems=problems)
-        selected = _best_epoch(series, select_epoch, run_dir)
+        selected = _best_epoch(series, select_epoch, run_dir, components)
         path = selected["checkpoint"]
         gan = load(path, plan.device)
     if say is not None:
-        chosen = f" (epoch {selected['epoch']}: highest {select_epoch})" if selected else ""
+        chosen = (f" (epoch {selected['epoch']}: {select_epoch} is best there, {selected['direction']} is better)"
+                  if selected else "")
         say(f"report for {path}{chosen} ({len(components)} components, dataset {plan.dataset or 'none'})")
     runs = run_components(gan, components, plan, progress=progress, say=say)
     history, history_problems = _history(gan.meta)
@@ -157,7 +160,7 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
         seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training,
         history=history, samples=samples, components=runs, across_epochs=series, across_groups=groups,
-        problems=problems)
+        across_best=best_epochs(series, components), problems=problems)
 
 
 def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:

@@ -144,15 +144,24 @@ def history_figure(history: dict[str, list[float]]) -> MplFigure | None:
     return fig
 
 
-def series_figure(name: str, lines: dict[str, list[tuple[int, float]]]) -> MplFigure:
-    """One metric over epochs, or several (a legend names each line by its metric name)."""
+def series_figure(name: str, lines: dict[str, list[tuple[int, float]]],
+                  best: dict[str, dict[str, Any]] | None = None) -> MplFigure:
+    """One metric over epochs, or several (a legend names each line by its metric name); a line whose metric
+    has a direction gets a star at its best epoch (``best``: series -> {"epoch", "value", "direction"})."""
     fig = MplFigure(figsize=(4.6, 3.0))
     ax = fig.subplots()
+    starred = False
     for label, points in lines.items():
         points = sorted(points)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3 if len(lines) > 1 else 6,
-                linewidth=1.2, label=label)
-    if len(lines) > 1:
+        line, = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                        markersize=3 if len(lines) > 1 else 6, linewidth=1.2, label=label)
+        mark = (best or {}).get(label)
+        if mark:
+            ax.plot([mark["epoch"]], [mark["value"]], marker="*", markersize=13, color=line.get_color(),
+                    markeredgecolor="black", linestyle="none",
+                    label=None if starred else f"best epoch ({mark['direction']} is better)")
+            starred = True
+    if len(lines) > 1 or starred:
         ax.legend(fontsize=7)
     ax.set(title=name, xlabel="epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -220,13 +229,15 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     series = data.across_epochs or {}
     groups = data.across_groups if data.across_groups is not None else {name: [name] for name in series}
     plots = [(title, {name: series.get(name, []) for name in names}) for title, names in groups.items()]
-    across = [{"name": title, **assets.figure(f"across-epochs-{i:02d}-{slugify(title)}", series_figure(title, lines))}
+    across = [{"name": title, **assets.figure(f"across-epochs-{i:02d}-{slugify(title)}",
+                                              series_figure(title, lines, data.across_best))}
               for i, (title, lines) in enumerate(plots, 1) if any(lines.values())]
     training = dict(data.training or {})
     options = training.pop("options", None) or {}
     page = _environment().get_template("report.html").render(
         data=data, history_img=history_img, epoch_marks=bool(history.get("epoch_end_steps")), samples=samples,
         components=components, across=across,
+        best=[(name, b["epoch"], fmt_value(b["value"]), b["direction"]) for name, b in data.across_best.items()],
         config=[(str(k), fmt_value(v)) for k, v in (data.config or {}).items()],
         training=[(str(k), fmt_value(v)) for k, v in training.items() if v is not None],
         training_options=[(str(k), fmt_value(v)) for k, v in dict(options).items()],

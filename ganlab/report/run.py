@@ -116,6 +116,7 @@ def _run_one(component: Component, ctx: RunContext, run: ComponentRun, plan: Pla
         with time_limit(plan.timeout, plan.abandon):
             run.result = check_result(component.run(ctx), component.name)
         run.status = OK
+        run.directions = {metric: component.direction(metric) for metric in run.result.metrics}
     except ComponentTimeout as exc:
         run.status, run.error = TIMED_OUT, f"ComponentTimeout: {exc} (--component-timeout)"
     except GanlabError as exc:

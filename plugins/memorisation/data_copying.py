@@ -91,6 +91,7 @@ class DataCopying(Evaluator):
     description = ("The C_T data-copying test (Meehan et al. 2020): are samples closer to the training set than "
                    "held-out images are, cell by cell? Below 0: copying; above 0: under-fitting")
     needs = ("heldout", "train_set")
+    directions = {"*": None}  # C_T's best is 0: below is copying, above under-fitting
     options = {"samples": Option(1000, "generated samples", min=2),
                "train_limit": Option(50000, "training images (the first N of the training split)", min=2),
                "test_limit": Option(10000, "held-out images", min=2),

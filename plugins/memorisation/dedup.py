@@ -307,6 +307,8 @@ class HashCollisions(Evaluator):
     name = "hash-collisions"
     description = "Samples whose autoencoder hash (the paper's dedup, 4.1.1) equals a training image's hash"
     needs = ("train_set",)
+    # the training set's own rates are the reference, not a score
+    directions = {"collision_rate": "lower", "copy_rate": "lower", "sample_self_collision_rate": "lower", "*": None}
     options = {"autoencoder": Option("", "autoencoder.pt from `ganlab dedup`; empty: train one here (cached)"),
                "samples": Option(1000, "generated samples hashed", min=1),
                "train_limit": Option(10000, "training images hashed (and trained on); 0: all", min=0),

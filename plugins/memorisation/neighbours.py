@@ -101,6 +101,7 @@ class NearestNeighbours(Analysis):
     description = ("Exact nearest training images of G's samples in pixels and D's features, against held-out "
                    "images: the fraction of samples closer than nearly every held-out image (a memorisation check)")
     needs = ("train_set",)
+    directions = {"copy_fraction_expected": None, "copy_fraction_*": "lower", "*": None}
     options = {"samples": Option(1000, "generated samples to match", min=1),
                "train_limit": Option(50000, "training images searched (the first N of the training split)", min=1),
                "test_limit": Option(10000, "held-out images for the baseline", min=1),

@@ -34,6 +34,7 @@ class ProbeEpochs(Evaluator):
     needs = ("labels", "heldout", "discriminator")
     cheap = True
     plot_together = ("val_accuracy", "test_accuracy")  # D's line against the pixel and K-means lines
+    directions = {"*.val_accuracy": "higher", "*.test_accuracy": "higher"}
     options = {
         "train_limit": 2000,  # training images (0: all); the validation split comes out of these
         "test_limit": 1000,  # held-out images scored (0: all)

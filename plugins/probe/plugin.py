@@ -57,6 +57,7 @@ class SvmProbe(Evaluator):
     description = ("Linear L2-SVM on D's max-pooled conv features (the paper's section 5.1), "
                    "against raw pixels, a random D, K-means and a supervised CNN")
     needs = ("labels", "heldout", "discriminator")
+    directions = {"*.accuracy": "higher", "*.error": "lower", "*": None}
     options = {
         "labels_per_class": "10,all",  # label-scarce sizes and/or "all"
         "draws": 10,  # class-balanced draws per label-scarce size

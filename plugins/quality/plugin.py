@@ -84,6 +84,9 @@ class SampleQuality(Evaluator):
                    "space, beside held-out images")
     needs = ("train_set",)
     cheap = True
+    # density's ideal is about 1 (above: samples crowd dense regions), KID's std and the count have no best
+    directions = {"*.fd": "lower", "*.kid": "lower", "*.precision": "higher", "*.recall": "higher",
+                  "*.coverage": "higher", "*": None}
     options = {
         "spaces": Option(list(DEFAULT_SPACES), "feature spaces, comma-separated: discriminator, "
                          "random-discriminator, pixels, inception, or a plugin's (inception joins the default "
