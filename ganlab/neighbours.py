@@ -2,7 +2,9 @@
 
 The memorisation checks compare thousands of samples with tens of thousands of training images, in pixels
 and in D's features. ``||q - r||^2 = ||q||^2 - 2 q.r + ||r||^2`` turns each block of distances into one
-matrix product, which runs near the machine's matmul speed, on the GPU when the tensors are there.
+matrix product, which runs near the machine's matmul speed, on the GPU when the tensors are there. That
+expansion loses digits to cancellation (an exact copy of a training image comes out at about 1e-2, not 0),
+so it only finds the candidates: the distances returned are recomputed from the differences in float64.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+CANDIDATES = 8  # extra candidates per query whose exact distances are computed
 
 
 def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
@@ -28,8 +32,9 @@ def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk
 
     ``queries`` N x ... and ``references`` M x ... are tensors or arrays (numpy memmaps too), flattened to
     vectors. Peak memory is one ``query_chunk x reference_chunk`` block plus the chunks themselves. With
-    ``exclude_self`` (queries and references the same set) each point's own entry is skipped. Distances are
-    exact to float32 rounding; ties keep the lower index first only up to that rounding.
+    ``exclude_self`` (queries and references the same set) each point's own entry is skipped. The distances
+    returned are ||q - r|| computed in float64 from the difference (0 for an exact copy), then rounded to
+    float32, and each row is sorted by them; the float32 expansion only proposes ``k + 8`` candidates.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, not {k}")
@@ -37,6 +42,9 @@ def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk
     if k > m - (1 if exclude_self else 0):
         raise ValueError(f"k = {k} is more than the {m} references")
     device = torch.device(device) if device is not None else torch.device("cpu")
+    # a few more candidates than asked for, so that a neighbour the float32 expansion ranks just below another
+    # is still among those whose exact distances decide the order
+    wide = min(k + CANDIDATES, m - (1 if exclude_self else 0))
     out_d = torch.empty(n, k, dtype=torch.float32)
     out_i = torch.empty(n, k, dtype=torch.int64)
     ref_norms = []
@@ -45,8 +53,8 @@ def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk
         ref_norms.append((chunk * chunk).sum(1))
     for a in range(0, n, query_chunk):
         q = _as_tensor(queries[a:a + query_chunk], device)
-        best_d = torch.full((len(q), k), float("inf"), device=device)
-        best_i = torch.zeros((len(q), k), dtype=torch.int64, device=device)
+        best_d = torch.full((len(q), wide), float("inf"), device=device)
+        best_i = torch.zeros((len(q), wide), dtype=torch.int64, device=device)
         for j, b in enumerate(range(0, m, reference_chunk)):
             r = _as_tensor(references[b:b + reference_chunk], device)
             # ||r||^2 - 2 q.r: ||q||^2 is the same along a row, so it is added once after the top-k
@@ -56,11 +64,23 @@ def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk
                 cols = rows + a - b
                 inside = (cols >= 0) & (cols < len(r))
                 partial[rows[inside], cols[inside]] = float("inf")
-            block_d, block_i = partial.topk(min(k, len(r)), dim=1, largest=False)
+            block_d, block_i = partial.topk(min(wide, len(r)), dim=1, largest=False)
             both_d = torch.cat([best_d, block_d], 1)
-            best_d, pick = both_d.topk(k, dim=1, largest=False)
+            best_d, pick = both_d.topk(wide, dim=1, largest=False)
             best_i = torch.cat([best_i, block_i + b], 1).gather(1, pick)
-        q_norm = (q * q).sum(1, keepdim=True)
-        out_d[a:a + len(q)] = (best_d + q_norm).clamp_(min=0).sqrt().cpu()
-        out_i[a:a + len(q)] = best_i.cpu()
+        exact_d, exact_i = _exact(queries[a:a + query_chunk], references, best_i.cpu())
+        out_d[a:a + len(q)], out_i[a:a + len(q)] = exact_d[:, :k], exact_i[:, :k]
     return out_d, out_i
+
+
+def _exact(queries: Any, references: Any, index: torch.Tensor, rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float64 ||q - r|| rounded to float32, indices) for each query's candidates ``index``, re-sorted."""
+    distances = torch.empty(index.shape, dtype=torch.float32)
+    for a in range(0, len(index), rows):
+        q = _as_tensor(queries[a:a + rows], torch.device("cpu")).double()
+        picked = index[a:a + rows]
+        r = _as_tensor(references[np.sort(np.unique(picked.numpy()))], torch.device("cpu")).double()
+        position = torch.searchsorted(torch.from_numpy(np.sort(np.unique(picked.numpy()))), picked)
+        distances[a:a + rows] = (q[:, None, :] - r[position]).pow(2).sum(2).sqrt().float()
+    order = torch.sort(distances, dim=1, stable=True).indices
+    return distances.gather(1, order), index.gather(1, order)

@@ -18,6 +18,21 @@ def test_chunked_neighbours_equal_cdist_topk(k, query_chunk, reference_chunk):
     torch.testing.assert_close(dist.double(), want_d, rtol=1e-5, atol=1e-5)
 
 
+def test_reported_distances_are_exact_and_a_copy_is_at_zero():
+    """Large, nearly equal vectors: the float32 expansion |a|^2 - 2ab + |b|^2 cancels most digits; the distances
+    returned are float64 ones from the difference (an exact copy: 0), as scipy's cdist gives them."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(2)
+    references = (100 + rng.normal(size=(300, 3072))).astype(np.float32)
+    queries = np.concatenate([references[[5, 17, 250]], references[:4] + np.float32(1e-2)])
+    dist, idx = ganlab.nearest_neighbours(queries, references, 3, query_chunk=4, reference_chunk=128)
+    want = cdist(queries.astype(np.float64), references.astype(np.float64))
+    assert dist[:3, 0].tolist() == [0.0, 0.0, 0.0] and idx[:3, 0].tolist() == [5, 17, 250]
+    np.testing.assert_allclose(dist.numpy(), np.take_along_axis(want, idx.numpy(), 1), rtol=1e-6)
+    assert torch.equal(idx, torch.from_numpy(np.argsort(want, 1, kind="stable")[:, :3]))
+
+
 def test_exclude_self_skips_each_points_own_entry():
     points = np.random.default_rng(1).normal(size=(40, 6)).astype(np.float32)
     dist, idx = ganlab.nearest_neighbours(points, points, 2, query_chunk=9, reference_chunk=11, exclude_self=True)
