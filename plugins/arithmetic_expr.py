@@ -19,6 +19,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P
                     r"|(?P<op>[-+*/()]))")
 BANK_CHUNK = 64  # the bank is drawn in chunks of this many, so index i does not depend on the bank's size
 EXEMPLARS = 3  # the paper averages 3 samples per concept: single samples were unstable
+MAX_DEPTH = 100  # parentheses; deeper would exhaust Python's recursion limit
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class _Parser:
 
     def __init__(self, text: str, concepts: list[str], where: str):
         self.tokens, self.i, self.where = tokenize(text, where), 0, where
-        self.concepts = concepts
+        self.concepts, self.depth = concepts, 0
 
     @property
     def tok(self) -> Token:
@@ -81,6 +82,9 @@ class _Parser:
         raise GanlabError(f"unexpected {tok.text!r} at position {tok.pos} in {self.where}: expected {expected}")
 
     def expression(self) -> _Value:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise GanlabError(f"{self.where} is nested more than {MAX_DEPTH} parentheses deep; write it flatter")
         sign = 1.0
         if self.tok.text in "+-" and self.tok.kind == "op":
             sign = -1.0 if self.tok.text == "-" else 1.0
@@ -101,6 +105,7 @@ class _Parser:
                 for name, c in right.coeffs.items():
                     coeffs[name] = coeffs.get(name, 0.0) + factor * c
                 value = _Value(coeffs=coeffs)
+        self.depth -= 1
         return value
 
     def term(self) -> _Value:
@@ -161,6 +166,10 @@ def parse_expression(text: str, concepts, where: str = "--expr") -> dict[str, fl
         parser.fail("+, -, *, / or the end of the expression")
     if value.coeffs is None:
         raise GanlabError(f"{where} {text.strip()!r} names no concept; concepts: {', '.join(concepts) or 'none'}")
+    wild = [name for name, c in value.coeffs.items() if not math.isfinite(c)]
+    if wild:
+        raise GanlabError(f"{where} gives {wild[0]} the coefficient {value.coeffs[wild[0]]}: the numbers overflow "
+                          "a float; use smaller ones")
     return value.coeffs
 
 
@@ -255,7 +264,12 @@ def generate(generator, z, device, batch: int = 256):
 
     generator.eval()
     with torch.no_grad():
-        return torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(batch)])
+        images = torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(batch)])
+    bad = int((~torch.isfinite(images)).sum())
+    if bad:
+        raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or infinite, "
+                          "so there is no picture to do arithmetic on")
+    return images
 
 
 def to_uint8(images):

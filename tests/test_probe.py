@@ -102,6 +102,60 @@ def test_probe_rows_and_metrics(probe_report):
     assert len(run.result.figures) == 1 and "UMAP" in run.result.figures[0].title
 
 
+def test_every_accuracy_has_an_interval_and_d_is_compared_pairwise(probe_report):
+    """All-label rows: the 95% Wilson interval over the test images (scipy's binomtest as the reference).
+    D minus each baseline: a t-interval over the same draws, or a paired bootstrap over test images."""
+    from scipy.stats import binomtest
+
+    run, _ = probe_report
+    m, tables, text = run.result.metrics, run.result.tables, " ".join(run.result.text)
+    n = 899  # the digits test split
+    for name in ("d", "pixels", "kmeans"):
+        k = round(m[f"{name}.all.accuracy"] * n)
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        assert (m[f"{name}.all.low"], m[f"{name}.all.high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    rows = {(r[0], r[1]): r for r in tables[0].rows}
+    low, high = m["d.all.low"], m["d.all.high"]
+    assert rows[("DCGAN discriminator (this checkpoint)", "all")][4].endswith(f"({100 * low:.2f}–{100 * high:.2f})")
+    assert "±" in rows[("raw pixels", "5 per class")][4]
+    paired = {(r[0], r[1]): r for r in tables[1].rows}
+    assert tables[1].title.startswith("Trained D minus each baseline")
+    assert len(paired) == 6 and tables[1].columns[-1] == "reading"
+    for mode in ("5pc", "all"):  # paired over the same draws or images: the difference of the two accuracies
+        diff = m[f"d.{mode}.accuracy"] - m[f"pixels.{mode}.accuracy"]
+        assert m[f"d_minus_pixels.{mode}.difference"] == pytest.approx(diff)
+        assert m[f"d_minus_pixels.{mode}.low"] <= diff <= m[f"d_minus_pixels.{mode}.high"]
+    reading = paired[("raw pixels", "all labels")][4]
+    assert reading == ("D ahead" if m["d_minus_pixels.all.low"] > 0 else "D behind"
+                       if m["d_minus_pixels.all.high"] < 0 else "within noise")
+    assert "95% Wilson interval over the 899 test images" in text and "Seconds per fit" in text
+
+
+def test_paired_intervals_against_scipy():
+    """Draws: scipy's t-interval of the differences. Test images: scipy's paired percentile bootstrap."""
+    from scipy.stats import bootstrap, t
+
+    from ganlab_plugins.probe.intervals import packed
+    from ganlab_plugins.probe.presentation import differences
+
+    rng = np.random.default_rng(3)
+    d_draws, p_draws = rng.uniform(0.8, 0.9, 7), rng.uniform(0.7, 0.9, 7)
+    d_hits, p_hits = rng.random(2000) < 0.9, rng.random(2000) < 0.85
+    rows = {("d", 10): {"accuracies": list(d_draws)}, ("pixels", 10): {"accuracies": list(p_draws)},
+            ("d", None): {"accuracies": [d_hits.mean()], "correct": packed(d_hits)},
+            ("pixels", None): {"accuracies": [p_hits.mean()], "correct": packed(p_hits)}}
+    found = differences(rows, [10, None], seed=0)
+    diff = d_draws - p_draws
+    interval = t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=diff.std(ddof=1) / np.sqrt(len(diff)))
+    assert found["pixels", 10] == pytest.approx((diff.mean(), *interval))
+    scipy_ci = bootstrap((d_hits.astype(float), p_hits.astype(float)), lambda a, b: a.mean() - b.mean(),
+                         paired=True, vectorized=False, n_resamples=2000, method="percentile",
+                         random_state=1).confidence_interval
+    mean, low, high = found["pixels", None]
+    assert mean == pytest.approx(d_hits.mean() - p_hits.mean())
+    assert low == pytest.approx(scipy_ci.low, abs=0.004) and high == pytest.approx(scipy_ci.high, abs=0.004)
+
+
 def test_full_label_rows_match_sklearn(tiny_run, tmp_path):
     """The pixels row and both D rows equal a LinearSVC on the public feature functions' output (C=0.01)."""
     registry.reset()

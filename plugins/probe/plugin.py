@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import time
 
-from ganlab import Evaluator, Figure, GanlabError, Option, Result, Table, hookimpl
+from ganlab import Evaluator, Figure, GanlabError, Option, hookimpl
 
-from . import result_cache
-from .paper import PAPER_TABLES
+from . import presentation, result_cache
+from .intervals import packed
+from .presentation import mode_key
 
 CACHE_FOLDER = "svm-probe"  # baseline rows, under the cache folder
 
-ROW_NAMES = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
-             "random-d": "same D architecture, random init", "kmeans": "K-means triangle (Coates & Ng 2011)",
-             "supervised": "supervised CNN, D's architecture"}
 BASELINES = ("pixels", "random-d", "kmeans", "supervised")
 
 
@@ -44,10 +42,6 @@ def parse_modes(text: str) -> list[int | None]:
     return modes
 
 
-def mode_key(labels_per_class: int | None) -> str:
-    return "all" if labels_per_class is None else f"{labels_per_class}pc"
-
-
 def _val_size(value: float) -> int | float:
     return int(value) if value >= 1 else float(value)
 
@@ -57,7 +51,7 @@ class SvmProbe(Evaluator):
     description = ("Linear L2-SVM on D's max-pooled conv features (the paper's section 5.1), "
                    "against raw pixels, a random D, K-means and a supervised CNN")
     needs = ("labels", "heldout", "discriminator")
-    directions = {"*.accuracy": "higher", "*.error": "lower", "*": None}
+    directions = {"*.accuracy": "higher", "*.error": "lower", "d_minus_*.difference": "higher", "*": None}
     options = {
         "labels_per_class": "10,all",  # label-scarce sizes and/or "all"
         "draws": 10,  # class-balanced draws per label-scarce size
@@ -138,101 +132,73 @@ class SvmProbe(Evaluator):
         unknown = sorted(set(baselines) - set(BASELINES))
         if unknown:
             raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(BASELINES)}")
-        for key in ("preprocess", "kmeans_preprocess"):
-            if o[key] not in ("none", "standardize"):
-                raise GanlabError(f"svm-probe.{key} is 'none' or 'standardize', not {o[key]!r}")
         grid = tuple(float(c) for c in str(o["C_grid"]).split(","))
         train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
         test_split = o["test_split"] or ctx.heldout_split
         test_images, y_test = ctx.split(test_split, limit=o["test_limit"] or None)
-        y_train, y_test = y_train.numpy(), y_test.numpy()
-
-        ident = (result_cache.probe_ident(ctx, train_images, y_train, test_images, y_test, grid)
-                 if o["cache_baselines"] and baselines else None)
-        stored = {}  # (row, labels_per_class) -> its numbers, read from the cache
-
-        def where(name, labels_per_class):
-            return result_cache.row_ident(ident, name, mode_key(labels_per_class), ctx)
-
-        if ident is not None:
-            for name in baselines:
-                for mode in modes:
-                    found = ctx.cache.json(CACHE_FOLDER, where(name, mode))
-                    if result_cache.valid_row(found, name):
-                        stored[(name, mode)] = found
-        features = {"d": self._d_features(ctx, train_images, test_images)}
-        svm_rows = ["d"] + [name for name in baselines if name != "supervised"]
-        for name in svm_rows[1:]:
-            if any((name, mode) not in stored for mode in modes):
-                features[name] = getattr(self, "_" + name.replace("-", "_"))(ctx, train_images, test_images)
-
-        rows, metrics, details = [], {}, []
-        for labels_per_class in modes:
-            names = svm_rows
-            if ctx.progress is not None and not ctx.quiet:
-                names = ctx.progress(names, desc=f"L2-SVM fits, {mode_key(labels_per_class)}", total=len(names))
-            for name in names:
-                row = stored.get((name, labels_per_class))
-                if row is None:
-                    X_train, X_test, extract_seconds = features[name]
-                    result = self._probe(ctx, X_train, y_train, X_test, y_test, labels_per_class, grid,
-                                         o["kmeans_preprocess"] if name == "kmeans" else o["preprocess"])
-                    row = {"dim": int(result.feature_dim), "accuracies": [float(a) for a in result.accuracies],
-                           "seconds": float(result.fit_seconds), "C": float(result.best_C),
-                           "C_table": [[float(c), float(e)] for c, e in result.C_table.items()],
-                           "solvers": list(result.solvers), "fit_total": float(result.total_fit_seconds),
-                           "features_seconds": float(extract_seconds)}
-                    if name != "d" and ident is not None:
-                        ctx.cache.put_json(CACHE_FOLDER, where(name, labels_per_class), row)
-                rows.append(self._row(name, labels_per_class, row["dim"], row["accuracies"], row["seconds"], row["C"],
-                                      o["ci95"]))
-                self._metrics(metrics, name, labels_per_class, row["accuracies"])
-                details.append(f"{ROW_NAMES[name]}, {mode_key(labels_per_class)}: C={row['C']:g}, "
-                               f"validation error by C {_fmt_table(dict(row['C_table']))}; solver "
-                               f"{'+'.join(row['solvers'])}, fits took {row['fit_total']:.1f} s; "
-                               f"features took {row['features_seconds']:.1f} s"
-                               + ("; reused from the cache" if (name, labels_per_class) in stored else ""))
+        data = (train_images, y_train.numpy(), test_images, y_test.numpy())
+        ident = (result_cache.probe_ident(ctx, *data, grid) if o["cache_baselines"] and baselines else None)
+        stored = self._stored(ctx, ident, baselines, modes)
+        svm_names = ["d"] + [name for name in baselines if name != "supervised"]
+        features = {name: getattr(self, f"_{name.replace('-', '_')}_features")(ctx, train_images, test_images)
+                    for name in svm_names if name == "d" or any((name, m) not in stored for m in modes)}
+        rows = {}
+        for mode in modes:
+            for name in self._progress(ctx, svm_names, f"L2-SVM fits, {mode_key(mode)}"):
+                rows[name, mode] = stored.get((name, mode)) or self._svm_row(ctx, ident, name, mode, features,
+                                                                                data, grid)
             if "supervised" in baselines:
-                row = stored.get(("supervised", labels_per_class))
-                if row is None:
-                    accuracies, seconds, kept = self._supervised(ctx, train_images, y_train, test_images, y_test,
-                                                                 labels_per_class, cnn_threads)
-                    row = {"accuracies": [float(a) for a in accuracies], "seconds": float(seconds),
-                           "kept": [int(k) for k in kept]}
-                    if ident is not None:
-                        ctx.cache.put_json(CACHE_FOLDER, where("supervised", labels_per_class), row)
-                rows.append(self._row("supervised", labels_per_class, None, row["accuracies"], row["seconds"], None,
-                                      o["ci95"]))
-                details.append(f"{ROW_NAMES['supervised']}, {mode_key(labels_per_class)}: weights kept from step "
-                               f"{', '.join(map(str, row['kept']))} of at most {o['supervised_steps']} (best "
-                               f"validation accuracy, patience {o['supervised_patience']} steps)"
-                               + ("; reused from the cache" if ("supervised", labels_per_class) in stored else ""))
-                self._metrics(metrics, "supervised", labels_per_class, row["accuracies"])
-
-        spread = "mean ± 1.96 std over draws" if o["ci95"] else "mean ± std over draws"
-        columns = ["features", "labels", "dim", "draws", f"accuracy % ({spread})", f"error % ({spread})", "fit s",
-                   "C"]
-        tables = [Table("Linear L2-SVM test accuracy (ours, this run)", columns, rows)]
-        paper = PAPER_TABLES.get((ctx.dataset or "").split(":")[0])
-        if paper:
-            tables.append(paper)
-        figures = []
+                rows["supervised", mode] = (stored.get(("supervised", mode))
+                                            or self._supervised_row(ctx, ident, mode, data, cnn_threads))
+        result = presentation.result(ctx, rows, modes, stored, features["d"][0].shape[1], test_split, len(y_test))
         if o["umap"]:
-            figures.append(self._umap(ctx, features["d"][1], y_test))
-        dim = features["d"][0].shape[1]
-        metrics["d.feature_dim"] = dim
-        metrics["baseline_rows_reused"] = len(stored)
-        text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "
-                f"({dim} dims), BatchNorm statistics: {o['bn_stats']}, preprocessing: {o['preprocess']} "
-                f"(K-means: {o['kmeans_preprocess']}); C chosen on a validation split of {o['val_size']} from "
-                f"'{o['train_split']}' (label-scarce rows: on draws of their own, not the reported ones); tested on "
-                f"'{test_split}' ({len(y_test)} images)."]
-        reused = [name for name in baselines if any((name, mode) in stored for mode in modes)]
-        if reused:
-            text.append(f"Baseline rows reused from the cache ({', '.join(reused)}): computed by an earlier report "
-                        "on the same images, labels, settings and D architecture (they do not depend on the GAN; "
-                        "their times are that report's). --set svm-probe.cache_baselines=false computes them again.")
-        return Result(metrics=metrics, tables=tables, figures=figures, text=text + details)
+            result.figures.append(self._umap(ctx, features["d"][1], data[3]))
+        return result
+
+    @staticmethod
+    def _progress(ctx, names, desc):
+        if ctx.progress is None or ctx.quiet:
+            return names
+        return ctx.progress(names, desc=desc, total=len(names))
+
+    @staticmethod
+    def _where(ctx, ident, name, mode):
+        return result_cache.row_ident(ident, name, mode_key(mode), ctx)
+
+    def _stored(self, ctx, ident, baselines, modes) -> dict:
+        """(row, labels_per_class) -> the baseline rows an earlier report kept (checked field by field)."""
+        stored = {}
+        for name in baselines if ident is not None else ():
+            for mode in modes:
+                found = ctx.cache.json(CACHE_FOLDER, self._where(ctx, ident, name, mode))
+                if result_cache.valid_row(found, name):
+                    stored[name, mode] = found
+        return stored
+
+    def _svm_row(self, ctx, ident, name, mode, features, data, grid) -> dict:
+        """The numbers of one L2-SVM row, computed (and a baseline's kept in the cache)."""
+        o = ctx.options
+        X_train, X_test, extract_seconds = features[name]
+        result = self._probe(ctx, X_train, data[1], X_test, data[3], mode, grid,
+                             o["kmeans_preprocess"] if name == "kmeans" else o["preprocess"])
+        row = {"dim": int(result.feature_dim), "accuracies": [float(a) for a in result.accuracies],
+               "seconds": float(result.fit_seconds), "C": float(result.best_C),
+               "C_table": [[float(c), float(e)] for c, e in result.C_table.items()],
+               "solvers": list(result.solvers), "fit_total": float(result.total_fit_seconds),
+               "features_seconds": float(extract_seconds), "tested": len(data[3])}
+        if result.correct is not None:
+            row["correct"] = packed(result.correct)
+        if name != "d" and ident is not None:
+            ctx.cache.put_json(CACHE_FOLDER, self._where(ctx, ident, name, mode), row)
+        return row
+
+    def _supervised_row(self, ctx, ident, mode, data, threads) -> dict:
+        accuracies, seconds, kept = self._supervised(ctx, data[0], data[1], data[2], data[3], mode, threads)
+        row = {"accuracies": [float(a) for a in accuracies], "seconds": float(seconds),
+               "kept": [int(k) for k in kept], "tested": len(data[3])}
+        if ident is not None:
+            ctx.cache.put_json(CACHE_FOLDER, self._where(ctx, ident, "supervised", mode), row)
+        return row
 
     # --- feature sets: (X_train, X_test, seconds) ------------------------------------------------
     def _d_features(self, ctx, train_images, test_images, discriminator=None, tag="D"):
@@ -253,14 +219,14 @@ class SvmProbe(Evaluator):
                                        real_images=train_images))
         return out[0], out[1], time.perf_counter() - start
 
-    def _pixels(self, ctx, train_images, test_images):
+    def _pixels_features(self, ctx, train_images, test_images):
         from ganlab import to_unit_range
 
         start = time.perf_counter()
         X = [to_unit_range(images).flatten(1).numpy() for images in (train_images, test_images)]
         return X[0], X[1], time.perf_counter() - start
 
-    def _random_d(self, ctx, train_images, test_images):
+    def _random_d_features(self, ctx, train_images, test_images):
         import torch
 
         from ganlab import Discriminator
@@ -269,7 +235,7 @@ class SvmProbe(Evaluator):
         return self._d_features(ctx, train_images, test_images, Discriminator(ctx.gan.config),
                                 tag=f"random-D-seed{ctx.seed}")
 
-    def _kmeans(self, ctx, train_images, test_images):
+    def _kmeans_features(self, ctx, train_images, test_images):
         from .kmeans_features import kmeans_train_test
 
         start = time.perf_counter()
@@ -319,38 +285,12 @@ class SvmProbe(Evaluator):
             torch.set_num_threads(probe_threads)
         return accuracies, float(np.mean(seconds)), kept
 
-    # --- presentation data ---------------------------------------------------------------------------
-    @staticmethod
-    def _row(name, labels_per_class, dim, accuracies, seconds, C, ci95):
-        import numpy as np
-
-        acc = np.asarray(accuracies) * 100
-        std = acc.std(ddof=1) if len(acc) > 1 else 0.0
-        spread = f" ± {1.96 * std if ci95 else std:.2f}" if len(acc) > 1 else ""
-        labels = "all" if labels_per_class is None else f"{labels_per_class} per class"
-        return [ROW_NAMES[name], labels, dim if dim is not None else "-", len(acc), f"{acc.mean():.2f}{spread}",
-                f"{100 - acc.mean():.2f}{spread}", f"{seconds:.2f}", f"{C:g}" if C is not None else "-"]
-
-    @staticmethod
-    def _metrics(metrics, name, labels_per_class, accuracies):
-        import numpy as np
-
-        acc = np.asarray(accuracies)
-        key = f"{name}.{mode_key(labels_per_class)}"
-        metrics[f"{key}.accuracy"] = float(acc.mean())
-        metrics[f"{key}.error"] = float(1 - acc.mean())
-        metrics[f"{key}.std"] = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
-
     def _umap(self, ctx, X_test, y_test):
         from .embedding import umap_figure
 
         fig, n = umap_figure(X_test, y_test, points=ctx.options["umap_points"], seed=ctx.seed,
                              cache=ctx.cache)
         return Figure(f"UMAP of D features, {n} test images coloured by label", fig)
-
-
-def _fmt_table(table: dict) -> str:
-    return ", ".join(f"{c:g}: {100 * e:.1f}%" for c, e in table.items())
 
 
 @hookimpl

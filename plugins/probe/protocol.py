@@ -257,6 +257,7 @@ class ProbeResult:
     error_ci95: float | None = None
     std_ddof: int = 1
     extra: dict = field(default_factory=dict)
+    correct: list[bool] | None = None  # all labels: whether each test image was classified right
 
     def summary(self) -> str:
         spread = self.error_ci95 if self.ci95 else self.error_std
@@ -355,7 +356,7 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
         extra, _ = fit_sets(X_train, y_train, rest, [best_C], classes=classes, preprocess=preprocess, **kw)
         selected = selected + [(fit.probe(best_C, classes), fit.st) for fit in extra]
         total += time.perf_counter() - t0
-    accs, secs, used = [], [], []
+    accs, secs, used, correct = [], [], [], None
     for j, rows in enumerate(final_sets):
         if rows is not None and j < len(selected):
             # label-scarce: C selection already fitted this very draw at best_C
@@ -368,7 +369,9 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
             probe, st = _fit_on(X_train, y_train, rows, best_C, solver, preprocess, kw, init=warm)
             secs.append(time.perf_counter() - t0)
             total += secs[-1]
-        accs.append(probe.score(_view(X_test, None, st), y_test))
+        hits = probe.predict(_view(X_test, None, st)) == y_test
+        accs.append(float(hits.mean()))
+        correct = hits.tolist() if labels_per_class is None else None
         used.append(probe.solver)
 
     acc = np.asarray(accs)
@@ -383,4 +386,4 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
         labels_per_class=labels_per_class, draws=len(final_sets),
         val_size=int(val.size), solvers=sorted(set(used)), seed=seed, ci95=ci95,
         accuracy_ci95=1.96 * a_std if ci95 else None,
-        error_ci95=1.96 * a_std if ci95 else None, std_ddof=ddof)
+        error_ci95=1.96 * a_std if ci95 else None, std_ddof=ddof, correct=correct)

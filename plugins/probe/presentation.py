@@ -1,0 +1,155 @@
+"""svm-probe's page from its rows: the results table (every accuracy with its interval), the trained D against
+each baseline (paired differences with intervals, and what they say), the metrics, and how each row was made.
+
+A row is the plain dict ``plugin.py`` computes or reads from the cache: ``accuracies`` (one per draw, or one for
+all labels), ``tested`` (test images), ``correct`` (all labels: each test image right or wrong, packed), and for
+L2-SVM rows ``dim``, ``seconds`` (one final fit), ``C``, ``C_table``, ``solvers``, ``fit_total``,
+``features_seconds``; for the supervised CNN ``kept`` (the steps whose weights were kept).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ganlab import Result, Table
+
+from .intervals import paired_bootstrap, paired_draws, unpacked, verdict, wilson
+from .paper import PAPER_TABLES
+
+ROW_NAMES = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
+             "random-d": "same D architecture, random init", "kmeans": "K-means triangle (Coates & Ng 2011)",
+             "supervised": "supervised CNN, D's architecture"}
+PAIRED = ("pixels", "random-d", "kmeans")  # unsupervised features, fitted on the same draws and images as D's
+VERDICTS = {"ahead": "D ahead", "behind": "D behind", "within noise": "within noise"}
+
+
+def mode_key(labels_per_class: int | None) -> str:
+    return "all" if labels_per_class is None else f"{labels_per_class}pc"
+
+
+def mode_words(labels_per_class: int | None) -> str:
+    return "all labels" if labels_per_class is None else f"{labels_per_class} labels per class"
+
+
+def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str, tested: int) -> Result:
+    """The probe's Result from its rows ((name, labels_per_class) -> row)."""
+    o = ctx.options
+    metrics, table = {}, []
+    for mode in modes:
+        for name in [n for n, m in rows if m == mode]:
+            table.append(_table_row(name, mode, rows[name, mode], o["ci95"]))
+            _accuracy_metrics(metrics, name, mode, rows[name, mode])
+    paired = differences(rows, modes, ctx.seed)
+    for (name, mode), (diff, low, high) in paired.items():
+        key = f"d_minus_{name}.{mode_key(mode)}"
+        metrics.update({f"{key}.difference": diff, f"{key}.low": low, f"{key}.high": high})
+    metrics["d.feature_dim"] = dim
+    metrics["baseline_rows_reused"] = len(stored)
+    tables = [Table("Linear L2-SVM test accuracy (ours, this run)", COLUMNS, table)]
+    if paired:
+        tables.append(_paired_table(paired))
+    paper = PAPER_TABLES.get((ctx.dataset or "").split(":")[0])
+    if paper:
+        tables.append(paper)
+    text = [legend(o["ci95"], tested), *_notes(ctx, rows, modes, stored, dim, test_split, tested)]
+    return Result(metrics=metrics, tables=tables, text=text)
+
+
+COLUMNS = ["features", "labels", "dim", "draws", "accuracy %", "error %", "seconds per fit", "C"]
+
+
+def legend(ci95: bool, tested: int) -> str:
+    spread = "1.96 standard deviations" if ci95 else "one standard deviation"
+    return (f"Bands: with N labels per class, mean ± {spread} of the accuracies over the label draws (how much the "
+            f"number moves when other images are labelled); with all labels (one fit), the 95% Wilson interval "
+            f"over the {tested} test images. D minus a baseline: the same draws and test images for both, with a "
+            "95% t-interval over the draws, or a 95% paired bootstrap over the test images for all labels; "
+            "\"within noise\" when the interval includes 0. Seconds per fit: the wall time of one final SVM fit "
+            "(choosing C and extracting features not included).")
+
+
+def _table_row(name: str, mode, row: dict, ci95: bool) -> list:
+    acc = np.asarray(row["accuracies"]) * 100
+    if len(acc) > 1:
+        std = acc.std(ddof=1) * (1.96 if ci95 else 1)
+        accuracy, error = f"{acc.mean():.2f} ± {std:.2f}", f"{100 - acc.mean():.2f} ± {std:.2f}"
+    else:
+        low, high = wilson(acc[0] / 100, row["tested"])
+        accuracy = f"{acc[0]:.2f} ({100 * low:.2f}–{100 * high:.2f})"
+        error = f"{100 - acc[0]:.2f} ({100 - 100 * high:.2f}–{100 - 100 * low:.2f})"
+    labels = "all" if mode is None else f"{mode} per class"
+    return [ROW_NAMES[name], labels, row.get("dim", "-"), len(acc), accuracy, error, f"{row['seconds']:.2f}",
+            f"{row['C']:g}" if "C" in row else "-"]
+
+
+def _accuracy_metrics(metrics: dict, name: str, mode, row: dict) -> None:
+    acc = np.asarray(row["accuracies"])
+    key = f"{name}.{mode_key(mode)}"
+    metrics[f"{key}.accuracy"] = float(acc.mean())
+    metrics[f"{key}.error"] = float(1 - acc.mean())
+    metrics[f"{key}.std"] = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+    if len(acc) == 1:
+        metrics[f"{key}.low"], metrics[f"{key}.high"] = wilson(float(acc[0]), row["tested"])
+
+
+def differences(rows: dict, modes: list, seed: int) -> dict:
+    """(baseline, labels_per_class) -> (D minus baseline, 95% low, high), as fractions."""
+    found = {}
+    for mode in modes:
+        d = rows.get(("d", mode))
+        for name in PAIRED:
+            other = rows.get((name, mode))
+            if d is None or other is None:
+                continue
+            if mode is None and "correct" in d and "correct" in other:
+                found[name, mode] = paired_bootstrap(unpacked(d["correct"]), unpacked(other["correct"]), seed)
+            elif mode is not None:
+                found[name, mode] = paired_draws(d["accuracies"], other["accuracies"])
+    return found
+
+
+def _paired_table(paired: dict) -> Table:
+    rows = [[ROW_NAMES[name], mode_words(mode), f"{100 * diff:+.2f}",
+             f"{100 * low:+.2f} to {100 * high:+.2f}" if np.isfinite(low) else "-",
+             VERDICTS[verdict(low, high)]] for (name, mode), (diff, low, high) in paired.items()]
+    return Table("Trained D minus each baseline (percentage points; same draws and test images)",
+                 ["baseline", "labels", "D minus baseline", "95% interval", "reading"], rows)
+
+
+def sentence(paired: dict) -> str | None:
+    """One line on D against the baselines at the first label budget it was compared at, or None."""
+    if not paired:
+        return None
+    mode = next(iter(paired))[1]
+    parts = []
+    for (name, m), (diff, low, high) in paired.items():
+        if m == mode:
+            word = {"ahead": "beat", "behind": "lose to", "within noise": "are level with"}[verdict(low, high)]
+            band = f" ({100 * low:+.1f} to {100 * high:+.1f})" if np.isfinite(low) else ""
+            parts.append(f"{word} {ROW_NAMES[name]} by {100 * diff:+.1f} points{band}")
+    return f"D's features, at {mode_words(mode)}: " + "; ".join(parts) + "."
+
+
+def _notes(ctx, rows, modes, stored, dim, test_split, tested) -> list[str]:
+    o = ctx.options
+    text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "
+            f"({dim} dims), BatchNorm statistics: {o['bn_stats']}, preprocessing: {o['preprocess']} "
+            f"(K-means: {o['kmeans_preprocess']}); C chosen on a validation split of {o['val_size']} from "
+            f"'{o['train_split']}' (label-scarce rows: on draws of their own, not the reported ones); tested on "
+            f"'{test_split}' ({tested} images)."]
+    reused = list(dict.fromkeys(name for name, _ in stored))
+    if reused:
+        text.append(f"Baseline rows reused from the cache ({', '.join(reused)}): computed by an earlier report "
+                    "on the same images, labels, settings and D architecture (they do not depend on the GAN; "
+                    "their times are that report's). --set svm-probe.cache_baselines=false computes them again.")
+    for (name, mode), row in rows.items():
+        again = "; reused from the cache" if (name, mode) in stored else ""
+        if name == "supervised":
+            text.append(f"{ROW_NAMES[name]}, {mode_key(mode)}: weights kept from step "
+                        f"{', '.join(map(str, row['kept']))} of at most {o['supervised_steps']} (best validation "
+                        f"accuracy, patience {o['supervised_patience']} steps){again}")
+        else:
+            by_c = ", ".join(f"{c:g}: {100 * e:.1f}%" for c, e in row["C_table"])
+            text.append(f"{ROW_NAMES[name]}, {mode_key(mode)}: C={row['C']:g}, validation error by C {by_c}; "
+                        f"solver {'+'.join(row['solvers'])}, all fits (choosing C included) took "
+                        f"{row['fit_total']:.1f} s; features took {row['features_seconds']:.1f} s{again}")
+    return text
