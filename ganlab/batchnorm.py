@@ -15,7 +15,7 @@ cache keys include the batch size). The variance is the unbiased one, as PyTorch
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -75,6 +75,17 @@ def recompute_batchnorm(model: nn.Module, real_images: torch.Tensor, *, batch_si
         raise GanlabError("recompute_batchnorm needs at least one real image")
     if batch_size < 1:
         raise GanlabError(f"batch size must be at least 1, not {batch_size}")
+    starts = range(0, len(real_images), batch_size)
+    if progress is not None:
+        starts = progress(starts, desc="BatchNorm statistics", total=len(starts))
+    return statistics_from(model, (to_unit_range(real_images[a:a + batch_size]) for a in starts), device=device)
+
+
+@torch.no_grad()
+def statistics_from(model: nn.Module, batches: Iterable[torch.Tensor], *,
+                    device: torch.device | str | None = None) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose BatchNorm statistics are pooled over one train-mode pass of
+    ``batches`` (its inputs: images for D, latent vectors for G)."""
     params = next(iter(model.parameters()), None)
     device = torch.device(device) if device is not None else (params.device if params is not None else "cpu")
     clone = copy.deepcopy(model).to(device)
@@ -87,13 +98,10 @@ def recompute_batchnorm(model: nn.Module, real_images: torch.Tensor, *, batch_si
         for layer in layers:
             layer.reset_running_stats()
         clone.train()
-        starts = range(0, len(real_images), batch_size)
-        if progress is not None:
-            starts = progress(starts, desc="BatchNorm statistics", total=len(starts))
-        batches = 0
-        for start in starts:
-            clone(to_unit_range(real_images[start:start + batch_size]).to(device))
-            batches += 1
+        count = 0
+        for batch in batches:
+            clone(batch.to(device))
+            count += 1
     finally:
         for hook in hooks:
             hook.remove()
@@ -102,5 +110,5 @@ def recompute_batchnorm(model: nn.Module, real_images: torch.Tensor, *, batch_si
             raise GanlabError("recompute_batchnorm needs more than one value per channel; give more real images")
         layer.running_mean.copy_(p.mean.to(layer.running_mean.dtype))
         layer.running_var.copy_((p.m2 / (p.n - 1)).to(layer.running_var.dtype))
-        layer.num_batches_tracked.fill_(batches)
+        layer.num_batches_tracked.fill_(count)
     return clone.eval()

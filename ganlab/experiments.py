@@ -13,7 +13,8 @@ class Experiment:
     ``component_options`` sets their options ({"svm-probe.labels_per_class": 10}).
     ``report_dataset`` / ``report_split`` let the report use another dataset than training
     (None: the training dataset). ``select_epoch`` ("COMPONENT.METRIC", a cheap component's validation
-    metric) reports on the epoch where it is best (by its declared direction) instead of the last (``ganlab report --select-epoch``).
+    metric) reports on the epoch where it is best (by its declared direction) instead of the last
+    (``ganlab report --select-epoch``).
     """
 
     name: str

@@ -111,7 +111,11 @@ def discriminator_features(discriminator: torch.nn.Module, images: torch.Tensor,
     for start in starts:
         batch = to_unit_range(images[start:start + batch_size]).to(device)
         _, maps = discriminator(batch, return_features=True)
-        out[start:start + len(batch)] = pool_maps(maps).float().cpu().numpy()
+        pooled = pool_maps(maps).float()
+        if not bool(torch.isfinite(pooled).all()):
+            raise GanlabError("D's features are NaN or infinite: the discriminator's weights or BatchNorm statistics "
+                              "hold NaN or infinite values (a broken checkpoint)")
+        out[start:start + len(batch)] = pooled.cpu().numpy()
     return out
 
 

@@ -61,6 +61,32 @@ class LoadedGAN:
         return self
 
     @torch.no_grad()
+    def unsettled_batchnorm(self, n: int = 64, seed: int = 0) -> str | None:
+        """Why G's BatchNorm running statistics look unsettled (an early checkpoint of a script that never
+        trains long enough), or None: its samples in eval mode (the running statistics) are nearly constant
+        while in train mode (each batch's own statistics) they vary."""
+        import copy
+
+        z = sample_latent(self.config, n, torch.Generator().manual_seed(seed))
+        device = next(self.generator.parameters()).device
+        spread_eval = float(self.generator.eval()(z.to(device)).std(0).mean())
+        spread_train = float(copy.deepcopy(self.generator).train()(z.to(device)).std(0).mean())
+        if spread_train > 0.1 and spread_eval < 0.2 * spread_train:
+            return (f"G's samples are nearly constant in eval mode (pixel std {spread_eval:.3g}) but vary with "
+                    f"batch statistics (std {spread_train:.3g}): its BatchNorm running statistics have not settled "
+                    "(an early checkpoint?)")
+        return None
+
+    def settle_batchnorm(self, samples: int = 1024, seed: int = 0, batch_size: int = 128) -> "LoadedGAN":
+        """Recompute G's BatchNorm running statistics from ``samples`` random latent vectors (a train-mode pass,
+        pooled exactly), so eval-mode samples look like train-mode ones; D is left as it is."""
+        from ganlab.batchnorm import statistics_from
+
+        z = sample_latent(self.config, samples, torch.Generator().manual_seed(seed))
+        self.generator = statistics_from(self.generator, z.split(batch_size))
+        return self
+
+    @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
         """n images in [-1, 1], N x C x H x W on the CPU; the same seed gives the same images."""
         device = next(self.generator.parameters()).device

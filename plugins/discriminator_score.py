@@ -1,7 +1,7 @@
 """Evaluator ``d-score``: how well D separates held-out real images from G's samples."""
 from __future__ import annotations
 
-from ganlab import Evaluator, Figure, Result, hookimpl
+from ganlab import Evaluator, Figure, GanlabError, Result, hookimpl
 
 
 class DiscriminatorScore(Evaluator):
@@ -34,6 +34,10 @@ class DiscriminatorScore(Evaluator):
                               for chunk in images.split(batch)])
             fakes = ctx.gan.sample(n, seed=ctx.seed)
             fake = torch.cat([torch.sigmoid(D(chunk.to(ctx.device))).cpu() for chunk in fakes.split(batch)])
+        bad = int((~torch.isfinite(real)).sum() + (~torch.isfinite(fake)).sum())
+        if bad:
+            raise GanlabError(f"D's output is NaN or infinite on {bad} of {2 * n} images: the discriminator (or the "
+                              "generator feeding it) is broken, so no accuracy can be read")
         accuracy = ((real > 0.5).sum() + (fake < 0.5).sum()).item() / (2 * n)
         fig = MplFigure(figsize=(5, 3))
         ax = fig.subplots()

@@ -103,6 +103,24 @@ def test_metrics_against_a_hand_computation_on_a_linear_generator(tmp_path):
     assert ends.shape == (3, 8) and result.tables[0].rows[1][3] == pytest.approx(ratios[1], abs=1e-3)
 
 
+def test_auto_walks_a_gaussian_latent_along_great_circles():
+    """The default mode on a Gaussian z is slerp (numpy's formula, independent of the component's), not lerp."""
+    cfg = ModelConfig(image_size=16, channels=1, nz=6, latent="normal")
+    G = _LinearG(cfg.nz)
+    ctx = RunContext(gan=_FakeGAN(cfg, G), device=torch.device("cpu"), seed=5,
+                     options={"rows": 2, "points": 3, "steps": 4, "mode": "auto"})
+    result = LatentWalk().run(ctx)
+    z = torch.cat(G.seen).flatten(1).double().numpy().reshape(2, 9, 6)  # 2 walks of 2 * 4 + 1 frames
+    for row in range(2):
+        for k in range(2):
+            for j in range(5):
+                expected = _numpy_slerp(z[row, 4 * k], z[row, 4 * (k + 1)], j / 4)
+                np.testing.assert_allclose(z[row, 4 * k + j], expected, atol=1e-5)
+    straight = 0.5 * (z[0, 0] + z[0, 4])
+    assert not np.allclose(z[0, 2], straight, atol=1e-3)  # a lerp midpoint would sit here
+    assert "(slerp)" in result.images[0].title
+
+
 def test_runs_in_a_report_with_the_grid_of_walks(tiny_run, tmp_path):
     from ganlab.report import make_report
 

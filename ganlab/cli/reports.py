@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ganlab.cli.training import _options_from_flags, train_options
+from ganlab.defaults import MAX_SEED
 from ganlab.errors import GanlabError
 
 
@@ -28,29 +29,39 @@ def report_options(func):
                      help="print the full traceback of each failed component"),
         click.option("--component-timeout", type=click.FloatRange(min=0), default=6 * 3600, show_default=True,
                      help="seconds one component may run before it is stopped and marked timed out (0: no limit)"),
+        click.option("--settle-batchnorm", is_flag=True,
+                     help="recompute G's BatchNorm statistics from 1,024 random latent vectors first (for a "
+                          "checkpoint whose eval-mode samples are flat: its running statistics never settled)"),
     ]
     for option in reversed(opts):
         func = option(func)
     return func
 
 
-def _split(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+def _split(text: str | None, flag: str = "--only") -> list[str] | None:
+    """"a, b" -> ["a", "b"]; None when the flag was not given; a value that names nothing is an error."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise GanlabError(f"{flag} {text!r} names no component; give names separated by commas (see `ganlab "
+                          "components`)")
+    return names
 
 
 def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, device, settings, across_epochs,
                   as_json=False, quiet=False, skip_bad_images=False, show_traceback=False, select_epoch=None,
-                  epoch_points=10, component_timeout=6 * 3600) -> None:
+                  epoch_points=10, component_timeout=6 * 3600, settle_batchnorm=False) -> None:
     from ganlab.report import make_report
 
     def say(line: str) -> None:
         click.echo(line, err=True)
 
-    data, folder = make_report(checkpoint, only=only, skip=_split(skip), out=out, dataset=dataset,
+    data, folder = make_report(checkpoint, only=only, skip=_split(skip, "--skip"), out=out, dataset=dataset,
                                data_root=data_root, seed=seed, device=device, settings=settings,
                                all_across_epochs=across_epochs, progress=not quiet and not as_json, say=say,
                                skip_bad_images=skip_bad_images, select_epoch=select_epoch, epoch_points=epoch_points,
-                               component_timeout=component_timeout)
+                               component_timeout=component_timeout, settle_batchnorm=settle_batchnorm)
     if show_traceback:
         for run in data.components:
             if run.traceback:
@@ -71,7 +82,7 @@ def _write_report(checkpoint, *, only, skip, out, dataset, data_root, seed, devi
 @click.argument("checkpoint", type=click.Path())
 @report_options
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def report(checkpoint, only, settings, **flags) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""

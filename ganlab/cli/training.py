@@ -5,12 +5,13 @@ from dataclasses import fields
 
 import click
 
+from ganlab.defaults import MAX_SEED
 from ganlab.errors import GanlabError
 
 
 def train_options(func):
     """Training flags shared by ``train`` and ``run``; defaults come from ``TrainOptions``."""
-    from ganlab.defaults import MAX_SEED, TrainOptions
+    from ganlab.defaults import TrainOptions
 
     d = TrainOptions()
     opts = [
@@ -100,19 +101,24 @@ def _load_for_cli(checkpoint, generator, discriminator, device):
               help="the grid image to write")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="write N separate PNGs (sample_000000.png, ...) here instead of a grid, for external tools")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--nrow", type=click.IntRange(1), default=8, show_default=True, help="images per grid row")
 @click.option("--generator", type=click.Path(dir_okay=False),
               help="a pytorch/examples netG_*.pth instead of CHECKPOINT")
 @click.option("--discriminator", type=click.Path(dir_okay=False), help="its netD_*.pth (optional)")
 @click.option("--device", default="auto", show_default=True)
-def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator, device) -> None:
+@click.option("--settle-batchnorm", is_flag=True,
+              help="recompute G's BatchNorm statistics from 1,024 random latent vectors first (for a checkpoint "
+                   "whose eval-mode samples are flat)")
+def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator, device, settle_batchnorm) -> None:
     """Write N generated images: a grid (PNG, JPEG, ...) or, with --out-dir, one PNG per image."""
     from pathlib import Path
 
     from PIL import Image
 
     out = Path(out)
+    if out_dir is not None and click.get_current_context().get_parameter_source("out").name == "COMMANDLINE":
+        raise GanlabError("give --out (one grid image) or --out-dir (one PNG per sample), not both")
     if out_dir is None and out.suffix.lower() not in Image.registered_extensions():
         raise GanlabError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png or .jpg")
     if out_dir is None and count > 4096:
@@ -120,6 +126,11 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
     if out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).glob("sample_*.png")):
         raise GanlabError(f"{out_dir} already holds sample_*.png files; give an empty or new --out-dir")
     gan = _load_for_cli(checkpoint, generator, discriminator, device)
+    if settle_batchnorm:
+        gan.settle_batchnorm(seed=seed)
+    elif why := gan.unsettled_batchnorm(seed=seed):
+        raise GanlabError(f"{why}; nothing was written: give --settle-batchnorm to recompute them from random "
+                          "latent vectors")
     from ganlab.sample_files import write_samples
 
     written = write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)

@@ -7,7 +7,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ganlab.api import load
 from ganlab.components import Component, best_point
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
@@ -52,7 +51,7 @@ def across_epochs(run_dir: Path, components: list[Component], plan: Plan, *, eve
     names = {c.name for c in chosen}
     for path in tqdm(spread(_epoch_checkpoints(run_dir), points), desc="across epochs", disable=not progress):
         try:
-            gan = load(path, plan.device)
+            gan = plan.load(path)
         except GanlabError as exc:
             problems.append(f"across epochs: skipped {path.name}: {exc}")
             continue

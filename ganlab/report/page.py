@@ -6,6 +6,7 @@ ReportData -> renderer. The report is built in a folder beside ``--out`` and swa
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import platform
 import sys
 from pathlib import Path
@@ -15,7 +16,6 @@ import torch
 from torchvision.utils import make_grid
 
 from ganlab import __version__
-from ganlab.api import load
 from ganlab.checkpoint import resolve
 from ganlab.devices import select_device
 from ganlab.errors import GanlabError
@@ -31,7 +31,7 @@ from ganlab.report.epochs import (
     meta_int,
     series_groups,
 )
-from ganlab.report.run import Plan, Say, _dataset, _unmet, run_components, select_components
+from ganlab.report.run import Plan, Say, _dataset, _unmet, check_settings, run_components, select_components
 from ganlab.store.atomic import os_error
 from ganlab.store.cache import Cache
 from ganlab.store.claims import absolute, folder_kind
@@ -47,7 +47,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                 all_across_epochs: bool = False, progress: bool = True,
                 say: Say | None = None, skip_bad_images: bool = False,
                 select_epoch: str | None = None, epoch_points: int | None = EPOCH_POINTS,
-                component_timeout: float | None = COMPONENT_TIMEOUT) -> tuple[ReportData, Path]:
+                component_timeout: float | None = COMPONENT_TIMEOUT,
+                settle_batchnorm: bool = False) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
 
     The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure or an interruption
@@ -62,7 +63,8 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
     a direction is refused. Use a validation metric. Selection
     looks at every epoch; otherwise the plots across training use at most ``epoch_points`` epoch files,
     evenly spread with the first and last (None or 0: every one). ``component_timeout``: seconds one
-    component may run (None or 0: no limit).
+    component may run (None or 0: no limit). ``settle_batchnorm``: recompute G's BatchNorm statistics from
+    random latent vectors before anything runs (for checkpoints whose running statistics never settled).
     """
     checkpoint = absolute(checkpoint)
     run_dir = checkpoint if checkpoint.is_dir() else None
@@ -76,6 +78,7 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
         cache = Cache(say=say or (lambda line: print(line, file=sys.stderr)))
         plan = Plan(dataset, data_root, seed, select_device(device), settings or {}, cache=cache,
                     skip_bad_images=skip_bad_images, timeout=component_timeout or None,
+                    settle_batchnorm=settle_batchnorm,
                     abandon=lambda: _abandon(folder, say))
         data = _report_data(path, run_dir, name, plan, only=only, skip=skip, everything=all_across_epochs,
                             progress=progress, say=say, select_epoch=select_epoch, epoch_points=epoch_points)
@@ -104,15 +107,16 @@ def _render(data: ReportData, folder: StagedFolder) -> None:
 def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | None) -> tuple[LoadedGAN, list]:
     """The loaded checkpoint and the chosen components; the dataset and data root recorded in the checkpoint
     fill ``plan``'s when it has none. A component named in ``only`` that cannot run here is an error."""
-    gan = load(path, plan.device)
+    gan = plan.load(path)
     recorded = gan.meta.get("dataset") if isinstance(gan.meta.get("dataset"), dict) else {}
     plan.dataset = plan.dataset or gan.dataset
     root = recorded.get("root") if isinstance(recorded.get("root"), str) else None
     plan.data_root = plan.data_root or (str(absolute(root)) if root else None)
     components = select_components(only, skip)
+    check_settings(plan.settings)
     source, layout = _dataset(get_registry(), plan.dataset, plan.data_root)
     for component in components if only else []:
-        reasons = _unmet(component, gan, source, layout, plan.device)
+        reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
         if reasons:
             raise GanlabError(f"{component.name} cannot run here: it {'; '.join(reasons)} "
                               f"(dataset: {plan.dataset or 'none'})")
@@ -132,7 +136,7 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
                                problems=problems)
         selected = _best_epoch(series, select_epoch, run_dir, components)
         path = selected["checkpoint"]
-        gan = load(path, plan.device)
+        gan = plan.load(path)
     if say is not None:
         chosen = (f" (epoch {selected['epoch']}: {select_epoch} is best there, {selected['direction']} is better)"
                   if selected else "")
@@ -147,9 +151,7 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
                                problems=problems, points=epoch_points, done=(gan, runs))
     groups = series_groups(series, components, problems)
     raw = gan.sample(64, seed=plan.seed)
-    if not bool(torch.isfinite(raw).all()):
-        problems.append(f"the generator is broken: {int((~torch.isfinite(raw)).sum())} of {raw.numel()} "
-                        "sample values are NaN or infinite")
+    problems += model_problems(gan, raw, plan.settle_batchnorm)
     samples = make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1))
     training = {"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
                 "format": str(gan.meta.get("format") or ""),
@@ -161,6 +163,25 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training,
         history=history, samples=samples, components=runs, across_epochs=series, across_groups=groups,
         across_best=best_epochs(series, components), problems=problems)
+
+
+def model_problems(gan: LoadedGAN, samples: torch.Tensor, settled: bool) -> list[str]:
+    """What is wrong with the models themselves: NaN or infinite samples or D weights, G's BatchNorm unsettled."""
+    problems = []
+    if not bool(torch.isfinite(samples).all()):
+        problems.append(f"the generator is broken: {int((~torch.isfinite(samples)).sum())} of {samples.numel()} "
+                        "sample values are NaN or infinite")
+    if gan.discriminator is not None:
+        values = [t for t in gan.discriminator.state_dict().values() if t.is_floating_point()]
+        bad = sum(int((~torch.isfinite(t)).sum()) for t in values)
+        if bad:
+            problems.append(f"the discriminator is broken: {bad} of {sum(t.numel() for t in values)} weight values "
+                            "are NaN or infinite, so every number made with D is meaningless")
+    why = None if settled else gan.unsettled_batchnorm()
+    if why:
+        problems.append(f"{why}; give --settle-batchnorm to recompute G's BatchNorm statistics from 1,024 random "
+                        "latent vectors")
+    return problems
 
 
 def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
@@ -176,4 +197,18 @@ def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
             kept[str(key)] = [float(v) for v in values]
         else:
             problems.append(f"the checkpoint's history entry {str(key)[:40]!r} is not a list of numbers; not drawn")
-    return kept, problems
+    return kept, problems + _non_finite_history(kept)
+
+
+def _non_finite_history(history: dict[str, list[float]]) -> list[str]:
+    """A line per curve with NaN or infinite values, naming the epochs they fall in."""
+    ends = [int(s) for s in history.get("epoch_end_steps", [])]
+    problems = []
+    for key, values in history.items():
+        steps = [i + 1 for i, v in enumerate(values) if not math.isfinite(v)]
+        if key != "epoch_end_steps" and steps:
+            epochs = sorted({1 + sum(step > end for end in ends) for step in steps})
+            shown = ", ".join(map(str, epochs[:10])) + (" ..." if len(epochs) > 10 else "")
+            problems.append(f"the training history's {key} is NaN or infinite at {len(steps)} steps (epoch"
+                            f"{'s' if len(epochs) > 1 else ''} {shown}); training went wrong there")
+    return problems

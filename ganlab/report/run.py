@@ -42,6 +42,14 @@ class Plan:
     skip_bad_images: bool = False
     timeout: float | None = None  # seconds per component (None: no limit)
     abandon: Callable[[], None] = lambda: None  # runs if a timed-out component refuses to stop
+    settle_batchnorm: bool = False  # recompute G's BatchNorm statistics from random z after loading
+
+    def load(self, path: Path) -> LoadedGAN:
+        """The checkpoint at ``path`` on the plan's device (G's BatchNorm statistics settled if asked)."""
+        from ganlab.api import load
+
+        gan = load(path, self.device)
+        return gan.settle_batchnorm(seed=self.seed) if self.settle_batchnorm else gan
 
 
 def select_components(only: list[str] | None, skip: list[str] | None) -> list[Component]:
@@ -52,7 +60,21 @@ def select_components(only: list[str] | None, skip: list[str] | None) -> list[Co
             raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}"
                               f"{registry.failed_hint()}")
     names = only if only else sorted(available, key=lambda n: (available[n].kind != "evaluator", n))
-    return [available[n] for n in names if n not in (skip or [])]
+    chosen = [available[n] for n in names if n not in (skip or [])]
+    if not chosen:
+        raise GanlabError("nothing to run: --skip leaves out every component --only names")
+    return chosen
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Every --set value, for any component (run here or not), checked before anything runs."""
+    known = get_registry().components()
+    for key in settings:
+        if key.partition(".")[0] not in known:
+            raise GanlabError(f"--set {key}: no component named {key.partition('.')[0]!r} "
+                              f"(available: {', '.join(sorted(known))})")
+    for component in known.values():
+        resolve_options(component, settings)
 
 
 def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | None,
@@ -64,10 +86,13 @@ def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | No
 
 
 def _unmet(component: Component, gan: LoadedGAN, source: DatasetSource | None, layout: Layout | None,
-           device: torch.device) -> list[str]:
-    return unmet_needs(component, has_labels=bool(layout and layout.classes),
-                       has_heldout=bool(layout and layout.heldout), has_discriminator=gan.discriminator is not None,
-                       has_dataset=source is not None, has_gpu=device.type == "cuda")
+           device: torch.device, data_root: str | None = None) -> list[str]:
+    reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
+                          has_heldout=bool(layout and layout.heldout), has_discriminator=gan.discriminator is not None,
+                          has_dataset=source is not None, has_gpu=device.type == "cuda")
+    if reasons and data_root and not Path(data_root).exists():
+        reasons[-1] += f" (the data folder {data_root} does not exist: give --data-root DIR)"
+    return reasons
 
 
 def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, progress: bool = True,
@@ -81,17 +106,13 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
     registry = get_registry()
     source, layout = _dataset(registry, plan.dataset, plan.data_root)
     # Check every option before anything runs, so a typo fails in a second, not after a long component.
+    check_settings(plan.settings)
     all_options = {component.name: resolve_options(component, plan.settings) for component in components}
-    known = registry.components()
-    for key in plan.settings:
-        if key.partition(".")[0] not in known:
-            raise GanlabError(f"--set {key}: no component named {key.partition('.')[0]!r} "
-                              f"(available: {', '.join(sorted(known))})")
     runs = []
     for component in components:
         run = ComponentRun(component.name, component.kind, component.description,
                            registry.component_owner(component.name), SKIPPED, options=all_options[component.name])
-        reasons = _unmet(component, gan, source, layout, plan.device)
+        reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
         if reasons:
             run.reason = "; ".join(reasons)
         else:
