@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -293,3 +294,87 @@ def test_sample_out_dir_writes_one_png_per_image(work, tiny_run):
     expected = ganlab.to_uint8(ganlab.load(tiny_run).sample(5, seed=0))[:, 0].numpy()
     assert np.array_equal(np.stack([np.asarray(Image.open(f)) for f in files]), expected)
     assert "already holds sample_*.png" in _cli(["sample", "run", "-n", "5", "--out-dir", "pngs"], work)
+
+
+# ------------------------------------------------------------------------------- no confident wrong number
+
+def _broken(tiny_run, path, part, value):
+    payload = _tiny_payload(tiny_run)
+    payload[part] = {k: v.float().fill_(value) if v.is_floating_point() else v for k, v in payload[part].items()}
+    torch.save(payload, path)
+
+
+def test_a_discriminator_with_nan_or_inf_weights_is_named(work, tiny_run):
+    for value in (float("nan"), float("inf")):
+        _broken(tiny_run, work / f"d{value}.pt", "discriminator", value)
+        line = _cli(["report", f"d{value}.pt", "--only", "d-score,latent-walk", "--out", f"r{value}", "--quiet"],
+                    work)
+        assert "components failed: d-score" in line and "the discriminator is broken" in line, line
+        section = json.loads((work / f"r{value}" / "metrics.json").read_text())["components"]["d-score"]
+        assert section["status"] == "failed" and "NaN or infinite" in section["error"] and not section["metrics"]
+
+
+def test_nan_losses_in_the_history_are_flagged_with_their_epochs(work, tiny_run):
+    payload = _tiny_payload(tiny_run)
+    payload["history"]["loss_D"][4] = float("nan")  # step 5: epoch 2 (3 steps an epoch)
+    payload["history"]["loss_G"][0] = float("inf")
+    torch.save(payload, work / "nan-loss.pt")
+    line = _cli(["report", "nan-loss.pt", "--only", "latent-walk", "--out", "r", "--quiet"], work)
+    problems = json.loads((work / "r" / "metrics.json").read_text())["problems"]
+    assert "loss_D is NaN or infinite at 1 steps (epoch 2)" in " ".join(problems), problems
+    assert "loss_G is NaN or infinite at 1 steps (epoch 1)" in " ".join(problems)
+    assert "the report was written with problems" in line
+
+
+def test_an_unsettled_generator_says_so_and_can_be_settled(work):
+    """A pytorch/examples G saved before its BatchNorm running statistics settled: flat grey in eval mode."""
+    from ganlab.models import Generator, ModelConfig
+
+    torch.manual_seed(0)
+    state = Generator(ModelConfig(image_size=32, channels=3, ngf=16)).state_dict()
+    state["main.9.weight"] *= 10  # a few hundred steps in: contrasted images with batch statistics
+    torch.save(state, work / "netG_epoch_0.pth")
+    line = _cli(["sample", "--generator", "netG_epoch_0.pth", "--out", "g.png"], work)
+    assert "BatchNorm running statistics have not settled" in line and "--settle-batchnorm" in line
+    assert not (work / "g.png").exists()
+    report = _cli(["report", "netG_epoch_0.pth", "--only", "latent-walk", "--out", "r", "--quiet"], work)
+    assert "have not settled" in report
+    settled = subprocess.run([sys.executable, "-m", "ganlab", "sample", "--generator", "netG_epoch_0.pth",
+                              "--settle-batchnorm", "--out", "g.png", "-n", "16"], cwd=work, capture_output=True)
+    assert settled.returncode == 0, settled.stderr
+    from PIL import Image
+
+    assert np.asarray(Image.open(work / "g.png")).std() > 20  # not flat grey any more
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", ",,,"], "--only ',,,' names no component"),
+    (["--skip", " , "], "--skip ' , ' names no component"),
+    (["--only", "latent-walk", "--skip", "latent-walk"], "nothing to run"),
+    (["--only", "latent-walk", "--set", "svm-probe.draws=many"], "--set svm-probe.draws=many: expected a int"),
+    (["--only", "latent-walk", "--set", "sample-quality.n=1"], "--set sample-quality.n=1: must be >= 4"),
+    (["--only", "latent-walk", "--seed", str(10**23)], "'--seed': 100000000000000000000000 is not in the range"),
+])
+def test_report_values_that_would_be_ignored_or_misread(work, args, message):
+    code = 2 if "--seed" in args else 1
+    assert message in _cli(["report", "run", "--out", "r", *args], work, code=code)
+    assert not (work / "r").exists()
+
+
+def test_sample_refuses_two_outputs_and_a_moved_dataset_is_named(work, tiny_run):
+    line = _cli(["sample", "run", "--out", "g.png", "--out-dir", "many"], work)
+    assert "give --out (one grid image) or --out-dir (one PNG per sample), not both" in line
+    payload = _tiny_payload(tiny_run)
+    payload["dataset"] = {"name": "folder", "split": "train", "root": str(work / "moved-away")}
+    torch.save(payload, work / "moved.pt")
+    line = _cli(["report", "moved.pt", "--only", "d-score", "--out", "r"], work)
+    assert f"the data folder {work / 'moved-away'} does not exist" in line, line
+
+
+def test_arithmetic_on_a_broken_generator_or_wild_numbers_is_one_line(work, tiny_run):
+    _broken(tiny_run, work / "nan.pt", "generator", float("nan"))
+    base = ["arithmetic", "--concept", "a=1,2,3", "--concept", "b=4,5,6", "--out", "arith"]
+    assert "the generator is broken" in _cli([*base, "nan.pt", "--expr", "a - b"], work)
+    assert "numbers overflow a float" in _cli([*base, "run", "--expr", "1e308*1e308*a"], work)
+    assert "nested more than 100 parentheses" in _cli([*base, "run", "--expr", "(" * 500 + "a" + ")" * 500], work)
+    assert not (work / "arith").exists()
