@@ -46,6 +46,7 @@ class Brightness(ganlab.Evaluator):
     description = "Mean pixel brightness of generated images (0 = black, 1 = white)"
     options = {{"samples": ganlab.Option(256, "how many images to generate", min=1)}}
     cheap = True  # fast enough to rerun on every epoch checkpoint of a run
+    directions = {{"brightness": None}}  # which way is better: "higher", "lower" or None (neither)
 
     def run(self, ctx):
         images = ctx.gan.sample(ctx.options["samples"], seed=ctx.seed)  # N x C x H x W in [-1, 1]

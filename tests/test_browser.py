@@ -158,7 +158,9 @@ def browser(tmp_path_factory):
                 " width: i.naturalWidth}))"))["result"]["value"]
             requests = [e["params"]["request"]["url"] for e in cdp.events
                         if e.get("method") == "Network.requestWillBeSent"]
-            return {"images": images, "requests": requests}
+            text = cdp.call("Runtime.evaluate", returnByValue=True,
+                            expression="document.body.innerText")["result"]["value"]
+            return {"images": images, "requests": requests, "text": text}
 
         yield visit
         cdp.close()
@@ -247,3 +249,26 @@ def test_the_analysis_sections_render_in_a_browser(browser, tiny_run, tmp_path):
         assert f'id="component-{name}"' in html
         shown = [img for img in seen["images"] if img["src"].startswith(f"assets/c{index:02d}-{name}-")]
         assert shown, f"{name} shows no image"
+
+
+def test_the_probe_shows_every_interval_and_says_what_it_means(browser, tiny_run, tmp_path):
+    """What a reader sees of svm-probe: intervals on every accuracy, D against each baseline, the legend."""
+    from ganlab import registry
+    from ganlab.report import make_report
+
+    registry.reset()
+    settings = {"svm-probe.kmeans_k": "16", "svm-probe.draws": "3", "svm-probe.labels_per_class": "5,all",
+                "svm-probe.baselines": "pixels,kmeans", "svm-probe.umap": "false", "svm-probe.C_grid": "1e-3,1e-1"}
+    data, out = make_report(tiny_run, only=["svm-probe"], out=tmp_path / "report", device="cpu", progress=False,
+                            settings=settings)
+    metrics = data.components[0].result.metrics
+    seen = browser(out / "index.html")
+    low, high = 100 * metrics["d.all.low"], 100 * metrics["d.all.high"]
+    shown = seen["text"]
+    assert f"{100 * metrics['d.all.accuracy']:.2f} ({low:.2f}–{high:.2f})" in shown  # all labels: an interval
+    assert "±" in shown and "Trained D minus each baseline" in shown
+    assert "Bands: with N labels per class, mean ± one standard deviation" in shown
+    assert "95% Wilson interval over the 899 test images" in shown and "Seconds per fit" in shown
+    for reading in ("D ahead", "D behind", "within noise"):
+        shown = shown.replace(reading, "READING")
+    assert shown.count("READING") >= 4  # one per baseline and label budget

@@ -14,6 +14,7 @@ class SampleBrightness(ganlab.Evaluator):
     description = "Mean pixel brightness of 256 generated images (0 = black, 1 = white)"
     options = {"samples": ganlab.Option(256, "how many images to generate", min=1)}
     cheap = True
+    directions = {"brightness": None}  # neither brighter nor darker is better
 
     def run(self, ctx):
         images = ctx.gan.sample(ctx.options["samples"], seed=ctx.seed)  # N x C x H x W in [-1, 1]

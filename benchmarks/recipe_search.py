@@ -1,0 +1,336 @@
+"""Search for the probe recipe: which training and feature settings make a trained D beat a random D and K-means.
+
+Every number used to choose comes from a validation split; the test split is scored too and recorded, but the
+choice reads only ``val`` rows. Datasets (all on this machine, split with numpy seed 0):
+
+- ``mnist``: the 10,000 MNIST test images of ../shared/data/mnist-test: 6,000 train, 2,000 val, 2,000 test
+  (28x28 grey, like the unseen dataset the target is about), trained at 32x32;
+- ``cifar``: CIFAR-10 (../shared/data/cifar10-jpg): 6,000 train and 2,000 val from its train tree, 2,000 test
+  from its test tree (32x32 RGB);
+- ``cifar-grey``: the same images as ``cifar`` in grey, resized to 28x28 (a harder grey 28x28 set).
+
+The GAN trains on ``train`` only (``ganlab train --dataset folder``, one CPU thread). For chosen epochs of each
+run, D's features are taken in several variants and probed with svm-probe's protocol (``evaluate``: C chosen on
+a validation split of the training rows, 10 labels per class over 20 draws, and all 6,000 labels), against the
+same variants of a random D of the same architecture, standardised K-means (K = 200) and pixels:
+
+- ``bn``: D's BatchNorm statistics recomputed on the training images (``real``, the authors' protocol) or the
+  running averages training left (``running``);
+- ``layers``: every conv layer (the paper) or the last two;
+- ``scale``: the features as they are (``raw``), each layer's block divided by its RMS over the (unlabelled)
+  training images (``layer``), or each feature standardised with the training images' mean and std (``std``).
+
+Results are appended to ``WORK/results.jsonl`` (one line per feature set, dataset, run, epoch, split and label
+budget); a finished line is never computed again, so the script can be stopped and started.
+
+    .venv/bin/python benchmarks/recipe_search.py --work ../recipe-work --dataset mnist --config n32 --seed 0
+    .venv/bin/python benchmarks/recipe_search.py --work ../recipe-work --table      # the table of what is done
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper's DCGAN rules
+    "n32": {"ngf": 32, "ndf": 32, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
+    "n64": {"ngf": 64, "ndf": 64, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 15},
+    "g32d64": {"ngf": 32, "ndf": 64, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 20},
+    "n32-lr1e-4": {"ngf": 32, "ndf": 32, "batch_size": 64, "lr": 1e-4, "beta1": 0.5, "epochs": 30},
+    "n32-b128": {"ngf": 32, "ndf": 32, "batch_size": 128, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
+    "n32-lr5e-4": {"ngf": 32, "ndf": 32, "batch_size": 64, "lr": 5e-4, "beta1": 0.5, "epochs": 30},
+    "n48": {"ngf": 48, "ndf": 48, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 20},
+}
+VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2")
+            for scale in ("raw", "layer", "std")]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+def _split(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.random.default_rng(0).permutation(n)
+    return order[:6000], order[6000:8000], order[8000:10000]
+
+
+def _mnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    folder = SHARED / "mnist-test"
+    images = np.frombuffer(gzip.open(folder / "t10k-images-idx3-ubyte.gz").read(), np.uint8, offset=16)
+    labels = np.frombuffer(gzip.open(folder / "t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
+    images = images.reshape(-1, 1, 28, 28)
+    train, val, test = _split(len(images))
+    return {name: (images[idx], labels[idx].astype(np.int64)) for name, idx in
+            (("train", train), ("val", val), ("test", test))}
+
+
+def _cifar(grey: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from PIL import Image
+
+    root = SHARED / "cifar10-jpg"
+    classes = sorted(p.name for p in (root / "train").iterdir())
+
+    def files(split):
+        return [(f, c) for c, name in enumerate(classes) for f in sorted((root / split / name).glob("*.jpg"))]
+
+    def read(pairs):
+        out = []
+        for path, _ in pairs:
+            image = Image.open(path)
+            image = image.convert("L").resize((28, 28), Image.BILINEAR) if grey else image.convert("RGB")
+            array = np.asarray(image)
+            out.append(array[None] if grey else array.transpose(2, 0, 1))
+        return np.stack(out), np.array([c for _, c in pairs], dtype=np.int64)
+
+    train_files, test_files = files("train"), files("test")
+    order = np.random.default_rng(0).permutation(len(train_files))
+    picked = {"train": [train_files[i] for i in order[:6000]], "val": [train_files[i] for i in order[6000:8000]],
+              "test": [test_files[i] for i in np.random.default_rng(0).permutation(len(test_files))[:2000]]}
+    return {name: read(pairs) for name, pairs in picked.items()}
+
+
+def dataset(work: Path, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The dataset's three splits at the model's 32x32 (uint8 N x C x H x W, int64 labels), as ganlab reads them.
+
+    The images are written once as a ``folder`` dataset (train/, val/, test/ of class folders) and read back
+    through ``ganlab.load_split``, so the probe sees exactly the resizing the GAN trained on."""
+    import ganlab
+
+    cache = work / "data" / f"{name}-32.npz"
+    if not cache.is_file():
+        raw = _mnist() if name == "mnist" else _cifar(grey=name == "cifar-grey")
+        for split, (images, labels) in raw.items():
+            _write_folder(work / "data" / name / split, images, labels)
+        channels = raw["train"][0].shape[1]
+        splits = {s: [t.numpy() for t in ganlab.load_split("folder", s, root=work / "data" / name,
+                                                           image_size=32, channels=channels, progress=False)]
+                  for s in raw}
+        np.savez(cache, **{f"{s}_{k}": v for s, (x, y) in splits.items() for k, v in (("x", x), ("y", y))})
+    loaded = np.load(cache)
+    return {s: (loaded[f"{s}_x"], loaded[f"{s}_y"]) for s in ("train", "val", "test")}
+
+
+def _write_folder(out: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """out/<class>/NNNNN.png, one file per image."""
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = out / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+        Image.fromarray(pixels).save(folder / f"{i:05d}.png")
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+def train(work: Path, data: str, config: str, seed: int) -> Path:
+    """Train (or find) the run; one CPU thread, so another job can have the other core."""
+    run = work / "runs" / f"{data}-{config}-seed{seed}"
+    flags = CONFIGS[config]
+    if (run / f"epoch_{flags['epochs']:04d}.pt").is_file():
+        return run
+    channels = "1" if data in ("mnist", "cifar-grey") else "3"
+    args = [sys.executable, "-m", "ganlab", "train", "--dataset", "folder", "--data-root", str(work / "data" / data),
+            "--image-size", "32", "--channels", channels, "--seed", str(seed), "--out", str(run)]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+    last = run / "last.pt"
+    args += ["--resume", str(last)] if last.is_file() else ["--overwrite"]
+    start = time.perf_counter()
+    subprocess.run(args, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    print(f"trained {run.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ features
+
+def layer_blocks(D, images: np.ndarray, bn: str, real: np.ndarray):
+    """Per conv layer, float32 N x (16 C) of D's post-activation maps max-pooled to 4x4."""
+    import torch
+    import torch.nn.functional as F
+
+    import ganlab
+
+    x = torch.from_numpy(images)
+    model = ganlab.recompute_batchnorm(D, torch.from_numpy(real)) if bn == "real" else D.eval()
+    blocks = []
+    with torch.no_grad():
+        for start in range(0, len(x), 500):
+            _, maps = model(ganlab.to_unit_range(x[start:start + 500]), return_features=True)
+            blocks.append([F.adaptive_max_pool2d(m, 4).flatten(1).numpy() for m in maps])
+    return [np.concatenate([b[i] for b in blocks]) for i in range(len(blocks[0]))]
+
+
+def variant_features(blocks: dict[str, list[np.ndarray]], layers: str, scale: str) -> dict[str, np.ndarray]:
+    """split -> N x dims for one (layers, scale) variant; scales come from the training images only."""
+    chosen = {s: b[-2:] if layers == "last2" else b for s, b in blocks.items()}
+    out = {}
+    for split, per_layer in chosen.items():
+        parts = []
+        for i, block in enumerate(per_layer):
+            ref = chosen["train"][i]
+            if scale == "layer":
+                block = block / np.sqrt(np.mean(ref.astype(np.float64) ** 2))
+            elif scale == "std":
+                block = (block - ref.mean(0)) / (ref.std(0) + 1e-6)
+            parts.append(block.astype(np.float32))
+        out[split] = np.concatenate(parts, 1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ probing
+
+def probe(X: dict[str, np.ndarray], y: dict[str, np.ndarray], *, preprocess=None, modes=(10, None), draws=20):
+    """{(split, mode): (mean accuracy, std, C)} with svm-probe's protocol, on val and on test."""
+    from ganlab_plugins.probe.protocol import evaluate
+
+    out = {}
+    for mode in modes:
+        for split in ("val", "test"):
+            r = evaluate(X["train"], y["train"], X[split], y[split], labels_per_class=mode, draws=draws,
+                         C_grid=(1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-1), val_size=0.2, seed=0,
+                         preprocess=preprocess)
+            out[split, "all" if mode is None else f"{mode}pc"] = (r.accuracy_mean, r.accuracy_std, r.best_C)
+    return out
+
+
+class Results:
+    def __init__(self, path: Path):
+        self.path = path
+        self.done = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.done[self.key(row)] = row
+
+    @staticmethod
+    def key(row) -> tuple:
+        return tuple(row[k] for k in ("data", "features", "run", "epoch", "variant", "split", "mode"))
+
+    def has(self, **ident) -> bool:
+        return all(self.key({**ident, "split": s, "mode": m}) in self.done
+                   for s in ("val", "test") for m in ident.pop("modes", ("10pc", "all")))
+
+    def add(self, ident: dict, found: dict, seconds: float) -> None:
+        with open(self.path, "a") as f:
+            for (split, mode), (mean, std, C) in found.items():
+                row = {**ident, "split": split, "mode": mode, "accuracy": mean, "std": std, "C": C,
+                       "seconds": round(seconds, 1)}
+                self.done[self.key(row)] = row
+                f.write(json.dumps(row) + "\n")
+
+
+def baselines(work: Path, results: Results, data: str, splits, ndf_configs) -> None:
+    import torch
+
+    import ganlab
+
+    y = {s: v[1] for s, v in splits.items()}
+    channels = splits["train"][0].shape[1]
+    ident = {"data": data, "run": "-", "epoch": 0}
+    if not results.has(**ident, features="pixels", variant="raw"):
+        start = time.perf_counter()
+        X = {s: (v[0].reshape(len(v[0]), -1) / 127.5 - 1).astype(np.float32) for s, v in splits.items()}
+        results.add({**ident, "features": "pixels", "variant": "raw"}, probe(X, y), time.perf_counter() - start)
+    for how in ("standardize", "std-unlabelled"):
+        if results.has(**ident, features="kmeans200", variant=how):
+            continue
+        from ganlab_plugins.probe.kmeans_features import KMeansFeatures
+
+        start = time.perf_counter()
+        km = KMeansFeatures(k=200, seed=0).fit(splits["train"][0])
+        X = {s: km.transform(v[0]).astype(np.float32) for s, v in splits.items()}
+        if how == "std-unlabelled":
+            mean, std = X["train"].mean(0), X["train"].std(0) + 1e-6
+            X = {s: (v - mean) / std for s, v in X.items()}
+        found = probe(X, y, preprocess="standardize" if how == "standardize" else None)
+        results.add({**ident, "features": "kmeans200", "variant": how}, found, time.perf_counter() - start)
+    for config in ndf_configs:
+        flags = CONFIGS[config]
+        cfg = ganlab.ModelConfig(image_size=32, channels=channels, ngf=flags["ngf"], ndf=flags["ndf"])
+        torch.manual_seed(0)
+        D = ganlab.Discriminator(cfg)
+        name = f"random-d-ndf{flags['ndf']}"
+        evaluate_d(results, {"data": data, "features": name, "run": "-", "epoch": 0}, D, splits)
+
+
+def evaluate_d(results: Results, ident: dict, D, splits, variants=VARIANTS) -> None:
+    y = {s: v[1] for s, v in splits.items()}
+    for bn in sorted({v[0] for v in variants}):
+        todo = [v for v in variants if v[0] == bn and not results.has(**ident, variant="/".join(v))]
+        if not todo:
+            continue
+        blocks = {s: layer_blocks(D, v[0], bn, splits["train"][0]) for s, v in splits.items()}
+        for variant in todo:
+            start = time.perf_counter()
+            X = variant_features(blocks, variant[1], variant[2])
+            results.add({**ident, "variant": "/".join(variant)}, probe(X, y), time.perf_counter() - start)
+
+
+def evaluate_run(results: Results, data: str, run: Path, splits, epochs: list[int]) -> None:
+    import ganlab
+
+    for epoch in epochs:
+        path = run / f"epoch_{epoch:04d}.pt"
+        gan = ganlab.load(path)
+        evaluate_d(results, {"data": data, "features": "d", "run": run.name, "epoch": epoch}, gan.discriminator,
+                   splits)
+        print(f"probed {run.name} epoch {epoch}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ table
+
+def table(results: Results) -> str:
+    """Markdown: every feature set's val (and test) accuracy per variant, 10 per class and all labels."""
+    rows = {}
+    for row in results.done.values():
+        key = (row["data"], row["features"], row["run"], row["epoch"], row["variant"])
+        rows.setdefault(key, {})[row["split"], row["mode"]] = row
+    lines = ["| data | features | run | epoch | variant | val 10pc | val all | test 10pc | test all |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(rows):
+        cells = []
+        for split in ("val", "test"):
+            for mode in ("10pc", "all"):
+                r = rows[key].get((split, mode))
+                cells.append("" if r is None else f"{100 * r['accuracy']:.2f}" +
+                             (f" ± {100 * r['std']:.2f}" if mode != "all" else ""))
+        lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="folder for data, runs and results.jsonl")
+    parser.add_argument("--dataset", choices=("mnist", "cifar", "cifar-grey"), default="mnist")
+    parser.add_argument("--config", default="n32", help=f"one of {', '.join(CONFIGS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", help="epochs to probe, comma-separated (default: 5 evenly spread + last)")
+    parser.add_argument("--table", action="store_true", help="print the results table and stop")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = Results(args.work / "results.jsonl")
+    if args.table:
+        print(table(results))
+        return 0
+    splits = dataset(args.work, args.dataset)
+    baselines(args.work, results, args.dataset, splits, [args.config])
+    run = train(args.work, args.dataset, args.config, args.seed)
+    last = CONFIGS[args.config]["epochs"]
+    epochs = ([int(e) for e in args.epochs.split(",")] if args.epochs
+              else sorted({max(1, round(last * k / 5)) for k in range(1, 6)} | {2}))
+    evaluate_run(results, args.dataset, run, splits, epochs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
