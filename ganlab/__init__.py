@@ -21,10 +21,13 @@ _LAZY = {
     "DatasetSource": "ganlab.datasets", "Layout": "ganlab.datasets", "open_split": "ganlab.api",
     "load_split": "ganlab.api", "dataset_source": "ganlab.api",
     "to_unit_range": "ganlab.images", "to_display_range": "ganlab.images", "to_uint8": "ganlab.images",
-    "nearest_neighbours": "ganlab.neighbours",
+    "nearest_neighbours": "ganlab.measure.neighbours",
+    # row blocks of large (memory-mapped) feature matrices, the one way to read them in chunks
+    "shape_of": "ganlab.measure.rows", "row_block": "ganlab.measure.rows", "row_blocks": "ganlab.measure.rows",
+    "block_rows": "ganlab.measure.rows",
     # D's pooled features, shared by the probe, memorisation checks and sample quality
-    "discriminator_features": "ganlab.features", "feature_dim": "ganlab.features", "pool_maps": "ganlab.features",
-    "cached_features": "ganlab.features", "feature_cache_key": "ganlab.features",
+    "discriminator_features": "ganlab.measure.features", "feature_dim": "ganlab.measure.features", "pool_maps": "ganlab.measure.features",
+    "cached_features": "ganlab.measure.features", "feature_cache_key": "ganlab.measure.features",
     "recompute_batchnorm": "ganlab.batchnorm", "content_digest": "ganlab.store.digest",
     # writing files: atomically, into folders ganlab may write, and the verified cache
     "atomic_file": "ganlab.store.atomic", "write_atomically": "ganlab.store.atomic",

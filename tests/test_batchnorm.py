@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import ganlab
-import ganlab.features as F
+import ganlab.measure.features as F
 from ganlab import GanlabError, recompute_batchnorm, to_unit_range
 from ganlab.models import Discriminator, ModelConfig
 

@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 import ganlab
-import ganlab.features as F
+import ganlab.measure.features as F
 from ganlab import load_split, registry, to_unit_range
 from ganlab.models import PRESETS, Discriminator, ModelConfig
 from ganlab.report import make_report
