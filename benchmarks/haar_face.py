@@ -42,7 +42,7 @@ def main() -> None:
     for name in CASCADES:
         cascade = cv2.CascadeClassifier(f"{cv2.data.haarcascades}haarcascade_frontalface_{name}.xml")
         for neighbours in (3, 5, 8):
-            def detect(image):
+            def detect(image, cascade=cascade, neighbours=neighbours):
                 return cascade.detectMultiScale(grey(image), scaleFactor=1.1, minNeighbors=neighbours,
                                                 minSize=(24, 24))
             false = {k: len(detect(v)) for k, v in free.items() if len(detect(v))}
