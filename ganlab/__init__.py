@@ -26,8 +26,9 @@ _LAZY = {
     "shape_of": "ganlab.measure.rows", "row_block": "ganlab.measure.rows", "row_blocks": "ganlab.measure.rows",
     "block_rows": "ganlab.measure.rows",
     # D's pooled features, shared by the probe, memorisation checks and sample quality
-    "discriminator_features": "ganlab.measure.features", "feature_dim": "ganlab.measure.features", "pool_maps": "ganlab.measure.features",
-    "cached_features": "ganlab.measure.features", "feature_cache_key": "ganlab.measure.features",
+    "discriminator_features": "ganlab.measure.features", "feature_dim": "ganlab.measure.features",
+    "pool_maps": "ganlab.measure.features", "cached_features": "ganlab.measure.features",
+    "feature_cache_key": "ganlab.measure.features",
     "recompute_batchnorm": "ganlab.batchnorm", "content_digest": "ganlab.store.digest",
     # writing files: atomically, into folders ganlab may write, and the verified cache
     "atomic_file": "ganlab.store.atomic", "write_atomically": "ganlab.store.atomic",
