@@ -1,11 +1,13 @@
-"""The plugin manager: loads plugins, calls their register hooks through pluggy, keeps what they registered.
+"""The plugin manager: loads plugins and keeps what each one registered.
 
-Core modules (datasets, the pytorch/examples checkpoint reader) register exactly like the plugins found
-through the ``ganlab`` entry-point group, built-ins and third-party alike. Hooks are called the way pluggy
-documents (``pm.hook.ganlab_register_evaluators(register=...)``), so ``tryfirst``/``trylast`` and hook
-wrappers work. Registration is all or nothing per plugin: a plugin that fails to import, raises in any
-hook, or registers something invalid or clashing is disabled whole, and its error is kept for
-``ganlab plugins``. Only the top of the house (CLI, report, ``ganlab.api``) uses this module.
+Core modules (the built-in datasets, the pytorch/examples reader) register exactly like the plugins found
+through the ``ganlab`` entry-point group, built-ins and third-party alike. Each plugin's register hooks are
+called on their own (pluggy's ``subset_hook_caller``) with a ``register`` callback bound to that plugin, so
+every registration belongs to a known plugin, and tryfirst/trylast and a plugin's own wrappers work as pluggy
+documents. Registration is all or nothing per plugin: one that fails to import, raises in a hook, or registers
+something invalid or clashing is disabled whole, and its error is kept for ``ganlab plugins``. A clash between a
+built-in and a third-party plugin disables the third-party one. Only the top of the house (CLI, report,
+``ganlab.api``, ``ganlab.testing``) uses this module.
 """
 from __future__ import annotations
 
@@ -53,49 +55,14 @@ class PluginInfo:
         return self.distribution == BUILTIN_DISTRIBUTION
 
 
-class PluginFault(Exception):
-    """Raised inside a hook call to disable one plugin (a bad or clashing registration)."""
-
-    def __init__(self, plugin: str, message: str):
-        super().__init__(message)
-        self.plugin = plugin
-
-
 def _base_class(spec: str) -> type:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def _hookimpl_codes(pm: pluggy.PluginManager, hook_name: str) -> dict[Any, str]:
-    """code object of each implementation of ``hook_name`` -> its plugin's name."""
-    codes = {}
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
-        function = getattr(impl.function, "__func__", impl.function)
-        code = getattr(function, "__code__", None)
-        if code is not None:
-            codes[code] = impl.plugin_name
-    return codes
-
-
-def _calling_plugin(codes: dict[Any, str]) -> str | None:
-    """The plugin whose hook implementation is on the call stack (the innermost one)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code in codes:
-            return codes[frame.f_code]
-        frame = frame.f_back
-    return None
-
-
-def _failing_plugin(exc: BaseException, codes: dict[Any, str]) -> str | None:
-    """The plugin whose hook implementation raised ``exc`` (the innermost one in its traceback)."""
-    if isinstance(exc, PluginFault):
-        return exc.plugin
-    found, tb = None, exc.__traceback__
-    while tb is not None:
-        found = codes.get(tb.tb_frame.f_code, found)
-        tb = tb.tb_next
-    return found
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, GanlabError) else f"{type(exc).__name__}: {text}"
 
 
 def _declaration_problem(obj: Any) -> str | None:
@@ -109,99 +76,99 @@ def _declaration_problem(obj: Any) -> str | None:
     return f"directions {', '.join(wrong)}: use 'higher', 'lower' or None" if wrong else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if isinstance(exc, PluginFault) else f"{type(exc).__name__}: {text}"
+def call_order(pm: pluggy.PluginManager, hook_names: list[str]) -> list[str]:
+    """The plugins implementing ``hook_names``, in the order pluggy calls them (tryfirst first)."""
+    order: list[str] = []
+    for hook_name in hook_names:
+        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+            if impl.plugin_name not in order:
+                order.append(impl.plugin_name)
+    return order
+
+
+def call_one(pm: pluggy.PluginManager, plugin: str, hook_name: str, **kwargs: Any) -> Any:
+    """Call ``hook_name`` of one plugin only (its wrappers and tryfirst/trylast included)."""
+    others = [p for name, p in pm.list_name_plugin() if name != plugin]
+    return pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
 
 
 class Registry:
     """Everything the loaded plugins registered, by kind and name."""
 
     def __init__(self, pm: pluggy.PluginManager, plugins: dict[str, PluginInfo]):
-        self.pm = pm
-        self.plugins = plugins
+        self.pm, self.plugins = pm, plugins
         self.items: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self.owner: dict[tuple[str, str], str] = {}
         bases = {kind: _base_class(spec) for kind, (_, spec) in KINDS.items()}
-        # Each failure disables one plugin and starts over, so this ends after at most len(plugins) + 1 rounds.
-        for _ in range(len(plugins) + 2):
-            self.items = {kind: {} for kind in KINDS}
-            self.owner = {}
-            for info in plugins.values():
-                info.registers = {k: v for k, v in info.registers.items() if k not in KINDS}
+        for plugin in call_order(pm, [hook for hook, _ in KINDS.values()]):
             try:
-                for kind, (hook_name, _) in KINDS.items():
-                    self._call(kind, hook_name, bases[kind])
-                return
+                self._merge(plugin, self._collect(plugin, bases))
             except Exception as exc:  # a broken plugin must not take ganlab down
-                culprit = getattr(exc, "_ganlab_plugin", None)
-                if culprit is None:
-                    raise
-                disable_plugin(pm, plugins, culprit, _one_line(exc))
-        raise GanlabError("plugins keep failing to register; start with GANLAB_DISABLE_PLUGINS set")  # pragma: no cover
+                disable_plugin(pm, plugins, plugin, _one_line(exc))
 
-    def _call(self, kind: str, hook_name: str, base: type) -> None:
-        codes = _hookimpl_codes(self.pm, hook_name)
+    def _collect(self, plugin: str, bases: dict[str, type]) -> dict[str, dict[str, Any]]:
+        """kind -> name -> object: what one plugin's register hooks hand over, each object checked."""
+        found: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 
-        def register(obj: Any) -> None:
-            plugin = _calling_plugin(codes) or "?"
+        def register(kind: str, obj: Any) -> None:
             name = getattr(obj, "name", None)
-            if not isinstance(obj, base):
-                raise PluginFault(plugin, f"plugin {plugin} registered {obj!r} as one of {kind}, but it is not a "
-                                          f"{base.__name__}")
+            if not isinstance(obj, bases[kind]):
+                raise GanlabError(f"plugin {plugin} registered {obj!r} as one of {kind}, but it is not a "
+                                  f"{bases[kind].__name__}")
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
-                raise PluginFault(plugin, f"plugin {plugin} registered {kind[:-1]} name {name!r}: use lowercase "
-                                          "letters, digits and dashes")
+                raise GanlabError(f"plugin {plugin} registered {kind[:-1]} name {name!r}: use lowercase letters, "
+                                  "digits and dashes")
             problem = _declaration_problem(obj)
             if problem:
-                raise PluginFault(plugin, f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
-            if name in self.items[kind]:
-                other = self.owner[(kind, name)]
-                # A built-in never loses its name: the third-party side of a clash is the one disabled.
-                loser = other if self._builtin(plugin) and not self._builtin(other) else plugin
-                raise PluginFault(loser, f"{kind[:-1]} name {name!r} is registered by both {other} and {plugin}; "
-                                         f"{loser} was disabled (or disable one yourself with {DISABLE_ENV})")
-            self.items[kind][name] = obj
-            self.owner[(kind, name)] = plugin
-            self.plugins.setdefault(plugin, PluginInfo(plugin, "?", "?")).registers.setdefault(kind, []).append(name)
+                raise GanlabError(f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
+            self._clash(plugin, kind, name)
+            found[kind][name] = obj
 
-        try:
-            getattr(self.pm.hook, hook_name)(register=register)
-        except Exception as exc:
-            exc._ganlab_plugin = _failing_plugin(exc, codes)
-            raise
+        for kind, (hook_name, _) in KINDS.items():
+            call_one(self.pm, plugin, hook_name, register=lambda obj, kind=kind: register(kind, obj))
+        return found
+
+    def _clash(self, plugin: str, kind: str, name: str) -> None:
+        """A name another plugin has: the third-party side is disabled (a built-in keeps its name)."""
+        other = self.owner.get((kind, name))
+        if other is None:
+            return
+        loser = other if self._builtin(plugin) and not self._builtin(other) else plugin
+        message = (f"{kind[:-1]} name {name!r} is registered by both {other} and {plugin}; {loser} was disabled "
+                   f"(or disable one yourself with {DISABLE_ENV})")
+        if loser == plugin:
+            raise GanlabError(message)
+        self._drop(other)
+        disable_plugin(self.pm, self.plugins, other, message)
+
+    def _merge(self, plugin: str, found: dict[str, dict[str, Any]]) -> None:
+        """Add one plugin's checked objects."""
+        info = self.plugins.setdefault(plugin, PluginInfo(plugin, "?", "?"))
+        for kind, objects in found.items():
+            for name, obj in objects.items():
+                self.items[kind][name], self.owner[(kind, name)] = obj, plugin
+            if objects:
+                info.registers[kind] = list(objects)
+
+    def _drop(self, plugin: str) -> None:
+        for (kind, name), owner in list(self.owner.items()):
+            if owner == plugin:
+                del self.items[kind][name], self.owner[(kind, name)]
+        self.plugins[plugin].registers = {k: v for k, v in self.plugins[plugin].registers.items() if k not in KINDS}
 
     def _builtin(self, plugin: str) -> bool:
         info = self.plugins.get(plugin)
         return bool(info and info.builtin)
 
-    @property
-    def datasets(self) -> dict[str, Any]:
-        return self.items["datasets"]
-
-    @property
-    def evaluators(self) -> dict[str, Any]:
-        return self.items["evaluators"]
-
-    @property
-    def analyses(self) -> dict[str, Any]:
-        return self.items["analyses"]
-
-    @property
-    def experiments(self) -> dict[str, Any]:
-        return self.items["experiments"]
-
-    @property
-    def detectors(self) -> dict[str, Any]:
-        return self.items["detectors"]
-
-    @property
-    def feature_spaces(self) -> dict[str, Any]:
-        return self.items["feature_spaces"]
+    def __getattr__(self, kind: str) -> dict[str, Any]:
+        """``registry.evaluators``, ``registry.datasets``, ...: name -> object of one kind."""
+        if kind in KINDS:
+            return self.items[kind]
+        raise AttributeError(kind)
 
     def components(self) -> dict[str, Any]:
         """Evaluators then analyses, by name."""
-        return {**self.evaluators, **self.analyses}
+        return {**self.items["evaluators"], **self.items["analyses"]}
 
     def component_owner(self, name: str) -> str:
         return self.owner.get(("evaluators", name)) or self.owner.get(("analyses", name)) or "?"
@@ -234,10 +201,6 @@ def disable_plugin(pm: pluggy.PluginManager, plugins: dict[str, PluginInfo], nam
         pm.unregister(plugin)
 
 
-def disabled_names() -> set[str]:
-    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
-
-
 def _register_checked(pm: pluggy.PluginManager, module: Any, info: PluginInfo) -> None:
     try:
         pm.register(module, name=info.name)
@@ -255,14 +218,13 @@ def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]
     pm = pluggy.PluginManager("ganlab")
     pm.add_hookspecs(hookspecs)
     plugins: dict[str, PluginInfo] = {}
-    disabled = disabled_names()
+    disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
     for module_name in CORE_PLUGINS:
         info = plugins[module_name] = PluginInfo(module_name, BUILTIN_DISTRIBUTION, __version__)
         _register_checked(pm, importlib.import_module(module_name), info)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist else "?"
-        version = ep.dist.version if ep.dist else "?"
-        info = plugins[ep.name] = PluginInfo(ep.name, dist, version)
+        info = plugins[ep.name] = PluginInfo(ep.name, ep.dist.name if ep.dist else "?",
+                                             ep.dist.version if ep.dist else "?")
         if ep.name in disabled:
             info.disabled = True
             continue
@@ -301,51 +263,31 @@ def get_registry(reload: bool = False) -> Registry:
     return _registry
 
 
-def register_commands(cli: Any) -> dict[str, str]:
-    """Let every plugin add click commands to ``cli``; returns command name -> plugin.
+def collect_commands(cli: Any) -> dict[str, str]:
+    """Add every plugin's click commands to ``cli``; returns command name -> plugin. Each plugin adds its
+    commands to a click group of its own first; one that raises, or takes a name already used, is disabled."""
+    import click
 
-    A plugin that raises, or adds a command whose name is taken, is disabled whole and its commands removed.
-    """
     pm, plugins = plugin_manager()
-    codes = _hookimpl_codes(pm, "ganlab_register_commands")
-    builtin_commands = set(cli.commands)
     added: dict[str, str] = {}
-    for _ in range(len(plugins) + 2):
-        added = {}
+    for plugin in call_order(pm, ["ganlab_register_commands"]):
+        group = click.Group()
         try:
-            _call_command_hooks(pm, cli, codes, builtin_commands, added)
-            break
-        except Exception as exc:
-            for name in added:
-                cli.commands.pop(name, None)
-            culprit = _failing_plugin(exc, codes)
-            if culprit is None:
-                raise
-            disable_plugin(pm, plugins, culprit, _one_line(exc))
-    for name, plugin in added.items():
-        plugins.setdefault(plugin, PluginInfo(plugin, "?", "?")).registers.setdefault("commands", []).append(name)
-    return added
-
-
-def _call_command_hooks(pm: pluggy.PluginManager, cli: Any, codes: dict[Any, str], taken: set[str],
-                        added: dict[str, str]) -> None:
-    """One call of ``ganlab_register_commands``; ``added`` collects command name -> plugin as they come."""
-
-    def add_command(cmd: Any, name: str | None = None) -> None:
-        plugin = _calling_plugin(codes) or "?"
-        name = name or cmd.name
-        if name in taken or name in added:
-            other = "ganlab" if name in taken else added[name]
-            raise PluginFault(plugin, f"command {name!r} of plugin {plugin} clashes with {other}'s; {plugin} was "
+            call_one(pm, plugin, "ganlab_register_commands", cli=group)
+            for name in group.commands:
+                if name in cli.commands:
+                    other = added.get(name, "ganlab")
+                    raise GanlabError(f"command {name!r} of plugin {plugin} clashes with {other}'s; {plugin} was "
                                       "disabled")
-        type(cli).add_command(cli, cmd, name)
-        added[name] = plugin
-
-    cli.add_command = add_command  # an instance attribute: attributes each command to its plugin
-    try:
-        pm.hook.ganlab_register_commands(cli=cli)
-    finally:
-        del cli.add_command
+        except Exception as exc:
+            disable_plugin(pm, plugins, plugin, _one_line(exc))
+            continue
+        for name, command in group.commands.items():
+            cli.add_command(command, name)
+            added[name] = plugin
+        if group.commands:
+            plugins.setdefault(plugin, PluginInfo(plugin, "?", "?")).registers["commands"] = list(group.commands)
+    return added
 
 
 def register_plugin(module: Any, name: str) -> Registry:

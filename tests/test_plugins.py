@@ -62,6 +62,13 @@ class Constant(Evaluator):
         return Result(metrics={"value": self.value})
 
 
+class ConstantAnalysis(ganlab.Analysis):
+    description = "looks at nothing"
+
+    def __init__(self, name):
+        self.name = name
+
+
 def test_every_hookspec_has_a_test():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ganlab_")]
     assert len(specs) == 8
@@ -259,7 +266,7 @@ def test_register_checks_name_and_base_class(plugin_module, bad, message):
 def test_name_clash_names_both_plugins_and_the_builtin_keeps_its_name(plugin_module):
     # copycat registers after the built-ins but pluggy calls it first: it must still be the one refused
     reg = plugin_module("copycat", ganlab_register_evaluators=lambda register: register(Constant("d-score")),
-                        ganlab_register_analyses=lambda register: register(Constant("copycat-extra")))
+                        ganlab_register_analyses=lambda register: register(ConstantAnalysis("copycat-extra")))
     error = reg.plugins["copycat"].error
     assert "'d-score' is registered by both copycat and d-score; copycat was disabled" in error
     assert type(reg.evaluators["d-score"]).__name__ == "DiscriminatorScore"

@@ -67,9 +67,9 @@ def main() -> None:
 
 
 def _add_plugin_commands() -> None:
-    from ganlab.registry import register_commands
+    from ganlab.registry import collect_commands
 
-    GanlabGroup.plugin_commands = register_commands(cli)
+    GanlabGroup.plugin_commands = collect_commands(cli)
 
 
 for command in (train, sample, plugins, components, new_plugin, report, run, cache):
