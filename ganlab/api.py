@@ -70,3 +70,9 @@ def train(options: "TrainOptions", progress: bool = True) -> Path:
     options, payload, changed = resume_state(options)
     return run_training(options, dataset_source(options.dataset), progress=progress, resume_payload=payload,
                         changed=changed)
+
+
+def seed_tables(summary: dict[str, Any]) -> list[Any]:
+    """The tables plugins add to a summary over GAN seeds (``ganlab_summarise_seeds``), in call order."""
+    return [table for found in plugin_manager()[0].hook.ganlab_summarise_seeds(summary=summary) if found
+            for table in found]

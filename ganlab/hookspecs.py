@@ -74,6 +74,17 @@ def ganlab_register_experiments(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def ganlab_summarise_seeds(summary: dict[str, Any]) -> "list[Any] | None":
+    """Tables for the summary of ``ganlab run EXPERIMENT --seeds K`` (seeds.md, and printed by the command).
+
+    ``summary["seeds"]`` lists the GAN seeds; ``summary["components"]`` maps each component name to its
+    metrics, each ``{"mean", "std", "min", "max", "n", "values"}`` over the seeds' reports (``std`` with ddof 1;
+    ``values`` one per seed in ``seeds`` order, None where that seed's report lacks the metric). Return a list
+    of ``ganlab.Table`` for your component's headline numbers over seeds (or None).
+    """
+
+
+@hookspec
 def ganlab_register_commands(cli: "click.Group") -> None:
     """Add click commands to the ``ganlab`` command group: ``cli.add_command(my_command)``."""
 

@@ -71,10 +71,23 @@ class ConstantAnalysis(ganlab.Analysis):
 
 def test_every_hookspec_has_a_test():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("ganlab_")]
-    assert len(specs) == 8
+    assert len(specs) == 9
     tests = {name for name, _ in inspect.getmembers(sys.modules[__name__], inspect.isfunction)}
     missing = [s for s in specs if f"test_hook_{s}" not in tests]
     assert not missing, f"hooks without a test: {missing}"
+
+
+def test_hook_ganlab_summarise_seeds(plugin_module):
+    from ganlab.api import seed_tables
+    from ganlab.report import seed_runs
+
+    table = ganlab.Table("m over seeds", ["metric", "mean"], [["x", "0.5"]])
+    plugin_module("seedy", ganlab_summarise_seeds=lambda summary: [table] if "m" in summary["components"] else None)
+    summary = seed_runs.summarise({0: {"components": {"m": {"metrics": {"x": 0.4}}}},
+                                   1: {"components": {"m": {"metrics": {"x": 0.6}}}}})
+    assert seed_tables(summary) == [table]
+    assert "## m over seeds" in seed_runs.markdown(summary, "exp", seed_tables(summary))
+    assert seed_tables({"seeds": [0], "components": {}}) == []
 
 
 def test_hook_ganlab_register_evaluators(plugin_module, tiny_run, tmp_path):

@@ -29,13 +29,14 @@ def test_summary_matches_numpy_over_the_seeds_that_have_each_metric():
     assert n10["mean"] == pytest.approx(xs.mean()) and n10["std"] == pytest.approx(xs.std(ddof=1))
     assert (n10["min"], n10["max"], n10["n"]) == (0.80, 0.86, 3)
     assert summary["components"]["svm-probe"]["d.feature_dim"]["std"] == 0.0
+    assert n10["values"] == [0.80, 0.86, 0.83]  # per seed, for tables that pair seeds
     # Only seed 1 has d-score; text, booleans and NaN are not numbers to average.
-    assert summary["components"]["d-score"] == {"accuracy": {"mean": 0.7, "std": 0.0, "min": 0.7, "max": 0.7, "n": 1}}
-    rows = seed_runs.probe_rows(summary)
-    assert ["d", "n10", f"{100 * xs.mean():.2f} ± {100 * xs.std(ddof=1):.2f}", "3"] in rows
-    assert all(row[1] != "feature_dim" for row in rows) and len(rows) == 2
-    text = seed_runs.markdown(summary, "probe-x")
-    assert "| d | n10 | 83.00 ± 3.00 | 3 |" in text and "| d-score | accuracy | 0.7 | 0 | 0.7 | 0.7 | 1 |" in text
+    assert summary["components"]["d-score"] == {"accuracy": {"mean": 0.7, "std": 0.0, "min": 0.7, "max": 0.7, "n": 1,
+                                                             "values": [None, 0.7, None]}}
+    table = ganlab.Table("a plugin's table", ["features", "accuracy %"], [["d", "83.00 ± 3.00"]])
+    text = seed_runs.markdown(summary, "probe-x", [table])
+    assert "## a plugin's table" in text and "| d | 83.00 ± 3.00 |" in text
+    assert "| d-score | accuracy | 0.7 | 0 | 0.7 | 0.7 | 1 |" in text
 
 
 def test_seed_folders_sit_beside_the_base():

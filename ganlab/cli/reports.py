@@ -136,10 +136,15 @@ def run(experiment, list_, retrain, checkpoint, report_out, settings, quiet, see
         # The report seed stays the first one, so every GAN is probed with the same label draws.
         _run_experiment(exp, options.updated(seed=seed, out=str(runs[seed])), retrain, None, reports[seed], settings,
                         quiet, options.seed, component_timeout)
+    from ganlab.api import seed_tables
+
     summary = seed_runs.summarise(seed_runs.read_metrics(reports))
-    written = seed_runs.write_summary(seed_runs.summary_folder(report_out), summary, exp.name, reports)
-    for row in seed_runs.probe_rows(summary):
-        click.echo(f"{row[0]:<12} {row[1]:<6} {row[2]} % over {row[3]} GAN seeds")
+    tables = seed_tables(summary)
+    written = seed_runs.write_summary(seed_runs.summary_folder(report_out), summary, exp.name, reports, tables)
+    for table in tables:
+        click.echo(f"{table.title}:")
+        for row in table.rows:
+            click.echo("  " + "  ".join(map(str, row)))
     click.echo(f"summary over {seeds} GAN seeds: {written}")
 
 

@@ -1,10 +1,10 @@
 """Results over GAN seeds: ``ganlab run EXPERIMENT --seeds K`` trains K GANs and summarises their reports.
 
-A probe table's ``± std`` over label draws says how much the numbers move when other images are labelled; it says
-nothing about how much they move when the same recipe trains another GAN. This module reads the ``metrics.json``
-of each seed's report and gives every numeric metric's mean and sample standard deviation (ddof 1) over seeds,
-and for ``svm-probe`` the probe table: each feature set's mean accuracy over label draws, as mean ± std over GAN
-seeds. Every seed's report uses the same report seed, so the label draws are the same images in each.
+A band over label draws says how much a number moves when other images are labelled; it says nothing about how
+much it moves when the same recipe trains another GAN. This module reads each seed's ``metrics.json`` and gives
+every numeric metric's mean and sample standard deviation (ddof 1) over seeds; components add tables of their
+own through the ``ganlab_summarise_seeds`` hook. Every seed's report uses the same report seed, so label draws
+are the same images in each.
 """
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ import statistics
 from pathlib import Path
 
 from ganlab.errors import GanlabError
-
-PROBE = "svm-probe"
-
 
 def seed_folders(base: str | Path, seeds: list[int]) -> dict[int, Path]:
     """Each seed's folder beside ``base``: ``runs/probe-digits`` -> ``runs/probe-digits-seed3``."""
@@ -54,41 +51,34 @@ def summarise(metrics: dict[int, dict]) -> dict:
     A metric missing in some seed's report (its component was skipped or failed there) is summarised over the
     seeds that have it, and ``n`` says how many.
     """
-    values: dict[str, dict[str, list[float]]] = {}
-    for seed in sorted(metrics):
+    seeds = sorted(metrics)
+    values: dict[str, dict[str, list[float | None]]] = {}
+    for i, seed in enumerate(seeds):
         for name, component in metrics[seed].get("components", {}).items():
             for key, value in (component.get("metrics") or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    values.setdefault(name, {}).setdefault(key, []).append(float(value))
+                    values.setdefault(name, {}).setdefault(key, [None] * len(seeds))[i] = float(value)
     summary: dict[str, dict] = {}
     for name, keys in values.items():
         summary[name] = {}
         for key, xs in keys.items():
-            summary[name][key] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
-                                  "min": min(xs), "max": max(xs), "n": len(xs)}
+            found = [x for x in xs if x is not None]
+            summary[name][key] = {"mean": statistics.fmean(found),
+                                  "std": statistics.stdev(found) if len(found) > 1 else 0.0,
+                                  "min": min(found), "max": max(found), "n": len(found), "values": xs}
     return {"seeds": sorted(metrics), "components": summary}
 
 
-def probe_rows(summary: dict) -> list[list[str]]:
-    """The svm-probe table over seeds: [feature set, label budget, accuracy mean ± std over seeds (%), n]."""
-    rows = []
-    for key, stats in summary["components"].get(PROBE, {}).items():
-        if key.endswith(".accuracy") and key.count(".") == 2:
-            features, budget, _ = key.split(".")
-            rows.append([features, budget, f"{100 * stats['mean']:.2f} ± {100 * stats['std']:.2f}", str(stats["n"])])
-    return rows
-
-
-def markdown(summary: dict, experiment: str) -> str:
-    """seeds.md: the probe table (when svm-probe ran), then every metric's mean ± std over seeds."""
+def markdown(summary: dict, experiment: str, tables: list | None = None) -> str:
+    """seeds.md: the components' own tables (``tables``, from ``ganlab_summarise_seeds``), then every metric's
+    mean ± std over seeds."""
     seeds = ", ".join(map(str, summary["seeds"]))
     lines = [f"# {experiment} over GAN seeds {seeds}", "",
-             "Each value: mean ± std (ddof 1) over GAN seeds of the seed's own figure (for svm-probe, the mean "
-             "accuracy over that report's label draws).", ""]
-    rows = probe_rows(summary)
-    if rows:
-        lines += ["## svm-probe accuracy", "", "| features | labels per class | accuracy % | seeds |",
-                  "|---|---|---|---|"] + [f"| {' | '.join(row)} |" for row in rows] + [""]
+             "Each value: mean ± std (ddof 1) over GAN seeds of the seed's own figure.", ""]
+    for table in tables or []:
+        lines += [f"## {table.title}", "", "| " + " | ".join(map(str, table.columns)) + " |",
+                  "|" + "---|" * len(table.columns)] + ["| " + " | ".join(map(str, r)) + " |" for r in table.rows]
+        lines.append("")
     lines += ["## Every metric", "", "| component | metric | mean | std | min | max | seeds |",
               "|---|---|---|---|---|---|---|"]
     for name, keys in sorted(summary["components"].items()):
@@ -98,12 +88,14 @@ def markdown(summary: dict, experiment: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict[int, Path]) -> Path:
+def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict[int, Path],
+                  tables: list | None = None) -> Path:
     """seeds.json and seeds.md in ``out``, written as one folder (``ganlab.StagedFolder``); returns seeds.md."""
     from ganlab.store.staged import StagedFolder
 
-    data = {**summary, "experiment": experiment, "reports": {str(k): str(v) for k, v in reports.items()}}
+    data = {**summary, "experiment": experiment, "reports": {str(k): str(v) for k, v in reports.items()},
+            "tables": [{"title": t.title, "columns": list(t.columns), "rows": t.rows} for t in tables or []]}
     with StagedFolder(out, "seed summary") as folder:
-        folder.write_text("seeds.json", json.dumps(data, indent=1) + "\n")
-        folder.write_text("seeds.md", markdown(summary, experiment))
+        folder.write_text("seeds.json", json.dumps(data, indent=1, default=str) + "\n")
+        folder.write_text("seeds.md", markdown(summary, experiment, tables))
         return folder.commit() / "seeds.md"
