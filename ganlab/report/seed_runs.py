@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ganlab.errors import GanlabError
 
+
 def seed_folders(base: str | Path, seeds: list[int]) -> dict[int, Path]:
     """Each seed's folder beside ``base``: ``runs/probe-digits`` -> ``runs/probe-digits-seed3``."""
     base = _named(base)
