@@ -12,9 +12,10 @@ from ganlab.hookspecs import hookimpl  # noqa: E402, F401
 
 _LAZY = {
     # models and loading
-    "load": "ganlab.api", "train": "ganlab.api", "LoadedGAN": "ganlab.loaded_gan", "ModelConfig": "ganlab.models",
-    "Generator": "ganlab.models", "Discriminator": "ganlab.models", "PRESETS": "ganlab.models",
+    "load": "ganlab.api", "train": "ganlab.api", "LoadedGAN": "ganlab.loaded_gan", "ModelConfig": "ganlab.defaults",
+    "Generator": "ganlab.models", "Discriminator": "ganlab.models", "PRESETS": "ganlab.defaults",
     "sample_latent": "ganlab.models", "init_weights": "ganlab.models", "TrainOptions": "ganlab.defaults",
+    "ReportOptions": "ganlab.defaults",
     "select_device": "ganlab.devices", "Detector": "ganlab.detectors", "Box": "ganlab.detectors",
     "detector": "ganlab.api", "Option": "ganlab.options", "FeatureSpace": "ganlab.feature_spaces",
     # data

@@ -9,74 +9,16 @@ The paper's rules, all checked by tests/test_models.py:
 
 Both networks are an ``nn.Sequential`` called ``main`` with the layer order of the
 pytorch/examples DCGAN script, so that script's checkpoints load into ``dcgan64`` unchanged.
+``ModelConfig`` and ``PRESETS`` (torch-free) live in ``ganlab.defaults``.
 """
 from __future__ import annotations
-
-import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
-from ganlab.errors import GanlabError
+from ganlab.defaults import PRESETS, ModelConfig
 
-LATENTS = ("normal", "uniform")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild G and D; stored in every checkpoint."""
-
-    image_size: int = 32  # a power of two from 16 to 128
-    channels: int = 3  # 1 (grey) or 3 (RGB)
-    nz: int = 100  # latent dimension
-    ngf: int = 64  # G width: its last hidden layer has ngf feature maps
-    ndf: int = 64  # D width: its first layer has ndf feature maps
-    kernel_size: int = 4  # 4 (pytorch/examples) or 3/5 (the paper's models)
-    latent: str = "normal"  # "normal" N(0, 1) or "uniform" U[-1, 1]
-    extra_layers: int = 0  # stride-1 layers before each strided D layer (mirrored in G)
-
-    def __post_init__(self) -> None:
-        size = self.image_size
-        if size < 16 or size > 128 or size & (size - 1):
-            raise GanlabError(f"image size {size} is not supported; use a power of two from 16 to 128 (32 or 64)")
-        if self.channels not in (1, 3):
-            raise GanlabError(f"channels must be 1 or 3, not {self.channels}")
-        if self.kernel_size not in (3, 4, 5):
-            raise GanlabError(f"kernel size must be 3, 4 or 5, not {self.kernel_size}")
-        if self.latent not in LATENTS:
-            raise GanlabError(f"latent must be one of {', '.join(LATENTS)}, not {self.latent!r}")
-        if min(self.nz, self.ngf, self.ndf) < 1 or self.extra_layers < 0:
-            raise GanlabError("nz, ngf and ndf must be positive and extra_layers >= 0")
-        if self.extra_layers and self.kernel_size % 2 == 0:
-            raise GanlabError("extra stride-1 layers need an odd kernel size (3 or 5) to keep the image size")
-
-    @property
-    def n_strided(self) -> int:
-        """Strided layers in D (= upsampling layers in G): each halves the side, down to 4x4."""
-        return int(math.log2(self.image_size)) - 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise GanlabError(f"unknown model config keys {unknown}; this checkpoint needs a newer ganlab")
-        return cls(**values)
-
-
-PRESETS: dict[str, ModelConfig] = {
-    "dcgan32": ModelConfig(image_size=32),
-    "dcgan64": ModelConfig(image_size=64),
-    # The paper's ImageNet-1k 32x32 model used for the CIFAR-10 probe: 3x3 convolutions
-    # 128@32, 128@16, 256@16, 256@8, 512@8, 512@4 (stride 1 and 2 alternating) and a
-    # 256-d uniform z, which gives 16 x 1792 = 28672 max-pooled probe features.
-    "imagenet32": ModelConfig(image_size=32, nz=256, ngf=128, ndf=128, kernel_size=3, latent="uniform", extra_layers=1),
-}
-
+__all__ = ["PRESETS", "ModelConfig", "Generator", "Discriminator", "init_weights", "sample_latent", "build"]
 
 def _padding(kernel_size: int) -> tuple[int, int]:
     """(padding, output_padding) that make a stride-2 (transposed) conv exactly halve (double) the side."""

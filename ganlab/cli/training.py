@@ -5,51 +5,51 @@ from dataclasses import fields
 
 import click
 
-from ganlab.defaults import MAX_SEED
+from ganlab.defaults import IMAGE_SIZES, KERNEL_SIZES, LATENTS, MAX_SEED, PRESETS, ModelConfig, TrainOptions
 from ganlab.errors import GanlabError
+
+# TrainOptions field -> (click type, help); the defaults shown come from TrainOptions, else ModelConfig
+TRAIN_FLAGS = {
+    "dataset": (None, "dataset name; see `ganlab plugins`"),
+    "data_root": (click.Path(file_okay=False), "folder holding the dataset files"),
+    "split": (None, "split to train on"),
+    "download": (bool, "allow torchvision to download the dataset"),
+    "limit": (click.IntRange(2), "train on N images only (a fixed random subset)"),
+    "preset": (click.Choice(list(PRESETS)), "model preset; the flags below override it"),
+    "image_size": (click.Choice([str(s) for s in IMAGE_SIZES]), "image side"),
+    "channels": (click.Choice(["1", "3"]), "1 or 3 (default: the dataset's)"),
+    "nz": (click.IntRange(1), "latent size"),
+    "ngf": (click.IntRange(1), "G width"),
+    "ndf": (click.IntRange(1), "D width"),
+    "kernel_size": (click.Choice([str(k) for k in KERNEL_SIZES]), "conv kernel"),
+    "latent": (click.Choice(list(LATENTS)), "z distribution"),
+    "epochs": (click.IntRange(1), "epochs"),
+    "batch_size": (click.IntRange(1), "batch size"),
+    "lr": (click.FloatRange(min=0, min_open=True), "Adam learning rate"),
+    "beta1": (click.FloatRange(0, 1, max_open=True), "Adam beta1"),
+    "seed": (click.IntRange(0, MAX_SEED), "random seed"),
+    "device": (None, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+    "amp": (bool, "mixed precision (bf16, or fp16 with loss scaling)"),
+    "out": (click.Path(file_okay=False), "run folder (default runs/DATASET; with --resume, the checkpoint's folder)"),
+    "overwrite": (bool, "replace a run already in the run folder"),
+    "skip_bad_images": (bool, "skip unreadable image files (with a count) instead of stopping"),
+    "exclude": (click.Path(dir_okay=False), "file of image positions to leave out, one per line (from ganlab dedup)"),
+}
 
 
 def train_options(func):
-    """Training flags shared by ``train`` and ``run``; defaults come from ``TrainOptions``."""
-    from ganlab.defaults import TrainOptions
-
-    d = TrainOptions()
-    opts = [
-        click.option("--dataset", default=None, help=f"dataset name (default {d.dataset}); see `ganlab plugins`"),
-        click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                     help="folder holding the dataset files"),
-        click.option("--split", default=None, help=f"split to train on (default {d.split})"),
-        click.option("--download", is_flag=True, default=None, help="allow torchvision to download the dataset"),
-        click.option("--limit", type=click.IntRange(2), default=None, help="train on the first N images only"),
-        click.option("--preset", type=click.Choice(["dcgan32", "dcgan64", "imagenet32"]), default=None,
-                     help="model preset; flags below override it"),
-        click.option("--image-size", type=click.Choice(["16", "32", "64", "128"]), default=None,
-                     help="image side (default 32)"),
-        click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 or 3 (default: by dataset)"),
-        click.option("--nz", type=click.IntRange(1), default=None, help="latent size (default 100)"),
-        click.option("--ngf", type=click.IntRange(1), default=None, help="G width (default 64)"),
-        click.option("--ndf", type=click.IntRange(1), default=None, help="D width (default 64)"),
-        click.option("--kernel-size", type=click.Choice(["3", "4", "5"]), default=None, help="conv kernel (default 4)"),
-        click.option("--latent", type=click.Choice(["normal", "uniform"]), default=None, help="z distribution"),
-        click.option("--epochs", type=click.IntRange(1), default=None, help=f"epochs (default {d.epochs})"),
-        click.option("--batch-size", type=click.IntRange(1), default=None, help=f"batch size (default {d.batch_size})"),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help=f"Adam lr (default {d.lr})"),
-        click.option("--beta1", type=click.FloatRange(0, 1, max_open=True), default=None,
-                     help=f"Adam beta1 (default {d.beta1})"),
-        click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help=f"random seed (default {d.seed})"),
-        click.option("--device", default=None, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
-        click.option("--amp", is_flag=True, default=None, help="mixed precision (bf16, or fp16 with loss scaling)"),
-        click.option("--out", type=click.Path(file_okay=False), default=None,
-                     help="run folder (default runs/DATASET; with --resume, the checkpoint's folder)"),
-        click.option("--overwrite", is_flag=True, default=None, help="replace a run already in the run folder"),
-        click.option("--skip-bad-images", is_flag=True, default=None,
-                     help="skip unreadable image files (with a count) instead of stopping"),
-        click.option("--exclude", type=click.Path(dir_okay=False), default=None,
-                     help="file of image positions to leave out, one per line (e.g. from ganlab dedup)"),
-    ]
-    for option in reversed(opts):
-        func = option(func)
+    """Training flags shared by ``train`` and ``run``, from ``TRAIN_FLAGS``; each defaults to None (not given),
+    so that ``--resume`` can tell a setting given from one left alone, and shows the default that applies."""
+    train, model = TrainOptions(), ModelConfig()
+    for name, (kind, help) in reversed(TRAIN_FLAGS.items()):
+        shown = getattr(train, name) if getattr(train, name) is not None else getattr(model, name, None)
+        shown = None if name == "channels" else shown  # the dataset's, not ModelConfig's
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            func = click.option(flag, is_flag=True, default=None, help=help)(func)
+        else:
+            func = click.option(flag, type=kind, default=None, help=help,
+                                show_default=str(shown) if shown not in (None, "") else False)(func)
     return func
 
 

@@ -1,5 +1,5 @@
 """Reports: run components on a checkpoint (``run``), follow a run across its epochs (``epochs``), assemble the
 page's data (``page``, ``data``) and lay it out (``render``); ``seed_runs`` summarises reports over GAN seeds."""
-from ganlab.report.page import COMPONENT_TIMEOUT, EPOCH_POINTS, make_report
+from ganlab.report.page import make_report
 
-__all__ = ["COMPONENT_TIMEOUT", "EPOCH_POINTS", "make_report"]
+__all__ = ["make_report"]

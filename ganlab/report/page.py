@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 from ganlab import __version__
 from ganlab.checkpoint import resolve
+from ganlab.defaults import ReportOptions
 from ganlab.devices import select_device
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
@@ -37,17 +38,16 @@ from ganlab.store.cache import Cache
 from ganlab.store.claims import absolute, folder_kind
 from ganlab.store.staged import StagedFolder
 
-EPOCH_POINTS = 10  # epochs evaluated for the plots across training, by default
-COMPONENT_TIMEOUT = 6 * 3600.0  # seconds one component may take, by default (--component-timeout)
+DEFAULTS = ReportOptions()
 
 
 def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: list[str] | None = None,
                 out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
-                seed: int = 0, device: str = "auto", settings: dict[str, Any] | None = None,
+                seed: int = DEFAULTS.seed, device: str = DEFAULTS.device, settings: dict[str, Any] | None = None,
                 all_across_epochs: bool = False, progress: bool = True,
                 say: Say | None = None, skip_bad_images: bool = False,
-                select_epoch: str | None = None, epoch_points: int | None = EPOCH_POINTS,
-                component_timeout: float | None = COMPONENT_TIMEOUT,
+                select_epoch: str | None = None, epoch_points: int | None = DEFAULTS.epoch_points,
+                component_timeout: float | None = DEFAULTS.component_timeout,
                 settle_batchnorm: bool = False) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
 
