@@ -177,37 +177,59 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
     (``total`` = images tried, ``first`` = ``"PATH: reason"`` of the first one skipped), whether or not
     any were skipped.
     """
-    from tqdm import tqdm
-
     dataset = open_split(source, split, variant=variant, root=root, image_size=image_size, channels=channels,
                          download=download)
-    keep = np.arange(len(dataset))
+    keep = _positions(len(dataset), limit, exclude, f"{source.name}/{split}")
+    if len(keep) < len(dataset):
+        dataset = Subset(dataset, keep.tolist())
+    images, labels, good, first = _decode(dataset, (channels, image_size, image_size), f"{source.name}/{split}",
+                                          progress, skip_bad)
+    skipped = len(good) - int(good.sum())
+    if report is not None:
+        report.update(skipped=skipped, total=len(good), first=first)
+    if skipped:
+        where = f"{source.name}/{split}"
+        if skipped == len(good):
+            raise GanlabError(f"all {skipped} images in {where} are unreadable (first: {first})")
+        print(f"skipped {skipped} unreadable image{'s' if skipped > 1 else ''} of {len(good)} in {where} "
+              f"(first: {first})", file=sys.stderr)
+        images, labels = images[good], labels[good]
+    return images, labels
+
+
+def _positions(n: int, limit: int | None, exclude: "Collection[int] | None", where: str) -> np.ndarray:
+    """The positions ``load_split`` keeps: a seeded subset of ``limit``, then the excluded ones left out."""
+    keep = np.arange(n)
     if limit is not None:
         if limit < 1:
             raise GanlabError(f"limit must be a positive number of images, not {limit}")
-        if limit < len(dataset):
-            keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(dataset))[:limit])
+        if limit < n:
+            keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:limit])
     if exclude:
-        outside = sorted(i for i in exclude if not 0 <= i < len(dataset))
+        outside = sorted(i for i in exclude if not 0 <= i < n)
         if outside:
-            raise GanlabError(f"the exclusion list names image {outside[0]}, but {source.name}/{split} has "
-                              f"{len(dataset)} images (0..{len(dataset) - 1}); was it made for another dataset?")
+            raise GanlabError(f"the exclusion list names image {outside[0]}, but {where} has {n} images "
+                              f"(0..{n - 1}); was it made for another dataset?")
         keep = keep[~np.isin(keep, np.fromiter(exclude, dtype=np.int64))]
         if not len(keep):
-            raise GanlabError(f"the exclusion list removes every image of {source.name}/{split}")
-    if len(keep) < len(dataset):
-        dataset = Subset(dataset, keep.tolist())
+            raise GanlabError(f"the exclusion list removes every image of {where}")
+    return keep
+
+
+def _decode(dataset: Dataset, shape: tuple[int, int, int], where: str, progress: bool, skip_bad: bool):
+    """(images, labels, which decoded, the first unreadable one's "PATH: reason") of every item, in order."""
+    from tqdm import tqdm
+
     n = len(dataset)
-    images = torch.empty((n, channels, image_size, image_size), dtype=torch.uint8)
+    images = torch.empty((n, *shape), dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.int64)
     good = torch.ones(n, dtype=torch.bool)
     first: str | None = None
     # Worker processes pay off only once decoding outweighs their start-up (about a second).
     workers = min(2, os.cpu_count() or 1) if n > 2000 else 0
-    loader = DataLoader(_Guarded(dataset, (channels, image_size, image_size)), batch_size=256, shuffle=False,
-                        num_workers=workers)
+    loader = DataLoader(_Guarded(dataset, shape), batch_size=256, shuffle=False, num_workers=workers)
     done = 0
-    with tqdm(total=n, desc=f"loading {source.name}/{split}", unit="img", disable=not progress) as bar:
+    with tqdm(total=n, desc=f"loading {where}", unit="img", disable=not progress) as bar:
         for batch_images, batch_labels, kinds, texts in loader:
             for kind, text in zip(kinds.tolist(), texts):
                 if kind == 2:
@@ -216,23 +238,11 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
                     raise BadImageError(text)
                 first = first or (text if kind == 1 else None)
             size = len(batch_labels)
-            images[done:done + size] = batch_images
-            labels[done:done + size] = batch_labels
+            images[done:done + size], labels[done:done + size] = batch_images, batch_labels
             good[done:done + size] = kinds == 0
             done += size
             bar.update(size)
-    skipped = n - int(good.sum())
-    if report is not None:
-        report.update(skipped=skipped, total=n, first=first)
-    if skipped:
-        where = f"{source.name}/{split}"
-        if skipped == n:
-            raise GanlabError(f"all {n} images in {where} are unreadable (first: {first})")
-        tqdm.write(f"skipped {skipped} unreadable image{'s' if skipped > 1 else ''} of {n} in {where} "
-                   f"(first: {first})", file=sys.stderr)
-        images, labels = images[good], labels[good]
-    return images, labels
-
+    return images, labels, good, first
 
 
 def read_exclusion_list(path: str | Path) -> set[int]:

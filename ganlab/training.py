@@ -48,20 +48,9 @@ class Trainer:
     def __init__(self, options: TrainOptions, source: DatasetSource, progress: bool = True, *,
                  folder: run_folder.RunFolder | None = None, resume_payload: dict[str, Any] | None = None,
                  changed: dict[str, tuple[Any, Any]] | None = None):
-        self.options = options
-        self.source = source
-        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.rank, self.world = 0, 1
-        device = select_device(options.device)
-        if self.distributed:
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-            if device.type == "cuda":
-                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-                torch.cuda.set_device(device)
-        self.device = device
-        self.is_main = self.rank == 0
+        self.options, self.source = options, source
+        self.device, self.rank, self.world = _process_device(options.device)
+        self.distributed, self.is_main = self.world > 1, self.rank == 0
         self.progress = progress and self.is_main
         self.local_batch = options.batch_size // self.world
         if self.local_batch < 1:
@@ -73,44 +62,44 @@ class Trainer:
             _check_resume_flags(options, self.config)
         else:
             self.config = options.model_config(source.channels)
-        cfg = self.config
-        self.images, _ = load_split(source, options.split, variant=options.dataset.partition(":")[2] or None,
-                                    root=options.data_root, image_size=cfg.image_size, channels=cfg.channels,
-                                    download=options.download, limit=options.limit, progress=self.progress,
-                                    skip_bad=options.skip_bad_images,
-                                    exclude=read_exclusion_list(options.exclude) if options.exclude else None)
-        if len(self.images) < 2:
-            raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; "
-                              "training needs at least 2")
+        self.images = self._images()
+        self._build()
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.history: dict[str, list[float]] = {k: [] for k in (*HISTORY_KEYS, "epoch_end_steps")}
+        if resume_payload:
+            self._restore(resume_payload)
+        wrap = DistributedDataParallel if self.distributed else (lambda model: model)
+        self.G_ddp, self.D_ddp = wrap(self.G), wrap(self.D)
 
-        torch.manual_seed(options.seed)
+    def _images(self) -> torch.Tensor:
+        o, cfg = self.options, self.config
+        images, _ = load_split(self.source, o.split, variant=o.dataset.partition(":")[2] or None, root=o.data_root,
+                               image_size=cfg.image_size, channels=cfg.channels, download=o.download, limit=o.limit,
+                               progress=self.progress, skip_bad=o.skip_bad_images,
+                               exclude=read_exclusion_list(o.exclude) if o.exclude else None)
+        if len(images) < 2:
+            raise GanlabError(f"{o.dataset}/{o.split} has {len(images)} images; training needs at least 2")
+        return images
+
+    def _build(self) -> None:
+        """G, D, their optimisers, the noise generators and mixed precision, from the options and config."""
+        o = self.options
+        torch.manual_seed(o.seed)
         # channels_last: ~1.13x faster convolutions and BatchNorm on CPU (benchmarks/train_throughput.py)
-        self.G, self.D = (m.to(self.device, memory_format=torch.channels_last) for m in build(cfg))
-        betas = (options.beta1, 0.999)
+        self.G, self.D = (m.to(self.device, memory_format=torch.channels_last) for m in build(self.config))
         # The fused Adam kernel is one op per step instead of several per parameter.
         fused = self.device.type in ("cpu", "cuda")
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=options.lr, betas=betas, fused=fused)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=options.lr, betas=betas, fused=fused)
+        self.opt_G, self.opt_D = (torch.optim.Adam(m.parameters(), lr=o.lr, betas=(o.beta1, 0.999), fused=fused)
+                                  for m in (self.G, self.D))
         self.loss = nn.BCEWithLogitsLoss()
-        self.noise = torch.Generator(device=self.device).manual_seed(options.seed * 1000 + self.rank)
-        self.fixed_noise = sample_latent(cfg, 64, torch.Generator().manual_seed(options.seed), self.device)
+        self.noise = torch.Generator(device=self.device).manual_seed(o.seed * 1000 + self.rank)
+        self.fixed_noise = sample_latent(self.config, 64, torch.Generator().manual_seed(o.seed), self.device)
         self.amp_dtype = None
-        if options.amp:
+        if o.amp:
             bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
             self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-
-        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
-        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-        self.history["epoch_end_steps"] = []
-        if resume_payload:
-            self._restore(resume_payload)
-        if self.distributed:
-            self.G_ddp = DistributedDataParallel(self.G)
-            self.D_ddp = DistributedDataParallel(self.D)
-        else:
-            self.G_ddp, self.D_ddp = self.G, self.D
 
     def _restore(self, payload: dict[str, Any]) -> None:
         counters, self.history = restore_training_state(
@@ -284,6 +273,19 @@ class Trainer:
 
 
 PATHS = ("data_root", "exclude")  # recorded as absolute paths, so a resume from another folder compares them
+
+
+def _process_device(name: str) -> tuple[torch.device, int, int]:
+    """(device, rank, world size): under torchrun a process group is joined, each CUDA rank on its own GPU."""
+    device = select_device(name)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device, dist.get_rank(), dist.get_world_size()
 
 
 def _absolute(path: Any) -> str | None:
