@@ -8,11 +8,14 @@ test suite gets two fixtures without any conftest:
 - ``ganlab_context``: ``ganlab_context(component, **options)`` -> a ``RunContext`` for that run with the
   component's declared defaults merged with ``options``, as ``ganlab report`` would build it.
 
-And plain functions for any test runner: ``train_tiny_gan``, ``make_context`` and ``run_component`` (runs a
-component and checks its ``Result`` exactly as the report does).
+And plain functions for any test runner: ``train_tiny_gan``, ``make_context``, ``run_component`` (runs a
+component and checks its ``Result`` exactly as the report does), ``registered(kind)`` (what the installed
+plugins register) and ``plugin(module, name)`` (a plugin module registered for a ``with`` block).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,28 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
         options=merged, dataset=dataset, data_root=Path(data_root) if data_root else None, quiet=True,
         detectors=dict(get_registry().detectors), feature_spaces=dict(get_registry().feature_spaces),
         source=source, layout=source.layout(data_root, (dataset or "").partition(":")[2] or None) if source else None)
+
+
+def registered(kind: str) -> dict[str, Any]:
+    """name -> object of one ``kind`` ("evaluators", "analyses", "datasets", "experiments", "detectors",
+    "feature_spaces") as the installed plugins register them, the plugins loaded afresh."""
+    from ganlab.registry import KINDS, get_registry
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    return dict(get_registry(reload=True).items[kind])
+
+
+@contextlib.contextmanager
+def plugin(module: Any, name: str) -> Iterator[Any]:
+    """Register ``module`` (with ``@ganlab.hookimpl`` functions) as plugin ``name`` for the block, as if it were
+    installed; yields the registry; the plugins are loaded afresh afterwards."""
+    from ganlab import registry
+
+    try:
+        yield registry.register_plugin(module, name)
+    finally:
+        registry.reset()
 
 
 def run_component(component: Any, gan: Any, **kwargs: Any) -> Any:
