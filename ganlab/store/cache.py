@@ -88,55 +88,52 @@ class Cache:
     # ------------------------------------------------------------------------------------- arrays, JSON, files
     def array(self, part: str, ident: Any, compute: Callable[[], Any], *, rows: int | None = None) -> Any:
         """The numpy array stored for ``ident`` (with ``rows`` rows, when given), else ``compute()``, stored.
-
         Arrays above 1 GiB come back memory-mapped, read-only."""
         import numpy as np
 
         key = text_key(ident)
-        path = self.find(part, key, "npy")
-        if path is not None:
-            try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-                if rows is None or array.shape[0] == rows:
-                    return array if array.nbytes > MEMMAP_BYTES else np.array(array)
-            except (ValueError, OSError):
-                pass
-            self._damaged(path, "it does not hold the array it is named for")
-        array = compute()
-        self.store(part, key, "npy", lambda tmp: np.save(tmp, np.asarray(array), allow_pickle=False))
+        found = self._stored_array(part, key, rows)
+        if found is not None:
+            return found
+        array = np.asarray(compute())
+        self.store(part, key, "npy", lambda tmp: np.save(tmp, array, allow_pickle=False))
         return array
 
     def filled_array(self, part: str, ident: Any, shape: tuple[int, ...], fill: Callable[[Any], None]) -> Any:
-        """A float32 array of ``shape`` stored for ``ident``, else made by ``fill(out)`` into ``out``: a
-        memory-mapped file in the cache when it is large (so it never has to sit in memory), else an array."""
+        """A float32 array of ``shape`` stored for ``ident``, else made by ``fill(out)``; when larger than 1 GiB
+        ``out`` is the memory-mapped cache file itself, so the array never has to sit in memory."""
         import numpy as np
 
-        size = int(np.prod(shape)) * 4
-        if size <= MEMMAP_BYTES:
-            def compute():
-                out = np.empty(shape, dtype=np.float32)
-                fill(out)
-                return out
-            return self.array(part, ident, compute, rows=shape[0])
-        key = text_key(ident)
-        path = self.find(part, key, "npy")
-        if path is not None:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            if array.shape == tuple(shape):
-                return array
-
-        def write(tmp: Path) -> None:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=tuple(shape))
-            fill(out)
-            out.flush()
-            del out
-
-        stored = self.store(part, key, "npy", write)
-        if stored is None:  # no cache to map it from: compute it in memory
-            out = np.empty(shape, dtype=np.float32)
+        def filled(out):
             fill(out)
             return out
+
+        if int(np.prod(shape)) * 4 <= MEMMAP_BYTES:
+            return self.array(part, ident, lambda: filled(np.empty(shape, dtype=np.float32)), rows=shape[0])
+        key = text_key(ident)
+        found = self._stored_array(part, key, shape[0])
+        if found is not None:
+            return found
+        stored = self.store(part, key, "npy", lambda tmp: filled(np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.float32, shape=tuple(shape))).flush())
+        if stored is None:  # no cache to map it from: made in memory
+            return filled(np.empty(shape, dtype=np.float32))
         return np.load(stored, mmap_mode="r", allow_pickle=False)
+
+    def _stored_array(self, part: str, key: str, rows: int | None) -> Any:
+        import numpy as np
+
+        path = self.find(part, key, "npy")
+        if path is None:
+            return None
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            if rows is None or array.shape[0] == rows:
+                return array if array.nbytes > MEMMAP_BYTES else np.array(array)
+        except (ValueError, OSError):
+            pass
+        self._damaged(path, "it does not hold the array it is named for")
+        return None
 
     def json(self, part: str, ident: Any, compute: Callable[[], Any] | None = None) -> Any:
         """The JSON value stored for ``ident``; else ``compute()``, stored (None without ``compute``)."""
