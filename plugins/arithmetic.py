@@ -1,37 +1,27 @@
 """Analysis ``vector-arithmetic`` and command ``ganlab arithmetic``: concept arithmetic on z (section 6.3, figs 7-8).
 
-A concept is the mean z of its exemplars (3 by default: the paper found single samples unstable). An expression
-such as ``smiling_woman - neutral_woman + neutral_man`` combines the means into a result vector; G draws it, and
-8 neighbours made by adding uniform noise in [-0.25, 0.25] to it. Exemplars are picked by index from a numbered,
-seeded bank of z's (``bank.png``): index i is the same z for the same seed and model, whatever the bank's size.
-``--concept`` takes any number of indices >= 1; a concept with other than 3 is used but warned about (on stderr
-and on the page). Concept names are letters, digits and underscores, not starting with a digit.
+A concept is the mean z of its exemplars (3 recommended: the paper found single samples unstable; other counts are
+used but warned about). An expression such as ``smiling_woman - neutral_woman + neutral_man`` combines the means
+into a result vector; G draws it and 8 neighbours, the result plus uniform noise in [-0.25, 0.25]. Exemplars are
+picked by index from a numbered, seeded bank of z's (``bank.png``): index i is the same z for the same seed and
+model, whatever the bank's size.
 
-On a labelled dataset the report section runs by itself:
-
-- A classifier trained on the real training images labels the bank: pixels / 255 -> PCA to 50 dimensions ->
-  multinomial logistic regression (scikit-learn, C = 1; about 96% on held-out 16x16 digits). It is independent of
-  the model being judged; ``classifier=discriminator`` uses ``ganlab.discriminator_features`` (standardised)
-  instead. ``classifier_heldout_accuracy`` is its accuracy on the held-out split: how far to trust its readings.
-- Each class's concept is the ``exemplars`` bank samples the classifier assigns to it with the highest probability;
-  classes with fewer such samples are skipped and named.
-- ``match_rate``: the expressions that reduce to one concept (net coefficient 1 on it, 0 on all others) have that
-  concept's class as the expected class. For every class c with a concept, ``c - c + d`` (expected d, the next
-  class) and ``c - d + d`` (expected c) are evaluated. match_rate is the fraction of their images (each expression's
-  result and its 8 neighbours, so 9 per expression) that the classifier assigns to the expected class. 1 means
-  averaged exemplar z's and their +-0.25 neighbourhood keep the class; the rate at random is about 1/classes.
-  ``a - b + c`` expressions with three different classes have no expected class and are shown as pictures only.
-
-Options: ``bank`` (samples drawn with the report's seed), ``exemplars`` per concept, ``expressions`` (how many
-``a - b + c`` triples), ``pictures`` (how many of the sanity expressions are drawn; all are in the table),
-``noise`` (the neighbours' scale), ``train_limit`` (real images for training and for the held-out accuracy) and
-``classifier`` (pixels or discriminator).
+On a labelled dataset the report section picks the concepts itself. A classifier trained on the real training
+images (pixels / 255 -> PCA to 50 dimensions -> logistic regression, C = 1; or, with ``classifier=discriminator``,
+standardised ``ganlab.discriminator_features``) labels the bank, independently of the model judged;
+``classifier_heldout_accuracy`` says how far to trust it. Each class's concept is its ``exemplars`` most confident
+bank samples (classes with fewer are skipped and named). ``match_rate``: for every class c with a concept and the
+next one d, ``c - c + d`` expects d and ``c - d + d`` expects c; it is the fraction of their images (result and 8
+neighbours, 9 per expression) the classifier reads as the expected class. 1 means averaged exemplar z's and their
+neighbourhood keep the class; chance is about 1/classes. ``a - b + c`` expressions of three classes are pictures.
 """
 from __future__ import annotations
 
+import re
+
 import click
 
-from ganlab import Analysis, Image, Result, Table, hookimpl
+from ganlab import Analysis, Image, Option, Result, Table, hookimpl
 
 from . import arithmetic_expr as ax
 
@@ -40,8 +30,7 @@ PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ganlab arithmetic: {{ expression }}</title>
 <style>body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}img{max-width:100%}
 table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .6em;text-align:left}.note{color:#a40}</style>
-</head><body>
-<h1>Vector arithmetic</h1>
+</head><body><h1>Vector arithmetic</h1>
 <p>Expression: <code>{{ expression }}</code> = <code>{{ combination }}</code> (net coefficient of each concept)</p>
 <p>Checkpoint <code>{{ checkpoint }}</code>, bank of {{ bank }} latent vectors drawn with seed {{ seed }},
 neighbour noise uniform in [-{{ noise }}, {{ noise }}].</p>
@@ -49,29 +38,27 @@ neighbour noise uniform in [-{{ noise }}, {{ noise }}].</p>
 {% endfor %}<table><tr><th>concept</th><th>bank indices</th><th>coefficient</th></tr>
 {% for c in concepts %}<tr><td>{{ c.name }}</td><td>{{ c.indices }}</td><td>{{ c.coefficient }}</td></tr>
 {% endfor %}</table>
-<h2>Result</h2>
-<p>One row per concept: its exemplars, then the image of their mean z. Below: the result vector's image in the centre
-(outlined) and 8 images of the result plus uniform noise around it.</p>
+<h2>Result</h2><p>One row per concept: its exemplars, then the image of their mean z. Below: the result vector's image
+in the centre (outlined) and 8 images of the result plus uniform noise around it.</p>
 <img src="data:image/png;base64,{{ arithmetic_png }}" alt="concepts and the result of {{ expression }}">
-<h2>Bank</h2>
-<p>Every sample of the bank with its index: pick exemplars for <code>--concept NAME=I,J,K</code> here.</p>
+<h2>Bank</h2><p>Every sample of the bank with its index: pick exemplars for <code>--concept NAME=I,J,K</code> here.</p>
 <img src="data:image/png;base64,{{ bank_png }}" alt="numbered bank of {{ bank }} samples">
 </body></html>
 """
 
 
-def page(*, expression: str, combination: str, concepts: list[dict], notes: list[str], checkpoint: str, seed: int,
-         bank: int, noise: float, arithmetic_png: bytes, bank_png: bytes) -> str:
-    """The self-contained index.html (images inline); every string is escaped by jinja2's autoescape."""
+def page(*, arithmetic_png: bytes, bank_png: bytes, **fields) -> str:
+    """The self-contained index.html (images inline); every string is escaped by jinja2's autoescape.
+
+    ``fields``: expression, combination, concepts (dicts of name, indices, coefficient), notes, checkpoint, seed,
+    bank and noise."""
     import base64
 
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(PAGE).render(
-        expression=expression, combination=combination, concepts=concepts, notes=notes, checkpoint=checkpoint,
-        seed=seed, bank=bank, noise=noise, arithmetic_png=base64.b64encode(arithmetic_png).decode(),
-        bank_png=base64.b64encode(bank_png).decode())
+    return env.from_string(PAGE).render(**fields, arithmetic_png=base64.b64encode(arithmetic_png).decode(),
+                                        bank_png=base64.b64encode(bank_png).decode())
 
 
 def exemplar_notes(concepts: dict[str, list[int]], coeffs: dict[str, float]) -> list[str]:
@@ -92,43 +79,39 @@ def picture_rows(concepts, coeffs, bank_u8, mean_u8, unused: bool = True):
 
 
 def arithmetic_images(G, device, bank_z, concepts, expression: str, seed: int, noise: float, where: str):
-    """Parse, combine and draw: (coefficients, result block z, block images, mean images by concept)."""
+    """Parse, combine and draw: (coefficients, uint8 images of the result and its neighbours, uint8 mean image
+    by concept)."""
     import torch
+
+    from ganlab import to_uint8
 
     coeffs = ax.parse_expression(expression, concepts, where)
     means = ax.concept_means(bank_z, concepts)
-    block_z = ax.neighbourhood(ax.combine(coeffs, means), NEIGHBOURS, noise, seed)
-    block = ax.generate(G, block_z, device)
+    block = ax.generate(G, ax.neighbourhood(ax.combine(coeffs, means), NEIGHBOURS, noise, seed), device)
     mean_images = ax.generate(G, torch.stack(list(means.values())), device)
-    return coeffs, block_z, block, dict(zip(means, ax.to_uint8(mean_images)))
+    return coeffs, to_uint8(block), dict(zip(means, to_uint8(mean_images)))
 
 
-def _png(picture) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _arithmetic_files(checkpoint, concepts, coeffs, expression, notes, seed, bank, noise, device) -> dict[str, bytes]:
-    """arithmetic.png, bank.png and index.html of ``ganlab arithmetic``, as bytes."""
-    from ganlab import load, select_device
+def write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank, noise, device) -> None:
+    """arithmetic.png, bank.png and index.html of ``ganlab arithmetic``, into the StagedFolder ``folder``."""
+    from ganlab import load, select_device, to_uint8
 
     torch_device = select_device(device)
     gan = load(checkpoint, torch_device)
     bank_z = ax.make_bank(gan.config, bank, seed)
-    bank_u8 = ax.to_uint8(ax.generate(gan.generator, bank_z, torch_device))
-    coeffs, _, block, mean_u8 = arithmetic_images(gan.generator, torch_device, bank_z, concepts, expression,
-                                                  seed + 1, noise, "--expr")
-    picture = ax.arithmetic_picture(expression, picture_rows(concepts, coeffs, bank_u8, mean_u8), ax.to_uint8(block))
-    files = {"arithmetic.png": _png(picture), "bank.png": _png(ax.numbered_grid(bank_u8))}
+    bank_u8 = to_uint8(ax.generate(gan.generator, bank_z, torch_device))
+    coeffs, block, mean_u8 = arithmetic_images(gan.generator, torch_device, bank_z, concepts, expression, seed + 1,
+                                               noise, "--expr")
+    picture = ax.arithmetic_picture(expression, picture_rows(concepts, coeffs, bank_u8, mean_u8), block)
+    picture.save(folder.staging / "arithmetic.png")
+    ax.numbered_grid(bank_u8).save(folder.staging / "bank.png")
     rows = [{"name": name, "indices": ", ".join(map(str, idx)),
              "coefficient": f"{coeffs[name]:+g}" if name in coeffs else "unused"} for name, idx in concepts.items()]
-    files["index.html"] = page(expression=expression, combination=ax.format_coeffs(coeffs), concepts=rows,
-                               notes=notes, checkpoint=str(checkpoint), seed=seed, bank=bank, noise=noise,
-                               arithmetic_png=files["arithmetic.png"], bank_png=files["bank.png"]).encode()
-    return files
+    folder.write_text("index.html", page(
+        expression=expression, combination=ax.format_coeffs(coeffs), concepts=rows, notes=notes,
+        checkpoint=str(checkpoint), seed=seed, bank=bank, noise=noise,
+        arithmetic_png=(folder.staging / "arithmetic.png").read_bytes(),
+        bank_png=(folder.staging / "bank.png").read_bytes()))
 
 
 @click.command("arithmetic")
@@ -149,9 +132,7 @@ def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, n
     coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
     notes = exemplar_notes(concepts, coeffs)
     with StagedFolder(out, "arithmetic", legacy=lambda f: (f / "arithmetic.png").is_file()) as folder:
-        files = _arithmetic_files(checkpoint, concepts, coeffs, expression, notes, seed, bank, noise, device)
-        for name, data in files.items():
-            (folder.staging / name).write_bytes(data)
+        write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank, noise, device)
         out = folder.commit()
     for note in notes:
         click.echo(f"note: {note}", err=True)
@@ -161,65 +142,137 @@ def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, n
         click.echo(f"wrote {out / name} ({what})")
 
 
+def expressions(names: list[str], free: int, pictures: int) -> list[tuple[str, bool]]:
+    """(expression, show as picture): c - c + d and c - d + d for every class, then a - b + c triples."""
+    n = len(names)
+    sanity = [e for k, c in enumerate(names) for e in (f"{c} - {c} + {names[(k + 1) % n]}",
+                                                       f"{c} - {names[(k + 1) % n]} + {names[(k + 1) % n]}")]
+    sanity = list(dict.fromkeys(sanity))  # one class: both are c - c + c
+    triples = [f"{names[k]} - {names[(k + 1) % n]} + {names[(k + 2) % n]}" for k in range(min(free, n))] if n >= 3 \
+        else []
+    return [(e, i < pictures) for i, e in enumerate(sanity)] + [(e, True) for e in triples]
+
+
+def concept_names(ctx, labels) -> dict[int, str]:
+    """Class label -> a unique concept name: the dataset's class name made a valid name, else class_<label>."""
+    classes = ctx.layout.classes if ctx.layout and ctx.layout.classes else None
+    names: dict[int, str] = {}
+    for label in map(int, labels):
+        name = re.sub(r"[^A-Za-z0-9_]", "_", classes[label] if classes and 0 <= label < len(classes) else str(label))
+        name = name if ax.is_concept_name(name) else f"class_{name}"
+        names[label] = f"{name}_{label}" if name in names.values() else name
+    return names
+
+
+def classifier_input(ctx):
+    """uint8 images -> the classifier's input rows (numpy float32)."""
+    if ctx.options["classifier"] == "pixels":
+        return lambda u8: u8.reshape(len(u8), -1).float().numpy() / 255.0
+    from ganlab import GanlabError, discriminator_features
+
+    if ctx.gan.discriminator is None:
+        raise GanlabError("vector-arithmetic.classifier=discriminator needs a checkpoint with D; use pixels")
+    return lambda u8: discriminator_features(ctx.gan.discriminator, u8, device=ctx.device)
+
+
+def train_classifier(ctx, features):
+    """(fitted pipeline, held-out accuracy or None, a description)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ganlab import GanlabError
+
+    images, labels = ctx.split(ctx.train_split, limit=ctx.options["train_limit"])
+    X, y = features(images[labels >= 0]), labels[labels >= 0].numpy()
+    if len(set(y.tolist())) < 2:
+        raise GanlabError(f"vector-arithmetic needs at least 2 classes in the {ctx.train_split} split")
+    steps = [StandardScaler()] if ctx.options["classifier"] == "discriminator" else []
+    model = make_pipeline(*steps, PCA(min(50, X.shape[1], len(X) - 1), random_state=0),
+                          LogisticRegression(C=1.0, max_iter=1000)).fit(X, y)
+    accuracy = None
+    if ctx.heldout_split:
+        test, test_labels = ctx.split(ctx.heldout_split, limit=ctx.options["train_limit"])
+        if (test_labels >= 0).any():
+            accuracy = float(model.score(features(test[test_labels >= 0]), test_labels[test_labels >= 0].numpy()))
+    what = "pixels / 255" if ctx.options["classifier"] == "pixels" else "D's pooled features, standardised"
+    return model, accuracy, (f"{what} -> PCA(50) -> logistic regression (C = 1), trained on {len(y)} "
+                             f"{ctx.train_split} images")
+
+
+def pick_concepts(probs, classes, names: dict[int, str], exemplars: int):
+    """Per class its ``exemplars`` most confident bank samples: (concepts, their probabilities, classes skipped)."""
+    import numpy as np
+
+    pred = classes[probs.argmax(1)]
+    concepts, confidence, skipped = {}, {}, []
+    for column, label in enumerate(map(int, classes)):
+        members = np.flatnonzero(pred == label)
+        members = members[np.argsort(-probs[members, column], kind="stable")][:exemplars]
+        if len(members) < exemplars:
+            skipped.append(f"{names[label]} ({len(members)})")
+            continue
+        concepts[names[label]] = [int(i) for i in members]
+        confidence[names[label]] = [float(probs[i, column]) for i in members]
+    return concepts, confidence, skipped
+
+
+def read_expressions(ctx, bank_z, bank_u8, concepts, read):
+    """The expressions table's rows, their pictures, and the images read as the expected class (matched, judged)."""
+    import numpy as np
+
+    o, rows, images, matched, judged = ctx.options, [], [], 0, 0
+    for k, (expression, picture) in enumerate(expressions(list(concepts), o["expressions"], o["pictures"])):
+        coeffs, block, mean_u8 = arithmetic_images(ctx.gan.generator, ctx.device, bank_z, concepts, expression,
+                                                   ctx.seed + 1 + k, o["noise"], "expression")
+        reading, expected = read(block), ax.expected_concept(coeffs)
+        hits = sum(r == expected for r in reading) if expected else None
+        if expected:
+            matched, judged = matched + hits, judged + len(reading)
+        rows.append([expression, ax.format_coeffs(coeffs), expected or "-", reading[0], ", ".join(reading[1:]),
+                     f"{hits}/{len(reading)}" if expected else "-"])
+        if picture:
+            used = picture_rows(concepts, coeffs, bank_u8, mean_u8, unused=False)
+            drawn = ax.arithmetic_picture(expression, used, block)
+            images.append(Image(f"{expression} (read as {reading[0]}; neighbours: {', '.join(reading[1:])})",
+                                np.asarray(drawn)))
+    return rows, images, matched, judged
+
+
 class VectorArithmetic(Analysis):
     name = "vector-arithmetic"
     description = "Class-concept arithmetic on z (the paper's figure 7), read by a classifier trained on real images"
     needs = ("labels", "train_set")
     directions = {"match_rate": "higher", "classifier_heldout_accuracy": "higher", "*": None}
-    options = {"bank": 256, "exemplars": 3, "expressions": 3, "pictures": 2, "noise": 0.25, "train_limit": 3000,
-               "classifier": "pixels"}
+    options = {"bank": Option(256, "samples drawn with the report's seed", min=1),
+               "exemplars": Option(3, "bank samples per concept", min=1),
+               "expressions": Option(3, "how many a - b + c triples", min=0),
+               "pictures": Option(2, "how many sanity expressions are drawn (all are in the table)", min=0),
+               "noise": Option(0.25, "the neighbours' noise scale", min=0),
+               "train_limit": Option(3000, "real images for training and for the held-out accuracy"),
+               "classifier": Option("pixels", "what the classifier reads", choices=("pixels", "discriminator"))}
 
     def run(self, ctx):
         import numpy as np
 
-        from ganlab import GanlabError
+        from ganlab import to_uint8
 
         o = ctx.options
-        if o["bank"] < 1 or o["exemplars"] < 1 or o["noise"] < 0 or o["classifier"] not in ("pixels", "discriminator"):
-            raise GanlabError("vector-arithmetic needs bank >= 1, exemplars >= 1, noise >= 0 and classifier "
-                              f"pixels or discriminator (got {o['bank']}, {o['exemplars']}, {o['noise']}, "
-                              f"{o['classifier']!r})")
-        G, device = ctx.gan.generator, ctx.device
-        features = self._features(ctx)
-        classifier, accuracy, trained_on = self._classifier(ctx, features)
-        names: dict[int, str] = {}
-        for c in classifier.classes_:
-            name = self._concept_name(ctx, int(c))
-            names[int(c)] = f"{name}_{int(c)}" if name in names.values() else name
+        classify = classifier_input(ctx)
+        classifier, accuracy, trained_on = train_classifier(ctx, classify)
+        names = concept_names(ctx, classifier.classes_)
         bank_z = ax.make_bank(ctx.gan.config, o["bank"], ctx.seed)
-        bank_u8 = ax.to_uint8(ax.generate(G, bank_z, device))
-        probs = classifier.predict_proba(features(bank_u8))
+        bank_u8 = to_uint8(ax.generate(ctx.gan.generator, bank_z, ctx.device))
+        probs = classifier.predict_proba(classify(bank_u8))
+        concepts, confidence, skipped = pick_concepts(probs, classifier.classes_, names, o["exemplars"])
+        rows, images, matched, judged = read_expressions(
+            ctx, bank_z, bank_u8, concepts, lambda u8: [names[int(c)] for c in classifier.predict(classify(u8))])
         pred = classifier.classes_[probs.argmax(1)]
-        concepts, confidence, skipped = {}, {}, []
-        for column, label in enumerate(classifier.classes_):
-            members = np.flatnonzero(pred == label)
-            members = members[np.argsort(-probs[members, column], kind="stable")][:o["exemplars"]]
-            if len(members) < o["exemplars"]:
-                skipped.append(f"{names[int(label)]} ({len(members)})")
-                continue
-            concepts[names[int(label)]] = [int(i) for i in members]
-            confidence[names[int(label)]] = [float(probs[i, column]) for i in members]
-        label_of = {name: label for label, name in names.items()}
-        rows, images, matched, judged = [], [], 0, 0
-        for k, (expression, picture) in enumerate(self._expressions(list(concepts), o["expressions"], o["pictures"])):
-            coeffs, _, block, mean_u8 = arithmetic_images(G, device, bank_z, concepts, expression, ctx.seed + 1 + k,
-                                                          o["noise"], "expression")
-            block_u8 = ax.to_uint8(block)
-            reading = [names[int(c)] for c in classifier.predict(features(block_u8))]
-            expected = ax.expected_concept(coeffs)
-            hits = sum(r == expected for r in reading) if expected else None
-            if expected:
-                matched, judged = matched + hits, judged + len(reading)
-            rows.append([expression, ax.format_coeffs(coeffs), expected or "-", reading[0], ", ".join(reading[1:]),
-                         f"{hits}/{len(reading)}" if expected else "-"])
-            if picture:
-                used = picture_rows(concepts, coeffs, bank_u8, mean_u8, unused=False)
-                drawn = ax.arithmetic_picture(expression, used, block_u8)
-                images.append(Image(f"{expression} (read as {reading[0]}; neighbours: {', '.join(reading[1:])})",
-                                    ax.pil_to_array(drawn)))
         bank_grid = ax.numbered_grid(bank_u8, [f"{i}:{int(c)}" for i, c in enumerate(pred)])
         images.insert(0, Image(f"bank of {o['bank']} samples (seed {ctx.seed}), numbered, with the classifier's "
-                               "reading (index:class label)", ax.pil_to_array(bank_grid)))
+                               "reading (index:class label)", np.asarray(bank_grid)))
+        label_of = {name: label for label, name in names.items()}
         concept_rows = [[name, label_of[name], ", ".join(map(str, idx)),
                          ", ".join(f"{p:.3f}" for p in confidence[name])] for name, idx in concepts.items()]
         text = [f"Classifier: {trained_on}; held-out accuracy "
@@ -235,70 +288,11 @@ class VectorArithmetic(Analysis):
         if accuracy is not None:
             metrics["classifier_heldout_accuracy"] = accuracy
         return Result(metrics=metrics, images=images, text=text, tables=[
-            Table("concepts: the most confident bank samples per class", ["concept", "class label", "bank indices",
-                                                                          "classifier probability"], concept_rows),
+            Table("concepts: the most confident bank samples per class",
+                  ["concept", "class label", "bank indices", "classifier probability"], concept_rows),
             Table("expressions, and the classifier's reading of the result and its neighbours",
                   ["expression", "coefficients", "expected", "result read as", "neighbours read as", "matches"],
                   rows)])
-
-    @staticmethod
-    def _expressions(names: list[str], free: int, pictures: int) -> list[tuple[str, bool]]:
-        """(expression, show as picture): c - c + d and c - d + d for every class, then a - b + c triples."""
-        n = len(names)
-        sanity = [e for k, c in enumerate(names) for e in (f"{c} - {c} + {names[(k + 1) % n]}",
-                                                           f"{c} - {names[(k + 1) % n]} + {names[(k + 1) % n]}")]
-        sanity = list(dict.fromkeys(sanity))  # one class: both are c - c + c
-        triples = [f"{names[k]} - {names[(k + 1) % n]} + {names[(k + 2) % n]}" for k in range(min(free, n))] if n >= 3 \
-            else []
-        return [(e, i < pictures) for i, e in enumerate(sanity)] + [(e, True) for e in triples]
-
-    @staticmethod
-    def _concept_name(ctx, label: int) -> str:
-        import re
-
-        classes = ctx.layout.classes if ctx.layout and ctx.layout.classes else None
-        text = classes[label] if classes and 0 <= label < len(classes) else str(label)
-        name = re.sub(r"[^A-Za-z0-9_]", "_", text)
-        return name if ax.NAME.match(name) else f"class_{name}"
-
-    @staticmethod
-    def _features(ctx):
-        """uint8 images -> the classifier's input rows (numpy float32)."""
-        if ctx.options["classifier"] == "pixels":
-            return lambda u8: u8.reshape(len(u8), -1).float().numpy() / 255.0
-        from ganlab import GanlabError, discriminator_features
-
-        if ctx.gan.discriminator is None:
-            raise GanlabError("vector-arithmetic.classifier=discriminator needs a checkpoint with D; use pixels")
-        return lambda u8: discriminator_features(ctx.gan.discriminator, u8, device=ctx.device)
-
-    @staticmethod
-    def _classifier(ctx, features):
-        """(fitted pipeline, held-out accuracy or None, a description)."""
-        from sklearn.decomposition import PCA
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        from ganlab import GanlabError
-
-        images, labels = ctx.split(ctx.train_split, limit=ctx.options["train_limit"])
-        keep = labels >= 0
-        X, y = features(images[keep]), labels[keep].numpy()
-        if len(set(y.tolist())) < 2:
-            raise GanlabError(f"vector-arithmetic needs at least 2 classes in the {ctx.train_split} split")
-        steps = [StandardScaler()] if ctx.options["classifier"] == "discriminator" else []
-        model = make_pipeline(*steps, PCA(min(50, X.shape[1], len(X) - 1), random_state=0),
-                              LogisticRegression(C=1.0, max_iter=1000)).fit(X, y)
-        accuracy = None
-        if ctx.heldout_split:
-            test, test_labels = ctx.split(ctx.heldout_split, limit=ctx.options["train_limit"])
-            keep = test_labels >= 0
-            if keep.any():
-                accuracy = float(model.score(features(test[keep]), test_labels[keep].numpy()))
-        what = "pixels / 255" if ctx.options["classifier"] == "pixels" else "D's pooled features, standardised"
-        return model, accuracy, (f"{what} -> PCA(50) -> logistic regression (C = 1), trained on {len(y)} "
-                                 f"{ctx.train_split} images")
 
 
 @hookimpl

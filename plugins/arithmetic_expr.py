@@ -1,158 +1,118 @@
-"""The parts of ``vector-arithmetic`` / ``ganlab arithmetic`` that are not a component: concepts, the seeded bank
-of latent vectors, the expression parser (no ``eval``), and the pictures (figure-7 layout, numbered bank grid).
+"""The parts of ``vector-arithmetic`` / ``ganlab arithmetic`` that are not a component: the expression language,
+concepts, the seeded bank of latent vectors and the pictures (figure-7 layout, numbered bank grid).
 
-Expressions are linear: concept names, numbers, ``+``, ``-``, ``*``, ``/`` and parentheses, e.g.
-``smiling_woman - neutral_woman + neutral_man`` or ``0.5*(a + b) - c``. A sign may only open the expression or
-follow ``(`` (``a + -b`` is refused as a doubled operator; write ``a - b``). Numbers scale concepts; two concepts
-never multiply, and a bare number is never added to a concept. Positions in messages count characters from 1.
+Expressions are linear: concept names, numbers, ``+ - * /`` and parentheses, e.g. ``smiling_woman -
+neutral_woman + neutral_man`` or ``0.5*(a + b) - c``. Python's ``ast`` reads them and a walk over the tree accepts
+only those; nothing is evaluated. A sign may only open the expression or follow ``(`` (``a + -b`` is refused as a
+doubled operator; write ``a - b``). Numbers scale concepts; two concepts never multiply, and a bare number is never
+added to a concept. Positions in messages count characters from 1.
 """
 from __future__ import annotations
 
+import ast
+import keyword
 import math
 import re
-from dataclasses import dataclass
+import sys
+import warnings
 
 from ganlab import GanlabError
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_TOKEN = re.compile(r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-                    r"|(?P<op>[-+*/()]))")
+CHARACTER = re.compile(r"[A-Za-z0-9_\s.+\-*/()]")
+OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+HINT = "use concept names, numbers, + - * / and parentheses"
 BANK_CHUNK = 64  # the bank is drawn in chunks of this many, so index i does not depend on the bank's size
 EXEMPLARS = 3  # the paper averages 3 samples per concept: single samples were unstable
-MAX_DEPTH = 100  # parentheses; deeper would exhaust Python's recursion limit
+MAX_DEPTH = 100  # parentheses; far deeper ones would exhaust Python's parser
 
 
-@dataclass(frozen=True)
-class Token:
-    kind: str  # "number", "name", "op" or "end"
-    text: str
-    pos: int  # 1-based character position
+def is_concept_name(name: str) -> bool:
+    """Letters, digits and underscores, not starting with a digit, and no Python keyword (``ast`` reads them)."""
+    return bool(NAME.match(name)) and not keyword.iskeyword(name)
 
 
-def tokenize(text: str, where: str = "--expr") -> list[Token]:
-    """Tokens of ``text`` ending with an "end" token; a character outside the grammar is a GanlabError."""
-    tokens, i = [], 0
-    while i < len(text):
-        if text[i:].strip() == "":
-            break
-        match = _TOKEN.match(text, i)
-        if match is None or match.lastgroup is None:
-            j = i + len(text[i:]) - len(text[i:].lstrip())
-            raise GanlabError(f"unexpected character {text[j]!r} at position {j + 1} in {where}: use concept names, "
-                              "numbers, + - * / and parentheses")
-        tokens.append(Token(match.lastgroup, match.group(match.lastgroup), match.start(match.lastgroup) + 1))
-        i = match.end()
-    tokens.append(Token("end", "", len(text) + 1))
-    return tokens
+def _scan(text: str, where: str) -> None:
+    """The refusals one pass over the characters names exactly, before ``ast`` sees the text: a character outside
+    the language, a sign after another operator, and unbalanced or too deeply nested parentheses."""
+    open_at, previous = [], "("
+    for position, char in enumerate(text, 1):
+        if not CHARACTER.fullmatch(char):
+            raise GanlabError(f"unexpected character {char!r} at position {position} in {where}: {HINT}")
+        if char in "+-" and previous in "+-*/":
+            raise GanlabError(f"unexpected {char!r} at position {position} in {where}: a sign may only open the "
+                              "expression or follow '(' (write a - b, not a + -b)")
+        if char == "(":
+            open_at.append(position)
+            if len(open_at) > MAX_DEPTH:
+                raise GanlabError(f"{where} is nested more than {MAX_DEPTH} parentheses deep; write it flatter")
+        elif char == ")":
+            if not open_at:
+                raise GanlabError(f"unexpected ')' at position {position} in {where}: no '(' is open")
+            open_at.pop()
+        previous = previous if char.isspace() else char
+    if open_at:
+        raise GanlabError(f"missing ')' for the '(' at position {open_at[-1]} in {where}")
 
 
-class _Value:
-    """A number (``coeffs`` None) or a linear combination of concepts (name -> coefficient)."""
-
-    def __init__(self, number: float = 0.0, coeffs: dict[str, float] | None = None, label: str = ""):
-        self.number, self.coeffs, self.label = number, coeffs, label
-
-    @property
-    def is_vector(self) -> bool:
-        return self.coeffs is not None
-
-    def scaled(self, factor: float) -> _Value:
-        if self.coeffs is None:
-            return _Value(self.number * factor)
-        return _Value(coeffs={k: v * factor for k, v in self.coeffs.items()}, label=self.label)
+def _syntax_error(text: str, where: str, exc: SyntaxError) -> GanlabError:
+    end = len(text.rstrip())
+    position = max(1, (exc.offset or 1) - 1)  # Python counts in the parenthesised text
+    if position > end:
+        return GanlabError(f"{where} ends after {text.rstrip()[-1]!r} at position {end}: expected a concept name, "
+                           "a number or '('")
+    span = text[position - 1:max(position, (exc.end_offset or 0) - 1)].strip()
+    return GanlabError(f"cannot read {where} at position {position} ({span!r}: {exc.msg.split('. ')[0]}): {HINT}")
 
 
-class _Parser:
-    """Recursive descent over: expr := [sign] term (('+'|'-') term)*; term := primary (('*'|'/') primary)*;
-    primary := NUMBER | NAME | '(' expr ')'."""
+def _scaled(value, factor: float):
+    return {name: c * factor for name, c in value.items()} if isinstance(value, dict) else value * factor
 
-    def __init__(self, text: str, concepts: list[str], where: str):
-        self.tokens, self.i, self.where = tokenize(text, where), 0, where
-        self.concepts, self.depth = concepts, 0
 
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.i]
+def _apply(node, left, right, flat: str, where: str):
+    """``left op right`` of a BinOp node; a value is a number (float) or a combination of concepts (dict)."""
+    op = OPERATORS[type(node.op)]
+    at = f"at position {len(flat) - len(flat[node.left.end_col_offset:].lstrip(' )'))} in {where}"
+    left_is, right_is = isinstance(left, dict), isinstance(right, dict)
+    if op in "+-":
+        if left_is != right_is:
+            raise GanlabError(f"cannot add a number and a concept with {op!r} {at}: scale concepts instead "
+                              "(0.5*a, not a + 0.5)")
+        sign = 1.0 if op == "+" else -1.0
+        if not left_is:
+            return left + sign * right
+        return {**left, **{name: left.get(name, 0.0) + sign * c for name, c in right.items()}}
+    left_text, right_text = (flat[side.col_offset:side.end_col_offset] for side in (node.left, node.right))
+    if op == "*" and left_is and right_is:
+        raise GanlabError(f"cannot multiply {left_text!r} by {right_text!r} {at}: only numbers scale concepts")
+    if op == "*":
+        return _scaled(right, left) if right_is else _scaled(left, right)
+    if right_is:
+        raise GanlabError(f"cannot divide by {right_text!r} {at}: only numbers divide")
+    if right == 0:
+        raise GanlabError(f"division by zero {at}")
+    return _scaled(left, 1.0 / right)
 
-    def fail(self, expected: str):
-        tok = self.tok
-        if tok.kind == "end":
-            last = self.tokens[self.i - 1]
-            raise GanlabError(f"{self.where} ends after {last.text!r} at position {last.pos}: expected {expected}")
-        raise GanlabError(f"unexpected {tok.text!r} at position {tok.pos} in {self.where}: expected {expected}")
 
-    def expression(self) -> _Value:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise GanlabError(f"{self.where} is nested more than {MAX_DEPTH} parentheses deep; write it flatter")
-        sign = 1.0
-        if self.tok.text in "+-" and self.tok.kind == "op":
-            sign = -1.0 if self.tok.text == "-" else 1.0
-            self.i += 1
-        value = self.term().scaled(sign)
-        while self.tok.kind == "op" and self.tok.text in "+-":
-            op = self.tok
-            self.i += 1
-            right = self.term()
-            if value.is_vector != right.is_vector:
-                raise GanlabError(f"cannot add a number and a concept with {op.text!r} at position {op.pos} in "
-                                  f"{self.where}: scale concepts instead (0.5*a, not a + 0.5)")
-            factor = 1.0 if op.text == "+" else -1.0
-            if value.coeffs is None:
-                value = _Value(value.number + factor * right.number)
-            else:
-                coeffs = dict(value.coeffs)
-                for name, c in right.coeffs.items():
-                    coeffs[name] = coeffs.get(name, 0.0) + factor * c
-                value = _Value(coeffs=coeffs)
-        self.depth -= 1
-        return value
-
-    def term(self) -> _Value:
-        value = self.primary()
-        while self.tok.kind == "op" and self.tok.text in "*/":
-            op = self.tok
-            self.i += 1
-            right = self.primary()
-            if op.text == "*" and value.is_vector and right.is_vector:
-                raise GanlabError(f"cannot multiply {value.label or 'a concept'} by {right.label or 'a concept'} "
-                                  f"at position {op.pos} in {self.where}: only numbers scale concepts")
-            if op.text == "/":
-                if right.is_vector:
-                    raise GanlabError(f"cannot divide by {right.label or 'a concept'} at position {op.pos} in "
-                                      f"{self.where}: only numbers divide")
-                if right.number == 0:
-                    raise GanlabError(f"division by zero at position {op.pos} in {self.where}")
-                value = value.scaled(1.0 / right.number)
-            else:
-                value = right.scaled(value.number) if right.is_vector else value.scaled(right.number)
-        return value
-
-    def primary(self) -> _Value:
-        tok = self.tok
-        if tok.kind == "number":
-            number = float(tok.text)
-            if not math.isfinite(number):
-                raise GanlabError(f"number {tok.text!r} at position {tok.pos} in {self.where} is too large")
-            self.i += 1
-            return _Value(number)
-        if tok.kind == "name":
-            if tok.text not in self.concepts:
-                raise GanlabError(f"unknown concept {tok.text!r} at position {tok.pos} in {self.where}; concepts: "
-                                  f"{', '.join(self.concepts) or 'none (give --concept NAME=I,J,K)'}")
-            self.i += 1
-            return _Value(coeffs={tok.text: 1.0}, label=f"concept {tok.text!r}")
-        if tok.kind == "op" and tok.text == "(":
-            self.i += 1
-            value = self.expression()
-            if self.tok.text != ")" or self.tok.kind != "op":
-                if self.tok.kind == "end":
-                    raise GanlabError(f"missing ')' for the '(' at position {tok.pos} in {self.where}")
-                self.fail("an operator or ')'")
-            self.i += 1
-            return _Value(value.number, value.coeffs)
-        self.fail("a concept name, a number or '('")
-        raise AssertionError  # pragma: no cover - fail raises
+def _value(node, flat: str, concepts: list[str], where: str):
+    """A node's number (float) or combination of concepts (dict name -> coefficient); anything else is refused."""
+    at = f"at position {node.col_offset} in {where}"  # flat's index = text's position counted from 1
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        number = float(node.value) if abs(node.value) <= sys.float_info.max else math.inf
+        if not math.isfinite(number):
+            raise GanlabError(f"number {flat[node.col_offset:node.end_col_offset]!r} {at} is too large")
+        return number
+    if isinstance(node, ast.Name):
+        if node.id not in concepts:
+            raise GanlabError(f"unknown concept {node.id!r} {at}; concepts: "
+                              f"{', '.join(concepts) or 'none (give --concept NAME=I,J,K)'}")
+        return {node.id: 1.0}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        return _scaled(_value(node.operand, flat, concepts, where), -1.0 if isinstance(node.op, ast.USub) else 1.0)
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+        left = _value(node.left, flat, concepts, where)
+        return _apply(node, left, _value(node.right, flat, concepts, where), flat, where)
+    raise GanlabError(f"unexpected {flat[node.col_offset:node.end_col_offset]!r} {at}: {HINT}")
 
 
 def parse_expression(text: str, concepts, where: str = "--expr") -> dict[str, float]:
@@ -160,17 +120,24 @@ def parse_expression(text: str, concepts, where: str = "--expr") -> dict[str, fl
     concepts = list(concepts)
     if not text or not text.strip():
         raise GanlabError(f"{where} is empty: write concept names joined by + and -, e.g. 'a - b + c'")
-    parser = _Parser(text, concepts, where)
-    value = parser.expression()
-    if parser.tok.kind != "end":
-        parser.fail("+, -, *, / or the end of the expression")
-    if value.coeffs is None:
+    _scan(text, where)
+    flat = "(" + re.sub(r"\s", " ", text) + ")"  # one line, and leading spaces are no indentation
+    try:
+        with warnings.catch_warnings():  # Python's hints about literals ("1 is a") are not ours to print
+            warnings.simplefilter("ignore")
+            tree = ast.parse(flat, mode="eval")
+        value = _value(tree.body, flat, concepts, where)
+    except SyntaxError as exc:
+        raise _syntax_error(text, where, exc) from None
+    except (RecursionError, MemoryError):  # a chain of thousands of terms
+        raise GanlabError(f"{where} is too long to read; write it shorter") from None
+    if not isinstance(value, dict):
         raise GanlabError(f"{where} {text.strip()!r} names no concept; concepts: {', '.join(concepts) or 'none'}")
-    wild = [name for name, c in value.coeffs.items() if not math.isfinite(c)]
+    wild = [name for name, c in value.items() if not math.isfinite(c)]
     if wild:
-        raise GanlabError(f"{where} gives {wild[0]} the coefficient {value.coeffs[wild[0]]}: the numbers overflow "
-                          "a float; use smaller ones")
-    return value.coeffs
+        raise GanlabError(f"{where} gives {wild[0]} the coefficient {value[wild[0]]}: the numbers overflow a float; "
+                          "use smaller ones")
+    return value
 
 
 def expected_concept(coeffs: dict[str, float]) -> str | None:
@@ -186,18 +153,16 @@ def format_coeffs(coeffs: dict[str, float]) -> str:
 
 def parse_concept(text: str) -> tuple[str, list[int]]:
     """'smiling_woman=12,40,77' -> ('smiling_woman', [12, 40, 77]); GanlabError naming what is wrong."""
-    name, sep, rest = text.partition("=")
-    name = name.strip()
+    name, sep, rest = (part.strip() for part in text.partition("="))
     if not sep:
         raise GanlabError(f"--concept {text!r}: expected NAME=I,J,K with bank indices, e.g. smiling_woman=12,40,77")
-    if not NAME.match(name):
+    if not is_concept_name(name):
         raise GanlabError(f"--concept {text!r}: the name {name!r} must be letters, digits and underscores, "
-                          "not starting with a digit")
-    parts = [p.strip() for p in rest.split(",")]
-    if not rest.strip():
+                          "not starting with a digit, and not a Python keyword")
+    if not rest:
         raise GanlabError(f"--concept {text!r} has no indices: give bank indices, e.g. {name}=12,40,77")
     indices = []
-    for part in parts:
+    for part in (p.strip() for p in rest.split(",")):
         if not part.isdigit():
             raise GanlabError(f"--concept {text!r}: {part!r} is not a bank index (a whole number from 0; "
                               "separate indices with commas)")
@@ -214,10 +179,10 @@ def parse_concepts(texts, bank: int) -> dict[str, list[int]]:
         name, indices = parse_concept(text)
         if name in concepts:
             raise GanlabError(f"--concept {name} is given twice; give each concept once")
-        for index in indices:
-            if index >= bank:
-                raise GanlabError(f"index {index} of concept {name} is outside the bank of {bank} (0..{bank - 1}); "
-                                  f"pick from bank.png or give --bank {index + 1} or more")
+        outside = [i for i in indices if i >= bank]
+        if outside:
+            raise GanlabError(f"index {outside[0]} of concept {name} is outside the bank of {bank} (0..{bank - 1}); "
+                              f"pick from bank.png or give --bank {outside[0] + 1} or more")
         concepts[name] = indices
     if not concepts:
         raise GanlabError("give at least one --concept NAME=I,J,K")
@@ -231,8 +196,7 @@ def make_bank(config, n: int, seed: int):
     from ganlab import sample_latent
 
     gen = torch.Generator().manual_seed(seed)
-    chunks = [sample_latent(config, BANK_CHUNK, gen) for _ in range(-(-n // BANK_CHUNK))]
-    return torch.cat(chunks)[:n]
+    return torch.cat([sample_latent(config, BANK_CHUNK, gen) for _ in range(-(-n // BANK_CHUNK))])[:n]
 
 
 def concept_means(bank, concepts: dict[str, list[int]]) -> dict:
@@ -272,14 +236,7 @@ def generate(generator, z, device, batch: int = 256):
     return images
 
 
-def to_uint8(images):
-    """G's output in [-1, 1] -> uint8 0..255, the scale of the dataset's images."""
-    import torch
-
-    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-# ---- pictures ------------------------------------------------------------------------------------------------
+# ---- pictures: uint8 C x H x W images, each scaled (nearest) to a cell of at least 64 pixels ----------------
 
 def _font(size: int = 13):
     from PIL import ImageFont
@@ -291,7 +248,6 @@ def _font(size: int = 13):
 
 
 def _cell(image_uint8, side: int):
-    """One C x H x W uint8 image as an RGB PIL image scaled (nearest) to side x side."""
     from PIL import Image as PILImage
 
     array = image_uint8.permute(1, 2, 0).numpy()
@@ -303,15 +259,15 @@ def cell_side(image_size: int) -> int:
     return image_size * max(1, math.ceil(64 / image_size))
 
 
-def numbered_grid(images_uint8, labels: list[str] | None = None, columns: int | None = None):
+def numbered_grid(images_uint8, labels: list[str] | None = None):
     """A PIL image of the images in a grid, each under a strip with its index (or ``labels[i]``)."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
     n, side, font, strip, gap = len(images_uint8), cell_side(images_uint8.shape[-1]), _font(), 16, 4
-    columns = columns or min(20, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / columns)
-    canvas = PILImage.new("RGB", (gap + columns * (side + gap), gap + rows * (side + strip + gap)), "white")
+    columns = min(20, math.ceil(math.sqrt(n)))
+    canvas = PILImage.new("RGB", (gap + columns * (side + gap), gap + math.ceil(n / columns) * (side + strip + gap)),
+                          "white")
     draw = ImageDraw.Draw(canvas)
     for i in range(n):
         x, y = gap + (i % columns) * (side + gap), gap + (i // columns) * (side + strip + gap)
@@ -333,8 +289,7 @@ def arithmetic_picture(title: str, rows: list[tuple[str, object, object]], block
     mean_w = int(measure.textlength("mean", font=font)) + gap
     width = max(label_w + most * (side + 2) + gap + mean_w + side, 3 * (side + 2) + label_w,
                 int(measure.textlength(title, font=font))) + 2 * gap
-    height = gap + line + len(rows) * (side + gap) + line + 3 * (side + 2) + gap
-    canvas = PILImage.new("RGB", (width, height), "white")
+    canvas = PILImage.new("RGB", (width, gap + line + len(rows) * (side + gap) + line + 3 * (side + 2) + gap), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((gap, gap), title, fill="black", font=font)
     y = gap + line
@@ -352,15 +307,8 @@ def arithmetic_picture(title: str, rows: list[tuple[str, object, object]], block
     # block index per 3x3 position: the result (0) in the centre when there are 8 neighbours
     order = [1, 2, 3, 4, 0, 5, 6, 7, 8] if len(block_uint8) == 9 else list(range(len(block_uint8)))
     for position, index in enumerate(order):
-        x0, y0 = label_w + (position % 3) * (side + 2), y + (position // 3) * (side + 2)
-        canvas.paste(_cell(block_uint8[index], side), (x0, y0))
+        canvas.paste(_cell(block_uint8[index], side), (label_w + (position % 3) * (side + 2),
+                                                       y + (position // 3) * (side + 2)))
     if len(block_uint8) == 9:
         draw.rectangle((label_w + side + 1, y + side + 1, label_w + 2 * side + 2, y + 2 * side + 2), outline="red")
     return canvas
-
-
-def pil_to_array(picture):
-    """PIL image -> uint8 H x W x 3 numpy array (what ganlab.Image accepts)."""
-    import numpy as np
-
-    return np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()

@@ -1,19 +1,20 @@
 """Command ``ganlab import dcgan-code DIR --out CKPT --dataset NAME``: the paper's released D as a ganlab checkpoint.
 
-Reads ``<epoch>_discrim_params.jl`` (or ``.npz``) from the authors' model folder ``DIR`` (format, layout and
-safety: ``dcgan_code_format``), works out the ganlab architecture from the shapes (the SVHN model is
-``image_size=32, kernel_size=5, ndf=64``; the ImageNet-32 model is the ``imagenet32`` preset), flips the
-convolution kernels, turns the final dense layer into D's 4x4 convolution, and recomputes the BatchNorm
-statistics on real images (``ganlab.recompute_batchnorm``), because the authors did not save them: they are
-taken from ``--dataset``/``--data-root``, split ``--split`` (default ``train``, every image unless
-``--limit``), as the authors did before extracting features.
+Reads ``<epoch>_discrim_params.jl`` (or ``.npz``; formats and safety: ``dcgan_code_format``) from the authors'
+model folder ``DIR`` and works out the ganlab architecture from the shapes (the SVHN model is ``image_size=32,
+kernel_size=5, ndf=64``; the ImageNet-32 model is the ``imagenet32`` preset). Theano's ``dnn_conv`` is a true
+convolution, so the kernels are flipped for PyTorch's cross-correlation; the final dense layer ``wy``, a dot
+product on the C-order flattened 4 x 4 map before a sigmoid, becomes D's 4x4 convolution (ganlab keeps the
+logit). The authors saved no BatchNorm statistics (and Theano adds 1e-8 to the variance, PyTorch 1e-5): they are
+recomputed on ``--dataset``/``--data-root`` split ``--split`` (every image unless ``--limit``), as the authors did
+before extracting features.
 
-The checkpoint is an ordinary weights-only ganlab checkpoint: it records the dataset (so ``ganlab report``
-finds the held-out split) and, under ``imported``, the source file and where the statistics came from. The
-authors' G is not converted (its first layer normalises each of its 4x4 positions separately, which ganlab's
-G cannot express): the checkpoint's G is ganlab's initialisation (seed 0), so use the checkpoint for D, e.g.
-``ganlab report CKPT --only svm-probe``. The file is written atomically and read back with ``ganlab.load``
-before the command reports success; an existing ``--out`` is kept unless ``--overwrite``.
+The checkpoint is an ordinary weights-only ganlab checkpoint that records the dataset (so ``ganlab report`` finds
+the held-out split) and, under ``imported``, the source file and where the statistics came from. The authors' G
+is not converted (its first layer normalises each of its 4x4 positions separately, which ganlab's G cannot
+express): its G is ganlab's initialisation (seed 0), so use it for D, e.g. ``ganlab report CKPT --only
+svm-probe``. The file is written atomically and read back with ``ganlab.load`` before the command reports
+success; an existing ``--out`` is kept unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def _shape(a) -> tuple:
 
 
 def split_layout(params: list, source: str = "the parameter list"):
-    """(first conv weight, [(conv weight, gain, bias), ...], dense weight) after checking the list's structure."""
+    """(first conv weight, [(conv weight, gain, bias), ...], dense weight) after checking the list's structure.
+
+    The authors' list, in Theano's shapes (out x in x k x k): ``w``, the input convolution without BatchNorm; per
+    further convolution its weights ``w_i`` and BatchNorm gain ``g_i`` and bias ``b_i`` (no convolution has a
+    bias); ``wy``, the dense layer on the flattened ``width x 4 x 4`` map, ``(width * 16) x 1``.
+    """
     import numpy as np
 
     n = len(params)
@@ -45,11 +51,10 @@ def split_layout(params: list, source: str = "the parameter list"):
     for i, a in enumerate(params):
         if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
             raise GanlabError(f"{source}: array {i} is not finite numbers")
-    first, dense = params[0], params[-1]
     groups = [tuple(params[i:i + 3]) for i in range(1, n - 1, 3)]
     previous = None
-    for index, w in enumerate([first] + [g[0] for g in groups]):
-        position = 0 if index == 0 else 1 + 3 * (index - 1)
+    for position in [0] + list(range(1, n - 1, 3)):
+        w = params[position]
         if w.ndim != 4 or w.shape[2] != w.shape[3]:
             raise GanlabError(f"{source}: array {position} should be a convolution's weights (out x in x k x k), "
                               f"not shape {_shape(w)}")
@@ -58,14 +63,15 @@ def split_layout(params: list, source: str = "the parameter list"):
                               f"gives {previous}")
         previous = w.shape[0]
     for index, (w, g, b) in enumerate(groups):
-        for offset, a in ((1, g), (2, b)):
+        for offset, a, what in ((1, g, "gain"), (2, b, "bias")):
             if _shape(a) != (w.shape[0],):
-                raise GanlabError(f"{source}: array {2 + 3 * index + offset - 1} should be a BatchNorm "
-                                  f"{'gain' if offset == 1 else 'bias'} of shape ({w.shape[0]},), not {_shape(a)}")
+                raise GanlabError(f"{source}: array {1 + 3 * index + offset} should be a BatchNorm {what} of shape "
+                                  f"({w.shape[0]},), not {_shape(a)}")
+    dense = params[-1]
     if dense.size != previous * 16 or dense.ndim not in (1, 2) or (dense.ndim == 2 and dense.shape[1] != 1):
         raise GanlabError(f"{source}: the last array should be the dense layer on the {previous} x 4 x 4 map, "
                           f"shape ({previous * 16}, 1), not {_shape(dense)}")
-    return first, groups, dense
+    return params[0], groups, dense
 
 
 def match_config(params: list, image_size: int | None = None, source: str = "the parameter list"):
@@ -74,33 +80,29 @@ def match_config(params: list, image_size: int | None = None, source: str = "the
 
     from ganlab import PRESETS, Discriminator, ModelConfig
 
-    first, groups, dense = split_layout(params, source)
+    first, groups, _ = split_layout(params, source)
     convs = [first] + [g[0] for g in groups]
     k = int(first.shape[2])
     wanted = [_shape(w) for w in convs] + [(1, int(convs[-1].shape[0]), 4, 4)]
     found = []
     for size in (16, 32, 64, 128) if image_size is None else (image_size,):
         for extra in range(4):
-            n_strided = int(math.log2(size)) - 2
-            if n_strided * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' kernels are odd
+            strided = int(math.log2(size)) - 2
+            if strided * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' kernels are odd
                 continue
             config = ModelConfig(image_size=size, channels=int(first.shape[1]), ndf=int(first.shape[0]),
                                  ngf=int(first.shape[0]), kernel_size=k, extra_layers=extra)
             D = Discriminator(config)
-            shapes = [tuple(m.weight.shape) for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
-            if shapes == wanted:
+            if [tuple(m.weight.shape) for m in D.modules() if isinstance(m, torch.nn.Conv2d)] == wanted:
                 found.append(config)
     if not found:
         raise GanlabError(f"{source}: no ganlab discriminator has these layers (kernel {k}, widths "
                           f"{[int(w.shape[0]) for w in convs]}{f', image size {image_size}' if image_size else ''})")
     if len(found) > 1:
         raise GanlabError(f"{source} fits image sizes {[c.image_size for c in found]}; give --image-size")
-    config = found[0]
     preset = PRESETS["imagenet32"]
     same = ("image_size", "channels", "ndf", "kernel_size", "extra_layers")
-    if all(getattr(config, f) == getattr(preset, f) for f in same):
-        return preset
-    return config
+    return preset if all(getattr(found[0], f) == getattr(preset, f) for f in same) else found[0]
 
 
 def discriminator_from_params(params: list, image_size: int | None = None, source: str = "the parameter list"):
@@ -119,59 +121,32 @@ def discriminator_from_params(params: list, image_size: int | None = None, sourc
     convs = [m for m in D.main if isinstance(m, torch.nn.Conv2d)]
     norms = [m for m in D.main if isinstance(m, torch.nn.BatchNorm2d)]
     theano_convs = [first] + [g[0] for g in groups]
+
+    def tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
     with torch.no_grad():
         for conv, w in zip(convs[:-1], theano_convs, strict=True):
             # Theano's dnn_conv (conv_mode='conv') convolves; PyTorch cross-correlates: flip both kernel axes
-            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w[:, :, ::-1, ::-1], dtype=np.float32)))
+            conv.weight.copy_(tensor(w[:, :, ::-1, ::-1]))
         for norm, (_, g, b) in zip(norms, groups, strict=True):
-            norm.weight.copy_(torch.from_numpy(np.asarray(g, dtype=np.float32)))
-            norm.bias.copy_(torch.from_numpy(np.asarray(b, dtype=np.float32)))
+            norm.weight.copy_(tensor(g))
+            norm.bias.copy_(tensor(b))
             norm.reset_running_stats()
         # T.flatten(h, 2) on N x C x 4 x 4 is C-order: unit c * 16 + 4 * y + x; a dot product, so no flip
-        width = int(theano_convs[-1].shape[0])
-        convs[-1].weight.copy_(torch.from_numpy(np.asarray(dense, dtype=np.float32).reshape(1, width, 4, 4)))
+        convs[-1].weight.copy_(tensor(dense).reshape(1, int(theano_convs[-1].shape[0]), 4, 4))
     return config, D.eval()
 
 
-def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, split: str, limit: int | None,
-            epoch: int | None, image_size: int | None, batch_size: int, device: str, overwrite: bool) -> str:
-    """Write the checkpoint; returns the one-line summary."""
+def write_checkpoint(out: Path, payload: dict, D, config) -> None:
+    """Write ``payload`` atomically, after reading it back through ``ganlab.load`` and checking its D."""
     import torch
 
-    import ganlab
-    from ganlab import Generator, check_outside, load, load_split, recompute_batchnorm, select_device
+    from ganlab import atomic_file, load
 
-    out = out.expanduser().resolve()
-    check_outside(out, [folder] + ([data_root] if data_root else []))
-    if out.exists() and not overwrite:
-        raise GanlabError(f"{out} exists; give --overwrite to replace it, or another --out")
-    if out.is_dir():
-        raise GanlabError(f"{out} is a folder; --out is the checkpoint file to write")
-    path, found_epoch = find_discriminator_file(folder, epoch)
-    params = read_params(path)
-    config, D = discriminator_from_params(params, image_size, source=str(path))
-    target = select_device(device)
-    images, _ = load_split(dataset, split, root=data_root, image_size=config.image_size, channels=config.channels,
-                           limit=limit)
-    D = recompute_batchnorm(D, images, batch_size=batch_size, device=target).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        G = Generator(config)
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    payload = {
-        "format": "ganlab", "format_version": 1, "ganlab_version": ganlab.__version__,
-        "torch_version": str(torch.__version__), "config": config.to_dict(),
-        "generator": G.state_dict(), "discriminator": D.state_dict(),
-        "dataset": {"name": dataset, "split": split, "root": root, "size": len(images)},
-        "imported": {"from": "dcgan-code", "file": str(path.resolve()), "epoch": found_epoch,
-                     "bn_stats": f"recomputed on {len(images)} images of {dataset}/{split}",
-                     "generator": GENERATOR_NOTE},
-    }
-    if found_epoch is not None:
-        payload["epoch"] = found_epoch
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with ganlab.atomic_file(out, "wb") as handle:
+        with atomic_file(out, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             check = load(handle.name)  # weights-only, through ganlab's own reader, before it takes out's name
@@ -182,11 +157,45 @@ def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, sp
     except (OSError, RuntimeError) as exc:  # torch's zip writer turns a full disk into a RuntimeError
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise GanlabError(f"cannot write {out} ({reason})") from None
+
+
+def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, split: str, limit: int | None,
+            epoch: int | None, image_size: int | None, batch_size: int, device: str, overwrite: bool) -> str:
+    """Write the checkpoint; returns the one-line summary."""
+    import torch
+
+    import ganlab
+    from ganlab import Generator, check_outside, load_split, recompute_batchnorm, select_device
+
+    out = out.expanduser().resolve()
+    check_outside(out, [folder] + ([data_root] if data_root else []))
+    if out.exists() and not overwrite:
+        raise GanlabError(f"{out} exists; give --overwrite to replace it, or another --out")
+    if out.is_dir():
+        raise GanlabError(f"{out} is a folder; --out is the checkpoint file to write")
+    path, found_epoch = find_discriminator_file(folder, epoch)
+    config, D = discriminator_from_params(read_params(path), image_size, source=str(path))
+    images, _ = load_split(dataset, split, root=data_root, image_size=config.image_size, channels=config.channels,
+                           limit=limit)
+    D = recompute_batchnorm(D, images, batch_size=batch_size, device=select_device(device)).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        G = Generator(config)
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    statistics = f"{len(images)} images of {dataset}/{split}"
+    write_checkpoint(out, {
+        "format": "ganlab", "format_version": 1, "ganlab_version": ganlab.__version__,
+        "torch_version": str(torch.__version__), "config": config.to_dict(),
+        "generator": G.state_dict(), "discriminator": D.state_dict(),
+        "dataset": {"name": dataset, "split": split, "root": root, "size": len(images)},
+        "imported": {"from": "dcgan-code", "file": str(path.resolve()), "epoch": found_epoch,
+                     "bn_stats": f"recomputed on {statistics}", "generator": GENERATOR_NOTE},
+        **({"epoch": found_epoch} if found_epoch is not None else {})}, D, config)
     what = ("the imagenet32 preset" if config == ganlab.PRESETS["imagenet32"] else
             f"image size {config.image_size}, kernel {config.kernel_size}, ndf {config.ndf}, "
             f"{config.channels} channels")
-    return (f"wrote {out}: D of {path.name} ({what}), BatchNorm statistics from {len(images)} images of "
-            f"{dataset}/{split}; G not converted (use the checkpoint for D)")
+    return f"wrote {out}: D of {path.name} ({what}), BatchNorm statistics from {statistics}; G not converted (use " \
+           "the checkpoint for D)"
 
 
 @click.group("import")
@@ -206,12 +215,9 @@ def import_group() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, auto ...")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out")
-def dcgan_code_command(folder: Path, out: Path, dataset: str, data_root: Path | None, split: str, limit: int | None,
-                       epoch: int | None, image_size: int | None, batch_size: int, device: str,
-                       overwrite: bool) -> None:
+def dcgan_code_command(folder: Path, out: Path, **options) -> None:
     """Convert the paper's released Theano D (FOLDER/<epoch>_discrim_params.jl, or .npz) into a ganlab checkpoint."""
-    click.echo(convert(folder, out, dataset=dataset, data_root=data_root, split=split, limit=limit, epoch=epoch,
-                       image_size=image_size, batch_size=batch_size, device=device, overwrite=overwrite))
+    click.echo(convert(folder, out, **options))
 
 
 @hookimpl

@@ -1,20 +1,12 @@
 """Detector ``haar-face``: OpenCV's frontal-face Haar cascade (Viola & Jones 2001), as shipped in OpenCV 4.
 
-The cascade is ``haarcascade_frontalface_alt`` with ``min_neighbors`` 5 and ``scale_factor`` 1.1, chosen by
-measurement (``benchmarks/README.md``, "haar-face"): OpenCV's ``_default`` cascade found 3 "faces" in
-scikit-learn's ``flower.jpg`` and 6 in skimage's ``coins`` at these settings, and raising ``min_neighbors``
-until they went lost a third of the real faces; ``_alt`` finds none in any of 21 face-free pictures (scikit-
-learn's and skimage's sample images) and 98 of skimage's 100 LFW faces (padded, 147 px), as ``_default`` did.
-
-Used by ``forget-concept`` (find faces on generated samples, then check whether G still draws them once the
-face feature maps are dropped). ``detect(image)`` converts RGB to grey and runs ``detectMultiScale``; it
-returns ``(x, y, width, height)`` boxes in the image's pixels. The cascade's window is 24 x 24 pixels, so a
-face smaller than that is never found: upscale small images first (``forget-concept`` does, to its
-``detect_size``).
-
-The cascade file is ``cv2.data.haarcascades + "haarcascade_frontalface_alt.xml"``. OpenCV 5 moved the
-cascades out of the main package, so this needs ``opencv-python-headless`` 4.x; with 5.x ``detect`` raises a
-``GanlabError`` that says so.
+``haarcascade_frontalface_alt`` with ``min_neighbors`` 5 and ``scale_factor`` 1.1, chosen by measurement
+(``benchmarks/README.md``, "haar-face"): it finds no face in 21 face-free pictures and 98 of skimage's 100 LFW
+faces, where OpenCV's ``_default`` cascade found the same faces but also false ones (3 in ``flower.jpg``, 6 in
+``coins``) that only a ``min_neighbors`` costing a third of the real faces removed. ``detect(image)`` runs on the
+grey image and returns ``(x, y, width, height)`` boxes in its pixels. The cascade's window is 24 x 24 pixels, so
+smaller faces are never found: upscale small images first (``forget-concept`` does, to its ``detect_size``).
+OpenCV 5 moved the cascades out of the main package: this needs ``opencv-python-headless`` 4.x, and says so.
 """
 from __future__ import annotations
 

@@ -1,25 +1,18 @@
 """Command ``ganlab faces SRC_DIR OUT_DIR``: crop the faces a detector finds in photos into a training folder.
 
 The paper built its faces dataset by running a face detector over web images and keeping the detections of high
-enough resolution. This does the same for a folder of photos: every image file under ``SRC_DIR`` (recursively;
-``.jpg .jpeg .png .bmp .webp .tif .tiff`` in any case; hidden names skipped; symlinked folders followed, each real
-folder once, so a symlink loop ends; ``OUT_DIR`` skipped if it lies inside) is decoded with PIL (EXIF rotation
-applied, converted to RGB) and given to the detector (``--detector``, default ``haar-face``; any registered
-``ganlab.Detector``).
+enough resolution. This does the same for the image files under ``SRC_DIR`` (recursively; ``.jpg .jpeg .png .bmp
+.webp .tif .tiff`` in any case; hidden names skipped; symlinked folders followed, each real folder once;
+``OUT_DIR`` skipped if it lies inside), each decoded with PIL (EXIF rotation applied, as RGB) and given to the
+detector (``--detector``, default ``haar-face``; any registered ``ganlab.Detector``).
 
-A detection at least ``--min-size`` pixels wide becomes a square crop: the box is widened to a square of side
-``max(width, height)`` around its centre, and moved inside the image where it would cross an edge (shrunk to the
-image's shorter side if it is larger), then resized to ``--size`` pixels (Lanczos) and written as
-``OUT_DIR/NNNNNN_<source name>.png``. The crops lie directly in ``OUT_DIR``, so
-``ganlab train --dataset folder --data-root OUT_DIR`` trains on them as one unlabelled set. ``OUT_DIR/index.json``
-maps each crop to its source file (relative to ``SRC_DIR``), the detector's box ``[x, y, width, height]`` and the
-square ``[x, y, side]`` cropped; ``unreadable`` lists the files that could not be decoded (corrupt, empty, not an
-image) with the reason: they are counted and skipped, never fatal.
-
-The command ends with one line: images read (decoded), faces kept, faces too small (narrower than ``--min-size``),
-unreadable files. A folder that already holds crops or an ``index.json`` is refused unless ``--overwrite``, which
-removes the previous run's crops (the files its index names) once the new ones are written; crops are written to a
-hidden folder inside ``OUT_DIR`` first, so a run that fails leaves what was there unchanged.
+A detection at least ``--min-size`` pixels wide becomes the square of side max(width, height) around its centre,
+moved inside the image (shrunk to its shorter side if larger), resized to ``--size`` pixels (Lanczos) and written
+as ``OUT_DIR/NNNNNN_<source name>.png``, so ``ganlab train --dataset folder --data-root OUT_DIR`` trains on them as
+one unlabelled set. ``OUT_DIR/index.json`` maps each crop to its source file (relative to ``SRC_DIR``), the
+detector's box ``[x, y, width, height]`` and the square ``[x, y, side]``; ``unreadable`` lists the files that
+could not be decoded, with the reason (counted and skipped, never fatal). The last line counts images read, faces
+kept, faces too small and unreadable files.
 """
 from __future__ import annotations
 
@@ -43,17 +36,14 @@ def find_images(src: Path, skip: Path | None = None) -> list[Path]:
     found, stack = [], [str(src)]
     while stack:
         folder = stack.pop()
-        real = os.path.realpath(folder)
-        if real in visited:  # a symlink loop, a folder reached twice, or OUT_DIR
+        if os.path.realpath(folder) in visited:  # a symlink loop, a folder reached twice, or OUT_DIR
             continue
-        visited.add(real)
+        visited.add(os.path.realpath(folder))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
             raise GanlabError(f"cannot list {folder} ({exc.strerror or exc})") from None
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
+        for entry in (e for e in entries if not e.name.startswith(".")):
             try:
                 is_dir = entry.is_dir()
             except OSError:  # a link that points at itself: treated as a file, reported when read
@@ -79,13 +69,12 @@ def read_rgb(path: Path):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=FORMATS) as image:
                 image.load()
-                rgb = ImageOps.exif_transpose(image).convert("RGB")
+                return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except ValueError:
         raise
     except Exception as exc:  # PIL raises many types for broken files; each one is a reason to skip the file
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise ValueError(f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__) from None
-    return np.asarray(rgb)
 
 
 def square_crop(box, width: int, height: int) -> tuple[int, int, int]:
@@ -133,7 +122,7 @@ def faces_command(src_dir: Path, out_dir: Path, min_size: int, size: int, detect
 
 
 def _earlier_output(folder: Path) -> bool:
-    """An output of `ganlab faces` from before outputs were marked: an index.json that lists its crops."""
+    """A `ganlab faces` output that carries no ganlab marker: an index.json that lists its crops."""
     import json
 
     try:

@@ -1,36 +1,26 @@
-"""Analysis ``forget-concept``: make G forget to draw something (the paper's section 6.2, "forgetting to draw
-windows", figure 6).
+"""Analysis ``forget-concept``: make G forget to draw something (the paper's section 6.2 and figure 6, where
+dropping the maps that drew 52 boxed windows made the windows vanish or turn into other things).
 
-The paper drew 52 window boxes on 150 samples, fitted a logistic regression on the second highest G layer's
-features (each spatial location's feature vector: inside a box = positive, random locations of the same
-images = negative), dropped every feature map with a positive weight (about 200) at all spatial locations
-and generated new samples with and without them: the windows vanished or were replaced by other things.
+On a bank of ``bank`` samples (z seeded with ``ctx.seed``), the boxes come from ``boxes`` (a JSON file
+``{"sample index": [[x, y, w, h], ...]}`` in the generated image's pixels) or else from the ``detector`` run on the
+bank upscaled to ``detect_size`` pixels. A logistic regression on one G layer's feature vectors tells locations
+inside a box from ``negative_ratio`` times as many random locations outside the boxes; the maps with a weight above
+``threshold`` are zeroed at all locations (a forward hook on that layer's ReLU) and ``show`` new samples (z seeded
+with ``ctx.seed + 1``) are drawn with and without them. ``layer = -2`` indexes ``G(z, return_features=True)``'s
+post-ReLU maps from the top: for the paper's 64 x 64 bedroom G the 16 x 16 layer with 256 maps, the only reading
+of "second highest convolution layer" with room for the ~200 maps they dropped.
 
-Here the same, on a bank of ``bank`` samples (z from ``sample_latent`` with ``torch.Generator().manual_seed(
-ctx.seed)``). The boxes come from ``--set forget-concept.boxes=FILE.json`` (``{"sample index": [[x, y, w, h],
-...]}`` in the generated image's pixels; indices into the bank) or, without a file, from the ``detector``
-(default ``haar-face``) run on the bank, upscaled to ``detect_size`` pixels. Negatives are random locations
-outside the boxes, from all bank images, ``negative_ratio`` times as many as positives.
-
-The layer: ``G(z, return_features=True)`` lists every hidden layer's post-ReLU maps, lowest first, the last one
-feeding the output convolution. ``layer = -2`` (the default) is the one below that: for the paper's 64 x 64
-bedroom G (1024@4, 512@8, 256@16, 128@32, then the image) that is the 16 x 16 layer with 256 maps, the only
-reading of "second highest convolution layer" that has room for the ~200 maps they dropped (the last hidden
-layer has 128). Its maps are zeroed by a forward hook on that layer's ReLU, removed afterwards.
-
-Metrics: ``maps_dropped`` (maps with weight > ``threshold``) of ``maps_total``; ``images_with_boxes``,
-``positives`` and ``negatives`` (locations the regression was fitted on); ``fit_accuracy`` (its accuracy on
-those same locations); ``pixel_change`` (mean |difference| of the ``show`` new samples with and without the
-maps, in [0, 1] units); ``detections_before`` / ``detections_after``: the share of those samples in which
-the detector finds at least one box, with all maps and without the dropped ones (only when a registered
-detector is named). Without any box on the bank (e.g. no face on digits) the result says so, shows the bank
-to annotate, and reports no ``maps_dropped``.
+Metrics: ``maps_dropped`` of ``maps_total``; ``images_with_boxes``, ``positives`` and ``negatives`` (locations
+fitted on); ``fit_accuracy`` (on those locations); ``pixel_change`` (mean |difference| of the new samples with and
+without the maps, in [0, 1] units); ``detections_before`` / ``_after`` (the share of new samples in which the
+detector finds a box, with a registered detector only). Without any box on the bank the result shows the bank to
+annotate and drops nothing.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from ganlab import Analysis, GanlabError, Image, Result, Table, hookimpl
+from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
 
 
 class ConceptFit(NamedTuple):
@@ -46,32 +36,33 @@ def load_boxes(path: str, bank: int) -> dict[int, list[tuple[float, float, float
     import json
     import math
 
+    where = f"forget-concept's boxes file {path}"
     try:
         with open(path) as f:
             raw = json.load(f)
     except OSError as exc:
         raise GanlabError(f"forget-concept cannot read the boxes file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise GanlabError(f"forget-concept's boxes file {path} is not JSON ({exc})") from None
+        raise GanlabError(f"{where} is not JSON ({exc})") from None
     if not isinstance(raw, dict):
-        raise GanlabError(f"forget-concept's boxes file {path} must hold an object {{\"sample index\": [[x, y, w, "
-                          "h], ...]}")
+        raise GanlabError(f"{where} must hold an object {{\"sample index\": [[x, y, w, h], ...]}}")
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
     boxes: dict[int, list] = {}
     for key, items in raw.items():
         try:
             index = int(key)
         except ValueError:
-            raise GanlabError(f"forget-concept's boxes file {path}: key {key!r} is not a sample index") from None
+            raise GanlabError(f"{where}: key {key!r} is not a sample index") from None
         if not 0 <= index < bank:
-            raise GanlabError(f"forget-concept's boxes file {path}: sample {index} is outside the bank of {bank} "
-                              f"samples (indices 0..{bank - 1}); set forget-concept.bank")
-        ok = isinstance(items, list) and all(
-            isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                        and math.isfinite(v) for v in b) and b[2] > 0 and b[3] > 0
-            for b in items)
-        if not ok:
-            raise GanlabError(f"forget-concept's boxes file {path}: sample {key} needs a list of [x, y, width, "
-                              "height] with positive width and height")
+            raise GanlabError(f"{where}: sample {index} is outside the bank of {bank} samples (indices 0.."
+                              f"{bank - 1}); set forget-concept.bank")
+        if not isinstance(items, list) or not all(isinstance(b, list) and len(b) == 4 and all(map(number, b))
+                                                  and b[2] > 0 and b[3] > 0 for b in items):
+            raise GanlabError(f"{where}: sample {key} needs a list of [x, y, width, height] with positive width "
+                              "and height")
         boxes[index] = [tuple(float(v) for v in b) for b in items]
     return boxes
 
@@ -83,15 +74,12 @@ def box_masks(boxes, n: int, image_size: int, resolution: int):
     """
     import numpy as np
 
-    items = boxes.items() if isinstance(boxes, dict) else enumerate(boxes)
     cell = image_size / resolution
     centres = (np.arange(resolution) + 0.5) * cell
     masks = np.zeros((n, resolution, resolution), dtype=bool)
-    for index, image_boxes in items:
+    for index, image_boxes in boxes.items() if isinstance(boxes, dict) else enumerate(boxes):
         for x, y, w, h in image_boxes:
-            cols = (centres >= x) & (centres < x + w)
-            rows = (centres >= y) & (centres < y + h)
-            masks[index] |= rows[:, None] & cols[None, :]
+            masks[index] |= ((centres >= y) & (centres < y + h))[:, None] & ((centres >= x) & (centres < x + w))
             cx, cy = x + w / 2, y + h / 2
             if 0 <= cx < image_size and 0 <= cy < image_size:
                 masks[index, min(int(cy / cell), resolution - 1), min(int(cx / cell), resolution - 1)] = True
@@ -111,20 +99,18 @@ def fit_concept_maps(features, boxes, image_size: int, *, negative_ratio: float 
 
     maps = np.asarray(features.detach().cpu() if hasattr(features, "detach") else features, dtype=np.float64)
     n, channels, res, _ = maps.shape
-    inside = box_masks(boxes, n, image_size, res)
-    vectors = maps.transpose(0, 2, 3, 1).reshape(-1, channels)
-    positive = np.flatnonzero(inside.ravel())
-    outside = np.flatnonzero(~inside.ravel())
+    inside = box_masks(boxes, n, image_size, res).ravel()
+    positive, outside = np.flatnonzero(inside), np.flatnonzero(~inside)
     if len(positive) == 0 or len(outside) == 0:
         raise ValueError(f"need locations inside and outside boxes, got {len(positive)} and {len(outside)}")
     count = min(len(outside), max(1, int(round(negative_ratio * len(positive)))))
     negative = np.random.default_rng(seed).choice(outside, size=count, replace=False)
+    vectors = maps.transpose(0, 2, 3, 1).reshape(-1, channels)
     X = StandardScaler().fit_transform(vectors[np.concatenate([positive, negative])])
     y = np.r_[np.ones(len(positive)), np.zeros(count)]
     model = LogisticRegression(C=C, max_iter=5000).fit(X, y)
     weights = model.coef_[0]
-    return ConceptFit(weights, np.flatnonzero(weights > threshold), len(positive), count,
-                      float(model.score(X, y)))
+    return ConceptFit(weights, np.flatnonzero(weights > threshold), len(positive), count, float(model.score(X, y)))
 
 
 def activation_modules(G):
@@ -134,11 +120,19 @@ def activation_modules(G):
     return [m for m in G.modules() if isinstance(m, nn.ReLU)]
 
 
+def generate(G, z, batch_size: int = 256):
+    """G(z) on the CPU, in batches, without gradients."""
+    import torch
+
+    device = next(G.parameters()).device
+    with torch.no_grad():
+        return torch.cat([G(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
+
+
 def generate_without(G, z, layer_index: int, channels, batch_size: int = 256):
     """G(z) with the given feature maps of feature layer ``layer_index`` zeroed everywhere (CPU, in [-1, 1])."""
     import torch
 
-    module = activation_modules(G)[layer_index]
     drop = torch.as_tensor(list(channels), dtype=torch.long)
 
     def hook(_module, _inputs, output):
@@ -146,34 +140,27 @@ def generate_without(G, z, layer_index: int, channels, batch_size: int = 256):
         mask[drop.to(output.device)] = 0
         return output * mask.view(1, -1, 1, 1)
 
-    device = next(G.parameters()).device
-    handle = module.register_forward_hook(hook)
+    handle = activation_modules(G)[layer_index].register_forward_hook(hook)
     try:
-        with torch.no_grad():
-            return torch.cat([G(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
+        return generate(G, z, batch_size)
     finally:
         handle.remove()
 
 
-def detector_images(images, size: int = 0) -> list:
-    """G's N x C x H x W images in [-1, 1] -> uint8 arrays H x W (grey) or H x W x 3, upscaled to ``size``."""
+def detect_boxes(detector, images, size: int = 0, progress=None) -> list[list[tuple[int, int, int, int]]]:
+    """The detector's boxes on each image (G's output in [-1, 1]; upscaled to ``size`` first), in its own pixels."""
     import torch.nn.functional as F
 
-    images = images.detach().float().cpu()
-    if size and size > images.shape[-1]:
+    from ganlab import to_uint8
+
+    side, images = images.shape[-1], images.detach().float().cpu()
+    if size and size > side:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    return [p[:, :, 0] if p.shape[2] == 1 else p for p in pixels]
-
-
-def detect_boxes(detector, images, size: int = 0, progress=None) -> list[list[tuple[int, int, int, int]]]:
-    """The detector's boxes on each image (G's output in [-1, 1]), in the images' own pixels."""
-    side = images.shape[-1]
-    arrays = detector_images(images, size)
-    scale = side / arrays[0].shape[1] if arrays else 1.0
-    wrap = progress or (lambda it, **kw: it)
+    arrays = [p[:, :, 0] if p.shape[2] == 1 else p for p in to_uint8(images).permute(0, 2, 3, 1).numpy()]
+    scale = side / images.shape[-1]
     found = []
-    for array in wrap(arrays, desc=f"{detector.name} on {len(arrays)} samples", total=len(arrays)):
+    for array in (progress or (lambda it, **kw: it))(arrays, desc=f"{detector.name} on {len(arrays)} samples",
+                                                      total=len(arrays)):
         boxes = []
         for x, y, w, h in detector.detect(array):
             x0, y0 = max(0, round(x * scale)), max(0, round(y * scale))
@@ -190,36 +177,49 @@ def outline(images, boxes):
 
     rgb = ((images.float() + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1).clone()
     red = rgb.new_tensor([1.0, 0.0, 0.0]).view(3, 1)
-    side_y, side_x = rgb.shape[-2:]
+    height, width = rgb.shape[-2:]
     for image, image_boxes in zip(rgb, boxes):
         for x, y, w, h in image_boxes:
-            x0, y0 = min(max(int(x), 0), side_x - 1), min(max(int(y), 0), side_y - 1)
-            x1, y1 = min(max(math.ceil(x + w) - 1, x0), side_x - 1), min(max(math.ceil(y + h) - 1, y0), side_y - 1)
+            x0, y0 = min(max(int(x), 0), width - 1), min(max(int(y), 0), height - 1)
+            x1, y1 = min(max(math.ceil(x + w) - 1, x0), width - 1), min(max(math.ceil(y + h) - 1, y0), height - 1)
             image[:, y0:y1 + 1, x0] = image[:, y0:y1 + 1, x1] = red
             image[:, y0, x0:x1 + 1] = image[:, y1, x0:x1 + 1] = red
     return rgb
 
 
+def bank_to_annotate(bank, source: str, image_size: int) -> Result:
+    """The result when no box was found: the bank to draw boxes on, and how to give them."""
+    from torchvision.utils import make_grid
+
+    return Result(metrics={"images_with_boxes": 0},
+                  images=[Image(f"the bank of {len(bank)} samples",
+                                make_grid(bank, nrow=10, normalize=True, value_range=(-1, 1)))],
+                  text=[f"No positives: {source} gave no box on the {len(bank)} bank samples, so there is no concept "
+                        "to forget and nothing was dropped.",
+                        f"Draw boxes on the bank shown here (sample i is row i // 10, column i % 10, {image_size} x "
+                        f"{image_size} pixels each) and give them as --set forget-concept.boxes=FILE.json with "
+                        "{\"sample index\": [[x, y, width, height], ...]}, or name another detector with --set "
+                        "forget-concept.detector=NAME."])
+
+
 class ForgetConcept(Analysis):
     name = "forget-concept"
     description = "Drop the G feature maps that draw a boxed concept (the paper's 'forgetting windows', sec. 6.2)"
-    options = {"boxes": "", "detector": "haar-face", "bank": 150, "detect_size": 256, "layer": -2,
-               "negative_ratio": 1.0, "C": 1.0, "threshold": 0.0, "show": 64}
+    options = {"boxes": "", "detector": "haar-face", "bank": Option(150, min=1), "detect_size": Option(256, min=0),
+               "layer": -2, "negative_ratio": Option(1.0, "must be > 0"), "C": Option(1.0, "must be > 0"),
+               "threshold": 0.0, "show": Option(64, min=1)}
     needs = ()
     cheap = False
     directions = {"*": None}  # what the concept's removal did, not a score of the GAN
 
     def run(self, ctx):
         import torch
-        from torchvision.utils import make_grid
 
         from ganlab import sample_latent
 
-        o = ctx.options
-        if o["bank"] < 1 or o["show"] < 1 or o["negative_ratio"] <= 0 or o["C"] <= 0 or o["detect_size"] < 0:
-            raise GanlabError("forget-concept needs bank >= 1, show >= 1, negative_ratio > 0, C > 0 and "
-                              "detect_size >= 0")
-        cfg, G = ctx.gan.config, ctx.gan.generator.eval()
+        o, cfg, G = ctx.options, ctx.gan.config, ctx.gan.generator.eval()
+        if o["negative_ratio"] <= 0 or o["C"] <= 0:
+            raise GanlabError("forget-concept needs negative_ratio > 0 and C > 0")
         detector = ctx.detectors.get(o["detector"]) if o["detector"] else None
         if not o["boxes"] and detector is None:
             known = ", ".join(sorted(ctx.detectors)) or "none registered"
@@ -228,8 +228,7 @@ class ForgetConcept(Analysis):
         z = sample_latent(cfg, o["bank"], torch.Generator().manual_seed(ctx.seed))
         with torch.no_grad():
             outputs = [G(chunk.to(ctx.device), return_features=True) for chunk in z.split(64)]
-        bank = torch.cat([images.cpu() for images, _ in outputs])
-        depth = len(outputs[0][1])
+        bank, depth = torch.cat([images.cpu() for images, _ in outputs]), len(outputs[0][1])
         if not -depth <= o["layer"] < depth:
             raise GanlabError(f"forget-concept.layer must index G's {depth} feature layers (-{depth} .. {depth - 1})")
         layer = o["layer"] % depth
@@ -237,52 +236,52 @@ class ForgetConcept(Analysis):
         if o["boxes"]:
             boxes, source = load_boxes(o["boxes"], o["bank"]), f"the boxes in {o['boxes']}"
         else:
-            found = detect_boxes(detector, bank, o["detect_size"], ctx.progress)
-            boxes, source = {i: b for i, b in enumerate(found) if b}, f"the {detector.name} detector"
-        boxed = sorted(i for i, b in boxes.items() if b)
-        channels, res = features.shape[1], features.shape[-1]
-        where = f"G's feature layer {layer} of {depth} ({channels} maps at {res} x {res})"
-        if not boxed:
-            grid = make_grid(bank, nrow=10, normalize=True, value_range=(-1, 1))
-            return Result(metrics={"images_with_boxes": 0}, images=[Image(f"the bank of {len(bank)} samples", grid)],
-                          text=[f"No positives: {source} gave no box on the {len(bank)} bank samples, so there is "
-                                "no concept to forget and nothing was dropped.",
-                                "Draw boxes on the bank shown here (sample i is row i // 10, column i % 10, "
-                                f"{cfg.image_size} x {cfg.image_size} pixels each) and give them as "
-                                "--set forget-concept.boxes=FILE.json with {\"sample index\": [[x, y, width, "
-                                "height], ...]}, or name another detector with --set forget-concept.detector=NAME."])
+            boxes = dict(enumerate(detect_boxes(detector, bank, o["detect_size"], ctx.progress)))
+            source = f"the {detector.name} detector"
+        if not any(boxes.values()):
+            return bank_to_annotate(bank, source, cfg.image_size)
         try:
             fit = fit_concept_maps(features, boxes, cfg.image_size, negative_ratio=o["negative_ratio"], C=o["C"],
                                    threshold=o["threshold"], seed=ctx.seed)
         except ValueError as exc:
             raise GanlabError(f"forget-concept cannot fit: {exc}; draw smaller boxes or use a lower layer") from None
-        shown = sample_latent(cfg, o["show"], torch.Generator().manual_seed(ctx.seed + 1))
-        with torch.no_grad():
-            before = torch.cat([G(chunk.to(ctx.device)).cpu() for chunk in shown.split(256)])
-        after = generate_without(G, shown, layer, fit.channels.tolist())
-        metrics = {"maps_dropped": len(fit.channels), "maps_total": channels, "images_with_boxes": len(boxed),
+        res = features.shape[-1]
+        where = f"G's feature layer {layer} of {depth} ({features.shape[1]} maps at {res} x {res})"
+        return self.forget(ctx, fit, layer, bank, boxes, detector, where, source)
+
+    @staticmethod
+    def forget(ctx, fit, layer, bank, boxes, detector, where: str, source: str) -> Result:
+        """New samples with and without the fitted maps, the detector's counts on both, and the result."""
+        import torch
+        from torchvision.utils import make_grid
+
+        from ganlab import sample_latent
+
+        o, G = ctx.options, ctx.gan.generator
+        boxed = sorted(i for i, b in boxes.items() if b)
+        shown = sample_latent(ctx.gan.config, o["show"], torch.Generator().manual_seed(ctx.seed + 1))
+        before, after = generate(G, shown), generate_without(G, shown, layer, fit.channels.tolist())
+        metrics = {"maps_dropped": len(fit.channels), "maps_total": len(fit.weights), "images_with_boxes": len(boxed),
                    "positives": fit.positives, "negatives": fit.negatives, "fit_accuracy": fit.accuracy,
                    "pixel_change": ((after - before).abs().mean() / 2).item()}
         nrow = max(1, int(len(shown) ** 0.5))
-        images = [Image("bank samples with their boxes", make_grid(outline(bank[boxed[:32]], [boxes[i] for i in
-                                                                                            boxed[:32]]), nrow=8)),
+        images = [Image("bank samples with their boxes",
+                        make_grid(outline(bank[boxed[:32]], [boxes[i] for i in boxed[:32]]), nrow=8)),
                   Image("new samples, all feature maps", make_grid(before, nrow=nrow, normalize=True,
                                                                    value_range=(-1, 1))),
                   Image(f"the same z without the {len(fit.channels)} dropped maps",
                         make_grid(after, nrow=nrow, normalize=True, value_range=(-1, 1)))]
-        order = fit.weights.argsort()[::-1][:10]
         tables = [Table("highest regression weights (standardised features)", ["map", "weight", "dropped"],
                         [[int(c), round(float(fit.weights[c]), 4), bool(fit.weights[c] > o["threshold"])]
-                         for c in order])]
+                         for c in fit.weights.argsort()[::-1][:10]])]
         text = [f"Fitted on {where}: {fit.positives} locations inside {source} on {len(boxed)} of {len(bank)} bank "
-                f"samples against {fit.negatives} random locations outside them (fit accuracy {fit.accuracy:.3f}); "
-                f"the {len(fit.channels)} maps with a weight above {o['threshold']} were zeroed at all locations."]
+                f"samples against {fit.negatives} random locations outside them (fit accuracy {fit.accuracy:.3f}); the "
+                f"{len(fit.channels)} maps with a weight above {o['threshold']} were zeroed at all locations."]
         if detector is not None:
             hits = [detect_boxes(detector, x, o["detect_size"], ctx.progress) for x in (before, after)]
             rows = [[label, len(shown), sum(1 for b in h if b), sum(len(b) for b in h)]
                     for label, h in zip(("all feature maps", "without the dropped maps"), hits)]
-            metrics["detections_before"] = rows[0][2] / len(shown)
-            metrics["detections_after"] = rows[1][2] / len(shown)
+            metrics.update(detections_before=rows[0][2] / len(shown), detections_after=rows[1][2] / len(shown))
             tables.append(Table(f"{detector.name} on the {len(shown)} new samples",
                                 ["generator", "samples", "with a detection", "boxes"], rows))
         elif o["detector"]:

@@ -1,14 +1,11 @@
 """Analysis ``latent-walk``: the paper's walk in latent space (section 6.1, figure 4).
 
-Each row of the image grid is one walk through ``POINTS`` (9, as in the paper) random latent points,
-with ``steps`` frames from each point to the next, so a row has ``(POINTS - 1) * steps + 1`` frames and
-every waypoint is one of them. Gaussian z is walked along great circles (slerp, which keeps the norm
-typical of the prior; a straight line cuts through the unusually short middle of the ball) and uniform z
-along straight lines (lerp); ``mode`` = auto / slerp / lerp overrides this.
-
-The paper used smooth walks as evidence that G has not memorised its training set: if it had, walking
-between two points would stay on one memorised image and then jump to another, so a sharp jump along a
-walk would suggest memorisation, and smooth semantic changes suggest a structured representation.
+Each row of the image grid is one walk through ``points`` (9, as in the paper) random latent points, with
+``steps`` frames from each point to the next, so a row has ``(points - 1) * steps + 1`` frames and every waypoint
+is one of them. Gaussian z is walked along great circles (slerp keeps the norm typical of the prior; a straight
+line cuts through the unusually short middle of the ball) and uniform z along straight lines (lerp); ``mode``
+overrides this. The paper took smooth walks as evidence that G has not memorised its training set: a memorising G
+would stay on one training image and then jump to another, while smooth semantic changes suggest a structure.
 
 Metrics (a "step" is the RMS pixel change between neighbouring frames, in G's [-1, 1] units):
 
@@ -108,16 +105,12 @@ class LatentWalk(Analysis):
         import torch
         from torchvision.utils import make_grid
 
-        from ganlab import GanlabError, sample_latent
+        from ganlab import sample_latent
 
-        rows, steps, mode = ctx.options["rows"], ctx.options["steps"], ctx.options["mode"]
-        points = ctx.options["points"]
+        rows, points, steps, mode = (ctx.options[k] for k in ("rows", "points", "steps", "mode"))
         cfg = ctx.gan.config
         if mode == "auto":
             mode = "slerp" if cfg.latent == "normal" else "lerp"
-        if mode not in ("lerp", "slerp") or steps < 1 or rows < 1 or points < 2:
-            raise GanlabError(f"latent-walk needs mode lerp/slerp/auto, steps >= 1 and rows >= 1 "
-                              f"(got {mode}, {steps}, {rows}); e.g. --set latent-walk.steps=8")
         gen = torch.Generator().manual_seed(ctx.seed)
         waypoints = sample_latent(cfg, rows * points, gen).view(rows, points, cfg.nz, 1, 1).transpose(0, 1)
         path = walk(waypoints, steps, mode).transpose(0, 1).reshape(-1, cfg.nz, 1, 1)  # walk by walk

@@ -1,6 +1,7 @@
 """vector-arithmetic and `ganlab arithmetic`: parser, concept means, bank, command and report section."""
 import base64
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,32 +54,53 @@ def test_a_minus_b_plus_c_is_the_hand_computed_combination():
         got = ax.combine(ax.parse_expression(expr, concepts), means).double().numpy()
         np.testing.assert_allclose(got, want, atol=1e-6, err_msg=expr)
     assert ax.parse_expression("a - b + c - a", ["a", "b", "c"]) == {"a": 0.0, "b": -1.0, "c": 1.0}
+    # signs open the expression or follow '('; whitespace of any kind separates; numbers in any float notation
+    assert ax.parse_expression(" -(-a)\n+\t2.5e-1*(-b) ", ["a", "b"]) == {"a": 1.0, "b": -0.25}
+    assert ax.parse_expression("a" + " + a" * 300, ["a"]) == {"a": 301.0}
 
 
 @pytest.mark.parametrize("expr, message", [
     ("smilng_woman - b", "unknown concept 'smilng_woman' at position 1 in --expr; concepts: a, b, c"),
     ("a - b +", "--expr ends after '+' at position 7"),
-    ("a + + b", "unexpected '+' at position 5"),
+    ("a + + b", "unexpected '+' at position 5 in --expr: a sign may only open the expression or follow '('"),
     ("a - -b", "unexpected '-' at position 5"),
+    ("a * -b", "unexpected '-' at position 5"),
     ("", "--expr is empty"),
     ("   ", "--expr is empty"),
     ("a - b; import os", "unexpected character ';' at position 6"),
     ("a - <script>", "unexpected character '<' at position 5"),
-    ("__import__(os)", "unknown concept '__import__' at position 1"),
     ("a + 'b'", "unexpected character \"'\" at position 5"),
+    ("a - b\u00e9", "unexpected character '\u00e9' at position 6"),
+    ("__import__(os)", "unexpected '__import__(os)' at position 1"),  # a call: never evaluated
+    ("a.b + c", "unexpected 'a.b' at position 1"),
+    ("a ** 2", "unexpected 'a ** 2' at position 1"),
+    ("a if b else c", "unexpected 'a if b else c' at position 1"),
+    ("True * a", "unexpected 'True' at position 1"),
+    ("1 is a", "unexpected '1 is a' at position 1"),
+    ("1if a else b", "unexpected '1if a else b' at position 1"),
+    ("()", "unexpected '()' at position 1"),
     ("(a - b", "missing ')' for the '(' at position 1"),
+    ("((a) - (b", "missing ')' for the '(' at position 8"),
     ("a - b)", "unexpected ')' at position 6"),
-    ("a b", "unexpected 'b' at position 3"),
-    ("2a", "unexpected 'a' at position 2"),
-    ("a * b", "cannot multiply concept 'a' by concept 'b' at position 3"),
-    ("a / b", "cannot divide by concept 'b'"),
+    ("(" * 101 + "a" + ")" * 101, "nested more than 100 parentheses deep"),
+    ("a" + " + a" * 5000, "--expr is too long to read"),
+    ("a b", "cannot read --expr at position 1"),
+    ("2a", "cannot read --expr at position 1"),
+    ("a +* b", "cannot read --expr at position 4"),
+    ("a * b", "cannot multiply 'a' by 'b' at position 3"),
+    ("2 * (a + c) * b", "cannot multiply '2 * (a + c)' by 'b' at position 13"),
+    ("a / b", "cannot divide by 'b' at position 3"),
     ("a / 0", "division by zero at position 3"),
+    ("(a + b) / (1 - 1)", "division by zero at position 9"),
     ("a + 1", "cannot add a number and a concept with '+' at position 3"),
     ("2 + 3", "names no concept"),
-    ("1e999 * a", "number '1e999' at position 1"),
+    ("1e999 * a", "number '1e999' at position 1 in --expr is too large"),
+    ("1" + "0" * 400 + " * a", "is too large"),
+    ("1e308 * 1e308 * a", "gives a the coefficient inf: the numbers overflow a float"),
 ])
 def test_bad_expressions_are_refused_naming_the_token(expr, message):
-    with pytest.raises(GanlabError) as info:
+    with warnings.catch_warnings(), pytest.raises(GanlabError) as info:
+        warnings.simplefilter("error")  # and nothing else is printed, not even Python's SyntaxWarnings
         ax.parse_expression(expr, ["a", "b", "c"])
     assert message in str(info.value) and "\n" not in str(info.value)
 
@@ -87,6 +109,7 @@ def test_bad_expressions_are_refused_naming_the_token(expr, message):
     (["smiling_woman"], "--concept 'smiling_woman': expected NAME=I,J,K"),
     (["smiling-woman=1,2,3"], "the name 'smiling-woman' must be letters, digits and underscores"),
     (["3d=1,2,3"], "the name '3d'"),
+    (["None=1,2,3"], "and not a Python keyword"),  # expressions are read as Python: it would be a constant
     (["a="], "--concept 'a=' has no indices"),
     (["a=1,x,3"], "'x' is not a bank index"),
     (["a=1,-2,3"], "'-2' is not a bank index"),
@@ -284,7 +307,8 @@ def test_report_section_with_every_class_present(tmp_path):
     config = ModelConfig(image_size=16, channels=1, nz=16, ngf=8, ndf=8)
     gan = LoadedGAN(config, Lookup(W, prototypes), None, Path("<memory>"), {})
     source = ganlab.dataset_source("digits")
-    options = {**arithmetic.VectorArithmetic.options, "train_limit": 400}
+    defaults = {name: option.default for name, option in arithmetic.VectorArithmetic.options.items()}
+    options = {**defaults, "train_limit": 400}
     ctx = RunContext(gan=gan, device=torch.device("cpu"), seed=0, options=options,
                      dataset="digits", source=source, layout=source.layout(), quiet=True)
     result = arithmetic.VectorArithmetic().run(ctx)
@@ -330,3 +354,15 @@ def test_discriminator_features_classifier(tiny_run, tmp_path):
     clf.fit(ganlab.discriminator_features(D, x), y.numpy())
     want = clf.score(ganlab.discriminator_features(D, xt), yt.numpy())
     assert result.metrics["classifier_heldout_accuracy"] == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("name, value, message", [("classifier", "svm", "choose one of pixels, discriminator"),
+                                                  ("bank", "0", "must be >= 1"), ("noise", "-1.0", "must be >= 0")])
+def test_out_of_range_options_are_refused_before_anything_runs(tiny_run, tmp_path, name, value, message):
+    registry.reset()
+    try:
+        with pytest.raises(GanlabError, match=f"vector-arithmetic.{name}={value}: {message}"):
+            make_report(tiny_run / "last.pt", only=["vector-arithmetic"], out=tmp_path / "r", device="cpu",
+                        progress=False, settings={f"vector-arithmetic.{name}": value})
+    finally:
+        registry.reset()

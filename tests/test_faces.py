@@ -139,7 +139,7 @@ def _face_free_pictures():
 def test_the_face_detector_finds_no_face_where_there_is_none():
     detector = ganlab.detector("haar-face")
     found = {name: detector.detect(image) for name, image in _face_free_pictures().items()}
-    assert {name: boxes for name, boxes in found.items() if boxes} == {}  # flower.jpg used to give two
+    assert {name: boxes for name, boxes in found.items() if boxes} == {}  # _default finds two in flower.jpg
 
 
 def test_the_face_detector_keeps_finding_real_faces():

@@ -138,3 +138,16 @@ def test_runs_in_a_report_with_the_figure_across_three_epochs(tiny_run, tmp_path
     assert not early.figures and "epochs_compared" not in early.metrics
     assert any("needs at least 3 epoch checkpoints" in t and "found 2" in t for t in early.text)
     assert early.metrics["collapsed_fraction_G"] == 0 and "collapsed_fraction_D2" in early.metrics
+
+
+@pytest.mark.parametrize("name, value, message", [("samples", "1", "must be >= 2"), ("max_epochs", "2", "must be >= 3"),
+                                                  ("min_flip_fraction", "-0.1", "must be >= 0")])
+def test_out_of_range_options_are_refused_before_anything_runs(tiny_run, tmp_path, name, value, message):
+    registry.reset()
+    try:
+        with pytest.raises(ganlab.GanlabError, match=f"filter-health.{name}={value}: {message}"):
+            make_report(tiny_run, only=["filter-health"], out=tmp_path / "r", device="cpu", progress=False,
+                        settings={f"filter-health.{name}": value})
+    finally:
+        registry.reset()
+    assert not (tmp_path / "r").exists()

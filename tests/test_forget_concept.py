@@ -61,9 +61,9 @@ class BrightSquare(ganlab.Detector):
 
 
 def _context(G, cfg, tmp_path, detectors=None, **options):
+    defaults = {name: getattr(value, "default", value) for name, value in fc.ForgetConcept.options.items()}
     return ganlab.RunContext(gan=SimpleNamespace(config=cfg, generator=G), device=torch.device("cpu"), seed=0,
-                             options={**fc.ForgetConcept.options, **options},
-                             detectors=detectors or {})
+                             options={**defaults, **options}, detectors=detectors or {})
 
 
 # --- haar-face -------------------------------------------------------------------------------------------
@@ -215,6 +215,9 @@ def test_component_without_positives_explains_instead_of_dropping(tmp_path):
     assert result.images[0].image.shape[-1] == 2 + 10 * 18  # the bank, 10 per row, to annotate
     with pytest.raises(GanlabError, match="no boxes"):
         fc.ForgetConcept().run(_context(G, cfg, tmp_path, detector="nothing-registered"))
+    for bad in ({"negative_ratio": 0.0}, {"C": -1.0}):  # strict bounds, which an Option's min cannot say
+        with pytest.raises(GanlabError, match="needs negative_ratio > 0 and C > 0"):
+            fc.ForgetConcept().run(_context(G, cfg, tmp_path, detector="nothing-registered", **bad))
     with pytest.raises(GanlabError, match="must index G's 2 feature layers"):
         fc.ForgetConcept().run(_context(G, cfg, tmp_path, {"bright-square": BrightSquare()}, detector="bright-square",
                                         bank=4, layer=2))

@@ -235,3 +235,17 @@ def test_component_in_a_report(tiny_run, tmp_path):
             masses.append(flat[:13].sum() / flat.sum())
         assert m[f"top5_mass_{name}"] == pytest.approx(np.mean(masses), rel=1e-5), name
         assert 13 / 256 <= m[f"top5_mass_{name}"] <= 1
+
+
+@pytest.mark.parametrize("name", ["filters", "top", "images", "batch_size"])
+def test_options_below_one_are_refused_before_anything_runs(tiny_run, tmp_path, name):
+    from ganlab import registry
+    from ganlab.report import make_report
+
+    registry.reset()
+    try:
+        with pytest.raises(ganlab.GanlabError, match=f"guided-backprop.{name}=0: must be >= 1"):
+            make_report(tiny_run, only=["guided-backprop"], out=tmp_path / "r", device="cpu", progress=False,
+                        settings={f"guided-backprop.{name}": "0"})
+    finally:
+        registry.reset()
