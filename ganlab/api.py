@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ganlab.errors import GanlabError, a
 from ganlab.registry import get_registry, plugin_manager
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +50,20 @@ def load_split(name: str, split: str = "train", **kwargs: Any) -> tuple["torch.T
 
 
 def _read_foreign(path: Path, state: Any) -> "LoadedGAN | None":
-    return plugin_manager()[0].hook.ganlab_load_checkpoint(path=str(path), state=state)
+    """The first plugin's answer to ``ganlab_load_checkpoint``, in pluggy's order; an answer that is not a
+    ``LoadedGAN`` is an error naming the plugin that gave it."""
+    from ganlab.loaded_gan import LoadedGAN
+    from ganlab.registry import call_one, call_order
+
+    pm = plugin_manager()[0]
+    for plugin in call_order(pm, ["ganlab_load_checkpoint"]):
+        loaded = call_one(pm, plugin, "ganlab_load_checkpoint", path=str(path), state=state)
+        if loaded is not None and not isinstance(loaded, LoadedGAN):
+            raise GanlabError(f"plugin {plugin} read {path} as {a(type(loaded).__name__)}, not a ganlab.LoadedGAN; "
+                              f"its ganlab_load_checkpoint must return a LoadedGAN or None (see `ganlab plugins`)")
+        if loaded is not None:
+            return loaded
+    return None
 
 
 def load(path: str | Path, device: "torch.device | str" = "cpu") -> "LoadedGAN":

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ganlab.errors import a
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -239,7 +241,7 @@ def check_result(result: Any, component: str) -> Result:
     import torch
 
     if not isinstance(result, Result):
-        raise ValueError(f"{component}.run returned a {type(result).__name__}, not a ganlab.Result")
+        raise ValueError(f"{component}.run returned {a(type(result).__name__)}, not a ganlab.Result")
     metrics = {}
     for name, value in dict(result.metrics).items():
         if (isinstance(value, torch.Tensor) and value.numel() == 1
@@ -253,7 +255,7 @@ def check_result(result: Any, component: str) -> Result:
                              ("image", result.images, Image)):
         for item in items:
             if not isinstance(item, cls):
-                raise ValueError(f"{component} returned a {type(item).__name__} among its {kind}s, "
+                raise ValueError(f"{component} returned {a(type(item).__name__)} among its {kind}s, "
                                  f"not a ganlab.{cls.__name__}")
     for image in result.images:
         _check_image(image, component)
@@ -282,4 +284,4 @@ def _check_image(image: Image, component: str) -> None:
         if data.dtype != np.uint8 or data.ndim not in (2, 3):
             raise ValueError(f"{where} is a {data.dtype} array of shape {data.shape}; expected uint8 H x W x C")
     else:
-        raise ValueError(f"{where} is a {type(data).__name__}; expected a tensor C x H x W or a uint8 array")
+        raise ValueError(f"{where} is {a(type(data).__name__)}; expected a tensor C x H x W or a uint8 array")

@@ -17,3 +17,13 @@ class Terminated(KeyboardInterrupt):
 def raise_terminated(signum, frame):
     """A SIGTERM handler: ``signal.signal(signal.SIGTERM, raise_terminated)``."""
     raise Terminated()
+
+
+def a(noun: str) -> str:
+    """``noun`` with its indefinite article: "an int", "a float"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def count(n: int, noun: str) -> str:
+    """"1 component", "3 components"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

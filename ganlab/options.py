@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, a
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def coerce(value: Any, default: Any, where: str) -> Any:
             return type(default)(type(default[0])(v) if default else v for v in value.split(","))
         return type(default)(value)
     except ValueError:
-        raise GanlabError(f"--set {where}={value}: expected a {type(default).__name__} like {default!r}") from None
+        raise GanlabError(f"--set {where}={value}: expected {a(type(default).__name__)} like {default!r}") from None
 
 
 def resolve_options(component: Any, settings: dict[str, Any]) -> dict[str, Any]:

@@ -66,7 +66,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _declaration_problem(obj: Any) -> str | None:
-    """What is wrong with a component's declared ``directions``, or None."""
+    """What is wrong with a component's declared ``directions`` or options' defaults, or None."""
+    from ganlab.options import declared
+
+    for option, value in (getattr(obj, "options", None) or {}).items():
+        spec = declared(value)
+        try:
+            spec.check(spec.default, f"{obj.name}.{option}")
+        except GanlabError as exc:
+            return f"option {option}'s default {spec.default!r} breaks its own rule ({str(exc).split(': ', 1)[1]})"
     directions = getattr(obj, "directions", None)
     if directions is None:
         return None
@@ -208,7 +216,19 @@ def _register_checked(pm: pluggy.PluginManager, module: Any, info: PluginInfo) -
     except Exception as exc:
         if pm.is_registered(module):
             pm.unregister(module)
-        info.error = f"{type(exc).__name__}: {exc}"
+        info.error = f"{type(exc).__name__}: {exc}{_did_you_mean(str(exc))}"
+
+
+def _did_you_mean(message: str) -> str:
+    """"; did you mean ganlab_register_evaluators?" for a hook name with a typo in ``message``."""
+    import difflib
+
+    specs = [name for name in dir(hookspecs) if name.startswith("ganlab_")]
+    for word in re.findall(r"ganlab_\w+", message):
+        close = difflib.get_close_matches(word, specs, n=1)
+        if word not in specs and close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:

@@ -351,7 +351,7 @@ def test_an_unsettled_generator_says_so_and_can_be_settled(work):
     (["--only", ",,,"], "--only ',,,' names no component"),
     (["--skip", " , "], "--skip ' , ' names no component"),
     (["--only", "latent-walk", "--skip", "latent-walk"], "nothing to run"),
-    (["--only", "latent-walk", "--set", "svm-probe.draws=many"], "--set svm-probe.draws=many: expected a int"),
+    (["--only", "latent-walk", "--set", "svm-probe.draws=many"], "--set svm-probe.draws=many: expected an int"),
     (["--only", "latent-walk", "--set", "sample-quality.n=1"], "--set sample-quality.n=1: must be >= 4"),
     (["--only", "latent-walk", "--seed", str(10**23)], "'--seed': 100000000000000000000000 is not in the range"),
 ])

@@ -222,7 +222,7 @@ def test_components_lists_options_with_types_help_and_rules(declared_component):
     ("declared.mode=cubic", "choose one of auto, lerp, slerp (how to interpolate)"),
     ("declared.rate=nan", "must be a finite number"),
     ("declared.rate=1.5", "must be <= 1"),
-    ("declared.steps=many", "expected a int"),
+    ("declared.steps=many", "expected an int"),
 ])
 def test_declared_options_are_checked_before_anything_runs(declared_component, tiny_run, tmp_path, setting, message):
     result = CliRunner().invoke(cli, ["report", str(tiny_run), "--out", str(tmp_path / "r"), "--only",
@@ -247,7 +247,7 @@ def test_options_from_the_command_line(tiny_run, tmp_path):
     options = json.loads((out / "metrics.json").read_text())["components"]["latent-walk"]["options"]
     assert options == {"rows": 6, "points": 9, "steps": 4, "mode": "lerp"}
     for args, message in [
-        (["--set", "latent-walk.steps=many"], "expected a int"),
+        (["--set", "latent-walk.steps=many"], "expected an int"),
         (["--set", "latent-walk.colour=red"], "has no option 'colour'"),
         (["--set", "nodot"], "expected COMPONENT.OPTION=VALUE"),
         (["--set", "no-such-component.x=1"], "no component named 'no-such-component'"),

@@ -19,7 +19,7 @@ from ganlab import __version__
 from ganlab.checkpoint import resolve
 from ganlab.defaults import ReportOptions
 from ganlab.devices import select_device
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, a, count
 from ganlab.loaded_gan import LoadedGAN
 from ganlab.registry import get_registry
 from ganlab.report.data import TIMED_OUT, ReportData
@@ -140,7 +140,7 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
     if say is not None:
         chosen = (f" (epoch {selected['epoch']}: {select_epoch} is best there, {selected['direction']} is better)"
                   if selected else "")
-        say(f"report for {path}{chosen} ({len(components)} components, dataset {plan.dataset or 'none'})")
+        say(f"report for {path}{chosen} ({count(len(components), 'component')}, dataset {plan.dataset or 'none'})")
     runs = run_components(gan, components, plan, progress=progress, say=say)
     history, history_problems = _history(gan.meta)
     problems += history_problems
@@ -190,7 +190,7 @@ def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
     if history is None:
         return {}, []
     if not isinstance(history, dict):
-        return {}, [f"the checkpoint's training history is a {type(history).__name__}, not a dict; not drawn"]
+        return {}, [f"the checkpoint's training history is {a(type(history).__name__)}, not a dict; not drawn"]
     kept, problems = {}, []
     for key, values in history.items():
         if isinstance(values, (list, tuple)) and all(isinstance(v, (int, float)) for v in values):
