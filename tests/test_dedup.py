@@ -1,5 +1,7 @@
 """ganlab dedup and hash-collisions: the paper's autoencoder hash finds planted duplicates; copying samples collide."""
 import json
+import subprocess
+import sys
 
 import click
 import numpy as np
@@ -15,7 +17,7 @@ from ganlab.datasets import read_exclusion_list
 from ganlab.options import resolve_options
 from ganlab.report import make_report
 from ganlab_plugins.memorisation import autoencoder as ae
-from ganlab_plugins.memorisation import dedup
+from ganlab_plugins.memorisation import dedup, duplicates
 
 DISTINCT = 60
 EXACT = (3, 17, 42)  # planted as exact copies
@@ -135,7 +137,7 @@ def test_hash_collisions_of_copies_and_of_noise(deduped, planted):
     model = ae.load_autoencoder(out / "autoencoder.pt")
     train, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
-    copies = dedup.hash_collisions(model, train[order], train)
+    copies = duplicates.hash_collisions(model, train[order], train)
     assert copies["collision_rate"] == 1.0 and copies["collides"].all()
     assert copies["copy_rate"] == 1.0 and copies["train_copy_rate"] == pytest.approx(12 / 66)
     # Each copy's partner is the training image itself, or its planted twin (0 or <= 2 grey levels apart).
@@ -144,7 +146,7 @@ def test_hash_collisions_of_copies_and_of_noise(deduped, planted):
     assert torch.equal(ae.code_bits(model, train[copies["partner"]]), ae.code_bits(model, train[order]))
     assert copies["train_collision_rate"] == pytest.approx(12 / 66)  # the 6 planted pairs
     noise = torch.randint(0, 256, (200, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    found = dedup.hash_collisions(model, noise, train)
+    found = duplicates.hash_collisions(model, noise, train)
     assert found["collision_rate"] == 0.0 and (found["partner"] == -1).all() and found["copy_rate"] == 0.0
 
 
@@ -155,12 +157,12 @@ def test_a_collision_far_apart_in_pixels_is_not_a_copy(deduped, planted):
     shifted = (train[:10].int() + 12).clamp(0, 255).to(torch.uint8)  # about 12 grey levels brighter
     bits = ae.code_bits(model, shifted)
     collide = [ae.hex_hashes(bits)[i] == ae.hex_hashes(ae.code_bits(model, train[:10]))[i] for i in range(10)]
-    found = dedup.hash_collisions(model, shifted, train, max_rms=0.04)
+    found = duplicates.hash_collisions(model, shifted, train, max_rms=0.04)
     rms = (shifted.double() - train[:10].double()).div(255).pow(2).flatten(1).mean(1).sqrt()
     assert (rms > 0.04).all()  # independently: every shifted image is further than the bound from its original
     assert sum(collide) >= 1  # the hash does not see a 12-level brightness shift on some of them (2 of 10 here)
     assert found["copy_rate"] == 0.0 and found["collision_rate"] >= sum(collide) / 10
-    loose = dedup.hash_collisions(model, shifted, train, max_rms=1.0)
+    loose = duplicates.hash_collisions(model, shifted, train, max_rms=1.0)
     assert loose["copy_rate"] == loose["collision_rate"]
 
 
@@ -224,19 +226,19 @@ def test_on_cuda_the_planted_pairs_hash_together_and_the_bits_match_the_cpu(plan
 
 
 def test_limit_reads_the_subset_that_training_uses_and_positions_skip_unreadable_files(tmp_path):
-    images, positions, unreadable, _ = dedup.read_positions("digits", "train", limit=50, progress=False)
+    images, positions, unreadable, _ = duplicates.read_positions("digits", "train", limit=50, progress=False)
     subset, _ = ganlab.load_split("digits", "train", image_size=32, channels=3, limit=50, progress=False)
     everything, _ = ganlab.load_split("digits", "train", image_size=32, channels=3, progress=False)
     assert torch.equal(images, subset) and torch.equal(everything[positions], subset) and unreadable == []
     for i in range(4):
         Image.fromarray(shapes_image(i)).save(tmp_path / f"img_{i}.png")
     (tmp_path / "img_2.png").write_bytes(b"not a picture")
-    images, positions, unreadable, first = dedup.read_positions("folder", "train", root=tmp_path, skip_bad=True,
-                                                                progress=False)
+    images, positions, unreadable, first = duplicates.read_positions("folder", "train", root=tmp_path,
+                                                                     skip_bad=True, progress=False)
     assert positions == [0, 1, 3] and unreadable == [2] and "img_2.png" in first
     assert np.array_equal(images[2].permute(1, 2, 0).numpy(), shapes_image(3))
     with pytest.raises(GanlabError, match="--skip-bad-images"):
-        dedup.read_positions("folder", "train", root=tmp_path, progress=False)
+        duplicates.read_positions("folder", "train", root=tmp_path, progress=False)
 
 
 def test_a_bad_autoencoder_file_is_a_one_line_error(tmp_path):
@@ -265,10 +267,17 @@ def test_in_a_report_on_a_real_checkpoint(tiny_run, deduped, tmp_path):
     samples = ae.hash_input(ganlab.to_uint8(gan.sample(64, seed=0)))
     assert samples.shape == (64, 3, 32, 32) and torch.equal(samples[:, 0], samples[:, 2])
     train, _ = ganlab.load_split("digits", "train", image_size=32, channels=3, limit=300, progress=False)
-    found = dedup.hash_collisions(ae.load_autoencoder(out / "autoencoder.pt"), samples, train)
+    found = duplicates.hash_collisions(ae.load_autoencoder(out / "autoencoder.pt"), samples, train)
     for name in ("collision_rate", "train_collision_rate", "copy_rate", "train_copy_rate",
                  "sample_self_collision_rate", "bits_used"):
         assert metrics[name] == pytest.approx(found[name]), name
+
+
+def test_the_hook_modules_leave_torch_unimported():
+    """Every ganlab command (``ganlab --help`` too) imports the hook modules; torch loads only when one runs."""
+    hooks = "neighbours, data_copying, dedup"
+    code = f"import sys; from ganlab_plugins.memorisation import {hooks}; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_commands_and_evaluator_register():
@@ -287,12 +296,12 @@ def test_confirmation_splits_hash_groups_by_pixel_rms():
     flat[2] += 16  # 0.031 from image 1, 0.063 from image 0
     flat[3] += 200
     flat[4] += 9  # in another hash group with image 3 only: 191/255 apart
-    assert dedup.confirm_groups(flat, [[0, 1, 2, 3], [3, 4]], 0.04) == [[0, 1, 2]]
-    assert dedup.confirm_groups(flat, [[0, 2]], 0.04) == []
-    assert dedup.confirm_groups(flat, [[0, 2], [3, 4]], 1.0) == [[0, 2], [3, 4]]
+    assert duplicates.confirm_groups(flat, [[0, 1, 2, 3], [3, 4]], 0.04) == [[0, 1, 2]]
+    assert duplicates.confirm_groups(flat, [[0, 2]], 0.04) == []
+    assert duplicates.confirm_groups(flat, [[0, 2], [3, 4]], 1.0) == [[0, 2], [3, 4]]
     # 8/255 is the bound itself: linked at 0.0314, split just below it.
-    assert dedup.confirm_groups(flat, [[0, 1]], 8 / 255) == [[0, 1]]
-    assert dedup.confirm_groups(flat, [[0, 1]], 7.9 / 255) == []
+    assert duplicates.confirm_groups(flat, [[0, 1]], 8 / 255) == [[0, 1]]
+    assert duplicates.confirm_groups(flat, [[0, 1]], 7.9 / 255) == []
 
 
 def test_on_digits_the_hash_alone_groups_different_digits_and_confirmation_removes_them(tmp_path):
@@ -311,6 +320,6 @@ def test_confirmation_in_blocks_equals_the_whole_matrix():
     copies = (base.int() + torch.from_numpy(rng.integers(-3, 4, (6, 3, 32, 32)))).clamp(0, 255).to(torch.uint8)
     images = torch.cat([base, copies])  # image i and i + 6 are near copies, the rest far apart
     groups = [list(range(12)), [0, 3]]
-    whole = dedup.confirm_groups(images, groups, 0.04)
+    whole = duplicates.confirm_groups(images, groups, 0.04)
     assert whole == [[0, 6], [1, 7], [2, 8], [3, 9], [4, 10], [5, 11]]
-    assert dedup.confirm_groups(images, groups, 0.04, block=5) == whole
+    assert duplicates.confirm_groups(images, groups, 0.04, block=5) == whole

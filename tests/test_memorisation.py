@@ -21,7 +21,8 @@ from ganlab import GanlabError, load_split, registry, to_uint8, to_unit_range
 from ganlab.components import check_result
 from ganlab.testing import make_context
 from ganlab_plugins.memorisation import data_copying, neighbours
-from ganlab_plugins.memorisation.data_copying import DataCopying, c_t
+from ganlab_plugins.memorisation.data_copying import DataCopying
+from ganlab_plugins.memorisation.distances import c_t
 from ganlab_plugins.memorisation.neighbours import NearestNeighbours
 
 SIZE = dict(image_size=16, channels=1, progress=False)

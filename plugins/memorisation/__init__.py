@@ -1,8 +1,5 @@
-"""Memorisation checks: does G reproduce its training images? One plugin (or helper) per module, among them:
-
-``neighbours`` (analysis ``nearest-neighbours``): each sample's exact nearest training images in pixels and in D's
-features, against the same distances of held-out real images. ``data_copying`` (evaluator ``data-copying``): the
-C_T test of Meehan, Chaudhuri & Dasgupta (AISTATS 2020), a per-cell Mann-Whitney test of those distances.
-``dedup`` (command ``ganlab dedup``, evaluator ``hash-collisions``): the paper's autoencoder-hash dedup, with
-``autoencoder`` (a helper module, no hooks) holding the 3072-128-3072 autoencoder and its hash.
-"""
+"""Memorisation checks: ``neighbours`` (analysis ``nearest-neighbours``), ``data_copying`` (evaluator
+``data-copying``) and ``dedup`` (command ``ganlab dedup``, evaluator ``hash-collisions``), with ``autoencoder``.
+Every ``ganlab`` command imports the hook modules, so they keep torch out and read their settings from here."""
+MIN_STEPS = 150  # the dedup autoencoder trains at least this many steps, so that small sets are fitted too
+MAX_RMS = 0.04  # a hash group's images are duplicates when within about 10 grey levels RMS of each other

@@ -1,25 +1,11 @@
-"""Improved precision and recall, density and coverage: exact k-NN balls, every distance block computed once.
+"""Improved precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al. 2020), from the
+closed balls that reach each point's k-th nearest other point of its own set.
 
-Each set's manifold is the union of balls around its points, radius = distance to the point's k-th nearest
-neighbour in its own set (itself excluded); balls are closed (a point on the sphere is inside).
-
-- precision (Kynkaanniemi et al. 2019, k = 3): the fraction of generated points inside the real manifold;
-- recall: the fraction of real points inside the generated manifold;
-- density (Naeem et al. 2020, k = 5): (1 / (k M)) sum_j sum_i 1[Y_j in B(X_i, NND_k(X_i))], X the N real and
-  Y the M generated points: how many real balls a sample sits in, over k; about 1 when the sets match, above 1
-  when samples crowd where real points are dense;
-- coverage: (1 / N) sum_i 1[some Y_j in B(X_i, NND_k(X_i))]: the fraction of real balls holding a sample.
-
-Cost. Distances come from ||a||^2 - 2 a.b + ||b||^2, one matrix product per block of ``chunk`` x ``chunk`` rows;
-no N x M matrix is ever held (peak: a few blocks). The radii need each set's distances to itself: the matrix is
-symmetric, so each off-diagonal block is computed once and serves both its rows and (transposed) its columns;
-``ganlab.nearest_neighbours`` (exact, chunked) would compute every block twice and is kept as ``knn="core"`` for
-comparison. The real radii for precision (k) and for density/coverage (density_k) come from one search with
-the larger k. All four metrics then share one pass over the real x generated blocks. For N real and M
-generated D-dim points that is (N^2/2 + M^2/2 + N M) D multiply-adds, 2 N^2 D when N = M.
-
-Squared distances are compared with squared radii computed by the same formula, so equal distances compare
-equal; float64 inputs are computed in float64, anything else in float32.
+Each block of distances is one matrix product (||a||^2 - 2 a.b + ||b||^2) and no N x M matrix is held. A set's
+distances to itself are symmetric, so ``self_knn`` computes each off-diagonal block once for its rows and columns:
+half the work of ``ganlab.nearest_neighbours``, which took 3x as long for these radii (``knn="core"``). The four
+metrics share one pass over the real x generated blocks, with squared distances against squared radii from the
+same formula, so that equal distances compare equal.
 """
 from __future__ import annotations
 
@@ -28,7 +14,16 @@ from typing import Any
 
 import torch
 
-from .metrics import DEFAULT_CHUNK, chunk_starts, rows, shape, work_dtype
+from ganlab import nearest_neighbours, row_block, row_blocks, shape_of
+
+from .metrics import DEFAULT_CHUNK, work_dtype
+
+METRICS = ("precision", "recall", "density", "coverage")
+
+
+def _squared(left: torch.Tensor, left_norm: torch.Tensor, right: torch.Tensor, right_norm: torch.Tensor):
+    """||l - r||^2 for every pair of rows, as one matrix product."""
+    return torch.addmm(left_norm[:, None] + right_norm[None, :], left, right.T, alpha=-2.0)
 
 
 def _merge(best: torch.Tensor, block: torch.Tensor, k: int) -> torch.Tensor:
@@ -37,35 +32,37 @@ def _merge(best: torch.Tensor, block: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([best, top], 1).topk(k, dim=1, largest=False).values
 
 
+def _core_knn(x: Any, k: int, chunk: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``self_knn`` through ``ganlab.nearest_neighbours``, kept to compare speed against (``benchmarks/``)."""
+    _, index = nearest_neighbours(x, x, k, query_chunk=chunk, reference_chunk=chunk, device=device,
+                                  exclude_self=True)
+    # squared distances from the points themselves: squaring the returned float32 distances would move a point
+    # lying exactly on a ball's sphere by one rounding, in or out
+    points = row_block(x, 0, shape_of(x)[0], dtype=dtype, device="cpu")
+    return torch.cat([((points[index[a:a + chunk]] - points[a:a + chunk, None, :]) ** 2).sum(-1)
+                      for a in range(0, len(points), chunk)])
+
+
 def self_knn(x: Any, k: int, *, chunk: int = DEFAULT_CHUNK, device: torch.device | str | None = None,
              knn: str = "symmetric") -> torch.Tensor:
     """Squared distances of each row to its k nearest other rows (N x k, ascending, on the CPU)."""
-    n, _ = shape(x)
+    n, _ = shape_of(x)
     if not 1 <= k <= n - 1:
         raise ValueError(f"k = {k} needs 1 <= k <= N - 1 = {n - 1}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device, dtype = torch.device(device or "cpu"), work_dtype(x)
     if knn == "core":
-        from ganlab import nearest_neighbours
-
-        _, index = nearest_neighbours(x, x, k, query_chunk=chunk, reference_chunk=chunk, device=device,
-                                      exclude_self=True)
-        # squared distances to the neighbours found, from the points themselves: squaring the returned float32
-        # distances would move a point lying exactly on a ball's sphere by one rounding, in or out
-        points = rows(x, 0, n, dtype=work_dtype(x))
-        return torch.cat([((points[index[a:a + chunk]] - points[a:a + chunk, None, :]) ** 2).sum(-1)
-                          for a in chunk_starts(n, chunk)])
+        return _core_knn(x, k, chunk, device, dtype)
     if knn != "symmetric":
         raise ValueError(f"knn must be symmetric or core, not {knn!r}")
-    dtype = work_dtype(x)
-    starts = list(chunk_starts(n, chunk))
-    norms = [(block * block).sum(1) for block in (rows(x, a, a + chunk, device=device, dtype=dtype)
-                                                 for a in starts)]
+    read = {"dtype": dtype, "device": device}
+    bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
+    norms = [(block * block).sum(1) for _, _, block in row_blocks(x, chunk, **read)]
     best = [torch.full((len(norm), k), float("inf"), dtype=dtype, device=device) for norm in norms]
-    for i, a in enumerate(starts):
-        left = rows(x, a, a + chunk, device=device, dtype=dtype)
-        for j in range(i, len(starts)):
-            right = left if j == i else rows(x, starts[j], starts[j] + chunk, device=device, dtype=dtype)
-            d2 = torch.addmm(norms[i][:, None] + norms[j][None, :], left, right.T, alpha=-2.0)
+    for i, (a, a_end) in enumerate(bounds):
+        left = row_block(x, a, a_end, **read)
+        for j in range(i, len(bounds)):
+            right = left if j == i else row_block(x, *bounds[j], **read)
+            d2 = _squared(left, norms[i], right, norms[j])
             if j == i:
                 d2.fill_diagonal_(float("inf"))
             best[i] = _merge(best[i], d2, k)
@@ -74,76 +71,64 @@ def self_knn(x: Any, k: int, *, chunk: int = DEFAULT_CHUNK, device: torch.device
     return torch.cat(best).clamp_(min=0).cpu()
 
 
-def _cross_pass(real: Any, fake: Any, *, real_ball: torch.Tensor | None, dense_ball: torch.Tensor | None,
-                fake_ball: torch.Tensor | None, chunk: int, device: torch.device,
+def _cross_pass(real: Any, fake: Any, balls: dict[str, torch.Tensor], *, chunk: int, device: torch.device,
                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """One pass over the real x generated distance blocks; squared radii per real/generated point, or None.
-
-    Returns "precision" (M bool: inside a real ball), "density" (M int64: real density balls holding it),
-    "coverage" (N bool: its density ball holds a sample) and "recall" (N bool: inside a generated ball),
-    for the radii given.
-    """
-    (n, _), (m, _) = shape(real), shape(fake)
-    starts = list(chunk_starts(n, chunk))
-    real_norms = [(r * r).sum(1) for r in (rows(real, b, b + chunk, device=device, dtype=dtype) for b in starts)]
-    balls = {name: ball.to(device=device, dtype=dtype) for name, ball in
-             (("real", real_ball), ("dense", dense_ball), ("fake", fake_ball)) if ball is not None}
+    """One pass over the real x generated blocks against the squared radii ``balls`` (optional: "real" and "dense"
+    per real point, "fake" per sample): per sample "precision" (in a real ball) and "density" (how many dense real
+    balls hold it); per real point "coverage" (its dense ball holds a sample) and "recall" (in a sample's ball)."""
+    (n, _), (m, _) = shape_of(real), shape_of(fake)
+    read = {"dtype": dtype, "device": device}
+    real_norms = [(r * r).sum(1) for _, _, r in row_blocks(real, chunk, **read)]
+    balls = {name: ball.to(**read) for name, ball in balls.items()}
     out = {"precision": torch.zeros(m, dtype=torch.bool, device=device),
            "density": torch.zeros(m, dtype=torch.int64, device=device),
            "coverage": torch.zeros(n, dtype=torch.bool, device=device),
            "recall": torch.zeros(n, dtype=torch.bool, device=device)}
-    for a in chunk_starts(m, chunk):
-        q = rows(fake, a, a + chunk, device=device, dtype=dtype)
-        q_norm = (q * q).sum(1, keepdim=True)
-        here = slice(a, a + len(q))
-        for j, b in enumerate(starts):
-            r = rows(real, b, b + chunk, device=device, dtype=dtype)
-            there = slice(b, b + len(r))
-            d2 = torch.addmm(q_norm + real_norms[j][None, :], q, r.T, alpha=-2.0)
+    for a, a_end, q in row_blocks(fake, chunk, **read):
+        q_norm = (q * q).sum(1)
+        for j, (b, b_end, r) in enumerate(row_blocks(real, chunk, **read)):
+            d2 = _squared(q, q_norm, r, real_norms[j])
             if "real" in balls:
-                out["precision"][here] |= (d2 <= balls["real"][None, there]).any(1)
+                out["precision"][a:a_end] |= (d2 <= balls["real"][None, b:b_end]).any(1)
             if "dense" in balls:
-                within = d2 <= balls["dense"][None, there]
-                out["density"][here] += within.sum(1, dtype=torch.int32)
-                out["coverage"][there] |= within.any(0)
+                within = d2 <= balls["dense"][None, b:b_end]
+                out["density"][a:a_end] += within.sum(1, dtype=torch.int32)
+                out["coverage"][b:b_end] |= within.any(0)
             if "fake" in balls:
-                out["recall"][there] |= (d2 <= balls["fake"][here, None]).any(0)
+                out["recall"][b:b_end] |= (d2 <= balls["fake"][a:a_end, None]).any(0)
     return {name: value.cpu() for name, value in out.items()}
 
 
 def manifold_metrics(real: Any, fake: Any, *, k: int = 3, density_k: int = 5, chunk: int = DEFAULT_CHUNK,
                      device: torch.device | str | None = None, real_knn: torch.Tensor | None = None,
-                     which: tuple[str, ...] = ("precision", "recall", "density", "coverage"),
-                     knn: str = "symmetric", timings: dict[str, float] | None = None) -> dict[str, float]:
-    """The metrics named in ``which`` between real (N x D) and generated (M x D) features.
-
-    ``real_knn``: ``self_knn(real, K)`` for some K >= the k's needed, to share the real radii between several
-    generated sets. ``knn``: "symmetric" (each block of a set against itself computed once) or "core"
-    (``ganlab.nearest_neighbours``). ``timings``, if given, receives the seconds of each stage.
-    """
-    (_, d), (m, dy) = shape(real), shape(fake)
+                     which: tuple[str, ...] = METRICS, knn: str = "symmetric",
+                     timings: dict[str, float] | None = None) -> dict[str, float]:
+    """The metrics named in ``which`` between real (N x D) and generated (M x D) features. ``real_knn``:
+    ``self_knn(real, K >= the k's)``, to share the real radii between sets; ``timings`` gets each stage's seconds."""
+    (_, d), (m, dy) = shape_of(real), shape_of(fake)
     if d != dy:
         raise ValueError(f"feature sizes differ: {d} and {dy}")
-    unknown = set(which) - {"precision", "recall", "density", "coverage"}
-    if unknown:
-        raise ValueError(f"unknown metrics: {sorted(unknown)}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    if set(which) - set(METRICS):
+        raise ValueError(f"unknown metrics: {sorted(set(which) - set(METRICS))}")
+    common = {"chunk": chunk, "device": torch.device(device or "cpu")}
     dtype = work_dtype(real, fake)
-    pr, dc = {"precision", "recall"} & set(which), {"density", "coverage"} & set(which)
-    need = max([k] * bool(pr) + [density_k] * bool(dc) + [1])
+    density = bool({"density", "coverage"} & set(which))
+    need = max([k] * bool({"precision", "recall"} & set(which)) + [density_k] * density + [1])
     timings = {} if timings is None else timings
     clock = time.perf_counter()
+    balls = {}
     if real_knn is None or real_knn.shape[1] < need:
-        real_knn = self_knn(real, need, chunk=chunk, device=device, knn=knn)
+        real_knn = self_knn(real, need, knn=knn, **common)
         timings["real radii"], clock = time.perf_counter() - clock, time.perf_counter()
     real_knn = real_knn.to(dtype)
-    fake_ball = None
+    if "precision" in which:
+        balls["real"] = real_knn[:, k - 1]
+    if density:
+        balls["dense"] = real_knn[:, density_k - 1]
     if "recall" in which:
-        fake_ball = self_knn(fake, k, chunk=chunk, device=device, knn=knn)[:, k - 1]
+        balls["fake"] = self_knn(fake, k, knn=knn, **common)[:, k - 1]
         timings["generated radii"], clock = time.perf_counter() - clock, time.perf_counter()
-    hits = _cross_pass(real, fake, real_ball=real_knn[:, k - 1] if "precision" in which else None,
-                       dense_ball=real_knn[:, density_k - 1] if dc else None, fake_ball=fake_ball,
-                       chunk=chunk, device=device, dtype=dtype)
+    hits = _cross_pass(real, fake, balls, dtype=dtype, **common)
     timings["real x generated pass"] = time.perf_counter() - clock
     values = {"precision": hits["precision"].double().mean().item(),
               "recall": hits["recall"].double().mean().item(),

@@ -1,73 +1,46 @@
-"""Evaluator ``sample-quality``: G's samples against the training set in several feature spaces, beside a
-reference row (held-out images against the same training images), so the numbers have a scale.
+"""Evaluator ``sample-quality``: G's samples against the training set in several feature spaces (``spaces.py``),
+beside a reference row of held-out images against the same training images, so the numbers have a scale.
 
-N images per set: G's samples (``ctx.seed``, rounded to uint8 as real images come), a seeded random subset of
-the training split, and one of the held-out split; N = min(``n``, training split, held-out split) so that both
-rows compare like for like (``reference=false`` drops the row and the held-out cap). The default N (2,000) keeps
-this quick enough to rerun on every epoch of a run (``cheap``); raise ``n`` with ``--set`` for a final number.
-
-Per feature space (``spaces``; see ``spaces.py``), two rows, generated vs train and held-out vs train:
-
-- ``fd``: Frechet distance of Gaussians fitted to the two sets (FID when the space is Inception). 0 for equal
-  means and covariances; lower is better; its scale is the space's, and it is biased upward at small N.
-- ``kid`` / ``kid_std``: Kernel Inception Distance in that space: unbiased MMD^2, kernel (x.y / D + 1)^3, mean
-  and std over ``kid_subsets`` subsets of min(``kid_subset_size``, N / 2) images. About 0 (it can go slightly
-  negative) when both sets come from one distribution; much less biased by N than FD.
-- ``precision``: fraction of samples inside the training set's k-NN manifold (k = ``k``, 3): fidelity.
-- ``recall``: fraction of training images inside the samples' k-NN manifold: diversity.
-- ``density``: how many training k-NN balls (k = ``density_k``, 5) hold each sample, over k: ~1 when the sets
-  match, above 1 when samples crowd into dense regions.
-- ``coverage``: fraction of training images whose k-NN ball holds at least one sample.
-
-Metrics are named ``SPACE.fd`` ... ``SPACE.coverage`` and ``SPACE.reference.fd`` ..., plus ``images`` (N).
-A space that cannot run here (no D, Inception without weights) is skipped with a note, unless ``spaces`` was
-set by the user, which makes it an error that says what to do.
-"""
+N images per set (G's samples, seeded subsets of the training and held-out splits), N = min(``n``, both splits), so
+both rows compare like for like. Metrics ``SPACE.fd`` ... ``SPACE.coverage``, ``SPACE.reference.*`` and ``images``
+(N); ``explanation`` is what the report tells a reader about them."""
 from __future__ import annotations
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
 DEFAULT_SPACES = ["discriminator", "pixels"]
 ROW_METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
-
-
 _MEMO: dict[tuple, dict[str, float]] = {}  # the last comparisons: (real, other, settings) digests -> metrics
 _MEMO_SIZE = 16
 
 
 def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, seed: int = 0, device=None) -> dict[str, dict[str, float]]:
-    """Every metric of each set in ``others`` (name -> N x D numpy features) against ``real``.
-
-    The real set's k-NN radii (and its moments, when the Frechet distance takes the D x D route) are computed
-    once for all the sets. A pair compared before with the same settings (within this process: the pixel and
-    random-D spaces' held-out row is the same on every epoch of a run) is answered from memory.
-    """
+    """Every metric of each set in ``others`` (name -> N x D numpy features) against ``real``, whose radii and
+    moments are computed once. A pair compared before with the same settings is answered from memory: the pixel
+    and random-D spaces' held-out row is the same on every epoch of a run."""
     from ganlab import content_digest
 
+    from . import metrics
     from .manifold import manifold_metrics, self_knn
-    from .metrics import feature_moments, frechet_distance, kid
 
     settings = (k, density_k, kid_subsets, kid_subset_size, seed, str(device))
     real_key = content_digest(real)
     keys = {name: (real_key, content_digest(fake), settings) for name, fake in others.items()}
-    out = {name: dict(_MEMO[key]) for name, key in keys.items() if key in _MEMO}
-    todo = {name: fake for name, fake in others.items() if name not in out}
-    if not todo:
-        return out
-    d = real.shape[1]
-    smallest = min([len(real)] + [len(f) for f in todo.values()])
-    moments = feature_moments(real) if d <= smallest else None
-    real_knn = self_knn(real, max(k, density_k), device=device)
+    todo = {name: fake for name, fake in others.items() if keys[name] not in _MEMO}
+    if todo:
+        smallest = min([len(real)] + [len(f) for f in todo.values()])
+        moments = metrics.feature_moments(real) if real.shape[1] <= smallest else None
+        real_knn = self_knn(real, max(k, density_k), device=device)
     for name, fake in todo.items():
         m = min(kid_subset_size, len(real) // 2, len(fake) // 2)
-        kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=m, seed=seed, device=device)
-        out[name] = {"fd": frechet_distance(real, fake, moments_x=moments), "kid": kid_mean, "kid_std": kid_std,
-                     **manifold_metrics(real, fake, k=k, density_k=density_k, real_knn=real_knn, device=device)}
-        _MEMO[keys[name]] = dict(out[name])
+        kid, kid_std = metrics.kid(real, fake, subsets=kid_subsets, subset_size=m, seed=seed, device=device)
+        _MEMO[keys[name]] = {"fd": metrics.frechet_distance(real, fake, moments_x=moments), "kid": kid,
+                             "kid_std": kid_std, **manifold_metrics(real, fake, k=k, density_k=density_k,
+                                                                    real_knn=real_knn, device=device)}
         while len(_MEMO) > _MEMO_SIZE:
             _MEMO.pop(next(iter(_MEMO)))
-    return {name: out[name] for name in others}
+    return {name: dict(_MEMO[keys[name]]) for name in others}
 
 
 def _pick(n_total: int, n: int, seed: int):
@@ -107,7 +80,7 @@ class SampleQuality(Evaluator):
 
     def chosen_spaces(self, ctx) -> tuple[list, list[str]]:
         """(the spaces to use, notes on those skipped); an unusable space the user listed is a GanlabError."""
-        listed = [s.strip() for s in ctx.options["spaces"] if s.strip()]
+        listed = [s.strip() for s in ctx.options["spaces"] if s.strip()]  # "a, b" arrives as ["a", " b"]
         explicit = listed != DEFAULT_SPACES
         if not explicit and str(ctx.options["inception_weights"]).strip():
             listed.append("inception")
@@ -129,16 +102,14 @@ class SampleQuality(Evaluator):
                 chosen.append(ctx.feature_spaces[name])
         return chosen, notes
 
-    def run(self, ctx):
+    def image_sets(self, ctx, notes: list[str]) -> tuple[dict, int]:
+        """({role: (uint8 images, their split or None, cache tag)} for train, generated and maybe reference, N)."""
         from ganlab import to_uint8
 
         opts = ctx.options
-        spaces, notes = self.chosen_spaces(ctx)
         train, _ = ctx.split(ctx.train_split)
-        held = None
-        if opts["reference"] and ctx.heldout_split:
-            held, _ = ctx.split(ctx.heldout_split)
-        elif opts["reference"]:
+        held = ctx.split(ctx.heldout_split)[0] if opts["reference"] and ctx.heldout_split else None
+        if opts["reference"] and held is None:
             notes.append("No reference row: this dataset has no held-out split.")
         n = min(opts["n"], len(train), len(held) if held is not None else len(train))
         need = max(opts["k"], opts["density_k"]) + 2
@@ -148,22 +119,23 @@ class SampleQuality(Evaluator):
         if n < opts["n"]:
             cap = "the held-out split" if held is not None and n == len(held) < len(train) else "the training split"
             notes.append(f"N = {n} images per set, capped by {cap} so both rows compare like for like.")
-        sets = {"train": (train[_pick(len(train), n, ctx.seed)], ctx.train_split),
-                "generated": (to_uint8(ctx.gan.sample(n, seed=ctx.seed)), None)}
+        sets = {"train": (train[_pick(len(train), n, ctx.seed)], ctx.train_split, len(train)),
+                "generated": (to_uint8(ctx.gan.sample(n, seed=ctx.seed)), None, 0)}
         if held is not None:
-            sets["reference"] = (held[_pick(len(held), n, ctx.seed + 1)], ctx.heldout_split)
+            sets["reference"] = (held[_pick(len(held), n, ctx.seed + 1)], ctx.heldout_split, len(held))
+        return {role: (images, split, f"sample-quality:{n}of{total}:seed{ctx.seed}")
+                for role, (images, split, total) in sets.items()}, n
+
+    def run(self, ctx):
+        opts = ctx.options
+        spaces, notes = self.chosen_spaces(ctx)
+        sets, n = self.image_sets(ctx, notes)
         metrics, rows = {"images": n}, []
         for space in spaces:
-            features = {}
-            for role, (images, split) in sets.items():
-                embed_split = getattr(space, "embed_split", None)
-                if split is not None and embed_split is not None:
-                    tag = f"sample-quality:{n}of{len(train if role == 'train' else held)}:seed{ctx.seed}"
-                    features[role] = embed_split(ctx, images, split, tag)
-                else:
-                    features[role] = space.embed(ctx, images)
-            others = {role: f for role, f in features.items() if role != "train"}
-            found = compare_sets(features["train"], others, k=opts["k"], density_k=opts["density_k"],
+            embed_split = getattr(space, "embed_split", None)
+            features = {role: embed_split(ctx, images, split, tag) if split and embed_split else
+                        space.embed(ctx, images) for role, (images, split, tag) in sets.items()}
+            found = compare_sets(features.pop("train"), features, k=opts["k"], density_k=opts["density_k"],
                                  kid_subsets=opts["kid_subsets"], kid_subset_size=opts["kid_subset_size"],
                                  seed=ctx.seed, device=ctx.device)
             for role, values in found.items():

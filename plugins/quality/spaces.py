@@ -1,22 +1,10 @@
 """The built-in feature spaces: the trained D, a random D, raw pixels, and Inception-v3 from a local file.
 
-- ``discriminator``: ``ganlab.discriminator_features`` of the checkpoint's D (every conv layer after its
-  LeakyReLU, max-pooled to 4x4, concatenated): the paper's representation, trained on exactly this data, nothing
-  to download. Unavailable without a D. A dataset split's features are cached between reports.
-- ``random-discriminator``: the same features from a D of the same architecture with the paper's random
-  initialisation (``torch.manual_seed(report seed)`` inside ``torch.random.fork_rng``, so the caller's random
-  state is untouched): what the architecture alone measures, a baseline for ``discriminator``.
-- ``pixels``: the C x H x W values / 255, flattened.
-- ``inception``: torchvision's ``inception_v3`` architecture (``weights=None, aux_logits=True,
-  init_weights=False``) loaded from the state dict at ``sample-quality.inception_weights`` (read with torch's
-  weights-only loader); the 2048-d pool3 output (the average pool before ``fc``), FID's space. Never
-  downloaded. The file's SHA-256 must start with ``sample-quality.inception_sha256``; the default,
-  ``0cc3c7bd``, is the hash prefix in the official file's name, ``inception_v3_google-0cc3c7bd.pth``, which
-  torch.hub itself verifies on download (give the full 64-digit hash to pin a file exactly; empty skips the
-  check, and the report prints the hash either way). Images go in as 299 x 299 RGB (grey repeated, bilinear
-  resize) scaled to [-1, 1], with ``transform_input=False``: exactly what torchvision's own pipeline for these
-  weights feeds the first convolution (ImageNet mean/std normalisation followed by ``transform_input=True``,
-  which ``inception_v3(weights=IMAGENET1K_V1)`` switches on, maps pixel p in [0, 1] to 2 p - 1).
+``inception`` is torchvision's ``inception_v3`` with the state dict at ``inception_weights`` (never downloaded), its
+2048-d pool3 output (FID's space). The file's SHA-256 must start with ``inception_sha256``; the default is the
+prefix in the official file's name, which torch.hub checks on download. Images go in as 299 x 299 RGB in [-1, 1]
+with ``transform_input=False``: exactly what torchvision's own pipeline for these weights (ImageNet mean/std, then
+``transform_input=True``) feeds the first convolution.
 """
 from __future__ import annotations
 
@@ -24,8 +12,11 @@ import string
 from pathlib import Path
 from typing import Any
 
-import ganlab
-from ganlab import FeatureSpace, GanlabError
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganlab import FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key, file_sha256
 
 OFFICIAL_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
 OFFICIAL_SHA256_PREFIX = "0cc3c7bd"
@@ -33,66 +24,58 @@ INCEPTION_SIZE = 299
 INCEPTION_BATCH = 32
 
 
-def _batch_size(ctx: Any) -> int:
-    return int(ctx.options.get("batch_size", 256))
-
-
-def _progress(ctx: Any, iterable: Any, desc: str, total: int) -> Any:
-    if ctx.progress is None or ctx.quiet:
-        return iterable
-    return ctx.progress(iterable, desc=desc, total=total)
+def _kept(space: Any, key: Any, build: Any) -> Any:
+    """The model ``space`` built last if it was built for ``key``, else ``build()`` (kept for next time)."""
+    if space._model is None or space._model[0] != key:
+        space._model = (key, build())
+    return space._model[1]
 
 
 class DiscriminatorSpace(FeatureSpace):
     name = "discriminator"
     description = "the trained D's pooled conv features (every layer max-pooled to 4x4): the paper's representation"
 
+    def discriminator(self, ctx):
+        return ctx.gan.discriminator
+
     def available(self, ctx):
         return None if ctx.gan.discriminator is not None else "needs the checkpoint's discriminator"
 
     def embed(self, ctx, images):
-        from ganlab import discriminator_features
-
-        return discriminator_features(ctx.gan.discriminator, images, device=ctx.device,
-                                      batch_size=_batch_size(ctx))
+        return discriminator_features(self.discriminator(ctx), images, device=ctx.device,
+                                      batch_size=ctx.options.get("batch_size", 256))
 
     def embed_split(self, ctx, images, split: str, tag: str):
         """Features of images drawn from a dataset split (``tag`` says which), cached per checkpoint file."""
-        from ganlab import cached_features, feature_cache_key
-
         if not Path(ctx.gan.path).is_file():  # a model built in memory has no file to key a cache on
             return self.embed(ctx, images)
         key = feature_cache_key(ctx.gan.path, f"D:{tag}", ctx.dataset, split, len(images))
         return cached_features(ctx.cache, key, ctx.gan.discriminator, images, device=ctx.device,
-                               batch_size=_batch_size(ctx))
+                               batch_size=ctx.options.get("batch_size", 256))
 
 
-class RandomDiscriminatorSpace(FeatureSpace):
+class RandomDiscriminatorSpace(DiscriminatorSpace):
     name = "random-discriminator"
     description = "the same pooled features from a randomly initialised D of the same architecture (a baseline)"
+    embed_split = None  # no checkpoint file holds this D, so there is nothing to key a cache on
 
     def __init__(self):
         self._model: tuple[Any, Any] | None = None
 
-    def discriminator(self, ctx):
-        """The random D for this model's config and the report's seed (built once, then reused)."""
-        import torch
+    def available(self, ctx):
+        return None
 
+    def discriminator(self, ctx):
+        """A D with the paper's random initialisation for this config and the report's seed (built once), seeded
+        inside ``fork_rng`` so that the caller's random state is left alone."""
         from ganlab import Discriminator
 
-        key = (repr(ctx.gan.config), int(ctx.seed), str(ctx.device))
-        if self._model is None or self._model[0] != key:
+        def build():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(ctx.seed))
-                model = Discriminator(ctx.gan.config)
-            self._model = (key, model.eval().to(ctx.device))
-        return self._model[1]
+                return Discriminator(ctx.gan.config).eval().to(ctx.device)
 
-    def embed(self, ctx, images):
-        from ganlab import discriminator_features
-
-        return discriminator_features(self.discriminator(ctx), images, device=ctx.device,
-                                      batch_size=_batch_size(ctx))
+        return _kept(self, (repr(ctx.gan.config), int(ctx.seed), str(ctx.device)), build)
 
 
 class PixelSpace(FeatureSpace):
@@ -134,8 +117,8 @@ class InceptionSpace(FeatureSpace):
                               f"torchvision's {OFFICIAL_INCEPTION}")
         stat = path.stat()
         ident = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if ident not in self._hashes:
-            self._hashes = {ident: ganlab.file_sha256(path)}
+        if ident not in self._hashes:  # hashing 100 MB on every call would cost seconds
+            self._hashes = {ident: file_sha256(path)}
         actual, expected = self._hashes[ident], expected_hash(ctx)
         if expected and not actual.startswith(expected):
             raise GanlabError(f"{path}: its SHA-256 is {actual}, not the expected {expected} "
@@ -150,58 +133,49 @@ class InceptionSpace(FeatureSpace):
         check = f"matches the expected {expected}" if expected else "not checked (inception_sha256 is empty)"
         return f"inception weights: {path}, SHA-256 {actual} ({check})"
 
-    def network(self, ctx):
-        """The Inception-v3 with the user's weights, ``fc`` replaced by the identity: images -> N x 2048."""
-        import torch
-        import torchvision
-
-        path, actual = self.weights(ctx)
-        key = (actual, str(ctx.device))
-        if self._model is None or self._model[0] != key:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # any unreadable or unsafe file: one line, no traceback
-                raise GanlabError(f"{path}: cannot be read as a state dict saved with torch.save "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
-                                  ) from None
-            if not isinstance(state, dict):
-                raise GanlabError(f"{path}: holds a {type(state).__name__}, not a state dict")
-            model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                raise GanlabError(f"{path}: not torchvision inception_v3 weights "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
-            model.fc = torch.nn.Identity()  # the output is then the pooled 2048 features (dropout is off in eval)
-            self._model = (key, model.eval().to(ctx.device))
-        return self._model[1]
-
     def embed(self, ctx, images):
-        import numpy as np
-        import torch
-        import torch.nn.functional as F
-
-        model = self.network(ctx)
+        path, actual = self.weights(ctx)
+        model = _kept(self, (actual, str(ctx.device)), lambda: _load_inception(path).to(ctx.device))
         out = np.empty((len(images), 2048), dtype=np.float32)
-        step = max(1, min(INCEPTION_BATCH, _batch_size(ctx)))
+        step = max(1, min(INCEPTION_BATCH, ctx.options.get("batch_size", 256)))
         starts = range(0, len(images), step)
+        if ctx.progress is not None and not ctx.quiet:
+            starts = ctx.progress(starts, desc="Inception features", total=len(starts))
         with torch.no_grad():
-            for a in _progress(ctx, starts, "Inception features", len(starts)):
+            for a in starts:
                 x = images[a:a + step].to(ctx.device).float() / 127.5 - 1  # [-1, 1]: see the module doc
-                if x.shape[1] == 1:
-                    x = x.expand(-1, 3, -1, -1)
-                x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
+                x = F.interpolate(x.expand(-1, 3, -1, -1), size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
+                                  align_corners=False)
                 out[a:a + len(x)] = model(x).float().cpu().numpy()
         return out
 
     def embed_split(self, ctx, images, split: str, tag: str):
-        from ganlab import feature_cache_key
-
         path, actual = self.weights(ctx)
         size = "x".join(str(s) for s in images.shape[1:])
         tag = f"inception:{actual}:{size}:{tag}:{Path(ctx.data_root).resolve() if ctx.data_root else ''}"
         key = feature_cache_key(path, tag, ctx.dataset, split, len(images))
         return ctx.cache.array("features", {"inception": key}, lambda: self.embed(ctx, images), rows=len(images))
+
+
+def _load_inception(path: Path):
+    """torchvision's inception_v3 with the state dict at ``path`` and ``fc`` replaced by the identity (so that it
+    gives the 2048 pooled features; dropout is off in eval mode); any bad file is a one-line GanlabError."""
+    import torchvision
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or unsafe file: one line, no traceback
+        raise GanlabError(f"{path}: cannot be read as a state dict saved with torch.save "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    if not isinstance(state, dict):
+        raise GanlabError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise GanlabError(f"{path}: not torchvision inception_v3 weights ({str(exc).splitlines()[0][:200]})") from None
+    model.fc = torch.nn.Identity()
+    return model.eval()
 
 
 def builtin_spaces() -> list[FeatureSpace]:

@@ -1,0 +1,188 @@
+"""What ``ganlab dedup`` and ``hash-collisions`` compute: hash groups confirmed in pixels, the command's files, and
+the collisions of G's samples with the training set."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from torch.utils.data import DataLoader
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from ganlab import GanlabError, open_split
+
+from . import MAX_RMS
+from . import autoencoder as ae
+
+GRID_GROUPS = 16  # groups drawn in groups.png
+GRID_IMAGES = 8  # images per group drawn
+
+
+class _Positions:
+    """Items (uint8 3 x 32 x 32, why the image is unreadable or "") at chosen positions of a split."""
+
+    def __init__(self, dataset, positions: list[int]):
+        self.dataset, self.positions = dataset, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[self.positions[index]][0], ""
+        except GanlabError as exc:
+            return torch.zeros(3, ae.SIZE, ae.SIZE, dtype=torch.uint8), str(exc) or type(exc).__name__
+
+
+def read_positions(dataset: str, split: str, *, root=None, limit: int | None = None, skip_bad: bool = False,
+                   progress: bool = True):
+    """(uint8 N x 3 x 32 x 32, positions in the whole split (list), unreadable positions (list), first reason)."""
+    data = open_split(dataset, split, root=root, image_size=ae.SIZE, channels=3)
+    positions = list(range(len(data)))
+    if limit is not None and limit < len(data):  # load_split's subset: the first `limit` of a fixed permutation
+        positions = np.sort(np.random.default_rng(0).permutation(len(data))[:limit]).tolist()
+    workers = min(2, os.cpu_count() or 1) if len(positions) > 2000 else 0
+    images, reasons = [], []
+    with tqdm(total=len(positions), desc=f"reading {dataset}/{split}", unit="img", disable=not progress) as bar:
+        for batch, why in DataLoader(_Positions(data, positions), batch_size=256, num_workers=workers):
+            bad = [reason for reason in why if reason]
+            if bad and not skip_bad:
+                raise GanlabError(f"{bad[0]} (give --skip-bad-images to skip unreadable images)")
+            images.append(batch[torch.tensor([not reason for reason in why])])
+            reasons += why
+            bar.update(len(why))
+    kept, unreadable = ([p for p, reason in zip(positions, reasons) if bool(reason) == bad] for bad in (False, True))
+    first = next((reason for reason in reasons if reason), None)
+    if not kept:
+        raise GanlabError(f"no readable images in {dataset}/{split}" + (f" (first: {first})" if first else ""))
+    return torch.cat(images), kept, unreadable, first
+
+
+def confirm_groups(images, groups: list[list[int]], max_rms: float, *, block: int = 1024) -> list[list[int]]:
+    """Split each hash group into its connected sets of two or more images linked by a pixel RMS difference (over
+    the hashed 32x32 RGB crop, values in [0, 1]) of at most ``max_rms``; ``max_rms >= 1`` keeps the hash groups.
+    Distances are taken ``block`` rows at a time, so a coarse hash's huge group needs no group x group matrix."""
+    if max_rms >= 1:
+        return [list(g) for g in groups]
+    confirmed = []
+    for group in groups:
+        x = images[group].reshape(len(group), -1).double() / 255
+        pairs = torch.cat([(torch.cdist(x[s:s + block], x) / x.shape[1] ** 0.5 <= max_rms).nonzero()
+                           + torch.tensor([s, 0]) for s in range(0, len(group), block)]).numpy()
+        linked = csr_matrix((np.ones(len(pairs), dtype=bool), (pairs[:, 0], pairs[:, 1])), shape=(len(group),) * 2)
+        parts: dict[int, list[int]] = {}
+        for member, label in zip(group, connected_components(linked, directed=False)[1].tolist()):
+            parts.setdefault(label, []).append(member)
+        confirmed += [part for part in parts.values() if len(part) > 1]
+    return sorted(confirmed, key=min)
+
+
+def deduplicate(dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms, device) -> dict:
+    """Train the autoencoder on the split, hash every image and group the duplicates (confirmed in pixels)."""
+    images, positions, unreadable, first = read_positions(dataset, split, root=data_root, limit=limit,
+                                                          skip_bad=skip_bad_images)
+    if unreadable:
+        click.echo(f"skipped {len(unreadable)} unreadable images (first: {first})", err=True)
+    model, info = ae.train_autoencoder(images, epochs=epochs, seed=seed, device=device, progress=tqdm)
+    bits = ae.code_bits(model, images, device=device)
+    hashes = ae.hex_hashes(bits)
+    hashed = ae.duplicate_groups(hashes)
+    local = confirm_groups(images, hashed, max_rms)
+    groups = [[positions[i] for i in group] for group in local]
+    return {"images": images, "positions": positions, "unreadable": unreadable, "model": model, "info": info,
+            "bits": bits, "hashes": hashes, "hashed": hashed, "local": local, "groups": groups,
+            "excluded": sorted(p for group in groups for p in sorted(group)[1:]),  # each group keeps its first
+            "margin_median": float(ae.relative_margins(model, images, device=device).median())}
+
+
+def _group_grid(images, groups: list[list[int]]):
+    """Float 3 x H x W grid in [0, 1]: one row per group (up to GRID_GROUPS), blank where a group is short."""
+    shown = groups[:GRID_GROUPS]
+    width = min(GRID_IMAGES, max(len(g) for g in shown))
+    tiles = torch.ones(len(shown) * width, 3, ae.SIZE, ae.SIZE)
+    for row, group in enumerate(shown):
+        for col, i in enumerate(group[:width]):
+            tiles[row * width + col] = images[i].float() / 255
+    return make_grid(tiles, nrow=width, padding=2, pad_value=0.5)
+
+
+def write_outputs(folder, found: dict, dataset: str, split: str, data_root, settings: dict) -> None:
+    """duplicates.json, exclude.txt, autoencoder.pt and (when there are groups) groups.png into the staging folder."""
+    bits, groups, excluded = found["bits"], found["groups"], found["excluded"]
+    report = {"dataset": dataset, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
+              "count": len(found["positions"]), "limit": settings["limit"], "groups": groups,
+              "bits": [found["hashes"][g[0]] for g in found["local"]], "excluded": len(excluded),
+              "unreadable": found["unreadable"], "hash_groups": len(found["hashed"]), "max_rms": settings["max_rms"],
+              "bits_used": int((bits.any(0) & ~bits.all(0)).sum()), "margin_median": found["margin_median"],
+              "autoencoder": {"epochs": settings["epochs"], "steps": found["info"]["steps"], "seed": settings["seed"],
+                              "reconstruction_mse": found["info"]["loss"], "margin": ae.MARGIN}}
+    where = f" --data-root {data_root}" if data_root else ""
+    where += f" --split {split}" if split != "train" else ""
+    ae.save_autoencoder(found["model"], folder.staging / "autoencoder.pt")
+    folder.write_text("duplicates.json", json.dumps(report, indent=1) + "\n")
+    header = (f"# ganlab dedup: images to leave out of {dataset}/{split} ({len(found['positions'])} hashed, "
+              f"{len(groups)} duplicate groups; each group keeps its first image)\n"
+              f"# use: ganlab train --dataset {dataset}{where} --exclude {folder.out / 'exclude.txt'}\n")
+    folder.write_text("exclude.txt", header + "".join(f"{p}\n" for p in excluded))
+    if groups:
+        save_image(_group_grid(found["images"], found["local"]), folder.staging / "groups.png")
+
+
+def hash_collisions(model, generated, train, *, device="cpu", max_rms: float = MAX_RMS) -> dict:
+    """Samples (uint8 N x 3 x 32 x 32) whose hash some training image has: ``collides`` (bool N), ``partner`` (the
+    nearest such training image in pixels, or -1), ``copies`` (within ``max_rms`` of it) and their rates, against
+    the references ``train_collision_rate`` (training images sharing a hash: chance and the data's own duplicates)
+    and ``train_copy_rate`` (in a confirmed group); ``sample_self_collision_rate`` (mode collapse); ``bits_used``."""
+    train_bits = ae.code_bits(model, train, device=device)
+    train_hashes = ae.hex_hashes(train_bits)
+    sample_hashes = ae.hex_hashes(ae.code_bits(model, generated, device=device))
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(train_hashes):
+        members.setdefault(key, []).append(i)
+    partner = torch.full((len(generated),), -1, dtype=torch.int64)
+    rms = torch.full((len(generated),), float("inf"), dtype=torch.float64)
+    for i, key in enumerate(sample_hashes):
+        if key in members:
+            candidates = torch.tensor(members[key])
+            diff = train[candidates].reshape(len(candidates), -1).double() - generated[i].reshape(1, -1).double()
+            distances = diff.div(255).pow(2).mean(1).sqrt()
+            partner[i], rms[i] = candidates[distances.argmin()], distances.min()
+    copies = rms <= max_rms if max_rms < 1 else partner >= 0
+    train_groups = [group for group in members.values() if len(group) > 1]
+    in_confirmed = sum(len(g) for g in confirm_groups(train, train_groups, max_rms))
+    n, m = max(len(generated), 1), max(len(train), 1)
+    return {"collides": partner >= 0, "partner": partner, "copies": copies,
+            "collision_rate": float((partner >= 0).sum()) / n, "copy_rate": float(copies.sum()) / n,
+            "train_collision_rate": sum(len(g) for g in train_groups) / m, "train_copy_rate": in_confirmed / m,
+            "sample_self_collision_rate": sum(len(g) for g in ae.duplicate_groups(sample_hashes)) / n,
+            "bits_used": int((train_bits.any(0) & ~train_bits.all(0)).sum())}
+
+
+def collision_table(found: dict, n: int, m: int, max_rms: float) -> list[list]:
+    """The rows (what, count, of, rate) of hash-collisions' table."""
+    rate = {key: round(value, 4) for key, value in found.items() if key.endswith("rate")}
+    return [["generated samples whose hash a training image has", int(found["collides"].sum()), n,
+             rate["collision_rate"]],
+            ["training images whose hash another training image has (reference)",
+             round(found["train_collision_rate"] * m), m, rate["train_collision_rate"]],
+            [f"... of them within {max_rms:g} pixel RMS of that training image (copies)",
+             int(found["copies"].sum()), n, rate["copy_rate"]],
+            [f"... of them within {max_rms:g} pixel RMS of another (reference)",
+             round(found["train_copy_rate"] * m), m, rate["train_copy_rate"]],
+            ["generated samples whose hash another sample has", round(found["sample_self_collision_rate"] * n),
+             n, rate["sample_self_collision_rate"]]]
+
+
+def colliding_pairs(found: dict, generated, train, examples: int):
+    """A grid of up to ``examples`` colliding samples, each beside its partner (float 3 x H x W), or None."""
+    hits = found["collides"].nonzero().flatten()[:examples].tolist()
+    if not hits:
+        return None
+    pairs = torch.stack([t for i in hits for t in (generated[i], train[found["partner"][i]])]).float() / 255
+    return make_grid(pairs, nrow=8, pad_value=0.5)
