@@ -1,6 +1,4 @@
 """Image value ranges: datasets hold uint8 0..255, G draws in [-1, 1] (tanh), reports show [0, 1]."""
-from __future__ import annotations
-
 import torch
 
 

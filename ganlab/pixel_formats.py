@@ -1,28 +1,13 @@
 """Pixel formats: any decoded image or array becomes 8-bit grey ('L') or RGB, scaled or refused, never clipped.
 
-The rules (``to_8bit`` for PIL images, ``array_to_8bit`` for numpy arrays):
-
-- 'L' and 'RGB' are kept as they are; '1' (1-bit) becomes 0 / 255.
-- 'I;16', 'I;16L', 'I;16B', 'I;16N' (unsigned 16-bit, how Pillow opens a 16-bit grey PNG or TIFF) are scaled
-  by the type's full range: ``v * 255 / 65535``. (PIL's own ``convert("L")`` would clip everything above
-  255 to white.) 16-bit colour PNGs never get here: Pillow opens them as 8-bit 'RGB'/'RGBA' itself,
-  keeping the high byte (``v // 256``), which is scaled, not clipped.
-- 'I' (32-bit signed integers, how older Pillows open 16-bit PNGs and how 32-bit TIFFs open): values must
-  lie in 0..65535. When the largest is at most 255 the values are kept (8-bit data stored wide), otherwise
-  they are scaled as 16-bit (``v * 255 / 65535``). Negative values or values above 65535 are refused.
-- 'F' (32-bit float): NaN or infinity is refused; values all in [0, 1] are scaled by 255; values all in
-  [0, 255] are kept; anything else (negative, above 255) is refused, naming the range found.
-- Alpha is dropped, the colour channels kept as stored ('LA' -> 'L', 'RGBA'/'RGBa'/'RGBX' -> 'RGB').
-- 'P' (palette) becomes RGB through its palette ('PA', or 'P' with a transparent colour, through RGBA
-  and the alpha dropped); 'CMYK', 'YCbCr', 'HSV' and 'LAB' use PIL's conversion to RGB.
-- Any other mode is refused.
-
-Scaled values are rounded half up (``floor(x + 0.5)``): 0.5 -> 128 in a float image, 32768 -> 128 in a
-16-bit one (``np.round`` gives the same for both). Numpy arrays follow the same value rules by dtype:
-uint8 kept; bool -> 0 / 255; other integers kept when within 0..255 and refused otherwise; floats as 'F'
-above; an array is H x W, or H x W x C with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
-
-A refusal is a :class:`BadImageError` naming the file (or item) and what was found.
+The rules of ``to_8bit`` (PIL images), ``array_to_8bit`` and ``values_to_8bit`` (H x W or H x W x C arrays, C = 1,
+2 (grey + alpha), 3 or 4 (RGBA)), rounding half up where they scale; a refusal is a ``BadImageError``:
+- 'L', 'RGB' and uint8 are kept; '1' and bool become 0 / 255; other integer arrays must lie in 0..255.
+- 16-bit grey ('I;16*') is scaled by 255 / 65535 (PIL's ``convert("L")`` would clip it); 'I' (32-bit) must lie in
+  0..65535: kept when at most 255, else scaled as 16-bit.
+- Floats: NaN and infinity refused; all in [0, 1] scaled by 255; all in [0, 255] kept; anything else refused.
+- Alpha is dropped, colours kept as stored; palettes, 'CMYK', 'YCbCr', 'HSV' and 'LAB' go through PIL's conversion
+  to RGB; any other mode is refused.
 """
 from __future__ import annotations
 
@@ -33,13 +18,19 @@ from ganlab.errors import GanlabError
 
 SKIP_HINT = "give --skip-bad-images to skip unreadable files"
 
-_UINT16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-_ALPHA_DROPPED = {"LA": "L", "La": "L", "RGBA": "RGB", "RGBa": "RGB", "RGBX": "RGB"}
-_TO_RGB = ("CMYK", "YCbCr", "HSV", "LAB")
+_WIDE_INT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_CONVERTED = {"1": "L", "LA": "L", "La": "L", "RGBA": "RGB", "RGBa": "RGB", "RGBX": "RGB", "P": "RGB", "PA": "RGB",
+              "CMYK": "RGB", "YCbCr": "RGB", "HSV": "RGB", "LAB": "RGB"}
 
 
 def one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    """``text`` on one line; an OSError as its strerror alone, since the message names the path already."""
+    return getattr(text, "strerror", None) or " ".join(str(text).split())
+
+
+def error_text(exc: BaseException) -> str:
+    """``"TypeName: message"`` on one line, for errors from libraries whose type says what went wrong."""
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def printable(where: object) -> str:
@@ -48,11 +39,7 @@ def printable(where: object) -> str:
 
 
 class BadImageError(GanlabError):
-    """One image cannot be used (unreadable, corrupt, or pixel values ganlab will not guess at).
-
-    ``reason`` is ``"WHERE: PROBLEM"``; the message adds how to skip such files. ``load_split(skip_bad=True)``
-    drops the images that raise this instead of stopping.
-    """
+    """One image cannot be used. ``reason`` is ``"WHERE: PROBLEM"``; the message adds how to skip such files."""
 
     def __init__(self, reason: str):
         self.reason = reason
@@ -66,40 +53,12 @@ def bad_image(where: object, problem: str) -> BadImageError:
     return BadImageError(f"{printable(where)}: {problem}")
 
 
-def _value_range(array: np.ndarray) -> str:
-    return f"{array.min():g}..{array.max():g}" if array.size else "empty"
+def _range(array: np.ndarray) -> tuple:
+    return (array.min().item(), array.max().item()) if array.size else (0, 0)
 
 
 def _round_half_up(values: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.floor(values.astype(np.float64) * scale + 0.5), 0, 255).astype(np.uint8)
-
-
-def _float_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
-    if array.size and not np.isfinite(array).all():
-        bad = "NaN" if np.isnan(array).any() else "infinite values"
-        raise bad_image(where, f"float pixels contain {bad}; expected values in [0, 1] or [0, 255]")
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    if low >= 0 and high <= 1:
-        return _round_half_up(array, 255.0)
-    if low >= 0 and high <= 255:
-        return _round_half_up(array, 1.0)
-    raise bad_image(where, f"float pixels range {low:g}..{high:g}; expected values in [0, 1] or [0, 255]")
-
-
-def _int_to_8bit(array: np.ndarray, where: object, what: str) -> np.ndarray:
-    if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
-        raise bad_image(where, f"{what} pixels range {_value_range(array)}; expected 0..255")
-    return array.astype(np.uint8)
-
-
-def _wide_int_to_8bit(array: np.ndarray, where: object, mode: str) -> np.ndarray:
-    """'I;16*' scaled by 65535; 'I' kept when at most 255, scaled as 16-bit up to 65535, refused beyond."""
-    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
-    if low < 0 or high > 65535:
-        raise bad_image(where, f"{mode} pixels range {low}..{high}; expected 0..65535")
-    if mode == "I" and high <= 255:
-        return array.astype(np.uint8)
-    return _round_half_up(array, 255.0 / 65535.0)
 
 
 def array_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
@@ -115,16 +74,26 @@ def array_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
 
 
 def values_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
-    """uint8 values from an array of any shape, by the value rules in the module docstring (one rule for all)."""
+    """uint8 values from an array of any shape, by the value rules in the module docstring."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        return _int_to_8bit(array, where, str(array.dtype))
-    if np.issubdtype(array.dtype, np.floating):
-        return _float_to_8bit(array, where)
-    raise bad_image(where, f"array of dtype {array.dtype} is not an image; expected integers or floats")
+        low, high = _range(array)
+        if low < 0 or high > 255:
+            raise bad_image(where, f"{array.dtype} pixels range {low}..{high}; expected 0..255")
+        return array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise bad_image(where, f"array of dtype {array.dtype} is not an image; expected integers or floats")
+    expected = "expected values in [0, 1] or [0, 255]"
+    if array.size and not np.isfinite(array).all():
+        raise bad_image(where, f"float pixels contain {'NaN' if np.isnan(array).any() else 'infinite values'}; "
+                               f"{expected}")
+    low, high = _range(array)
+    if low < 0 or high > 255:
+        raise bad_image(where, f"float pixels range {low:g}..{high:g}; {expected}")
+    return _round_half_up(array, 255.0 if high <= 1 else 1.0)
 
 
 def to_8bit(image: Image.Image, where: object) -> Image.Image:
@@ -132,19 +101,20 @@ def to_8bit(image: Image.Image, where: object) -> Image.Image:
     mode = image.mode
     if mode in ("L", "RGB"):
         return image
-    if mode == "1":
-        return image.convert("L")
-    if mode in _UINT16_MODES or mode == "I":
-        return Image.fromarray(_wide_int_to_8bit(np.asarray(image), where, mode))
+    if mode in _WIDE_INT_MODES:
+        array = np.asarray(image)
+        low, high = _range(array)
+        if low < 0 or high > 65535:
+            raise bad_image(where, f"{mode} pixels range {low}..{high}; expected 0..65535")
+        keep = mode == "I" and high <= 255  # 8-bit data stored wide
+        return Image.fromarray(array.astype(np.uint8) if keep else _round_half_up(array, 255.0 / 65535.0))
     if mode == "F":
-        return Image.fromarray(_float_to_8bit(np.asarray(image), where))
-    if mode in _ALPHA_DROPPED:
-        return image.convert(_ALPHA_DROPPED[mode])
-    if mode == "PA" or (mode == "P" and "transparency" in image.info):
-        return image.convert("RGBA").convert("RGB")
-    if mode == "P" or mode in _TO_RGB:
-        try:
-            return image.convert("RGB")
-        except (ValueError, OSError) as exc:
-            raise bad_image(where, f"cannot convert pixel mode {mode} to RGB ({one_line(exc)})") from None
-    raise bad_image(where, f"pixel mode {mode} is not supported; convert it to 8-bit grey or RGB")
+        return Image.fromarray(values_to_8bit(np.asarray(image), where))
+    if mode not in _CONVERTED:
+        raise bad_image(where, f"pixel mode {mode} is not supported; convert it to 8-bit grey or RGB")
+    try:
+        if mode == "PA" or (mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+        return image.convert(_CONVERTED[image.mode])
+    except (ValueError, OSError) as exc:
+        raise bad_image(where, f"cannot convert pixel mode {mode} to {_CONVERTED[mode]} ({one_line(exc)})") from None

@@ -1,6 +1,4 @@
 """Generated samples written to disk: one grid image, or one PNG per sample (``ganlab sample``)."""
-from __future__ import annotations
-
 from ganlab.errors import GanlabError
 
 
