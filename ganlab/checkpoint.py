@@ -1,10 +1,10 @@
 """ganlab checkpoints: the one home of the file format — its keys, writing, reading and training state.
 
-One weights-only file holds everything needed to rebuild the models and to resume training bit for
-bit. Writes are atomic (temp file in the same folder, fsync, rename, fsync of the folder), so a crash or
-``kill -9`` mid-save leaves the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``:
-a file that would run code when unpickled is refused, never executed. Files that are not torch files at
-all are never unpickled; they go to the plugins' readers (``ganlab_load_checkpoint``) as a path only.
+One weights-only file holds everything needed to rebuild the models and to resume training bit for bit.
+Writes are atomic (``ganlab.store.atomic``): a crash or ``kill -9`` mid-save leaves the previous checkpoint
+intact. Reads use ``torch.load(weights_only=True)``: a file that would run code when unpickled is refused, never
+executed. Files that are not torch files at all are never unpickled; they go to the plugins' readers
+(``ganlab_load_checkpoint``) as a path only.
 """
 from __future__ import annotations
 
@@ -26,46 +26,34 @@ from ganlab.store.run_folder import LAST
 FORMAT = "ganlab"
 FORMAT_VERSION = 1
 
-# The payload's keys. Weights and optimiser state stay out of ``LoadedGAN.meta``; everything else goes in.
+# The training state's keys: each holds a ``state_dict()``. They stay out of ``LoadedGAN.meta``; the rest goes in.
 WEIGHT_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "scaler")
 COUNTER_KEYS = ("epoch", "batch_in_epoch", "step")
-META_KEYS = ("format", "format_version", "ganlab_version", "torch_version", "config", *COUNTER_KEYS, "rng",
-             "dataset", "options", "history")
 
 
-
-def build_payload(*, config: ModelConfig, generator: torch.nn.Module, discriminator: torch.nn.Module,
-                  optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer, scaler: Any,
-                  counters: dict[str, int], rng: dict[str, torch.Tensor], dataset: dict[str, Any],
-                  options: dict[str, Any], history: dict[str, list[float]]) -> dict[str, Any]:
-    """The checkpoint dict: everything to rebuild the models and resume training exactly."""
+def build_payload(config: ModelConfig, parts: dict[str, Any], counters: dict[str, int], *, rng: dict[str, Any],
+                  dataset: dict[str, Any], options: dict[str, Any], history: dict[str, list[float]]) -> dict[str, Any]:
+    """The checkpoint: ``parts`` maps WEIGHT_KEYS to the models, optimisers and scaler, ``counters`` COUNTER_KEYS."""
     from ganlab import __version__
 
-    return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "ganlab_version": __version__,
-        "torch_version": str(torch.__version__), "config": config.to_dict(),
-        "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-        "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
-        "scaler": scaler.state_dict(),
-        **{key: int(counters[key]) for key in COUNTER_KEYS},
-        "rng": rng, "dataset": dataset, "options": options, "history": history,
-    }
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "ganlab_version": __version__,
+            "torch_version": str(torch.__version__), "config": config.to_dict(),
+            **{key: parts[key].state_dict() for key in WEIGHT_KEYS},
+            **{key: int(counters[key]) for key in COUNTER_KEYS},
+            "rng": rng, "dataset": dataset, "options": options, "history": history}
 
 
-def restore_training_state(payload: dict[str, Any], *, generator: torch.nn.Module, discriminator: torch.nn.Module,
-                           optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer, scaler: Any,
-                           noise: torch.Generator, path: str | Path) -> tuple[dict[str, int], dict[str, list[float]]]:
-    """Load weights, optimisers, scaler and noise RNG from ``payload``; returns (counters, history)."""
+def restore_training_state(payload: dict[str, Any], parts: dict[str, Any], noise: torch.Generator,
+                           path: str | Path) -> tuple[tuple[int, ...], dict[str, list[float]]]:
+    """Load ``parts`` (as for ``build_payload``) and ``noise`` from ``payload``, a scaler only where it was saved;
+    returns (the counters in COUNTER_KEYS order, the history)."""
     try:
-        generator.load_state_dict(payload["generator"])
-        discriminator.load_state_dict(payload["discriminator"])
-        optimizer_g.load_state_dict(payload["optimizer_g"])
-        optimizer_d.load_state_dict(payload["optimizer_d"])
+        for key, part in parts.items():
+            if key in payload or key != "scaler":
+                part.load_state_dict(payload[key])
         noise.set_state(payload["rng"]["noise"].to(noise.get_state().device))
-        counters = {key: int(payload[key]) for key in COUNTER_KEYS}
+        counters = tuple(int(payload[key]) for key in COUNTER_KEYS)
         history = {k: list(v) for k, v in payload["history"].items()}
-        if "scaler" in payload and scaler.is_enabled():
-            scaler.load_state_dict(payload["scaler"])
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise GanlabError(f"cannot resume from {path}: {type(exc).__name__}: "
                           f"{(str(exc).splitlines() or [''])[0][:160]}") from None
@@ -91,10 +79,8 @@ def is_torch_file(path: str | Path) -> bool:
     ``data.pkl`` (an ``.npz`` or any other zip is not one, and goes to the plugins unread)."""
     with open(path, "rb") as f:
         head = f.read(4)
-    if head.startswith(b"\x80"):
-        return True
     if not head.startswith(b"PK\x03\x04"):
-        return False
+        return head.startswith(b"\x80")
     try:
         with zipfile.ZipFile(path) as archive:
             return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
@@ -114,9 +100,8 @@ def read_checkpoint(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
-        if "Weights only load failed" in first and found:
+        if "Weights only load failed" in (str(exc).strip().splitlines() or [""])[0] and found:
             raise GanlabError(f"refused to load {path}: it holds Python objects ({found.group(1)}) that would run "
                               "code when unpickled; ganlab only loads weights-only checkpoints (re-save the state "
                               "dicts from trusted code)") from None
@@ -132,11 +117,9 @@ def read_checkpoint(path: str | Path) -> Any:
 def resolve(path: str | Path) -> Path:
     """A run folder stands for its ``last.pt``."""
     path = Path(path)
-    if path.is_dir():
-        if not (path / LAST).is_file():
-            raise GanlabError(f"{path} is a folder without {LAST}; give a checkpoint file or a ganlab run folder")
-        return path / LAST
-    return path
+    if path.is_dir() and not (path / LAST).is_file():
+        raise GanlabError(f"{path} is a folder without {LAST}; give a checkpoint file or a ganlab run folder")
+    return path / LAST if path.is_dir() else path
 
 
 def is_ganlab_checkpoint(obj: Any) -> bool:
@@ -162,15 +145,12 @@ def gan_from_payload(payload: dict[str, Any], path: Path) -> LoadedGAN:
     return LoadedGAN.from_state_dicts(config, payload["generator"], payload["discriminator"], path=path, meta=meta)
 
 
-ForeignReader = Callable[[Path, Any], "LoadedGAN | None"]
-
-
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
-                    foreign: ForeignReader | None = None) -> LoadedGAN:
+                    foreign: Callable[[Path, Any], LoadedGAN | None] | None = None) -> LoadedGAN:
     """Load a ganlab checkpoint or run folder; other formats go to ``foreign(path, state)``.
 
-    ``state`` is the weights-only unpickled content for torch files, and None for anything else, which is
-    never unpickled. ``foreign`` returns a ``LoadedGAN`` or None. The file is read from disk once here.
+    ``state`` is the weights-only unpickled content for torch files, and None for anything else, which is never
+    unpickled. ``foreign`` returns a ``LoadedGAN`` (its caller checks that) or None. The file is read once here.
     """
     path = resolve(path)
     if not path.is_file():
@@ -180,8 +160,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
         return gan_from_payload(state, path).to(device)
     loaded = foreign(path, state) if foreign is not None else None
     if loaded is not None:
-        if not isinstance(loaded, LoadedGAN):
-            raise GanlabError(f"the plugin that read {path} returned a {type(loaded).__name__}, not a LoadedGAN")
         return loaded.to(device)
     if state is None:
         what = "empty" if path.stat().st_size == 0 else "not a file written by torch.save"

@@ -9,11 +9,7 @@ from ganlab.errors import GanlabError
 def select_device(name: str = "auto") -> torch.device:
     """cuda, then mps, then cpu for "auto"; otherwise the named device (checked to exist)."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -1,12 +1,14 @@
 """``LoadedGAN``: a generator and (optionally) a discriminator ready to use, whatever file they came from."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ganlab.batchnorm import statistics_from
 from ganlab.errors import GanlabError
 from ganlab.models import Discriminator, Generator, ModelConfig, sample_latent
 
@@ -15,11 +17,10 @@ from ganlab.models import Discriminator, Generator, ModelConfig, sample_latent
 class LoadedGAN:
     """A loaded model pair, both in eval mode.
 
-    ``discriminator`` is None when only a generator was given. ``meta`` holds what the file recorded
-    besides the weights; every key is optional: ``epoch``, ``step`` (ints), ``dataset`` (a dict with
-    ``name``, ``split``, ``root``, ``size``), ``options`` (training options), ``history`` (per-step
-    ``loss_D``, ``loss_G``, ``D_x``, ``D_G_z`` and ``epoch_end_steps``), ``format`` (a string naming the
-    file format) and versions.
+    ``discriminator`` is None when only a generator was given. ``meta`` holds what the file recorded besides the
+    weights; every key is optional: ``epoch``, ``step`` (ints), ``dataset`` (a dict with ``name``, ``split``,
+    ``root``, ``size``), ``options`` (training options), ``history`` (per-step ``loss_D``, ``loss_G``, ``D_x``,
+    ``D_G_z`` and ``epoch_end_steps``), ``format`` (a string naming the file format) and versions.
     """
 
     config: ModelConfig
@@ -33,14 +34,10 @@ class LoadedGAN:
                          discriminator_state: dict[str, Any] | None = None, *, path: str | Path = "<memory>",
                          meta: dict[str, Any] | None = None) -> "LoadedGAN":
         """Build G (and D) for ``config`` and load the state dicts; a mismatch names the tensors that differ."""
-        generator = Generator(config)
-        _load_state(generator, generator_state, "generator", path)
-        discriminator = None
-        if discriminator_state is not None:
-            discriminator = Discriminator(config)
-            _load_state(discriminator, discriminator_state, "discriminator", path)
-            discriminator.eval()
-        return cls(config, generator.eval(), discriminator, Path(path), dict(meta or {}))
+        generator = _loaded(Generator(config), generator_state, "generator", path)
+        discriminator = (None if discriminator_state is None
+                         else _loaded(Discriminator(config), discriminator_state, "discriminator", path))
+        return cls(config, generator, discriminator, Path(path), dict(meta or {}))
 
     @property
     def dataset(self) -> str | None:
@@ -48,11 +45,6 @@ class LoadedGAN:
         recorded = self.meta.get("dataset")
         name = recorded.get("name") if isinstance(recorded, dict) else recorded
         return name if isinstance(name, str) and name else None
-
-    @property
-    def history(self) -> dict[str, list[float]]:
-        history = self.meta.get("history")
-        return history if isinstance(history, dict) else {}
 
     def to(self, device: torch.device | str) -> "LoadedGAN":
         self.generator.to(device)
@@ -65,12 +57,9 @@ class LoadedGAN:
         """Why G's BatchNorm running statistics look unsettled (an early checkpoint of a script that never
         trains long enough), or None: its samples in eval mode (the running statistics) are nearly constant
         while in train mode (each batch's own statistics) they vary."""
-        import copy
-
-        z = sample_latent(self.config, n, torch.Generator().manual_seed(seed))
-        device = next(self.generator.parameters()).device
-        spread_eval = float(self.generator.eval()(z.to(device)).std(0).mean())
-        spread_train = float(copy.deepcopy(self.generator).train()(z.to(device)).std(0).mean())
+        z = sample_latent(self.config, n, torch.Generator().manual_seed(seed), next(self.generator.parameters()).device)
+        spread_eval = float(self.generator.eval()(z).std(0).mean())
+        spread_train = float(copy.deepcopy(self.generator).train()(z).std(0).mean())
         if spread_train > 0.1 and spread_eval < 0.2 * spread_train:
             return (f"G's samples are nearly constant in eval mode (pixel std {spread_eval:.3g}) but vary with "
                     f"batch statistics (std {spread_train:.3g}): its BatchNorm running statistics have not settled "
@@ -80,8 +69,6 @@ class LoadedGAN:
     def settle_batchnorm(self, samples: int = 1024, seed: int = 0, batch_size: int = 128) -> "LoadedGAN":
         """Recompute G's BatchNorm running statistics from ``samples`` random latent vectors (a train-mode pass,
         pooled exactly), so eval-mode samples look like train-mode ones; D is left as it is."""
-        from ganlab.batchnorm import statistics_from
-
         z = sample_latent(self.config, samples, torch.Generator().manual_seed(seed))
         self.generator = statistics_from(self.generator, z.split(batch_size))
         return self
@@ -95,21 +82,17 @@ class LoadedGAN:
         return torch.cat([self.generator(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
 
 
-def _load_state(module: torch.nn.Module, state: Any, what: str, path: str | Path) -> None:
+def _loaded(module: torch.nn.Module, state: Any, what: str, path: str | Path) -> torch.nn.Module:
+    """``module`` in eval mode with ``state`` loaded; a mismatch is one line naming the first tensors that differ."""
     if not isinstance(state, dict):
         raise GanlabError(f"{path}: the {what} weights are a {type(state).__name__}, not a state dict")
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(getattr(state[k], 'shape', ()))} vs {tuple(own[k].shape)}" for k in own
-              if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
-    if shapes:
-        problems.append(f"shape of {', '.join(shapes[:2])}{' ...' if len(shapes) > 2 else ''} (file vs model)")
+    shape = {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
+    wrong = [f"{k} {shape[k]} vs {tuple(v.shape)}" for k, v in own.items() if k in state and shape[k] != v.shape]
+    problems = [f"{label} {', '.join(names[:shown])}{' ...' if len(names) > shown else ''}{note}"
+                for label, names, shown, note in (("missing", sorted(set(own) - set(state)), 3, ""),
+                                                  ("unexpected", sorted(set(state) - set(own)), 3, ""),
+                                                  ("shape of", wrong, 2, " (file vs model)")) if names]
     if problems:
         raise GanlabError(f"{path}: {what} weights do not fit the model config: {'; '.join(problems)}")
     try:
@@ -117,3 +100,4 @@ def _load_state(module: torch.nn.Module, state: Any, what: str, path: str | Path
     except (RuntimeError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise GanlabError(f"{path}: {what} weights do not fit the model config ({first})") from None
+    return module.eval()

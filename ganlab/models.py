@@ -20,16 +20,31 @@ from ganlab.defaults import PRESETS, ModelConfig
 
 __all__ = ["PRESETS", "ModelConfig", "Generator", "Discriminator", "init_weights", "sample_latent", "build"]
 
-def _padding(kernel_size: int) -> tuple[int, int]:
-    """(padding, output_padding) that make a stride-2 (transposed) conv exactly halve (double) the side."""
-    return {3: (1, 1), 4: (1, 0), 5: (2, 1)}[kernel_size]
-
 
 def _conv(in_ch: int, out_ch: int, k: int, stride: int, transposed: bool) -> nn.Module:
-    pad, out_pad = _padding(k) if stride == 2 else ((k - 1) // 2, 0)  # stride 1: "same" size
+    """A bias-free conv that exactly halves (transposed: doubles) the side at stride 2 and keeps it at stride 1."""
+    pad, out_pad = {3: (1, 1), 4: (1, 0), 5: (2, 1)}[k] if stride == 2 else ((k - 1) // 2, 0)
     if transposed:
         return nn.ConvTranspose2d(in_ch, out_ch, k, stride, pad, output_padding=out_pad, bias=False)
     return nn.Conv2d(in_ch, out_ch, k, stride, pad, bias=False)
+
+
+def _convs(config: ModelConfig, base: int) -> list[tuple[int, int, int]]:
+    """(in, out, stride) of D's convolutions below the logit, from the image up: n_strided stages, ``base`` maps
+    wide in the first and doubling, each of ``extra_layers`` stride-1 convs and then one of stride 2."""
+    widths = [base * 2**i for i in range(config.n_strided) for _ in range(config.extra_layers + 1)]
+    strides = ([1] * config.extra_layers + [2]) * config.n_strided
+    return list(zip([config.channels, *widths[:-1]], widths, strides))
+
+
+def _with_features(main: nn.Sequential, x: torch.Tensor, activation: type) -> tuple[torch.Tensor, list]:
+    """``main(x)`` and the output of each ``activation`` layer in it, lowest first."""
+    features = []
+    for layer in main:
+        x = layer(x)
+        if isinstance(layer, activation):
+            features.append(x)
+    return x, features
 
 
 class Generator(nn.Module):
@@ -37,41 +52,20 @@ class Generator(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
-        c = config
-        width = c.ngf * 2 ** (c.n_strided - 1)
-        # nz x 1 x 1 -> (ngf * 2^(n-1)) x 4 x 4
-        layers: list[nn.Module] = [nn.ConvTranspose2d(c.nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width),
-                                   nn.ReLU(True)]
-        convs: list[tuple[int, int, int]] = []  # (in, out, stride), mirroring D's stages
-        for i in range(c.n_strided):
-            out = c.channels if i == c.n_strided - 1 else width // 2
-            # width x s x s -> out x 2s x 2s; with extra layers the upsampling keeps the width
-            # and the last stride-1 layer changes it, so G mirrors D layer for layer.
-            widths = [width] * c.extra_layers + [out]
-            in_ch = width
-            for w, stride in zip(widths, [2] + [1] * c.extra_layers):
-                convs.append((in_ch, w, stride))
-                in_ch = w
-            width = out
-        for n, (in_ch, out_ch, stride) in enumerate(convs):
-            layers.append(_conv(in_ch, out_ch, c.kernel_size, stride, transposed=True))
-            # The output layer has no BatchNorm and a Tanh.
-            layers += [nn.Tanh()] if n == len(convs) - 1 else [nn.BatchNorm2d(out_ch), nn.ReLU(True)]
+        self.config = c = config
+        convs = _convs(c, c.ngf)[::-1]  # D's convolutions backwards: G mirrors D layer for layer
+        width = convs[0][1]  # nz x 1 x 1 -> width x 4 x 4; each conv then doubles the side or, at stride 1, keeps it
+        layers = [nn.ConvTranspose2d(c.nz, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        for in_ch, out_ch, stride in convs:
+            layers += [_conv(out_ch, in_ch, c.kernel_size, stride, transposed=True), nn.BatchNorm2d(in_ch),
+                       nn.ReLU(True)]
+        layers[-2:] = [nn.Tanh()]  # the output layer has no BatchNorm and a Tanh
         self.main = nn.Sequential(*layers)
         init_weights(self)
 
     def forward(self, z: torch.Tensor, return_features: bool = False):
         """With ``return_features``, also return each hidden layer's post-ReLU map, lowest first."""
-        if not return_features:
-            return self.main(z)
-        features = []
-        x = z
-        for layer in self.main:
-            x = layer(x)
-            if isinstance(layer, nn.ReLU):
-                features.append(x)
-        return x, features
+        return _with_features(self.main, z, nn.ReLU) if return_features else self.main(z)
 
 
 class Discriminator(nn.Module):
@@ -79,21 +73,15 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         layers: list[nn.Module] = []
-        in_ch = c.channels
-        for i in range(c.n_strided):
-            width = c.ndf * 2**i
-            # in_ch x s x s -> width x s/2 x s/2, after extra_layers stride-1 layers at width
-            for stride in [1] * c.extra_layers + [2]:
-                first = not layers
-                layers.append(_conv(in_ch, width, c.kernel_size, stride, transposed=False))
-                # No BatchNorm on D's input layer (the paper: it caused sample oscillation).
-                layers += ([] if first else [nn.BatchNorm2d(width)]) + [nn.LeakyReLU(0.2, inplace=True)]
-                in_ch = width
+        # no BatchNorm on the input layer (the paper: it caused sample oscillation)
+        for in_ch, out_ch, stride in _convs(c, c.ndf):
+            norm = [nn.BatchNorm2d(out_ch)] if layers else []
+            layers += [_conv(in_ch, out_ch, c.kernel_size, stride, transposed=False), *norm,
+                       nn.LeakyReLU(0.2, inplace=True)]
         # (ndf * 2^(n-1)) x 4 x 4 -> 1 x 1 x 1: the logit (no Sigmoid; the loss applies it)
-        layers.append(nn.Conv2d(in_ch, 1, 4, 1, 0, bias=False))
+        layers.append(nn.Conv2d(out_ch, 1, 4, 1, 0, bias=False))
         self.main = nn.Sequential(*layers)
         init_weights(self)
 
@@ -101,12 +89,8 @@ class Discriminator(nn.Module):
         """With ``return_features``, also return every conv layer's post-LeakyReLU map, lowest first."""
         if not return_features:
             return self.main(x).flatten()
-        features = []
-        for layer in self.main:
-            x = layer(x)
-            if isinstance(layer, nn.LeakyReLU):
-                features.append(x)
-        return x.flatten(), features
+        logit, features = _with_features(self.main, x, nn.LeakyReLU)
+        return logit.flatten(), features
 
 
 def init_weights(module: nn.Module) -> None:
@@ -121,13 +105,12 @@ def init_weights(module: nn.Module) -> None:
 
 def sample_latent(config: ModelConfig, n: int, generator: torch.Generator | None = None,
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Draw n latent vectors, N x nz x 1 x 1, from the config's latent distribution."""
-    shape = (n, config.nz, 1, 1)
+    """n latent vectors, N x nz x 1 x 1, from the config's latent distribution, drawn on ``generator``'s
+    device (the CPU without one) and returned on ``device``."""
+    shape, where = (n, config.nz, 1, 1), generator.device if generator is not None else None
     if config.latent == "uniform":
-        z = torch.rand(shape, generator=generator) * 2 - 1
-    else:
-        z = torch.randn(shape, generator=generator)
-    return z.to(device)
+        return (torch.rand(shape, generator=generator, device=where) * 2 - 1).to(device)
+    return torch.randn(shape, generator=generator, device=where).to(device)
 
 
 def build(config: ModelConfig) -> tuple[Generator, Discriminator]:

@@ -1,9 +1,8 @@
 """Reads checkpoints of the pytorch/examples DCGAN script (``netG_epoch_N.pth`` / ``netD_epoch_N.pth``).
 
-Each file is a plain state dict of an ``nn.Sequential`` called ``main``, laid out exactly like
-ganlab's models (4x4 kernels, no biases); its D ends in a Sigmoid, which has no weights, so the
-logit ganlab's D returns is that Sigmoid's input. nz, ngf, ndf, channels and the image size are
-inferred from the weight shapes.
+Each file is a plain state dict of an ``nn.Sequential`` called ``main``, laid out exactly like ganlab's models
+(no biases); its D ends in a Sigmoid, which has no weights, so the logit ganlab's D returns is that Sigmoid's
+input. nz, ngf, ndf, channels, kernel and image size are inferred from the weight shapes.
 """
 from __future__ import annotations
 
@@ -19,9 +18,9 @@ from ganlab.models import ModelConfig
 
 def _conv_weights(state: dict[str, Any]) -> list[Any]:
     """The 4-d weights of ``main``, in layer order."""
-    keyed = [(int(m.group(1)), v) for k, v in state.items()
-             if (m := re.fullmatch(r"main\.(\d+)\.weight", k)) and getattr(v, "ndim", 0) == 4]
-    return [v for _, v in sorted(keyed, key=lambda kv: kv[0])]
+    keyed = {int(m.group(1)): v for k, v in state.items()
+             if (m := re.fullmatch(r"main\.(\d+)\.weight", k)) and getattr(v, "ndim", 0) == 4}
+    return [keyed[i] for i in sorted(keyed)]
 
 
 def _looks_like(state: Any) -> str | None:
@@ -34,20 +33,11 @@ def _looks_like(state: Any) -> str | None:
 
 def _config(g_state: dict[str, Any], d_state: dict[str, Any] | None) -> ModelConfig:
     g_convs = _conv_weights(g_state)
-    nz, first_width = g_convs[0].shape[:2]  # ConvTranspose2d weight: [in, out, k, k]
-    ngf, channels = g_convs[-1].shape[:2]
-    kernel = g_convs[-1].shape[-1]
+    nz = g_convs[0].shape[0]  # ConvTranspose2d weight: [in, out, k, k]
+    ngf, channels, _, kernel = g_convs[-1].shape
     ndf = _conv_weights(d_state)[0].shape[0] if d_state is not None else ngf
     return ModelConfig(image_size=4 * 2 ** (len(g_convs) - 1), channels=int(channels), nz=int(nz),
                        ngf=int(ngf), ndf=int(ndf), kernel_size=int(kernel))
-
-
-def _partner(generator_path: Path) -> Path | None:
-    """netG_epoch_24.pth -> netD_epoch_24.pth in the same folder, if it exists."""
-    if "netG" not in generator_path.name:
-        return None
-    candidate = generator_path.with_name(generator_path.name.replace("netG", "netD"))
-    return candidate if candidate.is_file() else None
 
 
 def load_pair(generator_path: str | Path, discriminator_path: str | Path | None = None, *,
@@ -60,7 +50,9 @@ def load_pair(generator_path: str | Path, discriminator_path: str | Path | None 
     g_state = read_checkpoint(generator_path) if generator_state is None else generator_state
     if _looks_like(g_state) != "generator":
         raise GanlabError(f"{generator_path} is not a pytorch/examples DCGAN generator state dict (netG_*.pth)")
-    d_path = Path(discriminator_path) if discriminator_path else _partner(generator_path)
+    partner = generator_path.with_name(generator_path.name.replace("netG", "netD"))  # netG_epoch_24 -> netD_epoch_24
+    found = partner if partner != generator_path and partner.is_file() else None
+    d_path = Path(discriminator_path) if discriminator_path else found
     d_state = read_checkpoint(d_path) if d_path else None
     if d_state is not None and _looks_like(d_state) != "discriminator":
         raise GanlabError(f"{d_path} is not a pytorch/examples DCGAN discriminator state dict (netD_*.pth)")
@@ -76,9 +68,7 @@ def load_pair(generator_path: str | Path, discriminator_path: str | Path | None 
 def read_if_pytorch_examples(path: str | Path, state: Any) -> LoadedGAN | None:
     """The LoadedGAN for a pytorch/examples generator file (``state``: its weights-only content), else None."""
     kind = _looks_like(state)
-    if kind is None:
-        return None
     if kind == "discriminator":
         raise GanlabError(f"{path} is a pytorch/examples discriminator; pass its generator instead "
                           "(ganlab sample --generator netG_epoch_N.pth --discriminator netD_epoch_N.pth)")
-    return load_pair(path, generator_state=state)
+    return load_pair(path, generator_state=state) if kind == "generator" else None

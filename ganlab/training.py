@@ -1,35 +1,23 @@
 """The DCGAN training loop: Adam(2e-4, 0.5), BCE on logits, one D step then one G step.
 
-The dataset is decoded once into a uint8 tensor and batches are sliced from it, so no
-per-image transform runs during training. Under ``torchrun`` the same loop runs
-DistributedDataParallel with a DistributedSampler; only rank 0 writes files.
+The dataset is decoded once into a uint8 tensor and batches are sliced from it, so no per-image transform runs
+during training. Under ``torchrun`` the same loop runs DistributedDataParallel with a DistributedSampler; only
+rank 0 writes files.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data.distributed import DistributedSampler
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from ganlab.checkpoint import (
-    LAST,
-    build_payload,
-    is_ganlab_checkpoint,
-    read_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-)
+from ganlab import checkpoint
 from ganlab.datasets import DatasetSource, load_split, read_exclusion_list
 from ganlab.defaults import RECORDED, TrainOptions
 from ganlab.devices import select_device
@@ -40,6 +28,7 @@ from ganlab.store import run_folder
 from ganlab.store.atomic import link_atomically, os_error
 
 HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
+PATHS = ("data_root", "exclude")  # recorded as absolute paths, so a resume from another folder compares them
 
 
 class Trainer:
@@ -57,6 +46,7 @@ class Trainer:
             raise GanlabError(f"batch size {options.batch_size} is smaller than the {self.world} processes")
         self.folder, self.options_changed = folder, dict(changed or {})
         self.out = folder.out if folder else Path(run_out(options)).resolve()
+        self.last = self.out / run_folder.LAST
         if resume_payload:
             self.config = ModelConfig.from_dict(resume_payload["config"])
             _check_resume_flags(options, self.config)
@@ -67,8 +57,12 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.history: dict[str, list[float]] = {k: [] for k in (*HISTORY_KEYS, "epoch_end_steps")}
         if resume_payload:
-            self._restore(resume_payload)
-        wrap = DistributedDataParallel if self.distributed else (lambda model: model)
+            (self.epoch, self.batch_in_epoch, self.step), self.history = checkpoint.restore_training_state(
+                resume_payload, self.parts, self.noise, options.resume)
+            if self.epoch >= options.epochs:
+                raise GanlabError(f"{options.resume} has already trained {self.epoch} epochs; "
+                                  f"give --epochs larger than {self.epoch} to continue")
+        wrap = torch.nn.parallel.DistributedDataParallel if self.distributed else (lambda model: model)
         self.G_ddp, self.D_ddp = wrap(self.G), wrap(self.D)
 
     def _images(self) -> torch.Tensor:
@@ -82,7 +76,6 @@ class Trainer:
         return images
 
     def _build(self) -> None:
-        """G, D, their optimisers, the noise generators and mixed precision, from the options and config."""
         o = self.options
         torch.manual_seed(o.seed)
         # channels_last: ~1.13x faster convolutions and BatchNorm on CPU (benchmarks/train_throughput.py)
@@ -91,47 +84,34 @@ class Trainer:
         fused = self.device.type in ("cpu", "cuda")
         self.opt_G, self.opt_D = (torch.optim.Adam(m.parameters(), lr=o.lr, betas=(o.beta1, 0.999), fused=fused)
                                   for m in (self.G, self.D))
-        self.loss = nn.BCEWithLogitsLoss()
+        self.loss = torch.nn.BCEWithLogitsLoss()
         self.noise = torch.Generator(device=self.device).manual_seed(o.seed * 1000 + self.rank)
         self.fixed_noise = sample_latent(self.config, 64, torch.Generator().manual_seed(o.seed), self.device)
-        self.amp_dtype = None
-        if o.amp:
-            bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
+        self.amp_dtype = (torch.bfloat16 if bf16 else torch.float16) if o.amp else None
         # fp16 needs loss scaling; bf16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.parts = dict(zip(checkpoint.WEIGHT_KEYS, (self.G, self.D, self.opt_G, self.opt_D, self.scaler)))
 
-    def _restore(self, payload: dict[str, Any]) -> None:
-        counters, self.history = restore_training_state(
-            payload, generator=self.G, discriminator=self.D, optimizer_g=self.opt_G, optimizer_d=self.opt_D,
-            scaler=self.scaler, noise=self.noise, path=self.options.resume)
-        self.epoch, self.batch_in_epoch, self.step = counters["epoch"], counters["batch_in_epoch"], counters["step"]
-        if self.epoch >= self.options.epochs:
-            raise GanlabError(f"{self.options.resume} has already trained {self.epoch} epochs; "
-                              f"give --epochs larger than {self.epoch} to continue")
-
-    def payload(self) -> dict[str, Any]:
-        """Everything needed to rebuild the models and to resume bit-for-bit (see ``ganlab.checkpoint``)."""
-        return build_payload(
-            config=self.config, generator=self.G, discriminator=self.D, optimizer_g=self.opt_G,
-            optimizer_d=self.opt_D, scaler=self.scaler,
-            counters={"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step},
+    def _save(self, path: Path) -> Path:
+        """Write everything needed to rebuild the models and to resume bit-for-bit to ``path``."""
+        o = self.options
+        payload = checkpoint.build_payload(
+            self.config, self.parts, {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step},
             rng={"noise": self.noise.get_state().cpu(), "torch": torch.get_rng_state()},
-            dataset={"name": self.options.dataset, "split": self.options.split, "size": len(self.images),
-                     "root": str(Path(self.options.data_root).expanduser().resolve()) if self.options.data_root
-                     else None},
-            options={**self.options.to_dict(), **{k: _absolute(getattr(self.options, k)) for k in PATHS}},
-            history=self.history)
+            dataset={"name": o.dataset, "split": o.split, "size": len(self.images), "root": _absolute(o.data_root)},
+            options={**o.to_dict(), **{k: _absolute(getattr(o, k)) for k in PATHS}}, history=self.history)
+        try:
+            return checkpoint.save_checkpoint(payload, path)
+        except OSError as exc:
+            raise os_error("write the checkpoint", path, exc) from None
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         n = real.shape[0]
-        ones = torch.ones(n, device=self.device)
-        zeros = torch.zeros(n, device=self.device)
+        ones, zeros = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
         # D step: real and fake batches go through D separately (as in the paper and
         # pytorch/examples), so BatchNorm never mixes real and generated statistics.
         self.opt_D.zero_grad(set_to_none=True)
@@ -139,7 +119,8 @@ class Trainer:
             out_real = self.D_ddp(real)
             loss_real = self.loss(out_real.float(), ones)
         self.scaler.scale(loss_real).backward()
-        z = self._latent(n)
+        # the trainer's own noise generator, so that a resumed run draws the same z
+        z = sample_latent(self.config, n, self.noise, self.device)
         with self._autocast():
             fake = self.G_ddp(z)
             out_fake = self.D_ddp(fake.detach())
@@ -163,64 +144,46 @@ class Trainer:
         """Images ``idx`` of the in-memory dataset, in [-1, 1], on the device, channels-last like the models."""
         return to_unit_range(self.images[idx]).to(self.device, non_blocking=True, memory_format=torch.channels_last)
 
-    def _latent(self, n: int) -> torch.Tensor:
-        """Training noise from the trainer's own generator, so a resumed run draws the same z."""
-        shape = (n, self.config.nz, 1, 1)
-        if self.config.latent == "uniform":
-            return torch.rand(shape, generator=self.noise, device=self.device) * 2 - 1
-        return torch.randn(shape, generator=self.noise, device=self.device)
-
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         # DistributedSampler with explicit replicas/rank works without a process group too,
         # so single-process and torchrun runs share one code path.
-        sampler = DistributedSampler(range(len(self.images)), num_replicas=self.world, rank=self.rank,
-                                     shuffle=True, seed=self.options.seed)
+        sampler = torch.utils.data.DistributedSampler(range(len(self.images)), num_replicas=self.world,
+                                                      rank=self.rank, shuffle=True, seed=self.options.seed)
         sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
-        return list(order.split(self.local_batch))
+        return list(torch.tensor(list(sampler)).split(self.local_batch))
 
     def fit(self) -> Path:
-        """Train to ``options.epochs``; returns the path of ``last.pt``.
-
-        Ctrl-C finishes the current step, saves ``last.pt`` and raises ``KeyboardInterrupt``; ``--resume``
-        from it then continues exactly as if never stopped.
-        """
-        log = None
+        """Train to ``options.epochs``; returns the path of ``last.pt``. Ctrl-C or SIGTERM finishes the current step,
+        saves ``last.pt`` and raises ``KeyboardInterrupt`` (for SIGTERM ``Terminated``); ``--resume`` from it then
+        continues exactly as if never stopped."""
         if self.is_main:
             self.folder.begin()
-            if self.options.resume:
-                run_folder.trim_log(self.out / run_folder.LOG, self.step)
+            run_folder.trim_log(self.out / run_folder.LOG, self.step)  # resuming drops the lines after the checkpoint
             for setting, (was, now) in self.options_changed.items():
-                run_folder.log_event(self.out, {"event": "setting changed on resume", "step": self.step,
-                                                "setting": setting, "from": was, "to": now})
-            log = open(self.out / run_folder.LOG, "a")
+                self._log({"event": "setting changed on resume", "step": self.step, "setting": setting,
+                           "from": was, "to": now})
         self.G.train()
         self.D.train()
-        try:
-            with run_folder.stop_at_step_boundary() as stop:
-                while self.epoch < self.options.epochs:
-                    self._epoch(log, stop)
-                    if stop[0]:
-                        break
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    self.history["epoch_end_steps"].append(self.step)
+        with run_folder.stop_at_step_boundary() as stop:
+            while self.epoch < self.options.epochs and not stop[0]:
+                self._epoch(stop)
+                if not stop[0]:
                     self._end_of_epoch()
-            if stop[0]:
-                if self.is_main:
-                    self._save(self.out / LAST)
-                    tqdm.write(f"interrupted after step {self.step}: saved {self.out / LAST} "
-                               f"(continue with --resume {self.out / LAST})")
-                raise Terminated() if stop[0] == signal.SIGTERM else KeyboardInterrupt
-        finally:
-            if log:
-                try:
-                    log.close()
-                except OSError:
-                    pass  # already reported by the write that failed
-        return self.out / LAST
+        if stop[0]:
+            if self.is_main:
+                self._save(self.last)
+                tqdm.write(f"interrupted after step {self.step}: saved {self.last} (continue with --resume "
+                           f"{self.last})")
+            raise Terminated() if stop[0] == signal.SIGTERM else KeyboardInterrupt
+        return self.last
 
-    def _epoch(self, log, stop: list[bool]) -> None:
+    def _log(self, record: dict[str, Any]) -> None:
+        try:
+            run_folder.log_event(self.out, record)
+        except OSError as exc:
+            raise os_error("write the training log", self.out / run_folder.LOG, exc) from None
+
+    def _epoch(self, stop: list) -> None:
         """The rest of the current epoch's steps; returns early, between two steps, when ``stop[0]`` is set."""
         batches = self._batches(self.epoch)
         with tqdm(total=len(batches), initial=self.batch_in_epoch, disable=not self.progress,
@@ -230,8 +193,8 @@ class Trainer:
                     return
                 stats = self.train_step(self.real_batch(idx))
                 if not all(math.isfinite(v) for v in stats.values()):
-                    last = self.out / LAST
-                    kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written yet"
+                    kept = (f"last good checkpoint: {self.last}" if self.last.is_file()
+                            else "no checkpoint was written yet")
                     raise GanlabError(f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
                                       f"(loss_D={stats['loss_D']:.4g}, loss_G={stats['loss_G']:.4g}); stopped, "
                                       f"{kept} (try a lower --lr)")
@@ -239,23 +202,17 @@ class Trainer:
                 self.batch_in_epoch += 1
                 for key, value in stats.items():
                     self.history[key].append(value)
-                if log:
-                    try:
-                        log.write(json.dumps({"epoch": self.epoch + 1, "step": self.step, **stats}) + "\n")
-                        log.flush()
-                    except OSError as exc:
-                        raise os_error("write the training log", self.out / run_folder.LOG, exc) from None
+                if self.is_main:
+                    self._log({"epoch": self.epoch + 1, "step": self.step, **stats})
                 bar.set_postfix(loss_D=f"{stats['loss_D']:.3f}", loss_G=f"{stats['loss_G']:.3f}",
                                 D_x=f"{stats['D_x']:.2f}", refresh=False)
                 bar.update()
 
-    def _save(self, path: Path) -> Path:
-        try:
-            return save_checkpoint(self.payload(), path)
-        except OSError as exc:
-            raise os_error("write the checkpoint", path, exc) from None
-
     def _end_of_epoch(self) -> None:
+        """Count the epoch; on rank 0 write its sample grid and its checkpoint, which ``last.pt`` then names."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.history["epoch_end_steps"].append(self.step)
         if not self.is_main:
             return
         if self.epoch % self.options.sample_every == 0 or self.epoch == self.options.epochs:
@@ -268,11 +225,7 @@ class Trainer:
                 save_image(grid, path, nrow=8, normalize=True, value_range=(-1, 1))
             except OSError as exc:
                 raise os_error("write the sample grid", path, exc) from None
-        epoch_path = self._save(self.out / f"epoch_{self.epoch:04d}.pt")
-        link_atomically(epoch_path, self.out / LAST)
-
-
-PATHS = ("data_root", "exclude")  # recorded as absolute paths, so a resume from another folder compares them
+        link_atomically(self._save(self.out / f"epoch_{self.epoch:04d}.pt"), self.last)
 
 
 def _process_device(name: str) -> tuple[torch.device, int, int]:
@@ -289,16 +242,14 @@ def _process_device(name: str) -> tuple[torch.device, int, int]:
 
 
 def _absolute(path: Any) -> str | None:
-    return str(Path(path).expanduser().resolve()) if isinstance(path, str) and path else None
+    return str(Path(path).expanduser().resolve()) if isinstance(path, (str, Path)) and path else None
 
 
 def run_out(options: TrainOptions) -> str:
     """The run folder: ``--out``, else the resumed checkpoint's folder, else runs/DATASET."""
-    if options.out:
-        return options.out
-    if options.resume:
+    if options.resume and not options.out:
         return str(Path(options.resume).parent)
-    return f"runs/{options.dataset.replace(':', '-')}"
+    return options.out or f"runs/{options.dataset.replace(':', '-')}"
 
 
 def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
@@ -310,17 +261,15 @@ def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | 
         raise GanlabError(f"--allow-change {unknown[0]}: not a recorded setting; choose from {', '.join(RECORDED)}")
     if not options.resume:
         return options, None, {}
-    payload = read_checkpoint(options.resume)
-    if not is_ganlab_checkpoint(payload):
+    payload = checkpoint.read_checkpoint(options.resume)
+    if not checkpoint.is_ganlab_checkpoint(payload):
         raise GanlabError(f"--resume {options.resume}: only ganlab checkpoints can be resumed (this file has no "
                           "optimiser state)")
     recorded = payload.get("options") if isinstance(payload.get("options"), dict) else {}
     dataset = payload.get("dataset") if isinstance(payload.get("dataset"), dict) else {}
     recorded = {**recorded, "data_root": dataset.get("root", recorded.get("data_root"))}
     defaults, filled, changed = TrainOptions(), {}, {}
-    for name in RECORDED:
-        if name not in recorded:
-            continue
+    for name in [name for name in RECORDED if name in recorded]:
         was, given = recorded[name], getattr(options, name)
         if name in PATHS:
             was, given = _absolute(was), _absolute(given)
@@ -340,17 +289,15 @@ def _check_resume_flags(options: TrainOptions, config: ModelConfig) -> None:
     """Model flags given with --resume must agree with the checkpoint: it decides the architecture."""
     recorded = config.to_dict()
     for name, value in recorded.items():
-        given = getattr(options, name, None)
-        if given is not None and given != value:
+        if getattr(options, name, None) not in (None, value):
             flag = "--" + name.replace("_", "-")
-            raise GanlabError(f"{flag} {given} contradicts {options.resume}, whose model has {name} {value}; "
-                              f"drop {flag} when resuming (or train a new run with --out)")
-    if options.preset is not None:
-        preset = PRESETS[options.preset].to_dict()
-        differs = sorted(k for k, v in preset.items() if k != "channels" and recorded[k] != v)
-        if differs:
-            raise GanlabError(f"--preset {options.preset} contradicts {options.resume} ({', '.join(differs)} differ); "
-                              "drop --preset when resuming")
+            raise GanlabError(f"{flag} {getattr(options, name)} contradicts {options.resume}, whose model has {name} "
+                              f"{value}; drop {flag} when resuming (or train a new run with --out)")
+    preset = PRESETS[options.preset].to_dict() if options.preset is not None else {}
+    differs = sorted(k for k, v in preset.items() if k != "channels" and recorded[k] != v)
+    if differs:
+        raise GanlabError(f"--preset {options.preset} contradicts {options.resume} ({', '.join(differs)} differ); "
+                          "drop --preset when resuming")
 
 
 def train(options: TrainOptions, source: DatasetSource, progress: bool = True, *,
@@ -361,16 +308,13 @@ def train(options: TrainOptions, source: DatasetSource, progress: bool = True, *
     and locked) before the data is read, and written only once training starts."""
     folder = None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
-        sources = [Path(options.data_root)] if options.data_root else []
         folder = run_folder.RunFolder(run_out(options), resuming=bool(options.resume), overwrite=options.overwrite,
-                                      sources=sources)
-    trainer = None
+                                      sources=[Path(options.data_root)] if options.data_root else [])
     try:
-        trainer = Trainer(options, source, progress=progress, folder=folder, resume_payload=resume_payload,
-                          changed=changed)
-        return trainer.fit()
+        return Trainer(options, source, progress=progress, folder=folder, resume_payload=resume_payload,
+                       changed=changed).fit()
     finally:
         if folder is not None:
             folder.release()
-        if trainer is not None and trainer.distributed and dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_initialized():  # the group _process_device joined
             dist.destroy_process_group()
