@@ -205,7 +205,8 @@ def child_main(spec: dict) -> None:
     import sklearn.svm  # noqa: F401  (the baseline imports what a liblinear fit imports)
     import torch
 
-    from ganlab_plugins.probe import protocol, solver, views
+    from ganlab import block_rows
+    from ganlab_plugins.probe import protocol, solver
 
     torch.set_num_threads(spec["threads"])
     res: dict = {"mode": spec["mode"], "import_s": time.perf_counter() - t0}
@@ -216,7 +217,7 @@ def child_main(spec: dict) -> None:
     mode = spec["mode"]
 
     if mode == "read":  # two full chunked passes over the memmap, the way the solver reads it
-        rows = views.default_chunk_rows(X.shape[1])
+        rows = block_rows(X.shape[1])
         for key in ("pass1_s", "pass2_s"):
             start = time.perf_counter()
             total = 0.0
@@ -235,7 +236,7 @@ def child_main(spec: dict) -> None:
         res["standardize_s"] = time.perf_counter() - start
         res["rss_after_standardize"] = maxrss_bytes()
         kwargs = {"max_iter": spec["max_iter"], "tol": spec["tol"]}
-        if mode == "torch":  # threads: torch's setting above (the solver drops to 1 on tiny problems itself)
+        if mode == "torch":  # threads: torch's setting above
             kwargs.update(device="cpu")
         start = time.perf_counter()
         probe = solver.fit_linear_svm(Xv, y_train, spec["C"], solver=mode, **kwargs)

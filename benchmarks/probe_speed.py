@@ -49,7 +49,8 @@ MNIST = REPO.parent / "shared" / "data" / "mnist-test"
 TARGET_SECONDS, TARGET_RATIO, TARGET_POINTS = 60.0, 10.0, 0.5
 NAMES = ("d", "pixels", "random-d", "kmeans")
 MODES = ("10pc", "50pc", "all")
-SETTINGS = {"labels_per_class": "10,50,all", "draws": 5, "baselines": "pixels,random-d,kmeans", "umap": False}
+SETTINGS = {"labels_per_class": ["10", "50", "all"], "draws": 5, "baselines": ["pixels", "random-d", "kmeans"],
+            "umap": False}
 
 
 def mnist_or_synthetic() -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -83,18 +84,22 @@ def make_gan(checkpoint: str | None):
 
 
 def context(gan, images, labels, options, cache_dir, device):
+    from ganlab import Cache
+
     splits = {"train": (images[:6000], labels[:6000]), "test": (images[6000:8000], labels[6000:8000])}
-    return SimpleNamespace(gan=gan, device=torch.device(device), seed=0, cache_dir=Path(cache_dir), options=options,
+    return SimpleNamespace(gan=gan, device=torch.device(device), seed=0, cache=Cache(Path(cache_dir)), options=options,
                            dataset="mnist", progress=None, quiet=True, heldout_split="test", train_split="train",
                            split=lambda name, limit=None: splits[name])
 
 
 def run_path(solver: str, gan, images, labels, device: str, threads: int, profile: bool = False) -> dict:
     """One whole svm-probe run; returns wall time, phase times and per-row records."""
+    from ganlab import Option
     from ganlab_plugins.probe import plugin, protocol
 
     probe = plugin.SvmProbe()
-    options = {**probe.options, **SETTINGS, "solver": solver, "threads": threads}
+    defaults = {name: value.default if isinstance(value, Option) else value for name, value in probe.options.items()}
+    options = {**defaults, **SETTINGS, "solver": solver, "threads": threads}
     rows, phases, counts = [], {}, {"torch": [], "kernel": [], "liblinear": []}
     real_evaluate, real_fit, real_sets = protocol.evaluate, protocol.fit_linear_svm, protocol.fit_sets
 
@@ -115,9 +120,10 @@ def run_path(solver: str, gan, images, labels, device: str, threads: int, profil
         return out
 
     def fit_sets(*args, **kwargs):
-        fits, errors = real_sets(*args, **kwargs)
-        counts["kernel"].extend(f.info["passes"] / f.info["batch"] for f in fits)
-        return fits, errors
+        fits = real_sets(*args, **kwargs)
+        counts["kernel"].extend(p.n_evals_ / p.extra_["batched"] for probes, *_ in fits for p in
+                                list(probes.values())[:1])
+        return fits
 
     def counts_flush():
         text = ", ".join(f"{k} {np.mean(v):.1f}" + (" it" if k == "liblinear" else "")
@@ -126,15 +132,14 @@ def run_path(solver: str, gan, images, labels, device: str, threads: int, profil
             v.clear()
         return text or "-"
 
-    for method in ("_d_features", "_pixels", "_random_d", "_kmeans"):
-        real = getattr(probe, method)
+    real_features = probe._features
 
-        def timed(*a, _real=real, _name=method, **k):
-            start = time.perf_counter()
-            out = _real(*a, **k)
-            phases[_name.strip("_")] = phases.get(_name.strip("_"), 0.0) + time.perf_counter() - start
-            return out
-        setattr(probe, method, timed)
+    def timed(ctx, name, *a, **k):
+        start = time.perf_counter()
+        out = real_features(ctx, name, *a, **k)
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+        return out
+    probe._features = timed
     protocol.evaluate, protocol.fit_linear_svm, protocol.fit_sets = evaluate, fit_linear_svm, fit_sets
     profiler = cProfile.Profile() if profile else None
     try:
@@ -187,15 +192,15 @@ def print_profile(profiler) -> None:
               "transform": "K-means: transform (8,000 images)", "fit_sets": "kernel path: all label-scarce fits",
               "gram": "  Gram matrices", "newton_batched": "  Newton iterations", "_solve_active": "    factorisations",
               "_val_errors": "  validation scores", "fit_torch": "torch path: full-label fits",
-              "evaluate": "  passes over X (objective + gradient)", "build": "  preconditioner per fit",
-              "basis": "  shared basis: randomised SVD", "project": "  shared basis: X U (one pass)",
+              "__call__": "  passes over X (objective + gradient)", "build": "  preconditioner builds",
+              "shared_basis": "  shared basis: randomised SVD and X U (one pass)",
               "fit_liblinear": "liblinear", "score": "test/validation scoring (LinearProbe.score)"}
     found = {}
     for (path, _, func), (_, _, _, cum, _) in stats.stats.items():
         key = func if func in wanted else None
         if key == "fit" and "kmeans_features" not in path or key == "transform" and "kmeans_features" not in path:
             continue
-        if key == "evaluate" and "torch_solver" not in path or key == "build" and "preconditioner" not in path:
+        if key == "__call__" and "torch_solver" not in path or key == "build" and "preconditioner" not in path:
             continue
         if key:
             found[key] = found.get(key, 0.0) + cum
@@ -209,9 +214,10 @@ def print_profile(profiler) -> None:
 def crossover(gan, images, labels, device: str) -> None:
     """Seconds for one 8-value C grid per solver at several row counts of the D features (all dims)."""
     from ganlab import discriminator_features
-    from ganlab_plugins.probe.kernel_protocol import fit_sets
-    from ganlab_plugins.probe.protocol import DEFAULT_C_GRID
-    from ganlab_plugins.probe.solver import fit_linear_svm, resolve_solver, shared_basis
+    from ganlab_plugins.probe.kernel import fit_sets
+    from ganlab_plugins.probe.preconditioner import shared_basis
+    from ganlab_plugins.probe.settings import DEFAULT_C_GRID
+    from ganlab_plugins.probe.solver import fit_linear_svm, resolve_solver
 
     X = discriminator_features(gan.discriminator, images[:6000])
     y = labels[:6000].numpy()
@@ -226,8 +232,8 @@ def crossover(gan, images, labels, device: str) -> None:
         start = time.perf_counter()
         basis, previous = shared_basis(X, device=device), None
         for C in DEFAULT_C_GRID:
-            previous = fit_linear_svm(X, y, C, solver="torch", rows=rows, init=previous, tol=1e-4,
-                                      precondition=basis, device=device)
+            previous = fit_linear_svm(X[rows], y[rows], C, solver="torch", init=previous, tol=1e-4,
+                                      precondition=basis.subset(rows), device=device)
         times["torch"] = time.perf_counter() - start
         if n <= 2000 or os.environ.get("CROSSOVER_LIBLINEAR"):
             start = time.perf_counter()
@@ -246,7 +252,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", help="ganlab checkpoint with a 32x32 grey D (default: a random D)")
     parser.add_argument("--paths", default="auto,liblinear", help="solvers to run, in order (first = ganlab's)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="svm-probe.threads for every path (0: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="svm-probe.threads for every path (0: its rule)")
     parser.add_argument("--profile", action="store_true", help="profile the default path once more")
     parser.add_argument("--crossover", action="store_true", help="time each solver on a C grid by row count")
     parser.add_argument("--converged-liblinear", action="store_true",

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from ganlab import Experiment, hookimpl
 
-#: The authors' C values (dcgan_code, svhn/svhn_semisup_analysis.py), for the paper-reproduction experiments.
-PAPER_GRID = "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2"
+from .probe.settings import PAPER_C_GRID
 
 EXPERIMENTS = [
     Experiment(
@@ -30,7 +29,7 @@ EXPERIMENTS = [
         # +- 1.96 std (the authors' script prints 1.96 std; the paper's Table 2 gives no spread).
         component_options={"svm-probe.labels_per_class": "100", "svm-probe.val_size": 10000,
                            "svm-probe.select_draws": 10, "svm-probe.draws": 100, "svm-probe.ci95": True,
-                           "svm-probe.C_grid": PAPER_GRID,
+                           "svm-probe.C_grid": list(PAPER_C_GRID),
                            "svm-probe.train_split": "train", "svm-probe.test_split": "test"},
         # the checkpoint is chosen by validation accuracy ("for all hyperparameter and model selection"), not
         # the last epoch
@@ -41,7 +40,7 @@ EXPERIMENTS = [
         description="the paper's Table 1: L2-SVM on D features with all 50,000 CIFAR-10 labels and 400 per class",
         train={"dataset": "cifar10", "preset": "dcgan32", "epochs": 10},
         component_options={"svm-probe.labels_per_class": "400,all", "svm-probe.val_size": 5000,
-                           "svm-probe.draws": 10, "svm-probe.C_grid": PAPER_GRID},
+                           "svm-probe.draws": 10, "svm-probe.C_grid": list(PAPER_C_GRID)},
         select_epoch="probe-epochs.d.val_accuracy",
     ),
 ]

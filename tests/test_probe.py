@@ -242,7 +242,7 @@ def test_svhn_protocol_on_official_format_files(tmp_path, in_tmp):
     assert result.exit_code == 0, result.output
     metrics = json.loads((in_tmp / "reports/probe-svhn/metrics.json").read_text())
     probe = metrics["components"]["svm-probe"]
-    assert probe["options"]["ci95"] is True and probe["options"]["labels_per_class"] == "5"
+    assert probe["options"]["ci95"] is True and probe["options"]["labels_per_class"] == ["5"]
     assert probe["options"]["train_split"] == "train"
     m = probe["metrics"]
     assert set(m) >= {"d.5pc.error", "pixels.5pc.error"} and not any(".all." in k for k in m)

@@ -1,4 +1,4 @@
-"""The fast probe paths (issue 12): batched kernel Newton vs liblinear, solver choice, shared preconditioning."""
+"""The fast probe paths: batched kernel Newton vs liblinear, solver choice, shared preconditioning."""
 from __future__ import annotations
 
 import warnings
@@ -11,9 +11,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from ganlab_plugins.probe import solver as S
-from ganlab_plugins.probe.kernel_protocol import fit_sets
+from ganlab_plugins.probe.kernel import fit_sets
+from ganlab_plugins.probe.objective import svm_objective
+from ganlab_plugins.probe.preconditioner import shared_basis
 from ganlab_plugins.probe.protocol import balanced_draw, evaluate, select_C, validation_split
-from ganlab_plugins.probe.solver import fit_linear_svm, resolve_solver, shared_basis, svm_objective
+from ganlab_plugins.probe.solver import fit_linear_svm, resolve_solver
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,11 +59,11 @@ def test_batching_draws_and_grid_equals_one_at_a_time():
     draws = [balanced_draw(y, 12, rng) for _ in range(3)]
     grid = [1e-3, 3e-2, 1.0]
     classes = np.unique(y)
-    fits, _ = fit_sets(X, y, draws, grid, classes=classes)
-    for rows, fit in zip(draws, fits):
+    fits = fit_sets(X, y, draws, grid, classes=classes)
+    for rows, (probes, *_) in zip(draws, fits):
         for C in grid:
             alone = fit_linear_svm(X[rows], y[rows], C, solver="kernel")
-            batched = fit.probe(C, classes)
+            batched = probes[C]
             np.testing.assert_allclose(batched.coef_, alone.coef_, rtol=1e-6, atol=1e-9)
             np.testing.assert_allclose(batched.intercept_, alone.intercept_, rtol=1e-6, atol=1e-9)
 
@@ -89,7 +91,10 @@ def test_auto_follows_the_documented_crossover(monkeypatch):
     assert resolve_solver("auto", 1e6, shape=(5000, S.LIBLINEAR_MAX_DIMS)) == "liblinear"
     assert resolve_solver("auto", 1e6, shape=(5000, S.LIBLINEAR_MAX_DIMS + 1)) == "torch"
     assert resolve_solver("auto", S.AUTO_TORCH_BYTES + 1, shape=(100, 10**6)) == "torch"
-    assert resolve_solver("auto", 1e6) == "liblinear" and resolve_solver("torch", 1.0, shape=(1, 1)) == "torch"
+    assert resolve_solver("torch", 1.0, shape=(1, 1)) == "torch"
+    assert resolve_solver("liblinear", 1e12, shape=(1, 1)) == "liblinear"
+    with pytest.raises(ValueError, match="unknown solver"):
+        resolve_solver("dual", 1.0, (1, 1))
     # and fit_linear_svm uses exactly that choice
     X, y = _problem(400, 300, 4, seed=4)
     assert fit_linear_svm(X[:100], y[:100], 1e-2).solver == "kernel"
@@ -108,27 +113,29 @@ def _d_like(n, d, k, seed):
 
 
 def test_shared_subspace_preconditioner_same_optimum_fewer_passes():
+    """A basis of X, restricted to a row subset, preconditions fits on those rows: the same optimum as plain L-BFGS
+    and as a basis built for the subset itself, in far fewer passes than plain."""
     X, y = _d_like(1500, 300, 5, seed=5)
     rows = np.arange(0, 1500, 2)
-    basis = shared_basis(X, precondition=64)
+    basis = shared_basis(X, rank=64)
     assert basis.XU.shape == (1500, 64)
     np.testing.assert_allclose(basis.XU.numpy(), np.c_[X, np.ones(1500)] @ basis.U.numpy(), rtol=1e-4, atol=1e-4)
     objs, evals = {}, {}
-    for name, pre in (("plain", 0), ("low-rank", 64), ("subspace", basis)):
+    for name, pre in (("plain", 0), ("own", 64), ("shared", basis.subset(rows))):
         previous, evals[name] = None, 0
         for C in (1e-3, 1e-2):
-            fit = fit_linear_svm(X, y, C, solver="torch", rows=rows, init=previous, precondition=pre, tol=1e-6)
+            fit = fit_linear_svm(X[rows], y[rows], C, solver="torch", init=previous, precondition=pre, tol=1e-6)
             evals[name] += fit.n_evals_
             previous = fit
         objs[name] = fit.objective_
-        assert fit.converged_
+        assert fit.converged_ and fit.extra_["precondition_rank"] == (0 if name == "plain" else 64)
     ref = _liblinear(X[rows], y[rows], 1e-2, dual=False)
     obj_ref = svm_objective(X[rows], y[rows], ref.coef_, ref.intercept_, 1e-2)
     for name in objs:
         np.testing.assert_allclose(objs[name], obj_ref, rtol=1e-4)
-    # far fewer passes than unpreconditioned; about the low-rank one's here (on real D features, 4,800 x 3,584,
-    # the subspace one took 140 passes for the 8-value C grid against 253: benchmarks/README.md)
-    assert evals["subspace"] < evals["plain"] / 2 and evals["subspace"] <= 1.25 * evals["low-rank"]
+    # on real D features, 4,800 x 3,584, the shared basis took 140 passes for the 8-value C grid where one scale
+    # per class took 253 (benchmarks/README.md)
+    assert evals["shared"] < evals["plain"] / 2 and evals["shared"] <= 1.25 * evals["own"]
 
 
 def test_probe_rows_agree_with_liblinear_on_digits():
@@ -147,3 +154,14 @@ def test_probe_rows_agree_with_liblinear_on_digits():
     full = {s: evaluate(X[tr], y[tr], X[te], y[te], solver=s, **kw) for s in ("torch", "liblinear")}
     assert full["torch"].solvers == ["torch"] and full["torch"].accuracy_mean > 0.9
     assert abs(full["torch"].accuracy_mean - full["liblinear"].accuracy_mean) <= 0.005
+
+
+def test_threads_follow_the_cores_and_the_problem_size(monkeypatch):
+    """svm-probe.threads=0: one CPU thread per 4M feature values, at most the usable cores minus one."""
+    from ganlab_plugins.probe import plugin
+
+    monkeypatch.setattr(plugin.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert plugin.probe_threads(6000 * 3584) == 5  # benchmarks/probe_speed.py's D features: 21.5M values
+    assert plugin.probe_threads(10**9) == 15 and plugin.probe_threads(10**5) == 1
+    monkeypatch.setattr(plugin.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert plugin.probe_threads(10**9) == 1  # two cores: one is left to the rest of the machine

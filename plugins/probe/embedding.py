@@ -1,14 +1,10 @@
-"""The svm-probe's UMAP figure, with UMAP's compiled code cached across reports.
+"""svm-probe's UMAP figure, with UMAP's compiled code cached across reports.
 
-UMAP (umap-learn) is numba code. Its pynndescent part is compiled with ``cache=True``, but most of
-umap's own functions are not, so every new process compiled them again: measured on the 2-core
-machine, ``import umap`` plus the first ``fit_transform`` took 55-80 s, of which 15 s is the
-embedding itself (2,000 points). Here numba's cache directory is set to the cache's ``numba`` folder (only
-if numba is not imported yet; an explicit ``NUMBA_CACHE_DIR`` wins) and caching is switched on for
-umap's own jitted functions before their first call, so only the first report on a machine
-compiles them; later reports load the machine code (measured: 27 s instead of 55-80 s for 2,000
-points, most of it the embedding). The first report still pays the compilation, which is why the
-small ``probe-digits`` experiment leaves the figure off (``--set svm-probe.umap=true`` turns it on).
+Most of umap-learn's numba functions are not compiled with ``cache=True``, so every new process would compile
+them again (``import umap`` and a first ``fit_transform`` of 2,000 points: 55-80 s on the 2-core machine, 15 s of
+it the embedding). Here numba's cache is the cache's ``numba`` folder (unless numba is imported already or
+``NUMBA_CACHE_DIR`` is set) and caching is switched on for umap's functions before their first call: only the first
+report on a machine compiles them (later ones: 27 s), which is why the small ``probe-digits`` leaves it off.
 """
 from __future__ import annotations
 
@@ -39,7 +35,7 @@ def import_umap(cache):
             if isinstance(value, CPUDispatcher) and not value.overloads and type(value._cache).__name__ == "NullCache":
                 try:
                     value.enable_caching()
-                except Exception:  # a function numba cannot cache (e.g. defined dynamically) is compiled as before
+                except Exception:  # a function numba cannot cache (e.g. defined dynamically) stays uncached
                     pass
     return umap
 

@@ -1,30 +1,24 @@
 """Evaluator ``probe-epochs``: a cheap linear probe that follows a run across its epochs.
 
-``svm-probe`` is the full protocol (several label budgets, many draws, every baseline) and too slow to rerun on
-every epoch checkpoint. ``probe-epochs`` is ``cheap``: ``ganlab report RUN_FOLDER`` runs it on each epoch, so
-the report plots D's probe accuracy across training against flat lines for raw pixels and K-means.
-
-One label budget (all the training labels kept by ``train_limit``, minus a validation split), one C:
-
-- The split: ``val_size`` of the training images (seeded by the report's seed) is the validation split; the
-  SVM is fitted on the rest and scored on the validation split and on the held-out split.
-- C is chosen once, on the validation split, from ``C_grid``, with the run's last epoch checkpoint (the
-  highest-numbered ``epoch_*.pt`` beside the checkpoint; the checkpoint itself when there is none), and kept
-  for every epoch (cached under that file's path, size and time, the dataset, limits, seed and grid, so a
-  retrained run chooses again), so the curve shows D's features changing, not C. ``C`` > 0 fixes it by hand.
-- D's BatchNorm statistics are recomputed on the training images (``bn_stats``), as in ``svm-probe``.
-- Baselines (``pixels``, ``kmeans``: standardised K-means as in ``svm-probe``) do not change with the epoch:
-  they are computed once, each with its own C chosen on the same validation split, and cached.
-
-Pick an epoch by ``d.val_accuracy`` only: ``d.test_accuracy`` is the figure to report for the epoch chosen.
+``svm-probe`` is too slow to rerun on every epoch checkpoint; ``probe-epochs`` is ``cheap``, so ``ganlab report
+RUN_FOLDER`` plots D's probe accuracy across training against flat lines for raw pixels and K-means. One label
+budget (the training images kept by ``train_limit``, minus a ``val_size`` validation split seeded by the report's
+seed), one C: chosen once on the validation split by the run's last epoch file (the highest ``epoch_*.pt``
+beside the checkpoint, else the checkpoint) and kept for every epoch, so the curve shows D's features changing, not
+C (cached under that file's size and time, so a retrained run chooses again; ``C`` > 0 fixes it by hand). The
+baselines do not change with the epoch: each is computed once with its own C and cached. Choose an epoch by
+``d.val_accuracy``; ``d.test_accuracy`` is the figure to report for it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
+from ganlab import Evaluator, Option, Result, Table, hookimpl
+
+from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
 
 BASELINES = ("pixels", "kmeans")
+LABELS = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels"}
 
 
 class ProbeEpochs(Evaluator):
@@ -36,83 +30,71 @@ class ProbeEpochs(Evaluator):
     plot_together = ("val_accuracy", "test_accuracy")  # D's line against the pixel and K-means lines
     directions = {"*.val_accuracy": "higher", "*.test_accuracy": "higher"}
     options = {
-        "train_limit": 2000,  # training images (0: all); the validation split comes out of these
-        "test_limit": 1000,  # held-out images scored (0: all)
+        "train_limit": Option(2000, "training images (0: all); the validation split comes out of these"),
+        "test_limit": Option(1000, "held-out images scored (0: all)"),
         "val_size": 0.2,
-        "C_grid": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2,1e-1",
-        "C": 0.0,  # > 0: this C for D, no selection
-        "baselines": ",".join(BASELINES),
+        "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from"),
+        "C": Option(0.0, "> 0: this C for D, no selection"),
+        "baselines": Option(list(BASELINES), "the flat lines D is compared with"),
         "kmeans_k": 200,
         "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
                            choices=("real", "running")),
-        "solver": "auto",
+        "solver": Option("auto", "the SVM solver (see svm-probe.solver)", choices=SOLVERS),
     }
 
     def run(self, ctx):
         import numpy as np
 
-        from ganlab import discriminator_features, load
-
         from .protocol import validation_split
 
         o = ctx.options
-        baselines = [b.strip() for b in str(o["baselines"]).split(",") if b.strip()]
-        if set(baselines) - set(BASELINES):
-            raise GanlabError(f"probe-epochs.baselines takes {', '.join(BASELINES)}, not {o['baselines']!r}")
-        if o["bn_stats"] not in ("real", "running"):
-            raise GanlabError(f"probe-epochs.bn_stats is 'real' or 'running', not {o['bn_stats']!r}")
-        grid = tuple(float(c) for c in str(o["C_grid"]).split(","))
+        baselines = names(o["baselines"], BASELINES, "probe-epochs.baselines")
+        grid = tuple(float(c) for c in listed(o["C_grid"]))
         train, y_train = ctx.split(ctx.train_split, limit=o["train_limit"] or None)
         test, y_test = ctx.split(ctx.heldout_split, limit=o["test_limit"] or None)
-        y_train, y_test = y_train.numpy(), y_test.numpy()
-        pool, val = validation_split(len(y_train), float(o["val_size"]), np.random.default_rng(ctx.seed))
-
-        def features(images):
-            return discriminator_features(ctx.gan.discriminator, images, device=ctx.device, bn_stats=o["bn_stats"],
-                                          real_images=train)
-
-        X_train, X_test = features(train), features(test)
+        split = validation_split(len(y_train), float(o["val_size"]), np.random.default_rng(ctx.seed))
+        data = (train, y_train.numpy(), test, y_test.numpy(), *split)
+        X_train, X_test = (_features(ctx, ctx.gan.discriminator, images, train) for images in (train, test))
         config = ctx.gan.config
         ident = {"dataset": ctx.dataset, "root": str(Path(ctx.data_root).resolve()) if ctx.data_root else None,
                  "train": [ctx.train_split, o["train_limit"]], "test": [ctx.heldout_split, o["test_limit"]],
                  "seed": ctx.seed, "val_size": o["val_size"], "grid": grid, "solver": o["solver"],
                  "image": [config.image_size, config.channels], "skip_bad": ctx.skip_bad_images}
-        C, chosen_by = float(o["C"]), "set by hand"
-        if C <= 0:
-            chooser = _chooser(ctx.gan.path)
-            stat = chooser.stat() if chooser is not None else None
-            key = {**ident, "what": "C", "bn_stats": o["bn_stats"], "chooser": str(chooser),
-                   "file": [stat.st_size, stat.st_mtime_ns] if stat else None}
-
-            def choose():
-                X = X_train
-                if chooser is not None and ctx.gan.path is not None and not _same(chooser, ctx.gan.path):
-                    X = discriminator_features(load(chooser, ctx.device).discriminator, train, device=ctx.device,
-                                               bn_stats=o["bn_stats"], real_images=train)
-                return [_select(X, y_train, pool, val, grid, o["solver"]),
-                        chooser.name if chooser is not None else "this checkpoint"]
-
-            C, chosen_by = ctx.cache.json("probe-epochs", key, choose)
-        rows, metrics = [], {}
-        d = _scores(X_train, y_train, X_test, y_test, pool, val, C, o["solver"])
-        results = {"d": [*d, C]}
+        C, chosen_by = (float(o["C"]), "set by hand") if o["C"] > 0 else _chosen_C(ctx, ident, X_train, data, grid)
+        results = {"d": _fit_and_score(X_train, X_test, data, (C,), o["solver"])}
         for name in baselines:
             results[name] = ctx.cache.json("probe-epochs", {**ident, "what": name, "kmeans_k": o["kmeans_k"]},
-                                   lambda name=name: _baseline(ctx, name, train, test, y_train, y_test, pool, val,
-                                                               grid, o))
-        labels = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
-                  "kmeans": f"K-means triangle, K = {o['kmeans_k']}, standardised"}
-        for name, (val_acc, test_acc, c) in results.items():
-            metrics[f"{name}.val_accuracy"], metrics[f"{name}.test_accuracy"] = val_acc, test_acc
-            rows.append([labels[name], f"{100 * val_acc:.2f}", f"{100 * test_acc:.2f}", f"{c:g}"])
-        how = chosen_by if o["C"] > 0 else f"chosen on the validation split by {chosen_by}"
-        text = [f"Fitted on {len(pool)} labelled training images, validation on {len(val)}, tested on "
-                f"{len(y_test)} '{ctx.heldout_split}' images. D's C = {C:g} ({how}), "
-                "kept for every epoch; each baseline's C chosen on the same validation split. Choose an epoch by "
-                "validation accuracy; report its test accuracy."]
-        return Result(metrics=metrics, text=text,
-                      tables=[Table("Cheap linear probe (one label budget)",
-                                    ["features", "validation accuracy %", "test accuracy %", "C"], rows)])
+                                           lambda name=name: _baseline(ctx, name, data, grid))
+        return _result(ctx, results, C, chosen_by, data)
+
+
+def _features(ctx, discriminator, images, train):
+    from ganlab import discriminator_features
+
+    return discriminator_features(discriminator, images, device=ctx.device, bn_stats=ctx.options["bn_stats"],
+                                  real_images=train)
+
+
+def _chosen_C(ctx, ident, X_train, data, grid) -> list:
+    """[C, the checkpoint that chose it]: the run's last epoch file chooses once, and the cache keeps it."""
+    from ganlab import load
+
+    from .protocol import select_C
+
+    chooser = _chooser(ctx.gan.path)
+    stat = chooser.stat() if chooser is not None else None
+    key = {**ident, "what": "C", "bn_stats": ctx.options["bn_stats"], "chooser": str(chooser),
+           "file": [stat.st_size, stat.st_mtime_ns] if stat else None}
+
+    def choose():
+        X = X_train
+        if chooser is not None and ctx.gan.path is not None and not _same(chooser, ctx.gan.path):
+            X = _features(ctx, load(chooser, ctx.device).discriminator, data[0], data[0])
+        C = grid[0] if len(grid) == 1 else select_C(X, data[1], [data[4]], data[5], grid, ctx.options["solver"],
+                                                     preprocess=None)[0]
+        return [float(C), chooser.name if chooser else "this checkpoint"]
+
+    return ctx.cache.json("probe-epochs", key, choose)
 
 
 def _chooser(path) -> Path | None:
@@ -134,46 +116,53 @@ def _same(a, b) -> bool:
         return False
 
 
-def _select(X, y, pool, val, grid, solver) -> float:
+def _fit_and_score(X_train, X_test, data, grid, solver, preprocess=None) -> list[float]:
+    """[validation accuracy, test accuracy, C] of the SVM fitted on the pool rows at the grid's C of least
+    validation error (at its only C if it has one)."""
     from .protocol import select_C
-
-    if len(grid) == 1:
-        return grid[0]
-    best, _ = select_C(X, y, [pool], val, grid, solver, preprocess=None)
-    return float(best)
-
-
-def _scores(X_train, y_train, X_test, y_test, pool, val, C, solver, preprocess=None) -> list[float]:
-    """[validation accuracy, test accuracy] of the SVM fitted at C on the pool rows."""
-    from .protocol import Standardizer, _view
     from .solver import fit_linear_svm
+    from .views import Standardizer, view_of
 
-    st = Standardizer().fit(X_train, pool) if preprocess == "standardize" else None
-    probe = fit_linear_svm(_view(X_train, pool, st), y_train[pool], C, solver=solver)
-    return [float(probe.score(_view(X_train, val, st), y_train[val])), float(probe.score(_view(X_test, None, st),
-                                                                                         y_test))]
+    y_train, y_test, pool, val = data[1], data[3], data[4], data[5]
+    if len(grid) > 1:
+        C, _, [(probe, st)] = select_C(X_train, y_train, [pool], val, grid, solver, preprocess=preprocess,
+                                       return_fits=True)
+    else:
+        C, st = grid[0], Standardizer().fit(X_train, pool) if preprocess == "standardize" else None
+        probe = fit_linear_svm(view_of(X_train, pool, st), y_train[pool], C, solver=solver)
+    return [probe.score(view_of(X_train, val, st), y_train[val]), probe.score(view_of(X_test, None, st), y_test),
+            float(C)]
 
 
-def _baseline(ctx, name, train, test, y_train, y_test, pool, val, grid, o) -> list[float]:
-    """[validation accuracy, test accuracy, C] of a baseline, C chosen on the validation split."""
+def _baseline(ctx, name, data, grid) -> list[float]:
+    """[validation accuracy, test accuracy, C] of a baseline, its own C chosen on the validation split."""
     from ganlab import to_unit_range
 
-    from .protocol import select_C
+    from .kmeans_features import kmeans_train_test
 
-    preprocess = None
+    o, train, test = ctx.options, data[0], data[2]
     if name == "pixels":
         X_train, X_test = (to_unit_range(x).flatten(1).numpy() for x in (train, test))
     else:
-        from .kmeans_features import kmeans_train_test
-
         X_train, X_test = kmeans_train_test(train, test, k=o["kmeans_k"], seed=ctx.seed, device=ctx.device,
                                             progress=not ctx.quiet)
-        preprocess = "standardize"
-    if len(grid) == 1:
-        C = grid[0]
-    else:
-        C, _ = select_C(X_train, y_train, [pool], val, grid, o["solver"], preprocess=preprocess)
-    return [*_scores(X_train, y_train, X_test, y_test, pool, val, float(C), o["solver"], preprocess), float(C)]
+    return _fit_and_score(X_train, X_test, data, grid, o["solver"], "standardize" if name == "kmeans" else None)
+
+
+def _result(ctx, results, C, chosen_by, data) -> Result:
+    labels = {**LABELS, "kmeans": f"K-means triangle, K = {ctx.options['kmeans_k']}, standardised"}
+    rows, metrics = [], {}
+    for name, (val_acc, test_acc, c) in results.items():
+        metrics[f"{name}.val_accuracy"], metrics[f"{name}.test_accuracy"] = val_acc, test_acc
+        rows.append([labels[name], f"{100 * val_acc:.2f}", f"{100 * test_acc:.2f}", f"{c:g}"])
+    how = chosen_by if ctx.options["C"] > 0 else f"chosen on the validation split by {chosen_by}"
+    text = [f"Fitted on {len(data[4])} labelled training images, validation on {len(data[5])}, tested on "
+            f"{len(data[3])} '{ctx.heldout_split}' images. D's C = {C:g} ({how}), kept for every epoch; each "
+            "baseline's C chosen on the same validation split. Choose an epoch by validation accuracy; report its "
+            "test accuracy."]
+    table = Table("Cheap linear probe (one label budget)", ["features", "validation accuracy %", "test accuracy %",
+                                                            "C"], rows)
+    return Result(metrics=metrics, text=text, tables=[table])
 
 
 @hookimpl

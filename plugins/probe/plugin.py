@@ -1,43 +1,50 @@
 """Evaluator ``svm-probe``: the paper's linear L2-SVM on discriminator features, with baselines.
 
-Rows of one table, each in full-label and label-scarce (N per class, K draws) mode:
-trained D, raw pixels, the same D architecture at random initialisation, single-layer K-means
-(Coates & Ng 2011) and a supervised CNN with D's architecture trained on the same labels.
-The paper's own figures are printed beside them, labelled as such.
+One table: trained D, raw pixels, the same D architecture at random initialisation, single-layer K-means (Coates &
+Ng 2011) and a supervised CNN of D's architecture, each with all labels and/or N labels per class (K draws), beside
+the paper's own figures. The baseline rows do not depend on the GAN, so each is kept in the cache and reused by any
+later report on the same images, labels, settings and D architecture (``result_cache.py``).
 
-Speed (issue 12): the fits run on one CPU thread by default (``threads``), the label-scarce draws
-and C grid as one batched kernel-Newton problem per feature set, the full-label grid with one
-shared preconditioner and warm starts (see ``solver.py`` for which solver ``auto`` takes when).
-The UMAP figure's numba code is cached under the cache folder, so only the first report on a
-machine compiles it (see ``embedding.py``); the small ``probe-digits`` experiment leaves it off.
-The baseline rows do not depend on the GAN: each is kept under the cache folder and reused by any later
-report with the same images, labels, settings and D architecture (``result_cache.py``; ``cache_baselines``).
+CPU threads (``threads`` = 0): one per ``THREAD_ELEMENTS`` feature values (training images x D's features), at
+most the cores this process may use minus one. Small products gain nothing from more threads, and a product waits
+for its slowest thread, so one that shares a core with other work stalls them all: on a busy 2-core machine two
+threads made every phase 2-5x slower than one. The supervised CNN trains on torch's own setting, as GAN training
+does: its convolutions scale with threads.
 """
 from __future__ import annotations
 
+import os
 import time
+import warnings
 
 from ganlab import Evaluator, Figure, GanlabError, Option, hookimpl
 
 from . import presentation, result_cache
 from .intervals import packed
 from .presentation import mode_key
+from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
 
 CACHE_FOLDER = "svm-probe"  # baseline rows, under the cache folder
-
 BASELINES = ("pixels", "random-d", "kmeans", "supervised")
+THREAD_ELEMENTS = 2**22  # feature values per CPU thread (16 MiB of float32)
 
 
-def parse_modes(text: str) -> list[int | None]:
-    """"10,all" -> [10, None] (None = every training label)."""
+def probe_threads(elements: int) -> int:
+    """CPU threads for a probe on ``elements`` feature values (rows x dims): the rule in the module doc."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores - 1, elements // THREAD_ELEMENTS))
+
+
+def parse_modes(values) -> list[int | None]:
+    """["10", "all"] -> [10, None] (None: every training label)."""
     modes: list[int | None] = []
-    for part in str(text).split(","):
-        part = part.strip().lower()
+    for part in listed(values):
+        part = str(part).lower()
         if part in ("all", "full"):
             modes.append(None)
-        elif part:
-            if not part.isdigit() or int(part) < 1:
-                raise ValueError(f"labels_per_class takes whole numbers and 'all', not {part!r}")
+        elif not part.isdigit() or int(part) < 1:
+            raise GanlabError(f"svm-probe.labels_per_class takes whole numbers and 'all', not {part!r}")
+        else:
             modes.append(int(part))
     return modes
 
@@ -53,107 +60,90 @@ class SvmProbe(Evaluator):
     needs = ("labels", "heldout", "discriminator")
     directions = {"*.accuracy": "higher", "*.error": "lower", "d_minus_*.difference": "higher", "*": None}
     options = {
-        "labels_per_class": "10,all",  # label-scarce sizes and/or "all"
-        "draws": 10,  # class-balanced draws per label-scarce size
-        "select_draws": 0,  # draws used to choose C, from their own random stream (0: as many as draws)
-        "val_size": 0.2,  # validation split from the training split: a fraction, or a count
-        "C_grid": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2,1e-1",
-        # kernel, liblinear, torch, or auto: kernel (batched Newton on the Gram matrix) up to 2,000 rows (and
-        # rows <= 4 x dims), liblinear for <= 128 dims, torch L-BFGS otherwise and above 1 GB; see solver.py
-        "solver": "auto",
-        # stopping tolerance: liblinear's tol; torch: max |gradient| relative to its value at w = 0
-        "tol": 1e-4,
-        # "none": the paper's L2-SVM on the raw features; "standardize": zero mean, unit variance per
-        # feature (fitted on each training subset), which flatters weak features such as a random D's
-        "preprocess": Option("none", "none (the paper: raw features) or standardize", choices=("none", "standardize")),
-        "ci95": False,  # report +- 1.96 std (SVHN Table 2 style)
-        "baselines": ",".join(BASELINES),
-        # centroids; Coates & Ng's 1-layer row (80.6% in the paper's Table 1) used 1,600 (6,400 features with
-        # the 4 quadrants) on 4,800-map settings tuned for CIFAR-10: 200 keeps the CPU cost modest
-        "kmeans_k": 200,
-        # Coates & Ng standardise the encoded features before the linear SVM ("none": raw, like D's row)
+        "labels_per_class": Option(["10", "all"], "label-scarce sizes (labels per class) and/or all"),
+        "draws": Option(10, "class-balanced draws per label-scarce size"),
+        "select_draws": Option(0, "draws that choose C, from a random stream of their own (0: as many as draws)"),
+        "val_size": Option(0.2, "the validation split, out of the training split: a fraction, or a count"),
+        "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from"),
+        "solver": Option("auto", "auto: kernel (batched Newton) up to 2,000 rows and 4 x dims, liblinear up to "
+                         "128 dims, torch L-BFGS otherwise and above 1 GB (solver.py)", choices=SOLVERS),
+        "tol": Option(1e-4, "liblinear's tol; torch: max |gradient| relative to its value at w = 0"),
+        "preprocess": Option("none", "none (the paper: raw features) or standardize (on each training subset; it "
+                             "flatters weak features such as a random D's)", choices=("none", "standardize")),
+        "ci95": Option(False, "report mean +- 1.96 std over the draws (SVHN Table 2 style)"),
+        "baselines": Option(list(BASELINES), "the rows D is compared with"),
+        "kmeans_k": Option(200, "K-means centroids (Coates & Ng's 80.6% used 1,600; 200 keeps the CPU cost modest)"),
         "kmeans_preprocess": Option("standardize", "the K-means row: standardize (Coates & Ng) or none",
                                     choices=("none", "standardize")),
-        # "real": D's BatchNorm statistics recomputed on the training split's real images first (the authors'
-        # protocol); "running": the running averages kept in training (updated by real and generated batches)
-        "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
-                           choices=("real", "running")),
-        "supervised_steps": 300,  # at most
+        "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images, the "
+                           "authors' protocol) or running (kept in training)", choices=("real", "running")),
+        "supervised_steps": Option(300, "at most this many steps of the supervised CNN"),
         "supervised_draws": 3,
         "supervised_patience": Option(100, "stop the supervised CNN after this many steps without a better "
                                       "validation accuracy (checked every 25) and keep its best weights; 0: run "
                                       "every supervised_steps step and keep the last", min=0),
         "train_split": "train",
-        "test_split": "",  # "": the dataset's held-out split ("test" for most)
-        "train_limit": 0,  # 0: every image of the split
+        "test_split": Option("", "the split to test on ('': the dataset's held-out split)"),
+        "train_limit": Option(0, "training images (0: every image of the split)"),
         "test_limit": 0,
-        "umap": True,  # numba-compiled: the first report on a machine compiles it (~40 s), later ones load it
+        "umap": Option(True, "draw the UMAP figure (numba: the first report on a machine compiles it, ~40 s)"),
         "umap_points": 2000,
         "batch_size": 256,
-        # CPU threads while the probe runs (0: torch's setting). 1 by default: on the shared 2-core
-        # machine two threads made every phase 2-5x slower (D features 8.0 s vs 1.8 s, see benchmarks/).
-        # The supervised CNN trains on torch's setting, as GAN training does: its convolutions scale (a
-        # batch-64 step at 32x32, ndf 32: 12 ms on 2 threads, 21 ms on 1, idle machine)
-        "threads": 1,
-        "cache_baselines": Option(True, "reuse baseline rows (pixels, random-d, kmeans, supervised) computed before "
-                                  "on the same images, labels, settings and D architecture: they do not depend on "
-                                  "the GAN; false: compute them again"),
+        "threads": Option(0, "CPU threads while the probe runs; 0: one per 4M feature values (training images x "
+                          "D's features), at most the usable cores minus one", min=0),
+        "cache_baselines": Option(True, "reuse baseline rows computed before on the same images, labels, settings "
+                                  "and D architecture (they do not depend on the GAN); false: compute them again"),
     }
 
     def run(self, ctx):
-        import warnings
-
         import torch
         from sklearn.exceptions import ConvergenceWarning
 
-        threads = int(ctx.options.get("threads", 0) or 0)
-        if threads < 0:
-            raise GanlabError("svm-probe.threads takes 0 (torch's setting) or a positive number of CPU threads")
+        from ganlab import feature_dim
+
+        o = ctx.options
+        modes, baselines = parse_modes(o["labels_per_class"]), names(o["baselines"], BASELINES, "svm-probe.baselines")
+        train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
+        test_images, y_test = ctx.split(o["test_split"] or ctx.heldout_split, limit=o["test_limit"] or None)
+        data = (train_images, y_train.numpy(), test_images, y_test.numpy())
+        grid = tuple(float(c) for c in listed(o["C_grid"]))
+        ident = result_cache.probe_ident(ctx, *data, grid) if o["cache_baselines"] and baselines else None
+        stored = self._stored(ctx, ident, baselines, modes)
         before = torch.get_num_threads()
         # liblinear warns once per unconverged fit; count them for the report instead of flooding the terminal
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             try:
-                if threads and torch.device(ctx.device).type == "cpu":
-                    torch.set_num_threads(threads)
-                result = self._run(ctx, cnn_threads=before)
+                if torch.device(ctx.device).type == "cpu":
+                    elements = len(y_train) * feature_dim(ctx.gan.discriminator)
+                    torch.set_num_threads(o["threads"] or probe_threads(elements))
+                rows, features = self._svm_rows(ctx, modes, baselines, data, grid, ident, stored)
             finally:
                 torch.set_num_threads(before)
+            for mode in modes if "supervised" in baselines else ():  # on torch's own threads: convolutions scale
+                rows["supervised", mode] = stored.get(("supervised", mode)) or self._supervised_row(ctx, ident, mode,
+                                                                                                    data)
+            figures = [self._umap(ctx, features["d"][1], data[3])] if o["umap"] else []
+        result = presentation.result(ctx, rows, modes, stored, features["d"][0].shape[1],
+                                     o["test_split"] or ctx.heldout_split, len(data[3]))
+        result.figures += figures
         unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
         if unconverged:
             result.text.append(f"liblinear stopped at its iteration limit in {unconverged} fits (their accuracy is "
                                "still measured; large C values converge slowest).")
         return result
 
-    def _run(self, ctx, cnn_threads: int):
-        o = ctx.options
-        modes = parse_modes(o["labels_per_class"])
-        baselines = [b.strip() for b in str(o["baselines"]).split(",") if b.strip()]
-        unknown = sorted(set(baselines) - set(BASELINES))
-        if unknown:
-            raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(BASELINES)}")
-        grid = tuple(float(c) for c in str(o["C_grid"]).split(","))
-        train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
-        test_split = o["test_split"] or ctx.heldout_split
-        test_images, y_test = ctx.split(test_split, limit=o["test_limit"] or None)
-        data = (train_images, y_train.numpy(), test_images, y_test.numpy())
-        ident = (result_cache.probe_ident(ctx, *data, grid) if o["cache_baselines"] and baselines else None)
-        stored = self._stored(ctx, ident, baselines, modes)
+    def _svm_rows(self, ctx, modes, baselines, data, grid, ident, stored) -> tuple[dict, dict]:
+        """((row, labels_per_class) -> row, name -> features) of D and the baselines an SVM probes."""
         svm_names = ["d"] + [name for name in baselines if name != "supervised"]
-        features = {name: getattr(self, f"_{name.replace('-', '_')}_features")(ctx, train_images, test_images)
+        features = {name: self._features(ctx, name, data[0], data[2])
                     for name in svm_names if name == "d" or any((name, m) not in stored for m in modes)}
         rows = {}
         for mode in modes:
             for name in self._progress(ctx, svm_names, f"L2-SVM fits, {mode_key(mode)}"):
                 rows[name, mode] = stored.get((name, mode)) or self._svm_row(ctx, ident, name, mode, features,
                                                                                 data, grid)
-            if "supervised" in baselines:
-                rows["supervised", mode] = (stored.get(("supervised", mode))
-                                            or self._supervised_row(ctx, ident, mode, data, cnn_threads))
-        result = presentation.result(ctx, rows, modes, stored, features["d"][0].shape[1], test_split, len(y_test))
-        if o["umap"]:
-            result.figures.append(self._umap(ctx, features["d"][1], data[3]))
-        return result
+        return rows, features
 
     @staticmethod
     def _progress(ctx, names, desc):
@@ -177,10 +167,15 @@ class SvmProbe(Evaluator):
 
     def _svm_row(self, ctx, ident, name, mode, features, data, grid) -> dict:
         """The numbers of one L2-SVM row, computed (and a baseline's kept in the cache)."""
+        from .protocol import evaluate
+
         o = ctx.options
         X_train, X_test, extract_seconds = features[name]
-        result = self._probe(ctx, X_train, data[1], X_test, data[3], mode, grid,
-                             o["kmeans_preprocess"] if name == "kmeans" else o["preprocess"])
+        preprocess = o["kmeans_preprocess"] if name == "kmeans" else o["preprocess"]
+        result = evaluate(X_train, data[1], X_test, data[3], labels_per_class=mode, draws=o["draws"],
+                          select_draws=o["select_draws"] or None, C_grid=grid, val_size=_val_size(o["val_size"]),
+                          seed=ctx.seed, solver=o["solver"], ci95=o["ci95"], device=ctx.device,
+                          preprocess=None if preprocess == "none" else preprocess, fit_kwargs={"tol": o["tol"]})
         row = {"dim": int(result.feature_dim), "accuracies": [float(a) for a in result.accuracies],
                "seconds": float(result.fit_seconds), "C": float(result.best_C),
                "C_table": [[float(c), float(e)] for c, e in result.C_table.items()],
@@ -192,23 +187,60 @@ class SvmProbe(Evaluator):
             ctx.cache.put_json(CACHE_FOLDER, self._where(ctx, ident, name, mode), row)
         return row
 
-    def _supervised_row(self, ctx, ident, mode, data, threads) -> dict:
-        accuracies, seconds, kept = self._supervised(ctx, data[0], data[1], data[2], data[3], mode, threads)
-        row = {"accuracies": [float(a) for a in accuracies], "seconds": float(seconds),
-               "kept": [int(k) for k in kept], "tested": len(data[3])}
+    def _supervised_row(self, ctx, ident, labels_per_class, data) -> dict:
+        """D's architecture trained on the labels alone."""
+        import numpy as np
+
+        from .protocol import balanced_draw, validation_split
+        from .supervised import accuracy, train_classifier
+
+        o, (train_images, y_train, test_images, y_test) = ctx.options, data
+        rng = np.random.default_rng(ctx.seed)
+        pool, val = validation_split(len(y_train), _val_size(o["val_size"]), rng)
+        accuracies, seconds, kept = [], [], []
+        for draw in range(1 if labels_per_class is None else o["supervised_draws"]):
+            rows = pool if labels_per_class is None else balanced_draw(y_train, labels_per_class, rng, pool=pool)
+            start = time.perf_counter()
+            # the same validation images that choose the SVM's C choose the CNN's stopping step
+            model, step = train_classifier(ctx.gan.config, train_images[rows], y_train[rows],
+                                           num_classes=int(y_train.max()) + 1, steps=o["supervised_steps"],
+                                           seed=ctx.seed + draw, device=ctx.device, val_images=train_images[val],
+                                           val_labels=y_train[val], patience=o["supervised_patience"])
+            seconds.append(time.perf_counter() - start)
+            kept.append(int(step))
+            accuracies.append(float(accuracy(model, test_images, y_test, device=ctx.device)))
+        row = {"accuracies": accuracies, "seconds": float(np.mean(seconds)), "kept": kept, "tested": len(y_test)}
         if ident is not None:
-            ctx.cache.put_json(CACHE_FOLDER, self._where(ctx, ident, "supervised", mode), row)
+            ctx.cache.put_json(CACHE_FOLDER, self._where(ctx, ident, "supervised", labels_per_class), row)
         return row
 
-    # --- feature sets: (X_train, X_test, seconds) ------------------------------------------------
-    def _d_features(self, ctx, train_images, test_images, discriminator=None, tag="D"):
-        from ganlab import cached_features, feature_cache_key
+    def _features(self, ctx, name, train_images, test_images):
+        """(X_train, X_test, seconds) of a feature set."""
+        from ganlab import to_unit_range
 
-        o = ctx.options
-        if o["bn_stats"] not in ("real", "running"):
-            raise GanlabError(f"svm-probe.bn_stats is 'real' or 'running', not {o['bn_stats']!r}")
-        discriminator = discriminator or ctx.gan.discriminator
+        from .kmeans_features import kmeans_train_test
+
         start = time.perf_counter()
+        if name in ("d", "random-d"):
+            X = self._d_features(ctx, train_images, test_images, random=name == "random-d")
+        elif name == "pixels":
+            X = [to_unit_range(images).flatten(1).numpy() for images in (train_images, test_images)]
+        else:
+            X = kmeans_train_test(train_images, test_images, k=ctx.options["kmeans_k"], seed=ctx.seed,
+                                  device=ctx.device, progress=not ctx.quiet)
+        return X[0], X[1], time.perf_counter() - start
+
+    def _d_features(self, ctx, train_images, test_images, random: bool):
+        """D's pooled features of both splits (the same architecture at random init, seeded, with ``random``),
+        each kept in the feature cache under its own tag."""
+        import torch
+
+        from ganlab import Discriminator, cached_features, feature_cache_key
+
+        o, discriminator, tag = ctx.options, ctx.gan.discriminator, "D"
+        if random:
+            torch.manual_seed(ctx.seed)
+            discriminator, tag = Discriminator(ctx.gan.config), f"random-D-seed{ctx.seed}"
         out = []
         for split, images, limit in ((o["train_split"], train_images, o["train_limit"]),
                                      (o["test_split"] or ctx.heldout_split, test_images, o["test_limit"])):
@@ -217,80 +249,13 @@ class SvmProbe(Evaluator):
             out.append(cached_features(ctx.cache, key, discriminator, images, device=ctx.device,
                                        batch_size=o["batch_size"], progress=ctx.progress, bn_stats=o["bn_stats"],
                                        real_images=train_images))
-        return out[0], out[1], time.perf_counter() - start
-
-    def _pixels_features(self, ctx, train_images, test_images):
-        from ganlab import to_unit_range
-
-        start = time.perf_counter()
-        X = [to_unit_range(images).flatten(1).numpy() for images in (train_images, test_images)]
-        return X[0], X[1], time.perf_counter() - start
-
-    def _random_d_features(self, ctx, train_images, test_images):
-        import torch
-
-        from ganlab import Discriminator
-
-        torch.manual_seed(ctx.seed)
-        return self._d_features(ctx, train_images, test_images, Discriminator(ctx.gan.config),
-                                tag=f"random-D-seed{ctx.seed}")
-
-    def _kmeans_features(self, ctx, train_images, test_images):
-        from .kmeans_features import kmeans_train_test
-
-        start = time.perf_counter()
-        X_train, X_test = kmeans_train_test(train_images, test_images, k=ctx.options["kmeans_k"], seed=ctx.seed,
-                                            device=ctx.device, progress=not ctx.quiet)
-        return X_train, X_test, time.perf_counter() - start
-
-    # --- protocols ---------------------------------------------------------------------------------
-    def _probe(self, ctx, X_train, y_train, X_test, y_test, labels_per_class, grid, preprocess):
-        from .protocol import evaluate
-
-        o = ctx.options
-        return evaluate(X_train, y_train, X_test, y_test, labels_per_class=labels_per_class, draws=o["draws"],
-                        select_draws=o["select_draws"] or None, C_grid=grid, val_size=_val_size(o["val_size"]),
-                        seed=ctx.seed, solver=o["solver"], ci95=o["ci95"], device=ctx.device,
-                        preprocess=None if preprocess == "none" else preprocess,
-                        fit_kwargs={"tol": o["tol"]})
-
-    def _supervised(self, ctx, train_images, y_train, test_images, y_test, labels_per_class, threads):
-        import numpy as np
-        import torch
-
-        from .protocol import balanced_draw, validation_split
-        from .supervised import accuracy, train_classifier
-
-        o = ctx.options
-        rng = np.random.default_rng(ctx.seed)
-        pool, val = validation_split(len(y_train), _val_size(o["val_size"]), rng)
-        draws = 1 if labels_per_class is None else o["supervised_draws"]
-        accuracies, seconds, kept = [], [], []
-        probe_threads = torch.get_num_threads()
-        if torch.device(ctx.device).type == "cpu":
-            torch.set_num_threads(threads)
-        try:
-            for draw in range(draws):
-                rows = pool if labels_per_class is None else balanced_draw(y_train, labels_per_class, rng, pool=pool)
-                start = time.perf_counter()
-                # the same validation images that choose the SVM's C choose the CNN's stopping step
-                model, step = train_classifier(ctx.gan.config, train_images[rows], y_train[rows],
-                                               num_classes=int(y_train.max()) + 1, steps=o["supervised_steps"],
-                                               seed=ctx.seed + draw, device=ctx.device, val_images=train_images[val],
-                                               val_labels=y_train[val], patience=o["supervised_patience"])
-                seconds.append(time.perf_counter() - start)
-                kept.append(step)
-                accuracies.append(accuracy(model, test_images, y_test, device=ctx.device))
-        finally:
-            torch.set_num_threads(probe_threads)
-        return accuracies, float(np.mean(seconds)), kept
+        return out
 
     def _umap(self, ctx, X_test, y_test):
         from .embedding import umap_figure
 
-        fig, n = umap_figure(X_test, y_test, points=ctx.options["umap_points"], seed=ctx.seed,
-                             cache=ctx.cache)
-        return Figure(f"UMAP of D features, {n} test images coloured by label", fig)
+        figure, n = umap_figure(X_test, y_test, points=ctx.options["umap_points"], seed=ctx.seed, cache=ctx.cache)
+        return Figure(f"UMAP of D features, {n} test images coloured by label", figure)
 
 
 @hookimpl

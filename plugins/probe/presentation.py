@@ -115,20 +115,6 @@ def _paired_table(paired: dict) -> Table:
                  ["baseline", "labels", "D minus baseline", "95% interval", "reading"], rows)
 
 
-def sentence(paired: dict) -> str | None:
-    """One line on D against the baselines at the first label budget it was compared at, or None."""
-    if not paired:
-        return None
-    mode = next(iter(paired))[1]
-    parts = []
-    for (name, m), (diff, low, high) in paired.items():
-        if m == mode:
-            word = {"ahead": "beat", "behind": "lose to", "within noise": "are level with"}[verdict(low, high)]
-            band = f" ({100 * low:+.1f} to {100 * high:+.1f})" if np.isfinite(low) else ""
-            parts.append(f"{word} {ROW_NAMES[name]} by {100 * diff:+.1f} points{band}")
-    return f"D's features, at {mode_words(mode)}: " + "; ".join(parts) + "."
-
-
 def _notes(ctx, rows, modes, stored, dim, test_split, tested) -> list[str]:
     o = ctx.options
     text = [f"Features: every conv layer of D after its activation, max-pooled to 4x4 and concatenated "

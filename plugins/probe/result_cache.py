@@ -1,18 +1,15 @@
-"""Probe results that do not depend on the GAN being probed, kept as JSON under the cache folder.
+"""svm-probe's baseline rows (pixels, K-means, random D, supervised CNN), kept as JSON in the report's cache.
 
-A baseline row (raw pixels, K-means, a random D of the checkpoint's architecture, the supervised CNN) and a
-baseline line of ``probe-epochs`` are functions of the images, the labels, the protocol's settings and D's
-architecture only: every checkpoint of a run, every GAN seed of ``ganlab run EXPERIMENT --seeds K`` and every
-later report on the same data shares them. Each is stored once in the report's cache (``ctx.cache.json``,
-digest-verified) under everything it was computed from (``ident``), as reference statistics are in FID tools,
-and read back instead of recomputed; a stored row is also checked field by field (``valid_row``).
+They depend on the images, labels, settings and D's architecture only, not on the GAN, so every checkpoint, GAN
+seed and later report on the same data shares them: each is stored under everything it was computed from, as FID
+tools keep reference statistics, and checked field by field when read back (``valid_row``).
 """
 from __future__ import annotations
 
 from typing import Any
 
 #: Part of every svm-probe identity: raise it when a change to the protocol's code changes its numbers.
-BASELINE_VERSION = 2
+BASELINE_VERSION = 3
 
 
 # ---------------------------------------------------------------------------------- svm-probe's baseline rows

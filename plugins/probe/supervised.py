@@ -1,12 +1,8 @@
-"""The supervised baseline: D's architecture trained with labels only (the paper's SVHN Table 2 row).
-
-The discriminator's body is kept and its one-logit output conv becomes a K-logit conv, then the
-whole network is trained from the paper's initialisation with cross-entropy on the labelled
-subset alone, with no GAN pre-training.
+"""The supervised baseline (the paper's SVHN Table 2 row): D's architecture, its one-logit output conv made a
+K-logit conv, trained from the paper's initialisation with cross-entropy on the labelled images alone.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,31 +18,17 @@ def classifier_from_config(config: Any, num_classes: int) -> nn.Module:
     last = model.main[-1]
     model.main[-1] = nn.Conv2d(last.in_channels, num_classes, last.kernel_size, last.stride, last.padding, bias=True)
     init_weights(model)
-    return _Logits(model)
-
-
-class _Logits(nn.Module):
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body.main(x).flatten(1)
+    return nn.Sequential(model.main, nn.Flatten())
 
 
 def train_classifier(config: Any, images: torch.Tensor, labels: np.ndarray, *, num_classes: int, steps: int = 300,
                      batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
-                     progress: Callable[..., Any] | None = None, val_images: torch.Tensor | None = None,
-                     val_labels: np.ndarray | None = None, patience: int = 0,
+                     val_images: torch.Tensor | None = None, val_labels: np.ndarray | None = None, patience: int = 0,
                      check_every: int = 25) -> tuple[nn.Module, int]:
-    """Train D's architecture on uint8 images (N x C x H x W) with integer labels; returns (model in eval mode,
-    the step whose weights it holds).
-
-    With a validation set and ``patience`` > 0, validation accuracy is measured every ``check_every`` steps
-    (and at the last); training stops once ``patience`` steps have passed without a strictly better one, and
-    the weights of the best check are kept (model selection by validation, as the paper did for all of its
-    models). Otherwise all ``steps`` run and the last weights are kept.
-    """
+    """Train D's architecture on uint8 N x C x H x W images: (the model in eval mode, the step of its weights). With
+    validation images and ``patience`` > 0, accuracy is checked every ``check_every`` steps, training stops
+    ``patience`` steps after the best check and keeps its weights (selection by validation, as the paper's);
+    otherwise all ``steps`` run and the last weights are kept."""
     from ganlab import to_unit_range
 
     torch.manual_seed(seed)
@@ -59,11 +41,8 @@ def train_classifier(config: Any, images: torch.Tensor, labels: np.ndarray, *, n
     batch_size = min(batch_size, len(images))
     select = val_images is not None and val_labels is not None and len(val_images) > 0 and patience > 0
     best, best_step, best_state = -1.0, steps, None
-    loop = range(1, steps + 1)
-    if progress is not None:
-        loop = progress(loop, desc="supervised CNN", total=steps)
     model.train()
-    for step in loop:
+    for step in range(1, steps + 1):
         idx = torch.randint(len(images), (batch_size,), generator=order)
         x = to_unit_range(images[idx]).to(device, memory_format=torch.channels_last)
         loss = nn.functional.cross_entropy(model(x), targets[idx].to(device))
