@@ -18,6 +18,7 @@ def ganlab_register_datasets(register) -> None:
 
 @hookimpl(trylast=True)
 def ganlab_load_checkpoint(path: str, state):
+    """PyTorch's examples/dcgan netG_epoch_N.pth / netD_epoch_N.pth state dicts (netD found beside netG)."""
     # trylast: a user's reader for a look-alike format gets the first word.
     from ganlab.pytorch_examples import read_if_pytorch_examples
 

@@ -6,6 +6,7 @@ before any component runs, so a typo fails in a second, not after an hour.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,10 @@ from ganlab.errors import GanlabError, a
 class Option:
     """A declared option: ``options = {"steps": Option(8, "frames between two points", min=2)}``.
 
-    ``choices`` lists the allowed values; ``min``/``max`` bound a number (inclusive). ``ctx.options`` holds
-    the plain value, never the ``Option``.
+    ``choices`` lists the allowed values (of each item, for a list); ``min``/``max`` bound a number (inclusive);
+    ``of`` names a kind of registered thing ("feature_spaces", "detectors", "datasets") whose names a value given
+    with ``--set`` must be (checked against what is installed before anything runs). ``ctx.options`` holds the
+    plain value, never the ``Option``.
     """
 
     default: Any
@@ -26,11 +29,13 @@ class Option:
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
+    of: str | None = None
 
     def check(self, value: Any, where: str) -> None:
         """A one-line ``GanlabError`` when ``value`` breaks a declared rule."""
         about = f" ({self.help})" if self.help else ""
-        if self.choices is not None and value not in self.choices:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if self.choices is not None and any(item not in self.choices for item in items):
             raise GanlabError(f"--set {where}={value}: choose one of {', '.join(map(str, self.choices))}{about}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
@@ -39,6 +44,17 @@ class Option:
                 raise GanlabError(f"--set {where}={value}: must be >= {self.min:g}{about}")
             if self.max is not None and value > self.max:
                 raise GanlabError(f"--set {where}={value}: must be <= {self.max:g}{about}")
+
+
+def check_names(option: Option, value: Any, where: str, known: dict[str, Any]) -> None:
+    """A one-line ``GanlabError`` when ``value`` names something of ``option.of`` that is not in ``known``."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    unknown = [str(item) for item in items if item not in ("", None) and item not in known]
+    if unknown:
+        close = sorted(name for name in known if unknown[0] in name) or difflib.get_close_matches(unknown[0], known)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise GanlabError(f"--set {where}={value}: no {option.of.replace('_', ' ')[:-1]} named {unknown[0]!r}{hint}; "
+                          f"available: {', '.join(sorted(known)) or 'none'}")
 
 
 def declared(value: Any) -> Option:
@@ -53,7 +69,7 @@ def describe(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
         option = declared(value)
         out[name] = {"default": option.default, "type": type(option.default).__name__, "help": option.help,
                      "choices": list(option.choices) if option.choices is not None else None,
-                     "min": option.min, "max": option.max}
+                     "min": option.min, "max": option.max, "of": option.of}
     return out
 
 

@@ -75,6 +75,8 @@ def _declaration_problem(obj: Any) -> str | None:
             spec.check(spec.default, f"{obj.name}.{option}")
         except GanlabError as exc:
             return f"option {option}'s default {spec.default!r} breaks its own rule ({str(exc).split(': ', 1)[1]})"
+        if spec.of is not None and spec.of not in KINDS:
+            return f"option {option} has of={spec.of!r}; use one of {', '.join(KINDS)}"
     directions = getattr(obj, "directions", None)
     if directions is None:
         return None

@@ -1,14 +1,15 @@
 """Evaluator ``d-score``: how well D separates held-out real images from G's samples."""
 from __future__ import annotations
 
-from ganlab import Evaluator, Figure, GanlabError, Result, hookimpl
+from ganlab import Evaluator, Figure, GanlabError, Option, Result, hookimpl
 
 
 class DiscriminatorScore(Evaluator):
     name = "d-score"
     description = "D's verdict on held-out real images vs. G's samples: mean D(x), mean D(G(z)), accuracy at 0.5"
     needs = ("discriminator", "heldout")
-    options = {"samples": 1000, "batch_size": 256}
+    options = {"samples": Option(1000, "held-out images and samples scored", min=1),
+               "batch_size": Option(256, "images per forward pass", min=1)}
     cheap = True
     # D's confidence on each set: a strong D and a good G both move these, so neither way is "better"
     directions = {"*": None}

@@ -174,12 +174,15 @@ class FilterHealth(Analysis):
     # a distance ratio's best is about 1 (below: collapse), so it has no direction
     directions = {"collapsed_fraction_*": "lower", "oscillating_*": "lower", "*": None}
     options = {"samples": Option(512, "random z and real images measured", min=2),
-               "batch_size": Option(128, min=1),
+               "batch_size": Option(128, "images per forward pass", min=1),
                "relative_threshold": Option(1e-3, "collapsed: variance <= this x the layer's median", min=0),
                "absolute_floor": Option(1e-8, "collapsed: variance <= this", min=0),
                "max_epochs": Option(20, "epoch checkpoints compared", min=3),
                "epoch_samples": Option(128, "z and real images per epoch checkpoint", min=1),
-               "min_flip_fraction": Option(0.6, min=0), "min_relative_amplitude": Option(0.2, min=0)}
+               "min_flip_fraction": Option(0.6, "share of epoch-to-epoch changes that must turn direction for "
+                                           "a map to count as oscillating", min=0),
+               "min_relative_amplitude": Option(0.2, "its swing, relative to its mean, that must also be reached",
+                                                min=0)}
 
     def run(self, ctx):
         import torch

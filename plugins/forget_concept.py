@@ -205,9 +205,16 @@ def bank_to_annotate(bank, source: str, image_size: int) -> Result:
 class ForgetConcept(Analysis):
     name = "forget-concept"
     description = "Drop the G feature maps that draw a boxed concept (the paper's 'forgetting windows', sec. 6.2)"
-    options = {"boxes": "", "detector": "haar-face", "bank": Option(150, min=1), "detect_size": Option(256, min=0),
-               "layer": -2, "negative_ratio": Option(1.0, "must be > 0"), "C": Option(1.0, "must be > 0"),
-               "threshold": 0.0, "show": Option(64, min=1)}
+    options = {
+        "boxes": Option("", "a JSON file of boxes per sample index, used instead of the detector"),
+        "detector": Option("haar-face", "the registered detector that boxes the concept", of="detectors"),
+        "bank": Option(150, "samples drawn to find feature maps that fire inside boxes", min=1),
+        "detect_size": Option(256, "pixels the samples are upscaled to before detection (0 = as generated)", min=0),
+        "layer": Option(-2, "the generator layer whose feature maps are dropped (negative counts from the end)"),
+        "negative_ratio": Option(1.0, "feature-map activations outside boxes per one inside (must be > 0)"),
+        "C": Option(1.0, "inverse regularisation of the logistic regression that picks maps (must be > 0)"),
+        "threshold": Option(0.0, "a map is dropped when its logistic-regression weight is above this"),
+        "show": Option(64, "samples shown before and after", min=1)}
     needs = ()
     cheap = False
     directions = {"*": None}  # what the concept's removal did, not a score of the GAN

@@ -184,7 +184,8 @@ class GuidedBackpropAnalysis(Analysis):
                    "(the paper's figure 5)")
     needs = ("discriminator", "heldout")
     options = {"filters": Option(6, "last-layer filters shown", min=1), "top": Option(4, "images per filter", min=1),
-               "images": Option(1000, "held-out images searched", min=1), "batch_size": Option(256, min=1)}
+               "images": Option(1000, "held-out images searched", min=1),
+               "batch_size": Option(256, "images per forward pass", min=1)}
     cheap = False
     directions = {"*": None}  # how concentrated the filters' evidence is, described, not scored
 

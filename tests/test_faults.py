@@ -354,6 +354,11 @@ def test_an_unsettled_generator_says_so_and_can_be_settled(work):
     (["--only", "latent-walk", "--set", "svm-probe.draws=many"], "--set svm-probe.draws=many: expected an int"),
     (["--only", "latent-walk", "--set", "sample-quality.n=1"], "--set sample-quality.n=1: must be >= 4"),
     (["--only", "latent-walk", "--seed", str(10**23)], "'--seed': 100000000000000000000000 is not in the range"),
+    (["--only", "latent-walk", "--set", "sample-quality.spaces=pixels,inception"],
+     "no feature space named 'inception' (did you mean fid-inception or torchvision-inception?)"),
+    (["--only", "latent-walk", "--set", "forget-concept.detector=haar-cat"],
+     "--set forget-concept.detector=haar-cat: no detector named 'haar-cat' (did you mean haar-face?); available: "
+     "haar-face"),
 ])
 def test_report_values_that_would_be_ignored_or_misread(work, args, message):
     code = 2 if "--seed" in args else 1

@@ -450,3 +450,50 @@ def test_the_reference_examples_work(tiny_run, tmp_path):
         assert reg.detectors["bright-spot"].detect(spot) == [(1, 4, 4, 4)]
     finally:
         registry.reset()
+
+
+def test_failed_plugins_are_named_in_components_report_and_help(example_plugin, tiny_run, tmp_path):
+    listed = subprocess.run([GANLAB, "components"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    warnings = [line for line in listed.stderr.splitlines() if line.startswith("warning: plugin")]
+    assert any("example-broken" in w and "import failed: ModuleNotFoundError" in w for w in warnings)
+    assert any("example-half" in w and "'Not A Valid Name'" in w for w in warnings)
+    assert "example-brightness (evaluator" in listed.stdout  # the working plugin's parts are still listed
+    report = subprocess.run([GANLAB, "report", str(tiny_run / "last.pt"), "--only", "latent-walk", "--out",
+                             str(tmp_path / "r")], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "warning: plugin example-broken (ganlab-example-plugin) failed and was skipped" in report.stderr
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.index("plugin example-half (ganlab-example-plugin) failed") < page.index('id="component-')
+    help_text = " ".join(subprocess.run([GANLAB, "--help"], capture_output=True, text=True).stdout.split())
+    assert "example-half-hello UNAVAILABLE: plugin example-half failed" in help_text
+    assert "example-hello Says hello" in help_text or "example-hello" in help_text
+    refused = subprocess.run([GANLAB, "example-half-hello"], capture_output=True, text=True)
+    assert refused.returncode == 1 and "comes from plugin example-half, which failed" in refused.stderr
+    assert "hello" not in refused.stdout
+
+
+def test_components_lists_loaders_spaces_datasets_and_every_builtin_option_says_what_it_does():
+    listed = subprocess.run([GANLAB, "components", "--json"], capture_output=True, text=True)
+    found = json.loads(listed.stdout)
+    plugins = json.loads(subprocess.run([GANLAB, "plugins", "--json"], capture_output=True, text=True).stdout)
+    builtin = {row["name"] for row in plugins if row["distribution"] == "ganlab"}
+    assert {"svm-probe", "sample-quality", "d-score"} <= builtin
+    assert {"digits", "folder", "mnist"} <= {row["name"] for row in found["datasets"]}
+    assert {"discriminator", "pixels", "fid-inception"} <= {row["name"] for row in found["feature_spaces"]}
+    assert any("examples/dcgan" in row["description"] for row in found["loaders"])
+    for kind in ("datasets", "feature_spaces", "loaders", "detectors"):
+        assert all(row["description"] for row in found[kind]), kind
+    blank = [f"{row['name']}.{option}" for row in found["components"] if row["plugin"] in builtin
+             for option, spec in row["options"].items() if not spec["help"]]
+    assert not blank, f"built-in options without a description: {blank}"
+    text = subprocess.run([GANLAB, "components"], capture_output=True, text=True).stdout
+    assert "feature spaces:" in text and "checkpoint loaders" in text and "datasets:" in text
+
+
+def test_the_command_line_loads_every_plugin_without_torch():
+    """``ganlab --help`` imports every plugin's hook module and commands; torch loads only when work runs."""
+    code = "import sys, ganlab.cli; print(sorted(ganlab.cli.cli.commands)); print('torch' in sys.modules)"
+    env = {**os.environ, "GANLAB_DISABLE_PLUGINS": "example, example-broken, example-half"}  # built-ins only
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert "'fid'" in out and "'dedup'" in out and out.endswith("False\n")

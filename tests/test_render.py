@@ -104,7 +104,7 @@ def make_report_data(*, across_epochs: dict | None = None, history: dict | None 
             tables=[Table("per class", ["class", "score"], [["cat", 0.123456], [PAYLOAD, 7]])],
             figures=[Figure("the figure", fig)],
             images=[Image("tensor grid", torch.rand(3, 40, 40, generator=gen)), Image("uint8 array", gray)],
-            text=[f"Some text {PAYLOAD}"],
+            text=[f"Some text {PAYLOAD}"], verdict="the fid-lite verdict",
         ))
     failed = ComponentRun(name="broken", kind="analysis", description="always raises", plugin="tests.fake",
                           status=FAILED, seconds=0.02, error="ValueError: boom")
@@ -159,10 +159,35 @@ def test_header_history_and_summary(report):
     for expected in ("ganlab report: test", "runs/test/last.pt", "cifar10", "0.1.0", "2024-01-02T03:04:05"):
         assert expected in text
     assert dom.by_id("training").iter("img")
-    summary = next(t for t in dom.by_id("components").iter("table"))
-    rows = table_rows(summary)[1:]
-    assert [r[0] for r in rows] == ["fid-lite", "broken", "needs-labels"]
-    assert [r[2].lower() for r in rows] == ["ok", "failed", "skipped"]
+    lines = [li for li in dom.by_id("summary").iter("li") if li.attrs.get("class", "").startswith("status-")]
+    assert [li.attrs["class"] for li in lines] == ["status-ok", "status-failed", "status-skipped"]
+    assert [next(li.iter("a")).text() for li in lines] == ["fid-lite", "broken", "needs-labels"]
+    assert "the fid-lite verdict" in lines[0].text() and "ValueError: boom" in lines[1].text()
+    assert "needs a dataset with class labels" in lines[2].text()
+
+
+def test_the_summary_comes_first_with_problems_on_top(tmp_path):
+    data = make_report_data()
+    data.problems = ["the generator is broken: 5 of 10 values are NaN"]
+    data.components[0].result.problems = ["recall is 0: the samples cover no training image"]
+    html = render_report(data, tmp_path / "r").read_text()
+    summary, problems = html.index('id="summary"'), html.index('id="problems"')
+    assert summary < problems < html.index("<img") and problems < html.index('id="component-fid-lite"')
+    dom = parse(tmp_path / "r" / "index.html")
+    listed = [li.text().strip() for li in dom.by_id("problems").iter("li")]
+    assert listed == ["the generator is broken: 5 of 10 values are NaN",
+                      "fid-lite: recall is 0: the samples cover no training image"]
+    assert "epoch 2" in " ".join(dom.by_id("summary").text().split())
+
+
+def test_a_number_in_a_table_is_not_listed_again(tmp_path):
+    data = make_report_data()
+    data.components[0].result.metrics["cat_score"] = 0.123456  # the table's "cat" cell shows 0.1235
+    dom = parse(render_report(data, tmp_path / "r"))
+    metrics = next(t for t in section(dom, "fid-lite").iter("table") if "metrics" in t.attrs.get("class", ""))
+    names = [r[0] for r in table_rows(metrics)[1:]]
+    assert "cat_score" not in names and "fid" in names
+    assert "1 more metric, shown in the tables below, is in metrics.json by name" in section(dom, "fid-lite").text()
 
 
 def test_metrics_table_values(report):

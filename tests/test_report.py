@@ -201,12 +201,13 @@ def test_components_lists_options_with_types_help_and_rules(declared_component):
 
     result = CliRunner().invoke(components, ["--json"])
     assert result.exit_code == 0, result.output
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    rows = {row["name"]: row for row in json.loads(result.stdout)["components"]}
     assert set(rows) == set(declared_component.components())
     declared = rows["declared"]
     assert declared["kind"] == "evaluator" and declared["cheap"] is False and declared["plugin"] == "declaring"
     assert declared["options"]["steps"] == {"default": 8, "type": "int", "help": "frames per walk", "choices": None,
-                                            "min": 2, "max": 64}
+                                            "min": 2, "max": 64, "of": None}
+    assert rows["sample-quality"]["options"]["spaces"]["of"] == "feature_spaces"
     assert declared["options"]["plain"]["default"] == 3 and declared["options"]["plain"]["help"] == ""
     assert rows["svm-probe"]["needs"] == ["discriminator", "heldout", "labels"]
     assert rows["sample-quality"]["directions"]["*.fd"] == "lower"

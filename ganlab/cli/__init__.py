@@ -43,6 +43,17 @@ class GanlabGroup(click.Group):
         finally:
             signal.signal(signal.SIGTERM, previous)
 
+    def format_commands(self, ctx: click.Context, formatter) -> None:
+        """``ganlab --help``: a command whose plugin failed is listed as unavailable, with the reason."""
+        from ganlab.registry import get_registry
+
+        plugins = get_registry().plugins if self.plugin_commands else {}
+        for name, plugin in self.plugin_commands.items():
+            info = plugins.get(plugin)
+            if info is not None and info.error and name in self.commands:
+                self.commands[name].short_help = f"UNAVAILABLE: plugin {plugin} failed (see `ganlab plugins`)"
+        super().format_commands(ctx, formatter)
+
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """A command from a plugin that failed to register elsewhere is refused with that plugin's error."""
         name, command, rest = super().resolve_command(ctx, args)

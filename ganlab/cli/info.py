@@ -36,35 +36,76 @@ def plugins(as_json: bool, check: bool) -> None:
         raise GanlabError(f"plugins failed: {', '.join(failed)} (see `ganlab plugins`)")
 
 
+def _component_rows(registry) -> list[dict]:
+    from ganlab.options import describe
+
+    return [{"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
+             "needs": sorted(c.needs), "cheap": bool(c.cheap), "default": bool(getattr(c, "default", True)),
+             "options": describe(c.options),
+             "directions": dict(c.directions)}
+            for name, c in sorted(registry.components().items())]
+
+
+def _loader_rows(registry) -> list[dict]:
+    """The plugins that read other checkpoint formats, with the first line of their hook's docstring."""
+    rows = []
+    for impl in registry.pm.hook.ganlab_load_checkpoint.get_hookimpls():
+        doc = (impl.function.__doc__ or "").strip().splitlines()
+        rows.append({"name": impl.plugin_name, "plugin": impl.plugin_name, "description": doc[0] if doc else ""})
+    return sorted(rows, key=lambda row: row["name"])
+
+
+def catalogue(registry) -> dict[str, list[dict]]:
+    """Everything a report can use, by kind: components with their options, then loaders, feature spaces,
+    datasets and detectors with their descriptions, and the plugins that failed to load."""
+    def named(kind: str, **extra) -> list[dict]:
+        return [{"name": name, "plugin": registry.owner.get((kind, name), "?"), "description": obj.description,
+                 **{key: get(obj) for key, get in extra.items()}}
+                for name, obj in sorted(getattr(registry, kind).items())]
+
+    return {"components": _component_rows(registry), "loaders": _loader_rows(registry),
+            "feature_spaces": named("feature_spaces"),
+            "datasets": named("datasets", splits=lambda d: [s for s in d.splits if s != "*"],
+                              classes=lambda d: d.num_classes),
+            "detectors": named("detectors"), "failed_plugins": registry.errors()}
+
+
+def _option_line(component: str, option: str, spec: dict) -> str:
+    rules = [f"one of {', '.join(map(str, spec['choices']))}"] if spec["choices"] else []
+    rules += [f">= {spec['min']:g}"] if spec["min"] is not None else []
+    rules += [f"<= {spec['max']:g}"] if spec["max"] is not None else []
+    rules += [f"names of {spec['of'].replace('_', ' ')}"] if spec.get("of") else []
+    about = f"; {spec['help']}" if spec["help"] else ""
+    return (f"    --set {component}.{option}=...  ({spec['type']}, default {spec['default']!r}"
+            f"{''.join('; ' + r for r in rules)}){about}")
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def components(as_json: bool) -> None:
-    """List evaluators and analyses: kind, needs, cheap, and each option's default and type (for --set)."""
-    from ganlab.options import describe
+    """List evaluators and analyses (kind, needs, cheap, each option for --set), then checkpoint loaders,
+    feature spaces, datasets and detectors, and any plugin that failed to load."""
     from ganlab.registry import get_registry
 
-    registry = get_registry()
-    rows = [
-        {"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
-         "needs": sorted(c.needs), "cheap": bool(c.cheap),
-         "options": describe(c.options), "directions": dict(c.directions)}
-        for name, c in sorted(registry.components().items())
-    ]
+    found = catalogue(get_registry())
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(found, indent=2, default=str))
         return
-    for row in rows:
+    for line in found["failed_plugins"]:
+        click.echo(f"warning: {line}", err=True)
+    for row in found["components"]:
         flags = ", ".join([row["kind"]] + (["cheap"] if row["cheap"] else []) +
+                          ([] if row["default"] else ["runs only when named with --only"]) +
                           ([f"needs {', '.join(row['needs'])}"] if row["needs"] else []))
         click.echo(f"{row['name']} ({flags}; plugin {row['plugin']})")
         click.echo(f"    {row['description']}")
         for option, spec in row["options"].items():
-            rules = [f"one of {', '.join(map(str, spec['choices']))}"] if spec["choices"] else []
-            rules += [f">= {spec['min']:g}"] if spec["min"] is not None else []
-            rules += [f"<= {spec['max']:g}"] if spec["max"] is not None else []
-            about = f"; {spec['help']}" if spec["help"] else ""
-            click.echo(f"    --set {row['name']}.{option}=...  ({spec['type']}, default {spec['default']!r}"
-                       f"{''.join('; ' + r for r in rules)}){about}")
+            click.echo(_option_line(row["name"], option, spec))
+    for kind, title in (("loaders", "checkpoint loaders (tried on files ganlab's own loader cannot read)"),
+                        ("feature_spaces", "feature spaces"), ("datasets", "datasets"), ("detectors", "detectors")):
+        click.echo(f"\n{title}:")
+        for row in found[kind] or [{"name": "none", "plugin": "-", "description": ""}]:
+            click.echo(f"  {row['name']} (plugin {row['plugin']}): {row['description']}")
 
 
 @click.command("new-plugin")

@@ -56,6 +56,8 @@ class ReportData:
     across_best: dict[str, dict[str, Any]] = field(default_factory=dict)
     # faults outside any component (an unreadable epoch file, a broken generator, malformed metadata)
     problems: list[str] = field(default_factory=list)
+    # shown beside the problems without failing the report: plugins that failed to load (their parts are missing)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -77,12 +79,15 @@ class ReportData:
                     "kind": c.kind, "plugin": c.plugin, "status": c.status, "seconds": round(c.seconds, 3),
                     "metrics": dict(c.result.metrics) if c.result else {}, "directions": dict(c.directions),
                     "error": c.error, "traceback": c.traceback, "reason": c.reason, "options": c.options,
+                    "verdict": c.result.verdict if c.result else "",
+                    "problems": list(c.result.problems) if c.result else [],
                 }
                 for c in self.components
             },
             "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
             "across_epochs_best": dict(self.across_best),
             "problems": list(self.problems),
+            "warnings": list(self.warnings),
         }
 
     def metrics_json(self) -> str:

@@ -126,6 +126,7 @@ def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | N
 def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, only, skip, everything: bool,
                  progress: bool, say: Say | None, select_epoch: str | None, epoch_points: int | None) -> ReportData:
     """Run the components (and the across-epochs series of a run folder) into the page's data."""
+    warnings = _plugin_warnings(say)
     gan, components = _prepare(path, plan, only, skip)
     series: dict[str, list[tuple[int, float]]] = {}
     problems: list[str] = []
@@ -162,7 +163,15 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
         seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training,
         history=history, samples=samples, components=runs, across_epochs=series, across_groups=groups,
-        across_best=best_epochs(series, components), problems=problems)
+        across_best=best_epochs(series, components), problems=problems, warnings=warnings)
+
+
+def _plugin_warnings(say: Say | None) -> list[str]:
+    """One line per plugin that failed to load: its components are missing from the page."""
+    lines = get_registry().errors()
+    for line in lines if say else []:
+        say(f"warning: {line}")
+    return lines
 
 
 def model_problems(gan: LoadedGAN, samples: torch.Tensor, settled: bool) -> list[str]:

@@ -183,6 +183,33 @@ def _table(table: Any) -> dict[str, Any]:
             "rows": [[fmt_value(cell) for cell in row] for row in table.rows]}
 
 
+def _in_tables(value: str, tables: list[dict[str, Any]]) -> bool:
+    """Whether a table cell already shows this formatted number (so the metrics list need not repeat it)."""
+    if not re.fullmatch(r"-?[\d.]+(e[+-]?\d+)?", value):
+        return False
+    pattern = re.compile(rf"(?<![\w.]){re.escape(value)}(?![\w.])")
+    return any(pattern.search(cell) for table in tables for row in table["rows"] for cell in row)
+
+
+def _headline(run: Any) -> str:
+    """The summary line of a component without a verdict: why it failed or was skipped, or what it does."""
+    if run.status == FAILED:
+        return (run.error or "failed").strip().splitlines()[0][:300]
+    if run.status == SKIPPED:
+        return run.reason or "skipped"
+    if run.status != OK:
+        return run.error or run.status
+    return run.description
+
+
+def _problems(data: ReportData) -> list[str]:
+    """Every line a reader must not miss: the page's own problems, then each component's."""
+    lines = list(data.problems) + list(data.warnings)
+    for run in data.components:
+        lines += [f"{run.name}: {problem}" for problem in (run.result.problems if run.result else [])]
+    return lines
+
+
 def _component_view(run: Any, index: int, assets: _Assets, ids: set[str]) -> dict[str, Any]:
     anchor, n = f"component-{slugify(run.name)}", 2
     while anchor in ids:
@@ -194,13 +221,17 @@ def _component_view(run: Any, index: int, assets: _Assets, ids: set[str]) -> dic
     result = run.result
     view = {"run": run, "anchor": anchor, "time": fmt_seconds(run.seconds), "error": None,
             "options": {str(k): fmt_value(v) for k, v in (run.options or {}).items()},
-            "metrics": [], "tables": [], "figures": [], "images": [], "text": []}
+            "metrics": [], "tables": [], "figures": [], "images": [], "text": [], "in_tables": 0,
+            "verdict": "", "headline": _headline(run)}
     if run.status == FAILED:
         view["error"] = _split_error(run.error)
         view["traceback"] = getattr(run, "traceback", None)
     if result is not None:
-        view["metrics"] = [(str(k), fmt_value(v)) for k, v in result.metrics.items()]
         view["tables"] = [_table(t) for t in result.tables]
+        metrics = [(str(k), fmt_value(v)) for k, v in result.metrics.items()]
+        view["metrics"] = [(k, v) for k, v in metrics if not _in_tables(v, view["tables"])]
+        view["in_tables"] = len(metrics) - len(view["metrics"])
+        view["verdict"] = result.verdict.strip()
         view["figures"] = [{"title": f.title, **assets.figure(f"{stem}-figure-{i}", f.figure)}
                            for i, f in enumerate(result.figures, 1)]
         view["images"] = [{"title": im.title, **assets.image(f"{stem}-image-{i}", im.image)}
@@ -243,7 +274,8 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
         training_options=[(str(k), fmt_value(v)) for k, v in dict(options).items()],
         versions=[(str(k), str(v)) for k, v in (data.versions or {}).items()],
         counts={s: sum(c["run"].status == s for c in components) for s in (OK, FAILED, SKIPPED)},
-        skipped=SKIPPED, failed=FAILED)
+        skipped=SKIPPED, failed=FAILED, ok=OK, problems=_problems(data),
+        headline=[(k, fmt_value(v)) for k, v in training.items() if k in ("epoch", "step") and v is not None])
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

@@ -19,7 +19,7 @@ from ganlab.components import Component, RunContext, check_result, unmet_needs
 from ganlab.datasets import DatasetSource, Layout
 from ganlab.errors import GanlabError
 from ganlab.loaded_gan import LoadedGAN
-from ganlab.options import resolve_options
+from ganlab.options import check_names, resolve_options
 from ganlab.registry import Registry, get_registry
 from ganlab.report.data import FAILED, OK, SKIPPED, TIMED_OUT, ComponentRun
 from ganlab.store.cache import Cache
@@ -59,7 +59,8 @@ def select_components(only: list[str] | None, skip: list[str] | None) -> list[Co
         if name not in available:
             raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}"
                               f"{registry.failed_hint()}")
-    names = only if only else sorted(available, key=lambda n: (available[n].kind != "evaluator", n))
+    names = only if only else sorted((n for n in available if getattr(available[n], "default", True)),
+                                     key=lambda n: (available[n].kind != "evaluator", n))
     chosen = [available[n] for n in names if n not in (skip or [])]
     if not chosen:
         raise GanlabError("nothing to run: --skip leaves out every component --only names")
@@ -74,7 +75,11 @@ def check_settings(settings: dict[str, Any]) -> None:
             raise GanlabError(f"--set {key}: no component named {key.partition('.')[0]!r} "
                               f"(available: {', '.join(sorted(known))})")
     for component in known.values():
-        resolve_options(component, settings)
+        values = resolve_options(component, settings)
+        for name, spec in component.options.items():
+            key = f"{component.name}.{name}"
+            if key in settings and getattr(spec, "of", None):
+                check_names(spec, values[name], key, getattr(get_registry(), spec.of))
 
 
 def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | None,
@@ -113,6 +118,8 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
         run = ComponentRun(component.name, component.kind, component.description,
                            registry.component_owner(component.name), SKIPPED, options=all_options[component.name])
         reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
+        missing = None if reasons else component.available(run.options)
+        reasons = reasons or ([missing] if missing else [])
         if reasons:
             run.reason = "; ".join(reasons)
         else:

@@ -32,11 +32,11 @@ class ProbeEpochs(Evaluator):
     options = {
         "train_limit": Option(2000, "training images (0: all); the validation split comes out of these"),
         "test_limit": Option(1000, "held-out images scored (0: all)"),
-        "val_size": 0.2,
+        "val_size": Option(0.2, "the validation split, out of the training images: a fraction, or a count"),
         "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from"),
         "C": Option(0.0, "> 0: this C for D, no selection"),
         "baselines": Option(list(BASELINES), "the flat lines D is compared with"),
-        "kmeans_k": 200,
+        "kmeans_k": Option(200, "K-means centroids of the baseline row", min=2),
         "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
                            choices=("real", "running")),
         "solver": Option("auto", "the SVM solver (see svm-probe.solver)", choices=SOLVERS),

@@ -78,17 +78,17 @@ class SvmProbe(Evaluator):
         "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images, the "
                            "authors' protocol) or running (kept in training)", choices=("real", "running")),
         "supervised_steps": Option(300, "at most this many steps of the supervised CNN"),
-        "supervised_draws": 3,
+        "supervised_draws": Option(3, "draws of the labelled subset for the supervised CNN row (a CNN each)", min=1),
         "supervised_patience": Option(100, "stop the supervised CNN after this many steps without a better "
                                       "validation accuracy (checked every 25) and keep its best weights; 0: run "
                                       "every supervised_steps step and keep the last", min=0),
-        "train_split": "train",
+        "train_split": Option("train", "the split the probe trains on (and its validation part is cut from)"),
         "test_split": Option("", "the split to test on ('': the dataset's held-out split)"),
         "train_limit": Option(0, "training images (0: every image of the split)"),
-        "test_limit": 0,
+        "test_limit": Option(0, "test images (0: every image of the split)", min=0),
         "umap": Option(True, "draw the UMAP figure (numba: the first report on a machine compiles it, ~40 s)"),
-        "umap_points": 2000,
-        "batch_size": 256,
+        "umap_points": Option(2000, "test images drawn in the UMAP figure", min=10),
+        "batch_size": Option(256, "images per forward pass when extracting D's features", min=1),
         "threads": Option(0, "CPU threads while the probe runs; 0: one per 4M feature values (training images x "
                           "D's features), at most the usable cores minus one", min=0),
         "cache_baselines": Option(True, "reuse baseline rows computed before on the same images, labels, settings "

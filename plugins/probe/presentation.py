@@ -51,7 +51,30 @@ def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str
     if paper:
         tables.append(paper)
     text = [legend(o["ci95"], tested), *_notes(ctx, rows, modes, stored, dim, test_split, tested)]
-    return Result(metrics=metrics, tables=tables, text=text)
+    return Result(metrics=metrics, tables=tables, text=text, verdict=headline(rows, modes, paired))
+
+
+SHORT_NAMES = {"pixels": "raw pixels", "random-d": "a random D", "kmeans": "K-means"}
+
+
+def headline(rows: dict, modes: list, paired: dict) -> str:
+    """One line for the report's first screen: D's accuracy at the scarcest labels, and how it stands against
+    each baseline there (points, with the 95% interval)."""
+    mode = next((m for m in modes if ("d", m) in rows), None)
+    if ("d", mode) not in rows:
+        return ""
+    parts = []
+    for name in PAIRED:
+        if (name, mode) in paired:
+            diff, low, high = (100 * v for v in paired[name, mode])
+            span = f"95%: {low:+.1f} to {high:+.1f}" if np.isfinite(low) else "no interval"
+            reading = verdict(low, high)
+            parts.append(f"within noise of {SHORT_NAMES[name]} ({diff:+.1f} points, {span})"
+                         if reading == "within noise" else
+                         f"{'beats' if reading == 'ahead' else 'trails'} {SHORT_NAMES[name]} by {abs(diff):.1f} "
+                         f"points ({span})")
+    accuracy = 100 * float(np.mean(rows["d", mode]["accuracies"]))
+    return f"D's features: {accuracy:.1f}% at {mode_words(mode)}" + (f", {'; '.join(parts)}" if parts else "")
 
 
 COLUMNS = ["features", "labels", "dim", "draws", "accuracy %", "error %", "seconds per fit", "C"]
