@@ -184,7 +184,7 @@ def test_inception_space_from_a_local_file_and_its_hash_check(quality_plugin, ti
     model, path, sha = _inception_file(tmp_path)
     component = plugin.SampleQuality()
     ctx = make_context(tiny_run, component, options={"inception_weights": str(path), "inception_sha256": sha})
-    space = ctx.feature_spaces["inception"]
+    space = ctx.feature_spaces["torchvision-inception"]
     images, _ = ctx.split("test", limit=1)  # 16 x 16 grey
     found = space.embed(ctx, images)
     # torchvision's own pipeline for these weights: RGB in [0, 1], ImageNet mean/std, transform_input=True
@@ -196,10 +196,10 @@ def test_inception_space_from_a_local_file_and_its_hash_check(quality_plugin, ti
         expected = model.eval()((rgb - mean) / std).numpy()
     assert found.shape == (1, 2048) and found.dtype == np.float32
     assert np.allclose(found, expected, rtol=1e-4, atol=1e-4)
-    assert sha in space.note(ctx)
+    assert sha in space.note(ctx, 1) and "cannot be compared with published FIDs" in space.note(ctx, 1)
     wrong = make_context(tiny_run, component, options={"inception_weights": str(path)})  # default: 0cc3c7bd
     with pytest.raises(GanlabError) as caught:
-        wrong.feature_spaces["inception"].embed(wrong, images)
+        wrong.feature_spaces["torchvision-inception"].embed(wrong, images)
     assert sha in str(caught.value) and "0cc3c7bd" in str(caught.value)
 
 
@@ -234,7 +234,7 @@ def test_reference_row_in_pixels_and_unavailable_spaces(quality_plugin, tiny_run
     with pytest.raises(GanlabError, match="discriminator"):
         run_component(plugin.SampleQuality(), no_d, options={"spaces": "discriminator", "n": 40})
     with pytest.raises(GanlabError, match="inception_weights"):
-        run_component(plugin.SampleQuality(), loaded, options={"spaces": "pixels,inception", "n": 40})
+        run_component(plugin.SampleQuality(), loaded, options={"spaces": "pixels,torchvision-inception", "n": 40})
     with pytest.raises(GanlabError, match="unknown feature space"):
         run_component(plugin.SampleQuality(), loaded, options={"spaces": "pixel", "n": 40})
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
+from .fid import DIMS
+from .fid_components import WEIGHT_OPTIONS
+
 DEFAULT_SPACES = ["discriminator", "pixels"]
 ROW_METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
 _MEMO: dict[tuple, dict[str, float]] = {}  # the last comparisons: (real, other, settings) digests -> metrics
@@ -51,6 +54,23 @@ def _pick(n_total: int, n: int, seed: int):
     return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False)))
 
 
+def verdict(metrics: dict, spaces: list[str]) -> str:
+    """The first space's FD beside the held-out row's, and its precision and recall."""
+    if not spaces:
+        return ""
+    space = spaces[0]
+    fd, p, r = (metrics[f"{space}.{key}"] for key in ("fd", "precision", "recall"))
+    reference = metrics.get(f"{space}.reference.fd")
+    scale = f" (held-out real images: {reference:.3g})" if reference is not None else ""
+    return f"in {space} space, samples score FD {fd:.3g}{scale}, precision {p:.2f}, recall {r:.2f}"
+
+
+def collapse(metrics: dict, spaces: list) -> list[str]:
+    """A problem line for each space where no training image lies near any sample (recall 0)."""
+    return [f"recall is 0 in {s.name} space: no training image lies within any sample's neighbourhood, a sign of "
+            "mode collapse (look at the samples)" for s in spaces if metrics.get(f"{s.name}.recall") == 0]
+
+
 class SampleQuality(Evaluator):
     name = "sample-quality"
     description = ("FD, KID, precision/recall and density/coverage of samples vs the training set, per feature "
@@ -61,9 +81,9 @@ class SampleQuality(Evaluator):
     directions = {"*.fd": "lower", "*.kid": "lower", "*.precision": "higher", "*.recall": "higher",
                   "*.coverage": "higher", "*": None}
     options = {
-        "spaces": Option(list(DEFAULT_SPACES), "feature spaces, comma-separated: discriminator, "
-                         "random-discriminator, pixels, inception, or a plugin's (inception joins the default "
-                         "when inception_weights is set)"),
+        "spaces": Option(list(DEFAULT_SPACES), "feature spaces, comma-separated (see `ganlab components`); "
+                         "fid-inception gives the FID papers print, and joins the default when fid_weights is set, "
+                         "as torchvision-inception does when inception_weights is", of="feature_spaces"),
         "n": Option(2000, "images per set (generated, training, held-out), capped by the splits; raise it for a "
                     "final number", min=4),
         "reference": Option(True, "also score held-out images against the training images (the reference row)"),
@@ -72,18 +92,22 @@ class SampleQuality(Evaluator):
         "kid_subsets": Option(100, "KID subsets", min=1),
         "kid_subset_size": Option(1000, "images per KID subset (at most N / 2)", min=2),
         "batch_size": Option(256, "images per forward pass when embedding", min=1),
-        "inception_weights": Option("", "a local torchvision inception_v3 state dict (inception_v3_google-"
+        **WEIGHT_OPTIONS,
+        "fid_dims": Option(2048, "fid-inception features: 2048 (pool3, the FID papers print) or pytorch-fid's "
+                           "64/192/768", choices=DIMS),
+        "inception_weights": Option("", "torchvision-inception's local inception_v3 state dict (inception_v3_google-"
                                     "0cc3c7bd.pth); nothing is downloaded"),
-        "inception_sha256": Option("0cc3c7bd", "the weights file's SHA-256 or its first 8+ hex digits (default: "
-                                   "the official file's, from its name); empty: no check"),
+        "inception_sha256": Option("0cc3c7bd", "that file's SHA-256 or its first 8+ hex digits (default: the "
+                                   "official file's, from its name); empty: no check"),
     }
 
     def chosen_spaces(self, ctx) -> tuple[list, list[str]]:
         """(the spaces to use, notes on those skipped); an unusable space the user listed is a GanlabError."""
         listed = [s.strip() for s in ctx.options["spaces"] if s.strip()]  # "a, b" arrives as ["a", " b"]
         explicit = listed != DEFAULT_SPACES
-        if not explicit and str(ctx.options["inception_weights"]).strip():
-            listed.append("inception")
+        for option, space in (("fid_weights", "fid-inception"), ("inception_weights", "torchvision-inception")):
+            if not explicit and str(ctx.options[option]).strip():
+                listed.append(space)
         listed = list(dict.fromkeys(listed))
         unknown = [s for s in listed if s not in ctx.feature_spaces]
         if unknown or not listed:
@@ -144,12 +168,18 @@ class SampleQuality(Evaluator):
                 label = "generated vs train" if role == "generated" else f"held-out ({ctx.heldout_split}) vs train"
                 rows.append([space.name, label, n, values["fd"], f"{values['kid']:.4g} ± {values['kid_std']:.2g}",
                              values["precision"], values["recall"], values["density"], values["coverage"]])
-            if hasattr(space, "note"):
-                notes.append(space.note(ctx))
+            notes.append(space.note(ctx, n) if hasattr(space, "note") else
+                         f"{space.name}: {space.description}; {n} images per set, seed {ctx.seed}.")
+            dims = features["generated"].shape[1]
+            if n < dims:
+                notes.append(f"{space.name}: N = {n} is below its {dims} feature dimensions, so the covariance is "
+                             "rank-deficient and FD is biased upward at this N: compare FDs only at the same N, and "
+                             "read KID (unbiased) beside it.")
         table = Table(f"Sample quality: {n} images per set; the held-out row is what new real images score",
                       ["space", "compared", "N", "FD", "KID (mean ± std)", "precision", "recall", "density",
                        "coverage"], rows)
-        return Result(metrics=metrics, tables=[table] if rows else [], text=[*notes, *self.explanation(opts)])
+        return Result(metrics=metrics, tables=[table] if rows else [], text=[*notes, *self.explanation(opts)],
+                      verdict=verdict(metrics, [s.name for s in spaces]), problems=collapse(metrics, spaces))
 
     def series_figures(self, names: list[str]) -> dict[str, list[str]]:
         """Across epochs: a figure per space and measure, the generated line beside the held-out line (what new
@@ -165,8 +195,8 @@ class SampleQuality(Evaluator):
     @staticmethod
     def explanation(opts) -> list[str]:
         return [
-            "FD: Frechet distance between Gaussians fitted to each set's features (FID in Inception space); 0 for "
-            "equal means and covariances, lower is better, biased upward at small N.",
+            "FD: Frechet distance between Gaussians fitted to each set's features (in fid-inception space, the FID "
+            "papers print); 0 for equal means and covariances, lower is better, biased upward at small N.",
             f"KID: unbiased MMD^2 with the kernel (x.y/D + 1)^3, mean ± std over {opts['kid_subsets']} subsets; "
             "about 0 (can dip below) for two samples of one distribution.",
             f"Precision: share of samples inside the training images' {opts['k']}-NN balls (fidelity). Recall: share "
@@ -181,7 +211,17 @@ class SampleQuality(Evaluator):
 
 @hookimpl
 def ganlab_register_evaluators(register):
+    from .fid_components import InceptionScore
+
     register(SampleQuality())
+    register(InceptionScore())
+
+
+@hookimpl
+def ganlab_register_commands(cli):
+    from .fid_command import fid_command
+
+    cli.add_command(fid_command)
 
 
 @hookimpl

@@ -1,14 +1,15 @@
-"""The built-in feature spaces: the trained D, a random D, raw pixels, and Inception-v3 from a local file.
+"""The built-in feature spaces: the trained D, a random D, raw pixels, torchvision's Inception-v3 from a local file,
+and (``fid_components.py``) pytorch-fid's FID Inception.
 
-``inception`` is torchvision's ``inception_v3`` with the state dict at ``inception_weights`` (never downloaded), its
-2048-d pool3 output (FID's space). The file's SHA-256 must start with ``inception_sha256``; the default is the
-prefix in the official file's name, which torch.hub checks on download. Images go in as 299 x 299 RGB in [-1, 1]
+``torchvision-inception`` is torchvision's ``inception_v3`` with the state dict at ``inception_weights`` (never
+downloaded), its 2048-d pool3 output: an ImageNet classifier whose features differ from the FID network's by several
+percent, so its FD is not a published FID. The file's SHA-256 must start with ``inception_sha256``; the default is
+the prefix in the official file's name, which torch.hub checks on download. Images go in as 299 x 299 RGB in [-1, 1]
 with ``transform_input=False``: exactly what torchvision's own pipeline for these weights (ImageNet mean/std, then
 ``transform_input=True``) feeds the first convolution.
 """
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganlab import FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key, file_sha256
+from ganlab import FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key
 
 OFFICIAL_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
 OFFICIAL_SHA256_PREFIX = "0cc3c7bd"
@@ -86,21 +87,12 @@ class PixelSpace(FeatureSpace):
         return (images.reshape(len(images), -1).float() / 255).numpy()
 
 
-def expected_hash(ctx: Any) -> str:
-    """The user's ``inception_sha256`` (lowercase hex, at least 8 digits), or "" for no check."""
-    value = str(ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX) or "").strip().lower()
-    if value and (len(value) < 8 or len(value) > 64 or set(value) - set(string.hexdigits.lower())):
-        raise GanlabError(f"--set sample-quality.inception_sha256={value}: give the weights file's SHA-256 "
-                          "(64 hex digits, or at least its first 8), or an empty value to skip the check")
-    return value
-
-
 class InceptionSpace(FeatureSpace):
-    name = "inception"
-    description = "Inception-v3 pool3 features (2048-d, FID's space) from a local torchvision weights file"
+    name = "torchvision-inception"
+    description = ("torchvision's ImageNet Inception-v3 classifier, pool3 (2048-d), from a local weights file: not "
+                   "the network published FIDs use (that is fid-inception)")
 
     def __init__(self):
-        self._hashes: dict[tuple[str, int, int], str] = {}
         self._model: tuple[Any, Any] | None = None
 
     def available(self, ctx):
@@ -111,27 +103,20 @@ class InceptionSpace(FeatureSpace):
 
     def weights(self, ctx) -> tuple[Path, str]:
         """(the weights file, its SHA-256) after checking it against ``inception_sha256``."""
+        from .fid import checked_sha256, expected_sha256
+
         path = Path(str(ctx.options.get("inception_weights", "")).strip()).expanduser()
         if not path.is_file():
             raise GanlabError(f"sample-quality.inception_weights={path}: no such file; give a local copy of "
                               f"torchvision's {OFFICIAL_INCEPTION}")
-        stat = path.stat()
-        ident = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if ident not in self._hashes:  # hashing 100 MB on every call would cost seconds
-            self._hashes = {ident: file_sha256(path)}
-        actual, expected = self._hashes[ident], expected_hash(ctx)
-        if expected and not actual.startswith(expected):
-            raise GanlabError(f"{path}: its SHA-256 is {actual}, not the expected {expected} "
-                              "(sample-quality.inception_sha256); use torchvision's "
-                              f"{OFFICIAL_INCEPTION}, or --set sample-quality.inception_sha256={actual} "
-                              "if you trust this file")
-        return path, actual
+        option = "--set sample-quality.inception_sha256"
+        expected = expected_sha256(ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX), option)
+        return path, checked_sha256(path, expected, official=f"torchvision's {OFFICIAL_INCEPTION}", option=option)
 
-    def note(self, ctx) -> str:
-        path, actual = self.weights(ctx)
-        expected = expected_hash(ctx)
-        check = f"matches the expected {expected}" if expected else "not checked (inception_sha256 is empty)"
-        return f"inception weights: {path}, SHA-256 {actual} ({check})"
+    def note(self, ctx, n: int) -> str:
+        return (f"torchvision-inception: torchvision inception_v3 (ImageNet classifier), weights SHA-256 "
+                f"{self.weights(ctx)[1]}, bilinear resize to 299, 2048 dims, {n} images per set, seed {ctx.seed}; "
+                "its FD cannot be compared with published FIDs.")
 
     def embed(self, ctx, images):
         path, actual = self.weights(ctx)
@@ -179,4 +164,6 @@ def _load_inception(path: Path):
 
 
 def builtin_spaces() -> list[FeatureSpace]:
-    return [DiscriminatorSpace(), RandomDiscriminatorSpace(), PixelSpace(), InceptionSpace()]
+    from .fid_components import FidInceptionSpace
+
+    return [DiscriminatorSpace(), RandomDiscriminatorSpace(), PixelSpace(), InceptionSpace(), FidInceptionSpace()]

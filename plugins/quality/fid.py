@@ -1,0 +1,210 @@
+"""FID and Inception Score as papers print them: pytorch-fid's port of the TensorFlow FID Inception graph
+(``pt_inception-2015-12-05``), run by pytorch-fid itself (``pip install 'ganlab[fid]'``).
+
+The weights file is the one pytorch-fid uses, found at a path the user gives or in torch's hub cache
+(``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``, where pytorch-fid looks), checked by SHA-256
+before it is read, and downloaded only on request. Images go in as pytorch-fid feeds files: RGB scaled to [0, 1]
+at their own size, resized to 299 x 299 bilinearly inside the network (``resize="pytorch-fid"``); or first resized
+with clean-fid's filter (PIL bicubic on float pixels, ``resize="clean-fid"``), which clean-fid's authors show moves
+FID by more than many papers' margins, so the mode is named beside every number.
+
+Inception Score follows the original protocol: softmax over the graph's 1008 logits (pool3 times the final
+layer's weights, without its bias, as the TensorFlow code reads them), the exponentiated mean KL divergence of
+each split from its marginal, over 10 splits; ``is_mean`` and ``is_std`` are the mean and std over splits.
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+
+from ganlab import GanlabError, file_sha256
+
+OFFICIAL = "pt_inception-2015-12-05-6726825d.pth"
+OFFICIAL_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its hash's first digits
+NETWORK = "pytorch-fid pt_inception-2015-12-05"
+DIMS = (64, 192, 768, 2048)
+RESIZES = ("pytorch-fid", "clean-fid")
+CLEAN_SIZE = 299
+BATCH = 32
+_HASHES: dict[tuple[str, int, int], str] = {}
+_NETWORKS: dict[tuple, Any] = {}
+
+
+def pytorch_fid_inception() -> Any:
+    """pytorch-fid's ``inception`` module, or a one-line error saying how to install it."""
+    try:
+        from pytorch_fid import inception
+    except ImportError:
+        raise GanlabError("the FID Inception network comes from pytorch-fid: pip install 'ganlab[fid]' "
+                          "(or pip install pytorch-fid)") from None
+    return inception
+
+
+def hub_weights() -> Path:
+    """Where pytorch-fid and torch.hub keep the weights: ``$TORCH_HOME/hub/checkpoints/``."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL
+
+
+def find_weights(path: str | Path | None = None, *, download: bool = False) -> Path:
+    """The weights file: ``path`` if given, else torch's hub cache, downloaded there only if ``download``."""
+    if path and str(path).strip():
+        found = Path(str(path).strip()).expanduser()
+        if not found.is_file():
+            raise GanlabError(f"{found}: no such weights file; give pytorch-fid's {OFFICIAL}")
+        return found
+    found = hub_weights()
+    if found.is_file():
+        return found
+    if not download:
+        raise GanlabError(f"no FID Inception weights at {found}: give a local copy of {OFFICIAL} with --weights "
+                          "(or sample-quality.fid_weights), put it there, or allow a download with --download")
+    import torch
+
+    found.parent.mkdir(parents=True, exist_ok=True)
+    url = pytorch_fid_inception().FID_WEIGHTS_URL
+    try:  # torch.hub writes to a temporary file, checks the hash prefix, then moves it into place
+        torch.hub.download_url_to_file(url, str(found), hash_prefix=OFFICIAL_SHA256_PREFIX, progress=True)
+    except Exception as exc:
+        raise GanlabError(f"could not download {url} ({type(exc).__name__}: {exc}); copy the file to {found} "
+                          "by hand") from None
+    return found
+
+
+def expected_sha256(value: str | None, option: str = "--weights-sha256") -> str:
+    """A user's hash (64 hex digits or at least the first 8) in lowercase; "" skips the check."""
+    value = str(value or "").strip().lower()
+    if value and (not 8 <= len(value) <= 64 or set(value) - set(string.hexdigits.lower())):
+        raise GanlabError(f"{option} {value!r}: give the weights file's SHA-256 (64 hex digits, or at least the "
+                          "first 8), or an empty value to skip the check")
+    return value
+
+
+def checked_sha256(path: Path, expected: str, *, official: str = OFFICIAL, option: str = "--weights-sha256") -> str:
+    """The file's SHA-256, refused in one line when it does not start with ``expected``."""
+    stat = path.stat()
+    ident = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if ident not in _HASHES:  # hashing 100 MB on every call would cost seconds
+        _HASHES[ident] = file_sha256(path)
+    actual = _HASHES[ident]
+    if expected and not actual.startswith(expected):
+        raise GanlabError(f"{path}: its SHA-256 is {actual}, not the expected {expected}; use {official}, or give "
+                          f"its hash as {option} if you trust this file")
+    return actual
+
+
+def _build(path: Path, blocks: list[int]) -> tuple[Any, Any]:
+    """pytorch-fid's InceptionV3 on the state dict at ``path`` (read with weights_only) and the 1008-way final
+    layer's weights. pytorch-fid fetches its weights by URL; it is handed the checked file's instead."""
+    import torch
+
+    inception = pytorch_fid_inception()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or unsafe file: one line, no traceback
+        raise GanlabError(f"{path}: cannot be read as a state dict ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "fc.weight" not in state:
+        raise GanlabError(f"{path}: not the FID Inception weights ({OFFICIAL} holds a state dict with fc.weight)")
+    try:
+        with mock.patch.object(inception, "load_state_dict_from_url", lambda *args, **kwargs: state):
+            model = inception.InceptionV3(blocks, resize_input=True, normalize_input=True)
+    except RuntimeError as exc:
+        raise GanlabError(f"{path}: not the FID Inception weights ({str(exc).splitlines()[0][:200]})") from None
+    return model.eval(), state["fc.weight"].float()
+
+
+@dataclass
+class FidNetwork:
+    """The FID Inception network on one checked weights file, giving ``dims`` features and 1008 logits."""
+
+    weights: Path
+    sha256: str
+    dims: int = 2048
+    resize: str = "pytorch-fid"
+    device: Any = "cpu"
+
+    def __post_init__(self):
+        if self.dims not in DIMS:
+            raise GanlabError(f"FID dims {self.dims}: choose one of {', '.join(map(str, DIMS))}")
+        if self.resize not in RESIZES:
+            raise GanlabError(f"resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
+
+    def provenance(self) -> dict[str, Any]:
+        return {"network": NETWORK, "weights_sha256": self.sha256, "resize": self.resize, "dims": self.dims}
+
+    def _model(self, logits: bool) -> tuple[Any, Any]:
+        block = DIMS.index(self.dims)
+        blocks = sorted({block, 3} if logits else {block})
+        key = (self.sha256, tuple(blocks), str(self.device))
+        if key not in _NETWORKS:
+            _NETWORKS.clear()  # one network (about 100 MB) at a time
+            model, fc = _build(self.weights, blocks)
+            _NETWORKS[key] = (model.to(self.device), fc.to(self.device))
+        return _NETWORKS[key]
+
+    def _inputs(self, images: Any) -> Any:
+        """uint8 N x C x H x W -> float RGB in [0, 1], as pytorch-fid reads files (clean-fid's resize first)."""
+        import torch
+
+        x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+        if self.resize == "clean-fid":
+            from cleanfid.resize import build_resizer
+
+            resize = build_resizer("clean")
+            x = torch.from_numpy(np.stack([resize(im) for im in x.permute(0, 2, 3, 1).numpy()])).permute(0, 3, 1, 2)
+        return x.float().div(255)
+
+    def run(self, images: Any, *, logits: bool = False, progress: Any = None) -> dict[str, np.ndarray]:
+        """{"features": N x dims float64, and "logits": N x 1008 float64 if asked} for uint8 images."""
+        import torch
+        import torch.nn.functional as F
+
+        model, fc = self._model(logits)
+        block = DIMS.index(self.dims)
+        out: dict[str, list] = {"features": [], "logits": []}
+        starts = range(0, len(images), BATCH)
+        with torch.no_grad():
+            for a in progress(starts, desc="FID Inception", total=len(starts)) if progress else starts:
+                found = dict(zip(model.output_blocks, model(self._inputs(images[a:a + BATCH]).to(self.device))))
+                # pytorch-fid averages the spatial maps of the blocks below pool3
+                out["features"].append(F.adaptive_avg_pool2d(found[block], 1).flatten(1).double().cpu())
+                if logits:
+                    out["logits"].append((found[3].flatten(1) @ fc.T).double().cpu())
+        return {name: torch.cat(parts).numpy() for name, parts in out.items() if parts}
+
+
+def network(weights: str | Path | None = None, sha256: str | None = OFFICIAL_SHA256_PREFIX, *, dims: int = 2048,
+            resize: str = "pytorch-fid", device: Any = "cpu", download: bool = False,
+            option: str = "--weights-sha256") -> FidNetwork:
+    """The FID Inception network on checked weights (see ``find_weights`` and ``checked_sha256``); ``option`` is
+    what the user sets the hash with, for the error messages."""
+    path = find_weights(weights, download=download)
+    sha256 = checked_sha256(path, expected_sha256(sha256, option), option=option)
+    return FidNetwork(path, sha256, int(dims), resize, device)
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """(mean, std) over ``splits`` consecutive parts of exp(E_x KL(p(y|x) || p(y))), p from softmax(logits)."""
+    if len(logits) < splits:
+        raise GanlabError(f"Inception Score: {len(logits)} images cannot fill {splits} splits; draw more")
+    logits = np.asarray(logits, dtype=np.float64)
+    log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    scores, n = [], len(log_p)
+    for part in (log_p[i * n // splits:(i + 1) * n // splits] for i in range(splits)):
+        log_marginal = np.log(np.exp(part).mean(0))
+        scores.append(np.exp((np.exp(part) * (part - log_marginal)).sum(1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance with ddof 1) in float64: what pytorch-fid stores as ``mu`` and ``sigma``."""
+    features = np.asarray(features, dtype=np.float64)
+    if len(features) < 2:
+        raise GanlabError(f"FID needs at least 2 images per side, not {len(features)}")
+    return features.mean(0), np.cov(features, rowvar=False)

@@ -1,0 +1,207 @@
+"""``ganlab fid A B``: the FID papers print, between two image folders, checkpoints or statistics files.
+
+A ``.npz`` side is statistics (``mu`` and ``sigma``, as pytorch-fid writes them; ganlab's also carry how they were
+made), a folder is images (read as RGB, subfolders included), any other file is a checkpoint that any installed
+loader reads, and ``--num-samples`` images are drawn from its generator with ``--seed``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ganlab import GanlabError, atomic_file
+
+from . import fid
+
+IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
+PROVENANCE = ("network", "weights_sha256", "resize", "dims")
+
+
+@dataclass
+class Side:
+    """One side of the comparison: its statistics, its features when it had images, and how it was made."""
+
+    label: str
+    mu: np.ndarray
+    sigma: np.ndarray
+    count: int | None
+    features: np.ndarray | None = None
+    made: dict[str, Any] = field(default_factory=dict)
+
+
+def image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise GanlabError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    return files
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise GanlabError(f"{path}: not a readable image ({exc}); remove it or convert it") from None
+
+
+def folder_batches(files: list[Path], batch: int):
+    """uint8 N x 3 x H x W batches of the files, each of one image size."""
+    import torch
+
+    for start in range(0, len(files), batch):
+        arrays = [_read_rgb(p) for p in files[start:start + batch]]
+        for shape in dict.fromkeys(a.shape for a in arrays):
+            yield torch.from_numpy(np.stack([a for a in arrays if a.shape == shape])).permute(0, 3, 1, 2)
+
+
+def checkpoint_batches(gan: Any, n: int, seed: int, batch: int):
+    """The images ``gan.sample(n, seed)`` gives, as uint8, made ``batch`` at a time."""
+    import torch
+
+    import ganlab
+
+    z = ganlab.sample_latent(gan.config, n, torch.Generator().manual_seed(seed))
+    gan.generator.eval()
+    with torch.no_grad():
+        for chunk in z.split(batch):
+            yield ganlab.to_uint8(gan.generator(chunk))
+
+
+def read_statistics(path: Path, net: fid.FidNetwork) -> Side:
+    """A pytorch-fid (or ganlab) ``.npz``; one whose dims or recorded network differ from ``net`` is refused."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise GanlabError(f"{path}: not a readable .npz file ({exc})") from None
+    if "mu" not in stored or "sigma" not in stored:
+        raise GanlabError(f"{path}: FID statistics need arrays 'mu' and 'sigma'; this file holds "
+                          f"{', '.join(stored) or 'nothing'}")
+    mu, sigma = stored["mu"].astype(np.float64), stored["sigma"].astype(np.float64)
+    if mu.shape != (net.dims,) or sigma.shape != (net.dims, net.dims):
+        raise GanlabError(f"{path}: statistics of {mu.shape[0] if mu.ndim == 1 else mu.shape} features, but --dims "
+                          f"is {net.dims}; give the matching --dims")
+    made = {key: stored[key].item() for key in PROVENANCE if key in stored}
+    for key, value in made.items():
+        if value != net.provenance()[key]:
+            raise GanlabError(f"{path}: made with {key} {value}, but this comparison uses {net.provenance()[key]}; "
+                              "statistics from different settings do not compare")
+    count = int(stored["count"]) if "count" in stored and int(stored["count"]) > 0 else None
+    return Side(str(path), mu, sigma, count, made=made)
+
+
+def open_side(spec: str, net: fid.FidNetwork, num_samples: int, seed: int) -> Side | tuple:
+    """A statistics file read at once, or (path, image batches, count) to embed: everything a side needs is
+    checked here, before either side's images are embedded."""
+    import ganlab
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise GanlabError(f"{spec}: no such file or folder")
+    if path.suffix.lower() == ".npz":
+        return read_statistics(path, net)
+    if path.is_dir():
+        files = image_files(path)
+        return path, folder_batches(files, fid.BATCH), len(files)
+    return path, checkpoint_batches(ganlab.load(path), num_samples, seed, fid.BATCH), num_samples
+
+
+def embed_side(opened: Side | tuple, net: fid.FidNetwork) -> Side:
+    from tqdm import tqdm
+
+    if isinstance(opened, Side):
+        return opened
+    path, batches, total = opened
+    parts = []
+    with tqdm(total=total, desc=f"FID Inception: {path.name}", unit="image", leave=False) as bar:
+        for images in batches:
+            parts.append(net.run(images)["features"])
+            bar.update(len(images))
+    features = np.concatenate(parts)
+    return Side(str(path), *fid.statistics(features), len(features), features, net.provenance())
+
+
+def check_new_statistics_file(out: Path) -> None:
+    if out.exists():
+        raise GanlabError(f"{out} exists; remove it or choose another --save-stats file")
+    if out.suffix.lower() != ".npz":
+        raise GanlabError(f"--save-stats {out}: name a .npz file (pytorch-fid reads statistics by that suffix)")
+    if not out.resolve().parent.is_dir():
+        raise GanlabError(f"--save-stats {out}: the folder {out.resolve().parent} does not exist")
+
+
+def save_statistics(side: Side, out: Path, seed: int) -> None:
+    """A's ``mu`` and ``sigma`` (what pytorch-fid reads), with how they were made; an existing file is kept."""
+    check_new_statistics_file(out)
+    with atomic_file(out, "wb") as handle:
+        np.savez_compressed(handle, mu=side.mu, sigma=side.sigma, count=side.count if side.count else -1,
+                            seed=seed, **side.made)
+
+
+def compare(a: Side, b: Side, net: fid.FidNetwork, seed: int) -> dict[str, Any]:
+    """The result object: ``fid``, provenance, counts, warnings, and KID when both sides had images."""
+    from .metrics import frechet_distance_from_moments, kid
+
+    out = {"fid": frechet_distance_from_moments(a.mu, a.sigma, b.mu, b.sigma), **net.provenance(),
+           "num_a": a.count, "num_b": b.count, "seed": seed, "warnings": []}
+    counts = [c for c in (a.count, b.count) if c]
+    if counts and min(counts) < net.dims:
+        out["warnings"].append(f"{min(counts)} images is fewer than the {net.dims} feature dimensions: the covariance "
+                               "is rank-deficient and FID is biased upward at this N; compare only FIDs at the same "
+                               "N, and read KID (unbiased) beside it")
+    if a.features is not None and b.features is not None:
+        size = min(1000, len(a.features) // 2, len(b.features) // 2)
+        if size >= 2:
+            out["kid"], out["kid_std"] = kid(a.features, b.features, subsets=100, subset_size=size, seed=seed)
+    return out
+
+
+def _line(result: dict[str, Any]) -> str:
+    kid_text = f", KID {result['kid']:.4g} ± {result['kid_std']:.2g}" if "kid" in result else ""
+    counts = " vs ".join(str(c) if c else "? (statistics file)" for c in (result["num_a"], result["num_b"]))
+    return (f"FID {result['fid']:.4f}{kid_text}  [{result['network']}, weights SHA-256 "
+            f"{result['weights_sha256'][:12]}, resize {result['resize']}, {result['dims']} dims, {counts} images, "
+            f"seed {result['seed']}]")
+
+
+@click.command("fid")
+@click.argument("a")
+@click.argument("b")
+@click.option("--weights", default=None, help=f"pytorch-fid's {fid.OFFICIAL} [default: torch's hub cache]")
+@click.option("--weights-sha256", default=fid.OFFICIAL_SHA256_PREFIX, show_default=True,
+              help="the weights file's SHA-256 (or its first 8+ hex digits); '' skips the check")
+@click.option("--download", is_flag=True, help="download the official weights into torch's hub cache if missing")
+@click.option("--num-samples", type=click.IntRange(2), default=10000, show_default=True,
+              help="images drawn from a checkpoint side (papers usually report 50000)")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="seed of the checkpoint samples and of KID's subsets")
+@click.option("--dims", type=click.Choice([str(d) for d in fid.DIMS]), default="2048", show_default=True,
+              help="Inception features: 2048 (pool3, the FID papers print) or pytorch-fid's 64/192/768")
+@click.option("--resize", type=click.Choice(fid.RESIZES), default="pytorch-fid", show_default=True,
+              help="pytorch-fid's bilinear resize inside the network, or clean-fid's PIL bicubic")
+@click.option("--save-stats", type=click.Path(path_type=Path), default=None,
+              help="also write A's statistics to this new .npz (pytorch-fid reads it)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def fid_command(a, b, weights, weights_sha256, download, num_samples, seed, dims, resize, save_stats, as_json):
+    """FID between A and B: image folders, checkpoints, or .npz statistics (pytorch-fid's network)."""
+    from ganlab import select_device
+
+    if save_stats is not None:
+        check_new_statistics_file(save_stats)
+    net = fid.network(weights, weights_sha256, dims=int(dims), resize=resize, device=select_device("auto"),
+                      download=download)
+    opened = [open_side(spec, net, num_samples, seed) for spec in (a, b)]
+    side_a = embed_side(opened[0], net)
+    if save_stats is not None:
+        save_statistics(side_a, save_stats, seed)
+    result = compare(side_a, embed_side(opened[1], net), net, seed)
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(json.dumps(result) if as_json else _line(result))
