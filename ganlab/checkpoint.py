@@ -76,14 +76,16 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
 def is_torch_file(path: str | Path) -> bool:
     """True when the file looks like something ``torch.save`` wrote: a pickle, or a zip archive holding a
-    ``data.pkl`` (an ``.npz`` or any other zip is not one, and goes to the plugins unread)."""
+    ``data.pkl`` and no ``constants.pkl`` (TorchScript's). An ``.npz``, a TorchScript or ``torch.export``
+    archive, safetensors or any other file is not one, and goes to the plugins unread."""
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(b"PK\x03\x04"):
         return head.startswith(b"\x80")
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+            names = [name.rpartition("/")[2] for name in archive.namelist()]
+            return "data.pkl" in names and "constants.pkl" not in names
     except (zipfile.BadZipFile, OSError, ValueError):
         return True  # a damaged zip that starts like one: torch.load says what is wrong with it
 
@@ -155,7 +157,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
     path = resolve(path)
     if not path.is_file():
         raise GanlabError(f"checkpoint not found: {path}")
-    state = read_checkpoint(path) if path.stat().st_size and is_torch_file(path) else None
+    try:
+        state = read_checkpoint(path) if path.stat().st_size and is_torch_file(path) else None
+    except GanlabError:  # torch cannot read it; a plugin may still know the format
+        loaded = foreign(path, None) if foreign is not None else None
+        if loaded is None:
+            raise
+        return loaded.to(device)
     if is_ganlab_checkpoint(state):
         return gan_from_payload(state, path).to(device)
     loaded = foreign(path, state) if foreign is not None else None

@@ -95,8 +95,9 @@ def ganlab_load_checkpoint(path: str, state: Any) -> "LoadedGAN | None":
 
     Called for every file that is not a ganlab checkpoint. ``state`` is the file's content as
     ``torch.load(path, weights_only=True)`` read it when the file was written by ``torch.save``
-    (a state dict, say), and None for any other file (``.npz``, safetensors, ...), which ganlab
-    never unpickles: read it yourself from ``path``. Your implementation may take ``path`` only.
+    (a state dict, say), and None for any other file (``.npz``, safetensors, a TorchScript or
+    ``torch.export`` archive, a torch file that ``weights_only`` refuses), which ganlab never
+    unpickles: read it yourself from ``path``. Your implementation may take ``path`` only.
 
     Return a ``ganlab.LoadedGAN`` (``LoadedGAN.from_state_dicts(config, g_state, d_state)``)
     when the file is in your format, else ``None`` so the next implementation is tried. The

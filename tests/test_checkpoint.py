@@ -4,6 +4,8 @@ import pickle
 import signal
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -317,3 +319,58 @@ def test_report_accepts_a_pytorch_examples_pair(examples_pair, tmp_path):
     assert components["d-score"]["status"] == "ok"  # the discriminator was found beside the generator
     assert components["d-score"]["metrics"]["images"] == 899
     assert components["latent-walk"]["status"] == "ok"
+
+
+def _safetensors(path, tensors):
+    """The safetensors layout (8-byte header length, JSON header, raw little-endian data), written by hand."""
+    import json as _json
+    import struct
+
+    header, blobs, start = {}, [], 0
+    for name, tensor in tensors.items():
+        data = tensor.float().contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensor.shape), "data_offsets": [start, start + len(data)]}
+        blobs.append(data)
+        start += len(data)
+    head = _json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def _read_safetensors(path):
+    import json as _json
+    import struct
+
+    raw = Path(path).read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header, body = _json.loads(raw[8:8 + size]), raw[8 + size:]
+    return {name: torch.frombuffer(bytearray(body[a:b]), dtype=torch.float32).reshape(info["shape"])
+            for name, info in header.items() for a, b in [info["data_offsets"]]}
+
+
+def test_torchscript_export_and_safetensors_files_reach_loader_plugins(tiny_run, tmp_path):
+    """Formats torch.load cannot (or must not) read go to the plugins' ganlab_load_checkpoint first."""
+    import ganlab.testing
+
+    gan = ganlab.load(tiny_run / "last.pt")
+    z = ganlab.sample_latent(gan.config, 2, torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():  # TorchScript is deprecated, yet such files are still around
+        warnings.simplefilter("ignore")
+        torch.jit.trace(gan.generator, z).save(tmp_path / "g.torchscript.pt")
+    torch.export.save(torch.export.export(gan.generator, (z,)), tmp_path / "g.pt2")
+    _safetensors(tmp_path / "g.safetensors", gan.generator.state_dict())
+    readers = {".pt": lambda p: torch.jit.load(p).state_dict(), ".pt2": lambda p: torch.export.load(p).state_dict,
+               ".safetensors": _read_safetensors}
+    seen = []
+
+    class Reader:
+        @ganlab.hookimpl
+        def ganlab_load_checkpoint(self, path, state):
+            seen.append((Path(path).name, state))
+            weights = readers[Path(path).suffix](path)
+            return ganlab.LoadedGAN.from_state_dicts(gan.config, weights, None, path=path, meta={"format": "x"})
+
+    with ganlab.testing.plugin(Reader(), "many-formats"):
+        for name in ("g.torchscript.pt", "g.pt2", "g.safetensors"):
+            loaded = ganlab.load(tmp_path / name)
+            assert torch.equal(loaded.sample(3, seed=1), gan.sample(3, seed=1)), name
+    assert seen == [("g.torchscript.pt", None), ("g.pt2", None), ("g.safetensors", None)]
