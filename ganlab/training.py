@@ -285,6 +285,23 @@ def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | 
     return options.updated(**filled), payload, changed
 
 
+def settings_differ(options: TrainOptions, payload: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The recorded settings and model flags of a checkpoint's run that ``options`` asks otherwise:
+    (name, recorded, asked). Decides whether an existing run can stand for the one asked for."""
+    recorded = payload.get("options") if isinstance(payload.get("options"), dict) else {}
+    differ = []
+    for name in [name for name in RECORDED if name in recorded]:
+        was, asked = recorded[name], getattr(options, name)
+        if name in PATHS:
+            was, asked = _absolute(was), _absolute(asked)
+        if was != asked:
+            differ.append((name, was, asked))
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    differ += [(name, config[name], getattr(options, name)) for name in config
+               if getattr(options, name, None) not in (None, config[name])]
+    return differ
+
+
 def _check_resume_flags(options: TrainOptions, config: ModelConfig) -> None:
     """Model flags given with --resume must agree with the checkpoint: it decides the architecture."""
     recorded = config.to_dict()

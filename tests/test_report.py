@@ -281,7 +281,7 @@ def test_run_experiment_trains_once_then_reuses(in_tmp):
     registry.reset()
     runner = CliRunner()
     listing = runner.invoke(cli, ["run", "--list"])
-    assert listing.exit_code == 0 and re.search(r"^probe-digits\s+train a DCGAN", listing.output, re.M)
+    assert listing.exit_code == 0 and re.search(r"^probe-digits\s+the probe recipe", listing.output, re.M)
     args = ["run", "probe-digits", "--epochs", "1", "--limit", "64", "--ngf", "8", "--ndf", "8", "--image-size", "16",
             "--out", "runs/quick", "--set", "latent-walk.rows=2", *QUICK_PROBE]
     first = runner.invoke(cli, args)
@@ -293,6 +293,30 @@ def test_run_experiment_trains_once_then_reuses(in_tmp):
     assert second.exit_code == 0 and "using existing runs/quick/last.pt" in second.output
     unknown = runner.invoke(cli, ["run", "no-such-experiment"])
     assert unknown.exit_code == 1 and "unknown experiment 'no-such-experiment'" in unknown.output
+
+
+def test_run_probe_on_a_labelled_folder_gets_its_own_run_and_never_reuses_another(in_tmp):
+    """`ganlab run probe` on a folder of train/ and test/ class folders: the run and report are named for the
+    dataset, the epoch is chosen on validation accuracy, and a run trained otherwise is never taken for it."""
+    from tests.conftest import picture_folder
+
+    for split in ("train", "test"):
+        picture_folder(in_tmp / "shapes" / split, 24)
+    registry.reset()
+    tiny = ["--epochs", "2", "--ngf", "8", "--ndf", "8", "--image-size", "16", "--data-root", "shapes",
+            *QUICK_PROBE, "--set", "probe-epochs.C=0.01", "-q"]
+    first = CliRunner().invoke(cli, ["run", "probe", "--dataset", "folder", *tiny])
+    assert first.exit_code == 0, first.output
+    assert re.search(r"epoch [12]: probe-epochs.d.val_accuracy is best there", first.output)
+    metrics = json.loads((in_tmp / "reports/probe-folder/metrics.json").read_text())
+    assert set(metrics["components"]) == {"svm-probe", "probe-epochs"}
+    assert metrics["components"]["svm-probe"]["metrics"]["d.5pc.accuracy"] > 0
+    assert torch.load(in_tmp / "runs/probe-folder/last.pt", weights_only=True)["options"]["batch_size"] == 64
+    for changed, said in ((["--ndf", "16"], "ndf 8, not 16"), (["--lr", "1e-3"], "lr 0.0002, not 0.001")):
+        again = CliRunner().invoke(cli, ["run", "probe", "--dataset", "folder", *tiny, *changed])
+        assert again.exit_code == 1 and _errors(again.output) == [
+            f"Error: runs/probe-folder holds a run trained with {said}; give --retrain to replace it, or --out for "
+            "a run folder of its own"], again.output
 
 
 class FirstWeights(Evaluator):

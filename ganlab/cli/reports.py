@@ -113,10 +113,14 @@ def run(experiment, list_, retrain, checkpoint, report_out, seeds, **flags) -> N
                    or "no experiments registered")
         return
     exp = registry.get("experiments", experiment)
-    options = _options_from_flags(TrainOptions(out=f"runs/{exp.name}").updated(**exp.train), flags)
+    options = _options_from_flags(TrainOptions().updated(**exp.train), flags)
+    # another dataset than the experiment's gets a run folder (and report) of its own
+    name = exp.name if options.dataset == exp.train.get("dataset", TrainOptions.dataset) else \
+        f"{exp.name}-{options.dataset.replace(':', '-')}"
+    options = options if flags.get("out") else options.updated(out=f"runs/{name}")
     report = {"settings": flags["settings"], "quiet": flags["quiet"], "settle_batchnorm": flags["settle_batchnorm"],
               "component_timeout": flags["component_timeout"], "seed": options.seed}
-    report_out = report_out or f"reports/{exp.name}"
+    report_out = report_out or f"reports/{name}"
     if seeds == 1:
         return _run_experiment(exp, options, retrain, checkpoint, report_out, report)
     if checkpoint is not None:
@@ -154,6 +158,7 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
             # --retrain asks for a fresh run: it replaces the old one in the run folder
             run_training(options.updated(resume=None, overwrite=bool(retrain or options.overwrite)))
         else:
+            _check_existing(last, options)
             click.echo(f"using existing {last} (give --retrain to train again)")
         checkpoint = str(Path(options.out))
     from ganlab.options import parse_settings
@@ -164,3 +169,15 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
                  skip_bad_images=bool(options.skip_bad_images), **{**report, "settings": settings},
                  # a run of one epoch has nothing to choose from
                  select_epoch=exp.select_epoch if len(list(Path(checkpoint).glob("epoch_*.pt"))) > 1 else None)
+
+
+def _check_existing(last: Path, options) -> None:
+    """A run already in the folder stands for the one asked only when it was trained with the same settings."""
+    from ganlab.checkpoint import read_checkpoint
+    from ganlab.training import settings_differ
+
+    differ = settings_differ(options, read_checkpoint(last))
+    if differ:
+        name, was, asked = differ[0]
+        raise GanlabError(f"{last.parent} holds a run trained with {name} {was!r}, not {asked!r}; give --retrain "
+                          "to replace it, or --out for a run folder of its own")
