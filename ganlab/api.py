@@ -13,6 +13,8 @@ from ganlab.errors import GanlabError, a
 from ganlab.registry import get_registry, plugin_manager
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Collection
+
     import torch
 
     from ganlab.datasets import DatasetSource, PreparedSplit
@@ -35,18 +37,32 @@ def _variant(name: str) -> str | None:
     return name.partition(":")[2] or None
 
 
-def open_split(name: str, split: str = "train", **kwargs: Any) -> "PreparedSplit":
-    """``ganlab.datasets.open_split`` by dataset name: items (uint8 C x H x W tensor, int label or -1)."""
+def open_split(name: str, split: str = "train", *, data_root: str | Path | None = None, image_size: int = 32,
+               channels: int = 3, download: bool = False) -> "PreparedSplit":
+    """One split of the dataset called ``name`` (``"lsun:church_outdoor"``: a variant after ':'), each item
+    (uint8 C x H x W tensor, int label or -1) decoded when indexed, as 1 or 3 channels, the shorter side resized
+    to ``image_size`` and centre-cropped. ``data_root``: the folder holding the dataset's files, as
+    ``--data-root`` (None: the dataset's default place); ``download`` fetches a dataset that can be fetched."""
     from ganlab import datasets
 
-    return datasets.open_split(dataset_source(name), split, variant=_variant(name), **kwargs)
+    return datasets.open_split(dataset_source(name), split, variant=_variant(name), root=data_root,
+                               image_size=image_size, channels=channels, download=download)
 
 
-def load_split(name: str, split: str = "train", **kwargs: Any) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """``ganlab.datasets.load_split`` by dataset name: (uint8 N x C x H x W, int64 N labels, -1 = unlabelled)."""
+def load_split(name: str, split: str = "train", *, data_root: str | Path | None = None, image_size: int = 32,
+               channels: int = 3, download: bool = False, limit: int | None = None, progress: bool = True,
+               skip_bad: bool = False, exclude: "Collection[int] | None" = None,
+               ) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """``open_split`` decoded into memory: (uint8 N x C x H x W in 0..255, int64 N labels, -1 = unlabelled).
+
+    ``limit`` keeps the first N of a fixed permutation, the same on every call; ``exclude`` leaves out positions
+    (e.g. the duplicates ``ganlab dedup`` found); ``skip_bad`` drops unreadable images with one line on stderr
+    instead of stopping with a one-line error."""
     from ganlab import datasets
 
-    return datasets.load_split(dataset_source(name), split, variant=_variant(name), **kwargs)
+    return datasets.load_split(dataset_source(name), split, variant=_variant(name), root=data_root,
+                               image_size=image_size, channels=channels, download=download, limit=limit,
+                               progress=progress, skip_bad=skip_bad, exclude=exclude)
 
 
 def _read_foreign(path: Path, state: Any) -> "LoadedGAN | None":

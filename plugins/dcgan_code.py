@@ -175,7 +175,7 @@ def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, sp
         raise GanlabError(f"{out} is a folder; --out is the checkpoint file to write")
     path, found_epoch = find_discriminator_file(folder, epoch)
     config, D = discriminator_from_params(read_params(path), image_size, source=str(path))
-    images, _ = load_split(dataset, split, root=data_root, image_size=config.image_size, channels=config.channels,
+    images, _ = load_split(dataset, split, data_root=data_root, image_size=config.image_size, channels=config.channels,
                            limit=limit)
     D = recompute_batchnorm(D, images, batch_size=batch_size, device=select_device(device)).cpu()
     with torch.random.fork_rng(devices=[]):

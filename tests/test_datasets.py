@@ -222,7 +222,7 @@ def test_cases_cover_every_builtin():
 def test_shapes_dtypes_ranges(request, name, channels, size):
     fixture, split, count = CASES[name]
     root = request.getfixturevalue(fixture) if fixture else None
-    dataset = api.open_split(name, split, root=root, image_size=size, channels=channels)
+    dataset = api.open_split(name, split, data_root=root, image_size=size, channels=channels)
     assert len(dataset) == count
     source = api.dataset_source(name)
     for index in sorted({0, count - 1}):
@@ -290,7 +290,7 @@ def test_digits_has_no_variant():
 @needs_mnist
 def test_mnist_real_test_set(shared_mnist_root):
     mnist_root = shared_mnist_root
-    dataset = api.open_split("mnist", "test", root=mnist_root, image_size=28, channels=1)
+    dataset = api.open_split("mnist", "test", data_root=mnist_root, image_size=28, channels=1)
     assert len(dataset) == 10000
     image, label = dataset[0]
     assert label == 7  # the first MNIST test digit
@@ -302,7 +302,7 @@ def test_mnist_real_test_set(shared_mnist_root):
 
 @needs_mnist
 def test_mnist_load_split_with_workers(shared_mnist_root):
-    images, labels = api.load_split("mnist", "test", root=shared_mnist_root, image_size=16, channels=1,
+    images, labels = api.load_split("mnist", "test", data_root=shared_mnist_root, image_size=16, channels=1,
                                     progress=False)
     assert images.shape == (10000, 1, 16, 16) and labels.dtype == torch.int64
     assert torch.equal(labels.bincount(), torch.tensor([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]))
@@ -313,13 +313,13 @@ def test_mnist_uncompressed_files_in_root_shared(tmp_path):
     for gz in MNIST_TEST.glob("*.gz"):
         with gzip.open(gz) as src, open(tmp_path / gz.stem, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    assert api.open_split("mnist", "test", root=tmp_path)[0][1] == 7
+    assert api.open_split("mnist", "test", data_root=tmp_path)[0][1] == 7
 
 
 @pytest.mark.parametrize("split, prefix", [("test", "t10k"), ("train", "train")])
 def test_mnist_generated_gz_files_in_raw(mnist_root, split, prefix):
     """Every pixel and label of tiny official-format .gz files, read in place (nothing extracted)."""
-    dataset = api.open_split("mnist", split, root=mnist_root, image_size=28, channels=1)
+    dataset = api.open_split("mnist", split, data_root=mnist_root, image_size=28, channels=1)
     assert len(dataset) == MNIST_COUNTS[prefix]
     for i in range(len(dataset)):
         image, label = dataset[i]
@@ -329,7 +329,7 @@ def test_mnist_generated_gz_files_in_raw(mnist_root, split, prefix):
 
 
 def test_mnist_generated_load_split_with_workers(mnist_root):
-    images, labels = api.load_split("mnist", "train", root=mnist_root, image_size=16, channels=1, progress=False)
+    images, labels = api.load_split("mnist", "train", data_root=mnist_root, image_size=16, channels=1, progress=False)
     assert images.shape == (MNIST_COUNTS["train"], 1, 16, 16) and images.dtype == torch.uint8
     assert labels.dtype == torch.int64 and labels.tolist() == mnist_labels("train").tolist()
     expected = np.array(Image.fromarray(mnist_image("train", 5)).resize((16, 16), Image.BICUBIC))
@@ -339,19 +339,19 @@ def test_mnist_generated_load_split_with_workers(mnist_root):
 
 def test_mnist_generated_raw_files_directly_in_root(tmp_path):
     write_mnist(tmp_path, gz=False)
-    dataset = api.open_split("mnist", "test", root=tmp_path, image_size=28, channels=1)
+    dataset = api.open_split("mnist", "test", data_root=tmp_path, image_size=28, channels=1)
     assert len(dataset) == MNIST_COUNTS["t10k"] and dataset[3][1] == mnist_labels("t10k")[3]
     assert torch.equal(dataset[3][0][0], torch.from_numpy(mnist_image("t10k", 3)))
     # torchvision's MNIST/raw/ wins over root when both hold the files
     write_mnist(tmp_path / "MNIST" / "raw", gz=True)
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(idx_bytes(np.full(MNIST_COUNTS["t10k"], 9, np.uint8))))
-    assert api.open_split("mnist", "test", root=tmp_path)[3][1] == 9
+    assert api.open_split("mnist", "test", data_root=tmp_path)[3][1] == 9
 
 
 def test_mnist_train_missing_names_files_and_folder(tmp_path):
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("mnist", "train", root=tmp_path)
+        api.open_split("mnist", "train", data_root=tmp_path)
     _assert_one_line_error(excinfo, "train-images-idx3-ubyte", tmp_path / "MNIST" / "raw", "--data-root DIR",
                            "--download")
 
@@ -360,7 +360,7 @@ def test_mnist_truncated_file(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") * 3 + b"\x00" * 7)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + b"\x00" * 10)
     with pytest.raises(GanlabError, match="truncated"):
-        api.open_split("mnist", "test", root=tmp_path)
+        api.open_split("mnist", "test", data_root=tmp_path)
 
 
 # ----------------------------------------------------------------------------- SVHN
@@ -369,17 +369,17 @@ def test_svhn_labels_and_pixels(svhn_root):
     import scipy.io
 
     X = scipy.io.loadmat(svhn_root / "test_32x32.mat")["X"]
-    dataset = api.open_split("svhn", "test", root=svhn_root, image_size=32, channels=3)
+    dataset = api.open_split("svhn", "test", data_root=svhn_root, image_size=32, channels=3)
     assert [dataset[i][1] for i in range(5)] == [0, 1, 2, 3, 4]  # 10 -> digit 0
     image, _ = dataset[3]
     assert torch.equal(image.permute(1, 2, 0), torch.from_numpy(X[:, :, :, 3]))
-    grey, _ = api.open_split("svhn", "test", root=svhn_root, image_size=32, channels=1)[3]
+    grey, _ = api.open_split("svhn", "test", data_root=svhn_root, image_size=32, channels=1)[3]
     assert torch.equal(grey[0], torch.from_numpy(np.array(Image.fromarray(X[:, :, :, 3]).convert("L"))))
 
 
 def test_svhn_missing_file_message(tmp_path):
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("svhn", "train", root=tmp_path)
+        api.open_split("svhn", "train", data_root=tmp_path)
     _assert_one_line_error(excinfo, "svhn: expected train_32x32.mat in", tmp_path, "--data-root DIR", "--download")
 
 
@@ -394,7 +394,7 @@ def test_svhn_wrong_layout(tmp_path):
 
     scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((5, 32, 32, 3), np.uint8), "y": np.ones((5, 1))})
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("svhn", "test", root=tmp_path)
+        api.open_split("svhn", "test", data_root=tmp_path)
     _assert_one_line_error(excinfo, "expected X [32, 32, 3, N]")
 
 
@@ -402,7 +402,7 @@ def test_svhn_wrong_layout(tmp_path):
 
 @needs_cifar
 def test_cifar10_jpeg_tree(cifar_root):
-    dataset = api.open_split("cifar10", "train", root=cifar_root, image_size=32, channels=3)
+    dataset = api.open_split("cifar10", "train", data_root=cifar_root, image_size=32, channels=3)
     assert len(dataset) == 50000
     assert dataset.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     image, label = dataset[0]
@@ -414,8 +414,8 @@ def test_cifar10_jpeg_tree(cifar_root):
 
 @needs_cifar
 def test_cifar10_limit_is_deterministic_and_roughly_balanced(cifar_root):
-    a_images, a_labels = api.load_split("cifar10", "test", root=cifar_root, limit=300, progress=False)
-    b_images, b_labels = api.load_split("cifar10", "test", root=cifar_root, limit=300, progress=False)
+    a_images, a_labels = api.load_split("cifar10", "test", data_root=cifar_root, limit=300, progress=False)
+    b_images, b_labels = api.load_split("cifar10", "test", data_root=cifar_root, limit=300, progress=False)
     assert a_images.shape == (300, 3, 32, 32)
     assert torch.equal(a_images, b_images) and torch.equal(a_labels, b_labels)
     counts = a_labels.bincount(minlength=10)
@@ -424,20 +424,20 @@ def test_cifar10_limit_is_deterministic_and_roughly_balanced(cifar_root):
 
 
 def test_cifar10_generated_jpeg_tree(cifar_jpg_root):
-    dataset = api.open_split("cifar10", "train", root=cifar_jpg_root, image_size=32, channels=3)
+    dataset = api.open_split("cifar10", "train", data_root=cifar_jpg_root, image_size=32, channels=3)
     per_class = CIFAR_JPG_COUNTS["train"]
     assert len(dataset) == 10 * per_class and dataset.classes == list(readers.CIFAR10_CLASSES)
     assert [dataset[i][1] for i in range(len(dataset))] == [i // per_class for i in range(10 * per_class)]
     for index, cls, name in ((0, "airplane", "0000.jpg"), (7, "cat", "0001.jpg"), (19, "truck", "0001.jpg")):
         expected = np.array(Image.open(cifar_jpg_root / "train" / cls / name).convert("RGB"))
         assert torch.equal(dataset[index][0].permute(1, 2, 0), torch.from_numpy(expected)), (index, cls)
-    assert len(api.open_split("cifar10", "test", root=cifar_jpg_root)) == 10 * CIFAR_JPG_COUNTS["test"]
+    assert len(api.open_split("cifar10", "test", data_root=cifar_jpg_root)) == 10 * CIFAR_JPG_COUNTS["test"]
 
 
 def test_cifar10_generated_limit_is_a_fixed_subset_in_dataset_order(cifar_jpg_root):
-    full_images, full_labels = api.load_split("cifar10", "test", root=cifar_jpg_root, progress=False)
-    a_images, a_labels = api.load_split("cifar10", "test", root=cifar_jpg_root, limit=12, progress=False)
-    b_images, b_labels = api.load_split("cifar10", "test", root=cifar_jpg_root, limit=12, progress=False)
+    full_images, full_labels = api.load_split("cifar10", "test", data_root=cifar_jpg_root, progress=False)
+    a_images, a_labels = api.load_split("cifar10", "test", data_root=cifar_jpg_root, limit=12, progress=False)
+    b_images, b_labels = api.load_split("cifar10", "test", data_root=cifar_jpg_root, limit=12, progress=False)
     assert a_images.shape == (12, 3, 32, 32) and torch.equal(a_images, b_images) and torch.equal(a_labels, b_labels)
     keep = np.sort(np.random.default_rng(0).permutation(len(full_labels))[:12])  # the documented subset
     assert torch.equal(a_images, full_images[keep]) and torch.equal(a_labels, full_labels[keep])
@@ -493,29 +493,29 @@ def cifar_batches_root(tmp_path, request):
 
 def test_cifar10_python_batches(cifar_batches_root):
     """The official python version, read by ganlab's own restricted unpickler (no md5, no pickle.load)."""
-    train = api.open_split("cifar10", "train", root=cifar_batches_root, image_size=32, channels=3)
+    train = api.open_split("cifar10", "train", data_root=cifar_batches_root, image_size=32, channels=3)
     assert len(train) == 10 and train.classes == list(readers.CIFAR10_CLASSES)
     assert [train[i][1] for i in range(10)] == list(range(10))
     for i in (0, 9):
         assert torch.equal(train[i][0].permute(1, 2, 0), torch.from_numpy(_cifar_image(i)))
-    images, labels = api.load_split("cifar10", "test", root=cifar_batches_root, progress=False)
+    images, labels = api.load_split("cifar10", "test", data_root=cifar_batches_root, progress=False)
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [5, 6, 7]
     assert torch.equal(images[2].permute(1, 2, 0), torch.from_numpy(_cifar_image(17)))
     (cifar_batches_root / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("cifar10", "train", root=cifar_batches_root)
+        api.open_split("cifar10", "train", data_root=cifar_batches_root)
     _assert_one_line_error(excinfo, "missing data_batch_4", cifar_batches_root, "--data-root DIR")
 
 
 def test_cifar10_missing_files(tmp_path):
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("cifar10", "test", root=tmp_path)
+        api.open_split("cifar10", "test", data_root=tmp_path)
     _assert_one_line_error(excinfo, "cifar-10-batches-py", tmp_path, "--data-root DIR")
 
 
 def test_cifar10_tree_with_wrong_classes(folder_root):
     with pytest.raises(GanlabError, match="expected airplane, automobile"):
-        api.open_split("cifar10", "train", root=folder_root)
+        api.open_split("cifar10", "train", data_root=folder_root)
 
 
 # ----------------------------------------------------------------------------- LSUN
@@ -524,15 +524,15 @@ def test_lsun_tiny_lmdb(lsun_root, tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    dataset = api.open_split("lsun", "train", root=lsun_root, image_size=16, channels=3)
+    dataset = api.open_split("lsun", "train", data_root=lsun_root, image_size=16, channels=3)
     assert len(dataset) == 3
     for i, colour in enumerate(LSUN_COLOURS):
         image, label = dataset[i]
         assert label == -1
         assert (image.float().mean(dim=(1, 2)) - torch.tensor(colour)).abs().max() < 4  # JPEG of a flat colour
-    church = api.open_split("lsun:church_outdoor", "train", root=lsun_root, image_size=8, channels=1)
+    church = api.open_split("lsun:church_outdoor", "train", data_root=lsun_root, image_size=8, channels=1)
     assert len(church) == 2
-    assert len(api.open_split("lsun", "val", root=lsun_root)) == 1
+    assert len(api.open_split("lsun", "val", data_root=lsun_root)) == 1
     assert list(cwd.iterdir()) == [] and not list(lsun_root.glob("_cache_*"))  # no key cache written anywhere
     copy = pickle.loads(pickle.dumps(dataset))  # what a spawned DataLoader worker receives
     assert torch.equal(copy[2][0], dataset[2][0])
@@ -546,7 +546,7 @@ def _assert_no_inherited_lmdb(worker_id):
 
 def test_lsun_in_forked_workers_after_parent_read(lsun_root):
     # lmdb refuses to reopen files a parent process had open; workers must still read them.
-    dataset = api.open_split("lsun", "train", root=lsun_root, image_size=8)
+    dataset = api.open_split("lsun", "train", data_root=lsun_root, image_size=8)
     first = dataset[0][0]  # the parent now holds the environment open
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context="fork",
                                          worker_init_fn=_assert_no_inherited_lmdb)
@@ -557,26 +557,26 @@ def test_lsun_in_forked_workers_after_parent_read(lsun_root):
 
 def test_lsun_missing_category(lsun_root):
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("lsun:tower", "train", root=lsun_root)
+        api.open_split("lsun:tower", "train", data_root=lsun_root)
     _assert_one_line_error(excinfo, "tower_train_lmdb/data.mdb", lsun_root, "bedroom_train_lmdb", "--data-root DIR")
 
 
 def test_lsun_without_lmdb_package(lsun_root, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "lmdb", None)  # makes `import lmdb` fail
     with pytest.raises(GanlabError, match="pip install lmdb"):
-        api.open_split("lsun", "train", root=lsun_root)
+        api.open_split("lsun", "train", data_root=lsun_root)
 
 
 def test_lsun_bad_category_name(lsun_root):
     with pytest.raises(GanlabError, match="bad category"):
-        api.open_split("lsun:../x", "train", root=lsun_root)
+        api.open_split("lsun:../x", "train", data_root=lsun_root)
 
 
 # ----------------------------------------------------------------------------- CelebA
 
 def test_celeba_partition(celeba_root):
     def greys(split):
-        dataset = api.open_split("celeba", split, root=celeba_root, image_size=8, channels=1)
+        dataset = api.open_split("celeba", split, data_root=celeba_root, image_size=8, channels=1)
         assert all(dataset[i][1] == -1 for i in range(len(dataset)))
         return [round(dataset[i][0].float().mean().item()) for i in range(len(dataset))]
 
@@ -592,37 +592,37 @@ def test_celeba_partition(celeba_root):
 def test_celeba_missing_partition_and_images(celeba_root, tmp_path):
     (celeba_root / "celeba" / "img_align_celeba" / "000005.jpg").unlink()
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("celeba", "test", root=celeba_root)
+        api.open_split("celeba", "test", data_root=celeba_root)
     _assert_one_line_error(excinfo, "1 images listed", "000005.jpg")
     (celeba_root / "celeba" / "list_eval_partition.txt").unlink()
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("celeba", "train", root=celeba_root)
+        api.open_split("celeba", "train", data_root=celeba_root)
     _assert_one_line_error(excinfo, "list_eval_partition.txt", celeba_root, "--data-root DIR")
 
 
 # ----------------------------------------------------------------------------- folder
 
 def test_folder_with_class_subfolders(folder_root):
-    train = api.open_split("folder", "train", root=folder_root, image_size=8)
+    train = api.open_split("folder", "train", data_root=folder_root, image_size=8)
     assert train.classes == ["cat", "dog"]
     assert [train[i][1] for i in range(3)] == [0, 0, 1]
     assert train[0][0][:, 4, 4].tolist() == [250, 0, 0] and train[2][0][:, 4, 4].tolist() == [0, 0, 250]
-    assert [api.open_split("folder", "test", root=folder_root)[i][1] for i in range(2)] == [0, 1]
+    assert [api.open_split("folder", "test", data_root=folder_root)[i][1] for i in range(2)] == [0, 1]
 
 
 def test_folder_flat(flat_root):
-    dataset = api.open_split("folder", "train", root=flat_root, image_size=4, channels=3)
+    dataset = api.open_split("folder", "train", data_root=flat_root, image_size=4, channels=3)
     assert len(dataset) == 3  # notes.txt skipped
     assert [dataset[i][1] for i in range(3)] == [-1, -1, -1]
     assert dataset[0][0][:, 0, 0].tolist() == [77, 77, 77]  # grey PNG replicated to RGB
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("folder", "test", root=flat_root)
+        api.open_split("folder", "test", data_root=flat_root)
     _assert_one_line_error(excinfo, "no 'test' sub-folder", flat_root)
 
 
 def test_folder_empty(tmp_path):
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("folder", "train", root=tmp_path)
+        api.open_split("folder", "train", data_root=tmp_path)
     _assert_one_line_error(excinfo, "image files", tmp_path)
 
 
@@ -648,7 +648,7 @@ def test_bad_channels_and_size():
 def test_nothing_downloaded_without_download(tmp_path):
     for name in ("mnist", "svhn", "cifar10", "celeba"):
         with pytest.raises(GanlabError):
-            api.open_split(name, "test", root=tmp_path)
+            api.open_split(name, "test", data_root=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -703,5 +703,16 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", offline)
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("svhn", "test", root=tmp_path, download=True)
+        api.open_split("svhn", "test", data_root=tmp_path, download=True)
     _assert_one_line_error(excinfo, "svhn: download into", tmp_path, "Name or service not known> second line")
+
+
+def test_public_split_functions_name_the_data_folder_as_the_cli_does(tmp_path):
+    import inspect
+
+    for function in (ganlab.open_split, ganlab.load_split):
+        params = inspect.signature(function).parameters
+        assert "data_root" in params and "root" not in params, function.__name__
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values())  # nothing passed through unchecked
+    with pytest.raises(TypeError):
+        ganlab.load_split("digits", "test", root=tmp_path)

@@ -76,7 +76,7 @@ class HashCollisions(Evaluator):
 
         o = ctx.options
         limit = o["train_limit"] or None
-        train, _ = load_split(ctx.dataset, ctx.train_split, root=ctx.data_root, image_size=ae.SIZE, channels=3,
+        train, _ = load_split(ctx.dataset, ctx.train_split, data_root=ctx.data_root, image_size=ae.SIZE, channels=3,
                               limit=limit, progress=not ctx.quiet, skip_bad=ctx.skip_bad_images)
         model, where = self._autoencoder(ctx, train, limit)
         generated = ae.hash_input(to_uint8(ctx.gan.sample(o["samples"], seed=ctx.seed)))

@@ -43,7 +43,7 @@ class _Positions:
 def read_positions(dataset: str, split: str, *, root=None, limit: int | None = None, skip_bad: bool = False,
                    progress: bool = True):
     """(uint8 N x 3 x 32 x 32, positions in the whole split (list), unreadable positions (list), first reason)."""
-    data = open_split(dataset, split, root=root, image_size=ae.SIZE, channels=3)
+    data = open_split(dataset, split, data_root=root, image_size=ae.SIZE, channels=3)
     positions = list(range(len(data)))
     if limit is not None and limit < len(data):  # load_split's subset: the first `limit` of a fixed permutation
         positions = np.sort(np.random.default_rng(0).permutation(len(data))[:limit]).tolist()
