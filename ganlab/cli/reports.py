@@ -156,7 +156,8 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
             from ganlab.api import train as run_training
 
             # --retrain asks for a fresh run: it replaces the old one in the run folder
-            run_training(options.updated(resume=None, overwrite=bool(retrain or options.overwrite)))
+            run_training(options.updated(resume=None, overwrite=bool(retrain or options.overwrite)),
+                         progress=not report["quiet"])
         else:
             _check_existing(last, options)
             click.echo(f"using existing {last} (give --retrain to train again)")
