@@ -109,7 +109,7 @@ def dataset(work: Path, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         for split, (images, labels) in raw.items():
             _write_folder(work / "data" / name / split, images, labels)
         channels = raw["train"][0].shape[1]
-        splits = {s: [t.numpy() for t in ganlab.load_split("folder", s, root=work / "data" / name,
+        splits = {s: [t.numpy() for t in ganlab.load_split("folder", s, data_root=work / "data" / name,
                                                            image_size=32, channels=channels, progress=False)]
                   for s in raw}
         np.savez(cache, **{f"{s}_{k}": v for s, (x, y) in splits.items() for k, v in (("x", x), ("y", y))})
@@ -292,7 +292,17 @@ def table(results: Results) -> str:
     for row in results.done.values():
         key = (row["data"], row["features"], row["run"], row["epoch"], row["variant"])
         rows.setdefault(key, {})[row["split"], row["mode"]] = row
-    lines = ["| data | features | run | epoch | variant | val 10pc | val all | test 10pc | test all |",
+    configs = "\n".join(f"- `{name}`: " + ", ".join(f"{k} {v}" for k, v in flags.items())
+                         for name, flags in CONFIGS.items())
+    lines = ["# Probe recipe search: every configuration tried", "",
+             "Written by `benchmarks/recipe_search.py --work WORK --table > benchmarks/recipe_results.md` from "
+             "`WORK/results.jsonl`. Accuracy % of a linear L2-SVM (svm-probe's protocol) on `val` (the split the "
+             "recipe was chosen on) and `test` (recorded, never used to choose), at 10 labels per class (mean ± "
+             "std over 20 draws) and with all 6,000 training labels. `run`: DATASET-CONFIG-seedS; `epoch` 0: a "
+             "baseline that does not train. Variants: BatchNorm statistics (`real`: recomputed on the training "
+             "images; `running`), layers (`all`, `last2`), scaling (`raw`, `layer`, `std`). Configurations "
+             "listed but without rows were not run.", "", configs, "",
+             "| data | features | run | epoch | variant | val 10pc | val all | test 10pc | test all |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(rows):
         cells = []

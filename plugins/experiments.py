@@ -5,10 +5,10 @@ from ganlab import Experiment, hookimpl
 
 from .probe.settings import PAPER_C_GRID
 
-# The recipe benchmarks/recipe_search.py chose on validation splits of MNIST and grey CIFAR-10 (its results
-# table: benchmarks/recipe_results.md): G and D 32 wide, 30 epochs of batch 64 at the paper's lr and beta1, the
-# epoch with the best validation accuracy of a quick probe, D's BatchNorm statistics recomputed on real images,
-# every layer pooled, features as they are. Wider D (64) or lr 1e-4 did not do better there.
+# The recipe benchmarks/recipe_search.py measured on validation splits of MNIST and grey CIFAR-10 (every
+# configuration and its result: benchmarks/recipe_results.md): G and D 32 wide, 30 epochs of batch 64 at the
+# paper's lr and beta1, the epoch with the best validation accuracy of a quick probe, D's BatchNorm statistics
+# recomputed on real images, every layer pooled, features as they are (the variants that did best for D there).
 RECIPE = {"image_size": 32, "ngf": 32, "ndf": 32, "epochs": 30, "batch_size": 64, "lr": 2e-4, "beta1": 0.5}
 SELECT = "probe-epochs.d.val_accuracy"  # chosen on a validation split of the training images, never the test
 PROBE_OPTIONS = {"svm-probe.labels_per_class": ["10", "all"], "svm-probe.draws": 10,

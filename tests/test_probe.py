@@ -12,8 +12,9 @@ from sklearn.svm import LinearSVC
 
 import ganlab
 import ganlab.measure.features as F
-from ganlab import load_split, registry, to_unit_range
-from ganlab.models import PRESETS, Discriminator, ModelConfig
+from ganlab import load_split, to_unit_range
+from ganlab.model.networks import PRESETS, Discriminator, ModelConfig
+from ganlab.plugin import registry
 from ganlab.report import make_report
 
 QUICK = {"svm-probe.kmeans_k": "16", "svm-probe.supervised_steps": "15", "svm-probe.supervised_draws": "2",
@@ -129,6 +130,25 @@ def test_every_accuracy_has_an_interval_and_d_is_compared_pairwise(probe_report)
     assert reading == ("D ahead" if m["d_minus_pixels.all.low"] > 0 else "D behind"
                        if m["d_minus_pixels.all.high"] < 0 else "within noise")
     assert "95% Wilson interval over the 899 test images" in text and "Seconds per fit" in text
+
+
+def test_the_papers_claim_is_read_from_the_intervals_never_a_bare_win(probe_report):
+    """Per label budget: holds only when every paired interval is above 0, does not when one is below."""
+    run, _ = probe_report
+    m = run.result.metrics
+    names = {"pixels": "raw pixels", "random-d": "a random D", "kmeans": "K-means"}
+    for mode, words in (("5pc", "5 labels per class"), ("all", "all labels")):
+        low = {n: m[f"d_minus_{n}.{mode}.low"] for n in names}
+        high = {n: m[f"d_minus_{n}.{mode}.high"] for n in names}
+        behind = [names[n] for n in names if high[n] < 0]
+        level = [names[n] for n in names if not high[n] < 0 and not low[n] > 0]
+        expected = (f"does not hold (D behind {' and '.join(behind)})" if behind else
+                    f"cannot be told apart from noise (D within noise of {' and '.join(level)})" if level else
+                    "holds")
+        assert f"{expected} at {words}" in run.result.verdict
+        assert f"{expected} at {words}" in run.result.text[0]
+    assert run.result.text[0].startswith("The paper's claim (D's features beat raw pixels and a random D and "
+                                         "K-means): ")
 
 
 def test_paired_intervals_against_scipy():

@@ -8,8 +8,8 @@ import torch
 from click.testing import CliRunner
 
 import ganlab
-from ganlab import registry
 from ganlab.cli import cli
+from ganlab.plugin import registry
 from ganlab.report import seed_runs
 
 
@@ -95,3 +95,26 @@ def test_folders_for_dot_and_trailing_slash_bases(tmp_path, monkeypatch):
     assert seed_runs.seed_folders(".", [0]) == {0: tmp_path.with_name(f"{tmp_path.name}-seed0")}
     assert seed_runs.summary_folder("reports/x/") == Path("reports/x-seeds")
     assert seed_runs.seed_folders("reports/x/", [1]) == {1: Path("reports/x-seed1")}
+
+
+def test_probe_pairs_d_with_each_baseline_over_gan_seeds():
+    """svm-probe's table over seeds: each seed's paired difference, their mean and scipy's 95% t-interval."""
+    from scipy import stats
+
+    from ganlab.api import seed_tables
+
+    diffs = {"kmeans": [0.012, 0.020, 0.017], "random-d": [-0.01, 0.03, 0.002]}
+    found = {seed: _metrics(**{"svm-probe": {f"d_minus_{n}.10pc.difference": v[i] for n, v in diffs.items()}})
+             for i, seed in enumerate((0, 1, 2))}
+    registry.reset()
+    tables = [t for t in seed_tables(seed_runs.summarise(found)) if t.title.startswith("svm-probe over 3 GAN seeds")]
+    assert len(tables) == 1
+    rows = {row[0]: row for row in tables[0].rows}
+    for name, label in (("kmeans", "K-means triangle (Coates & Ng 2011)"),
+                        ("random-d", "same D architecture, random init")):
+        xs = np.array(diffs[name]) * 100
+        low, high = stats.t.interval(0.95, len(xs) - 1, loc=xs.mean(), scale=stats.sem(xs))
+        assert rows[label][1:5] == ["10 per class", 3, f"{xs.mean():+.2f}", f"{low:+.2f} to {high:+.2f}"]
+        assert rows[label][5] == ("D ahead" if low > 0 else "D behind" if high < 0 else "within noise")
+    assert rows["K-means triangle (Coates & Ng 2011)"][5] == "D ahead"
+    assert rows["same D architecture, random init"][5] == "within noise"

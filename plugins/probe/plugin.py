@@ -261,3 +261,11 @@ class SvmProbe(Evaluator):
 @hookimpl
 def ganlab_register_evaluators(register):
     register(SvmProbe())
+
+
+@hookimpl
+def ganlab_summarise_seeds(summary):
+    from .presentation import seed_table
+
+    table = seed_table(summary)
+    return [table] if table else None

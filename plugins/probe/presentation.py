@@ -50,8 +50,31 @@ def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str
     paper = PAPER_TABLES.get((ctx.dataset or "").split(":")[0])
     if paper:
         tables.append(paper)
-    text = [legend(o["ci95"], tested), *_notes(ctx, rows, modes, stored, dim, test_split, tested)]
-    return Result(metrics=metrics, tables=tables, text=text, verdict=headline(rows, modes, paired))
+    said = claim(paired, modes)
+    text = [*([said] if said else []), legend(o["ci95"], tested),
+            *_notes(ctx, rows, modes, stored, dim, test_split, tested)]
+    line = "; ".join(part for part in (headline(rows, modes, paired), said) if part)
+    return Result(metrics=metrics, tables=tables, text=text, verdict=line)
+
+
+def claim(paired: dict, modes: list) -> str:
+    """The paper's claim in words, per label budget: D's features beat every baseline compared on the same
+    draws (the random D: training taught D something; K-means and pixels: other unsupervised features). It
+    holds where D is ahead of all of them, does not where D is behind one, and cannot be told apart from noise
+    where an interval includes 0."""
+    parts = []
+    for mode in modes:
+        readings = {name: verdict(low, high) for (name, m), (_, low, high) in paired.items() if m == mode}
+        if not readings:
+            continue
+        behind = [SHORT_NAMES[n] for n, r in readings.items() if r == "behind"]
+        level = [SHORT_NAMES[n] for n, r in readings.items() if r == "within noise"]
+        reading = (f"does not hold (D behind {' and '.join(behind)})" if behind else
+                   f"cannot be told apart from noise (D within noise of {' and '.join(level)})" if level else
+                   "holds")
+        parts.append(f"{reading} at {mode_words(mode)}")
+    return ("The paper's claim (D's features beat " + " and ".join(SHORT_NAMES[n] for n in PAIRED if any(
+        k[0] == n for k in paired)) + "): " + "; ".join(parts)) if parts else ""
 
 
 SHORT_NAMES = {"pixels": "raw pixels", "random-d": "a random D", "kmeans": "K-means"}
@@ -162,3 +185,24 @@ def _notes(ctx, rows, modes, stored, dim, test_split, tested) -> list[str]:
                         f"solver {'+'.join(row['solvers'])}, all fits (choosing C included) took "
                         f"{row['fit_total']:.1f} s; features took {row['features_seconds']:.1f} s{again}")
     return text
+
+
+def seed_table(summary: dict) -> Table | None:
+    """Over GAN seeds: D's accuracy, and D minus each baseline with a 95% t-interval over the seeds (each seed's
+    difference is itself paired: the same draws and test images), read as ahead, behind or within noise."""
+    metrics = summary.get("components", {}).get("svm-probe")
+    if not metrics:
+        return None
+    rows = []
+    for key in sorted(k for k in metrics if k.startswith("d_minus_") and k.endswith(".difference")):
+        name, mode = key[len("d_minus_"):-len(".difference")].split(".")
+        values = [v for v in metrics[key]["values"] if v is not None]
+        diff, low, high = paired_draws(values, [0.0] * len(values))
+        span = f"{100 * low:+.2f} to {100 * high:+.2f}" if np.isfinite(low) else "- (one seed)"
+        rows.append([ROW_NAMES.get(name, name), "all labels" if mode == "all" else mode.replace("pc", " per class"),
+                     len(values), f"{100 * diff:+.2f}", span, VERDICTS[verdict(low, high)]])
+    if not rows:
+        return None
+    seeds = len(summary.get("seeds", []))
+    return Table(f"svm-probe over {seeds} GAN seeds: trained D minus each baseline (points; 95% t-interval over "
+                 "seeds)", ["baseline", "labels", "seeds", "mean difference", "95% interval", "reading"], rows)
