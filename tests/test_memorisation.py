@@ -17,8 +17,9 @@ from sklearn.cluster import KMeans
 from sklearn.neighbors import NearestNeighbors
 
 import ganlab
-from ganlab import GanlabError, load_split, registry, to_uint8, to_unit_range
-from ganlab.components import check_result
+from ganlab import GanlabError, load_split, to_uint8, to_unit_range
+from ganlab.plugin import registry
+from ganlab.plugin.components import check_result
 from ganlab.testing import make_context
 from ganlab_plugins.memorisation import data_copying, neighbours
 from ganlab_plugins.memorisation.data_copying import DataCopying
@@ -126,7 +127,7 @@ def test_a_copier_is_caught(run_component, tiny_gan, digits):
     copying = run_component(DataCopying(), copier, options={"samples": len(train)})
     assert copying.metrics["C_T"] < -5 and copying.metrics["worst_cell_Z"] < -2
     assert copying.metrics["cells_used"] == 10 and copying.metrics["test_mass_used"] == pytest.approx(1.0)
-    assert "well below 0" in copying.text[0]
+    assert "well below 0" in copying.verdict
 
 
 def test_held_out_images_look_like_a_model_that_generalises(run_component, tiny_gan, digits):

@@ -13,20 +13,23 @@ from __future__ import annotations
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
 
-def _verdict(value: float, null_sd: float) -> str:
-    """How to read C_T: well below 0 (beyond 2 null standard deviations) is copying, well above under-fitting."""
+def verdict(value: float, null_sd: float) -> tuple[str, list[str]]:
+    """(how to read C_T, problems): well below 0 (beyond 2 null standard deviations) is copying, well above
+    under-fitting."""
     import math
 
     if math.isnan(value):
-        return "No cell holds enough generated samples, so C_T is undefined; lower min_cell_fraction."
+        return "No cell holds enough generated samples, so C_T is undefined; lower min_cell_fraction.", []
     if value < -2 * null_sd:
         return (f"C_T = {value:.2f} is well below 0: the samples are closer to the training images than held-out "
-                "images are, i.e. G copies (parts of) its training set.")
+                "images are, i.e. G copies (parts of) its training set.",
+                [f"C_T = {value:.2f}, beyond 2 null standard deviations ({null_sd:.2f}) below 0: G copies (parts "
+                 "of) its training set"])
     if value > 2 * null_sd:
         return (f"C_T = {value:.2f} is well above 0: the samples are farther from the training images than "
-                "held-out images are (under-fitting), and no sign of copying.")
+                "held-out images are (under-fitting), and no sign of copying.", [])
     return (f"C_T = {value:.2f} is within 2 null standard deviations ({null_sd:.2f}) of 0: the samples are as far "
-            "from the training images as held-out images are.")
+            "from the training images as held-out images are.", [])
 
 
 class DataCopying(Evaluator):
@@ -75,18 +78,17 @@ class DataCopying(Evaluator):
                       [[r["cell"], r["train"], r["test"], r["generated"], round(r["test_fraction"], 4),
                         round(r["generated_fraction"], 4), round(r["Z"], 3) if not math.isnan(r["Z"]) else "n/a",
                         "yes" if r["used"] else "no"] for r in rows])
-        text = [_verdict(value, null_sd),
-                f"C_T (Meehan, Chaudhuri & Dasgupta 2020) compares, in each of {o['cells']} k-means cells of the "
+        line, problems = verdict(value, null_sd)
+        text = [f"C_T (Meehan, Chaudhuri & Dasgupta 2020) compares, in each of {o['cells']} k-means cells of the "
                 f"training set, the distances to the nearest training image (in the same cell) of "
                 f"{len(generated)} samples and of {len(test)} held-out images, with a Mann-Whitney test turned "
                 "into a Z-score (negative: samples closer). C_T is the mean Z over the cells that hold at least "
                 f"{o['min_cell_fraction']:g} of the samples, weighted by the held-out images' share of each cell. "
                 "Well below 0 means copying, well above 0 under-fitting, near 0 (within about 2 x C_T_null_sd) "
                 "like held-out data. A very negative worst_cell_Z with C_T near 0 means copying in one region."]
-        return Result(metrics=metrics, tables=[table], text=text)
+        return Result(metrics=metrics, tables=[table], text=text, verdict=line, problems=problems)
 
 
 @hookimpl
 def ganlab_register_evaluators(register):
-    """Registers the ``data-copying`` evaluator."""
     register(DataCopying())

@@ -54,6 +54,21 @@ def dedup_command(dataset, data_root, split, out, epochs, limit, seed, max_rms, 
     click.echo(f"wrote {', '.join(str(out / name) for name in written)}")
 
 
+def verdict(metrics: dict, max_rms: float) -> tuple[str, list[str]]:
+    """(the verdict line, problems): colliding samples against the training set's own rate, and the copies."""
+    n, m = metrics["samples"], metrics["train_images"]
+    collides, copies = round(metrics["collision_rate"] * n), round(metrics["copy_rate"] * n)
+    line = (f"{collides} of {n} samples share a training image's hash (rate {metrics['collision_rate']:.3g}; "
+            f"training images with each other: {metrics['train_collision_rate']:.3g}), {copies} within "
+            f"{max_rms:g} pixel RMS of it: " + ("copies of training images" if copies else "no copies"))
+    # with max_rms >= 1 the hash alone decides, so only a rate above the training set's own points to copying
+    copying = copies and (max_rms < 1 or metrics["copy_rate"] > metrics["train_copy_rate"])
+    problems = [f"{copies} of {n} samples are copies of training images (same autoencoder hash, within {max_rms:g} "
+                f"pixel RMS; {round(metrics['train_copy_rate'] * m)} of {m} training images are duplicates of "
+                "each other)"] if copying else []
+    return line, problems
+
+
 class HashCollisions(Evaluator):
     name = "hash-collisions"
     description = "Samples whose autoencoder hash (the paper's dedup, 4.1.1) equals a training image's hash"
@@ -88,8 +103,9 @@ class HashCollisions(Evaluator):
         grid = colliding_pairs(found, generated, train, o["examples"])
         images = [] if grid is None else [Image("colliding pairs: each generated sample, then the training image "
                                                 "with its hash (32x32 RGB, as hashed)", grid)]
-        return Result(metrics={**{key: found[key] for key in names}, "samples": len(generated),
-                               "train_images": len(train)}, tables=[table], images=images,
+        metrics = {**{key: found[key] for key in names}, "samples": len(generated), "train_images": len(train)}
+        line, problems = verdict(metrics, o["max_rms"])
+        return Result(metrics=metrics, tables=[table], images=images, verdict=line, problems=problems,
                       text=[f"Each image's hash is the sign pattern of the paper's dedup autoencoder's 128 code "
                             f"units at 32x32 RGB ({found['bits_used']} of the 128 bits vary over these training "
                             "images). A sample that shares a training image's hash is a (near) copy of it, or a "
