@@ -9,10 +9,11 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 import ganlab
-from ganlab import GanlabError, registry
+from ganlab import GanlabError
 from ganlab.cli import GanlabGroup
-from ganlab.datasets import read_exclusion_list
-from ganlab.options import resolve_options
+from ganlab.data.datasets import read_exclusion_list
+from ganlab.plugin import registry
+from ganlab.plugin.options import resolve_options
 from ganlab.report import make_report
 from ganlab_plugins.memorisation import autoencoder as ae
 from ganlab_plugins.memorisation import dedup, duplicates
@@ -88,7 +89,7 @@ def test_dedup_groups_every_planted_pair_and_nothing_else(deduped, planted):
     # Each group's bits, recomputed from the saved weights with numpy, are the hash of both of its images.
     state = torch.load(out / "autoencoder.pt", weights_only=True)
     assert set(state) == {"0.weight", "0.bias", "3.weight", "3.bias"} and state["0.weight"].shape == (128, 3072)
-    images, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    images, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     hashes = _numpy_hashes(state, images)
     for group, bits in zip(report["groups"], report["bits"]):
         assert len(bits) == 32 and {hashes[p] for p in group} == {bits}
@@ -103,8 +104,8 @@ def test_the_exclusion_list_removes_one_of_each_pair_from_training(deduped, plan
     assert text.startswith("#")
     excluded = read_exclusion_list(out / "exclude.txt")
     assert excluded == {copy for _, copy in PAIRS}  # the first of each group (the original) is kept
-    everything, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
-    kept, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False,
+    everything, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
+    kept, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False,
                                 exclude=excluded)
     assert len(kept) == len(everything) - len(excluded) == DISTINCT
     assert torch.equal(kept, everything[:DISTINCT])
@@ -113,7 +114,7 @@ def test_the_exclusion_list_removes_one_of_each_pair_from_training(deduped, plan
 def test_identical_images_hash_identically_whatever_the_batch(deduped, planted):
     out, _ = deduped
     model = ae.load_autoencoder(out / "autoencoder.pt")
-    images, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    images, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     together = ae.code_bits(model, images)
     alone = torch.cat([ae.code_bits(model, images[i:i + 1]) for i in range(len(images))])
     assert torch.equal(together, alone)
@@ -133,7 +134,7 @@ def test_hash_input_resizes_like_the_dataset_path():
 def test_hash_collisions_of_copies_and_of_noise(deduped, planted):
     out, _ = deduped
     model = ae.load_autoencoder(out / "autoencoder.pt")
-    train, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    train, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))
     copies = duplicates.hash_collisions(model, train[order], train)
     assert copies["collision_rate"] == 1.0 and copies["collides"].all()
@@ -151,7 +152,7 @@ def test_hash_collisions_of_copies_and_of_noise(deduped, planted):
 def test_a_collision_far_apart_in_pixels_is_not_a_copy(deduped, planted):
     out, _ = deduped
     model = ae.load_autoencoder(out / "autoencoder.pt")
-    train, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    train, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     shifted = (train[:10].int() + 12).clamp(0, 255).to(torch.uint8)  # about 12 grey levels brighter
     bits = ae.code_bits(model, shifted)
     collide = [ae.hex_hashes(bits)[i] == ae.hex_hashes(ae.code_bits(model, train[:10]))[i] for i in range(10)]
@@ -184,7 +185,7 @@ def _context(gan, planted, tmp_path, **options):
 
 def test_evaluator_with_dedups_autoencoder(deduped, planted, tmp_path):
     out, _ = deduped
-    train, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    train, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     copier = _FakeGAN(ganlab.to_unit_range(train))
     result = dedup.HashCollisions().run(_context(copier, planted, tmp_path, autoencoder=str(out / "autoencoder.pt"),
                                                  samples=50))
@@ -197,7 +198,7 @@ def test_evaluator_with_dedups_autoencoder(deduped, planted, tmp_path):
 
 
 def test_evaluator_trains_and_caches_its_own_autoencoder(planted, tmp_path, monkeypatch):
-    train, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    train, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     rgb = _FakeGAN(ganlab.to_unit_range(train))
     assert dedup.HashCollisions().run(_context(rgb, planted, tmp_path, samples=30)).metrics["collision_rate"] == 1.0
     assert len(list((tmp_path / "cache" / "hash-collisions").glob("*.pt"))) == 1
@@ -212,7 +213,7 @@ def test_evaluator_trains_and_caches_its_own_autoencoder(planted, tmp_path, monk
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_the_planted_pairs_hash_together_and_the_bits_match_the_cpu(planted, tmp_path):
-    images, _ = ganlab.load_split("folder", "train", root=planted, image_size=32, channels=3, progress=False)
+    images, _ = ganlab.load_split("folder", "train", data_root=planted, image_size=32, channels=3, progress=False)
     model, _ = ae.train_autoencoder(images, seed=0, device="cuda")
     bits = ae.code_bits(model, images, device="cuda")
     assert sorted(map(sorted, ae.duplicate_groups(ae.hex_hashes(bits)))) == sorted(map(list, PAIRS))

@@ -32,7 +32,7 @@ KEYS = {"0.weight": (CODE, INPUT), "0.bias": (CODE,), "3.weight": (INPUT, CODE),
 
 
 def build_autoencoder():
-    """A fresh 3072-128-3072 autoencoder (``torch.nn.Sequential``; index 0 is the encoder, 3 the decoder)."""
+    """Index 0 is the encoder, 3 the decoder."""
     return nn.Sequential(nn.Linear(INPUT, CODE), nn.ReLU(), nn.Dropout(CODE_DROPOUT), nn.Linear(CODE, INPUT))
 
 
@@ -52,8 +52,8 @@ def hash_input(images):
 
 
 def _corrupt(x, generator):
-    """The denoising input for clean images x (N x 3 x 32 x 32 in [-1, 1]), flattened: each image moved one pixel
-    in a random direction with SHIFT_PROBABILITY (edges repeated), then dropout and Gaussian noise."""
+    """The denoising input, flattened: each image moved one pixel in a random direction with SHIFT_PROBABILITY
+    (edges repeated), then dropout and Gaussian noise."""
     n, device = len(x), x.device
     moves = torch.randint(-1, 2, (2, n, 1), generator=generator, device=device)
     moves = moves * (torch.rand(1, n, 1, generator=generator, device=device) < SHIFT_PROBABILITY)
@@ -66,8 +66,8 @@ def _corrupt(x, generator):
 
 def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", progress=None,
                       batch_size: int = BATCH_SIZE, min_steps: int = MIN_STEPS):
-    """Fit the dedup autoencoder to uint8 images N x 3 x 32 x 32, then ``calibrate_thresholds`` on them: (model on
-    the CPU in eval mode, {"steps", "loss": the last epoch's mean squared error}); ``progress``: tqdm-like or None."""
+    """Fit the dedup autoencoder, then ``calibrate_thresholds``: (model on the CPU in eval mode, {"steps", "loss":
+    the last epoch's mean squared error}); ``progress``: tqdm-like or None."""
     device = torch.device(device)
     torch.manual_seed(seed)
     model = build_autoencoder().to(device).train()
@@ -97,7 +97,7 @@ def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", p
 
 
 def pre_activations(model, images, *, device="cpu", batch_size: int = 4096):
-    """The code layer before its ReLU, float64 N x 128, for uint8 images N x 3 x 32 x 32 (eval: no noise)."""
+    """The code layer before its ReLU, float64 N x 128 (eval: no noise)."""
     weight, bias = (p.detach().to(device, torch.float64) for p in (model[0].weight, model[0].bias))
     with torch.no_grad():
         return torch.cat([(chunk.reshape(len(chunk), -1).to(device, torch.float64) / 127.5 - 1) @ weight.T + bias
@@ -134,8 +134,8 @@ def calibrate_thresholds(model, images, *, device="cpu", shift: int = THRESHOLD_
 
 
 def code_bits(model, images, *, device="cpu"):
-    """The binarised code, bool N x 128 (ReLU(code) > 0), for uint8 images N x 3 x 32 x 32; each distinct image
-    is computed once, so identical images get identical bits whatever the batching."""
+    """The binarised code, bool N x 128; each distinct image is computed once, so identical images get identical
+    bits whatever the batching."""
     if not len(images):
         return torch.zeros(0, CODE, dtype=torch.bool)
     distinct, inverse = torch.unique(images.reshape(len(images), -1), dim=0, return_inverse=True)
@@ -154,22 +154,25 @@ def hex_hashes(bits) -> list[str]:
     return [row.tobytes().hex() for row in np.packbits(bits.cpu().numpy().astype(np.uint8), axis=1)]
 
 
-def duplicate_groups(hashes: list[str]) -> list[list[int]]:
-    """Positions (into ``hashes``) of each hash shared by two or more, in order of their first member."""
-    members: dict[str, list[int]] = {}
+def members(hashes: list[str]) -> dict[str, list[int]]:
+    """hash -> its positions in ``hashes``, in order of first appearance."""
+    found: dict[str, list[int]] = {}
     for i, key in enumerate(hashes):
-        members.setdefault(key, []).append(i)
-    return [group for group in members.values() if len(group) > 1]
+        found.setdefault(key, []).append(i)
+    return found
+
+
+def duplicate_groups(hashes: list[str]) -> list[list[int]]:
+    """The positions of each hash shared by two or more."""
+    return [group for group in members(hashes).values() if len(group) > 1]
 
 
 def save_autoencoder(model, path) -> None:
-    """Write the state dict (a plain dict of CPU tensors) atomically (``ganlab.atomic_file``)."""
     with atomic_file(path, "wb") as handle:
         torch.save({key: value.detach().cpu().clone() for key, value in model.state_dict().items()}, handle)
 
 
 def load_autoencoder(path):
-    """The autoencoder saved by ``ganlab dedup`` (``autoencoder.pt``), in eval mode on the CPU."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

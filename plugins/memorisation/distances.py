@@ -15,7 +15,7 @@ from ganlab import cached_features, discriminator_features, feature_cache_key, n
 
 
 def d_features(ctx, images, split: str | None = None, limit: int | None = None):
-    """D's pooled features of uint8 images as float32 N x F; a named dataset split's are cached between reports."""
+    """D's pooled features; a dataset split's are cached between reports."""
     if split is None:
         return discriminator_features(ctx.gan.discriminator, images, device=ctx.device)
     key = feature_cache_key(ctx.gan.path, "D", ctx.dataset, split, limit)
@@ -23,8 +23,8 @@ def d_features(ctx, images, split: str | None = None, limit: int | None = None):
 
 
 def search(queries, references, k: int, device):
-    """Exact k nearest references (L2) of each query: (distances N x k, indices N x k) on the CPU. Tensors go to
-    a CUDA ``device`` whole (uint8 pixels are small); arrays (maybe memory-mapped) go chunk by chunk."""
+    """(distances, indices) N x k on the CPU. Tensors go to a CUDA ``device`` whole (uint8 pixels are small);
+    arrays (maybe memory-mapped) go chunk by chunk."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     if cuda and isinstance(references, torch.Tensor):
@@ -50,22 +50,17 @@ def nearest_distances(ctx, train, generated, test, k: int) -> tuple[dict, list[s
     return found, []
 
 
-def copy_fraction(generated_d, test_d, percentile: float) -> tuple[float, float]:
-    """(threshold = the percentile of held-out distances (numpy's linear rule), fraction of samples strictly below)."""
-    threshold = float(np.percentile(np.asarray(test_d, dtype=np.float64), percentile))
-    return threshold, float((np.asarray(generated_d, dtype=np.float64) < threshold).mean())
-
-
 def summarise(found: dict, metrics: dict, percentile: float) -> list[list]:
-    """Each space's medians, and with held-out distances its copy threshold and fraction, into ``metrics`` (and
-    the threshold into ``found``); returns the summary table's rows."""
+    """Each space's medians, and with held-out distances its copy threshold (numpy's linear percentile) and the
+    fraction of samples strictly below it, into ``metrics`` (the threshold also into ``found``); the table's rows."""
     rows = []
     for space, entry in found.items():
         gen = entry["generated"][:, 0].numpy()
         metrics[f"median_distance_generated_{space}"] = float(np.median(gen))
         rows.append([space, round(float(np.median(gen)), 4)])
         if entry["test"] is not None:
-            entry["threshold"], fraction = copy_fraction(gen, entry["test"], percentile)
+            entry["threshold"] = float(np.percentile(entry["test"].astype(np.float64), percentile))
+            fraction = float((gen.astype(np.float64) < entry["threshold"]).mean())
             metrics[f"median_distance_test_{space}"] = float(np.median(entry["test"]))
             metrics[f"copy_threshold_{space}"] = entry["threshold"]
             metrics[f"copy_fraction_{space}"] = fraction
@@ -75,8 +70,8 @@ def summarise(found: dict, metrics: dict, percentile: float) -> list[list]:
 
 
 def closest(found: dict, generated, train, show: int) -> list[tuple]:
-    """Per space, the ``show`` samples closest to the training set: (space, a grid of each beside its neighbours,
-    table rows: rank, sample, distances, training indices)."""
+    """Per space, the ``show`` samples closest to the training set: (space, grid of each beside its neighbours,
+    table rows)."""
     out = []
     for space, entry in found.items():
         gen_d, gen_i = entry["generated"], entry["indices"]
@@ -90,7 +85,6 @@ def closest(found: dict, generated, train, show: int) -> list[tuple]:
 
 
 def histograms(found: dict, percentile: float) -> MplFigure:
-    """Per space, the nearest-training distances of the samples over those of the held-out images."""
     fig = MplFigure(figsize=(5 * len(found), 3.2), layout="constrained")
     for ax, (space, entry) in zip(np.atleast_1d(fig.subplots(1, len(found))), found.items()):
         gen, test = entry["generated"][:, 0].numpy(), entry["test"]
@@ -107,7 +101,7 @@ def histograms(found: dict, percentile: float) -> MplFigure:
 
 
 def mann_whitney_z(generated_d, test_d) -> tuple[float, float]:
-    """(U, Z) of generated vs held-out distances: U = scipy's statistic for the generated (first) sample."""
+    """(U, Z): U is scipy's statistic for the generated (first) sample."""
     m, n = len(generated_d), len(test_d)
     with warnings.catch_warnings():  # scipy's p-value (unused) divides by 0 when every distance is tied
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -148,7 +142,7 @@ def c_t(train, test, generated, cells: int = 10, seed: int = 0, min_cell_fractio
 
 
 def copying_points(ctx, train, test, generated) -> tuple:
-    """data-copying's three sets as float32 N x D: pixels in [-1, 1], or D's pooled features."""
+    """data-copying's three sets: pixels in [-1, 1], or D's pooled features."""
     o = ctx.options
     if o["space"] == "pixels":
         return tuple(to_unit_range(x).flatten(1).numpy() for x in (train, test, generated))

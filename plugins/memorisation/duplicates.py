@@ -102,7 +102,7 @@ def deduplicate(dataset, split, data_root, limit, skip_bad_images, epochs, seed,
 
 
 def _group_grid(images, groups: list[list[int]]):
-    """Float 3 x H x W grid in [0, 1]: one row per group (up to GRID_GROUPS), blank where a group is short."""
+    """One row per group (up to GRID_GROUPS), blank where a group is short."""
     shown = groups[:GRID_GROUPS]
     width = min(GRID_IMAGES, max(len(g) for g in shown))
     tiles = torch.ones(len(shown) * width, 3, ae.SIZE, ae.SIZE)
@@ -113,7 +113,6 @@ def _group_grid(images, groups: list[list[int]]):
 
 
 def write_outputs(folder, found: dict, dataset: str, split: str, data_root, settings: dict) -> None:
-    """duplicates.json, exclude.txt, autoencoder.pt and (when there are groups) groups.png into the staging folder."""
     bits, groups, excluded = found["bits"], found["groups"], found["excluded"]
     report = {"dataset": dataset, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
               "count": len(found["positions"]), "limit": settings["limit"], "groups": groups,
@@ -142,9 +141,7 @@ def hash_collisions(model, generated, train, *, device="cpu", max_rms: float = M
     train_bits = ae.code_bits(model, train, device=device)
     train_hashes = ae.hex_hashes(train_bits)
     sample_hashes = ae.hex_hashes(ae.code_bits(model, generated, device=device))
-    members: dict[str, list[int]] = {}
-    for i, key in enumerate(train_hashes):
-        members.setdefault(key, []).append(i)
+    members = ae.members(train_hashes)
     partner = torch.full((len(generated),), -1, dtype=torch.int64)
     rms = torch.full((len(generated),), float("inf"), dtype=torch.float64)
     for i, key in enumerate(sample_hashes):
@@ -165,7 +162,6 @@ def hash_collisions(model, generated, train, *, device="cpu", max_rms: float = M
 
 
 def collision_table(found: dict, n: int, m: int, max_rms: float) -> list[list]:
-    """The rows (what, count, of, rate) of hash-collisions' table."""
     rate = {key: round(value, 4) for key, value in found.items() if key.endswith("rate")}
     return [["generated samples whose hash a training image has", int(found["collides"].sum()), n,
              rate["collision_rate"]],
@@ -180,7 +176,7 @@ def collision_table(found: dict, n: int, m: int, max_rms: float) -> list[list]:
 
 
 def colliding_pairs(found: dict, generated, train, examples: int):
-    """A grid of up to ``examples`` colliding samples, each beside its partner (float 3 x H x W), or None."""
+    """A grid of up to ``examples`` colliding samples, each beside its partner, or None."""
     hits = found["collides"].nonzero().flatten()[:examples].tolist()
     if not hits:
         return None
