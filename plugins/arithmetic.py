@@ -240,6 +240,15 @@ def read_expressions(ctx, bank_z, bank_u8, concepts, read):
     return rows, images, matched, judged
 
 
+def verdict(metrics: dict, matched: int, classes: int, exemplars: int) -> str:
+    judged, accuracy = metrics["images_judged"], metrics.get("classifier_heldout_accuracy")
+    trust = "" if accuracy is None else f" (the classifier reads {accuracy:.1%} of held-out images right)"
+    if not judged:
+        return f"no class has {exemplars} bank samples the classifier assigns to it: nothing to judge{trust}"
+    return (f"{matched} of {judged} results and noise neighbours ({metrics['match_rate']:.1%}) of the expressions "
+            f"that reduce to one class are read as that class, against about {1 / classes:.0%} by chance{trust}")
+
+
 class VectorArithmetic(Analysis):
     name = "vector-arithmetic"
     description = "Class-concept arithmetic on z (the paper's figure 7), read by a classifier trained on real images"
@@ -287,7 +296,8 @@ class VectorArithmetic(Analysis):
                    "images_judged": judged}
         if accuracy is not None:
             metrics["classifier_heldout_accuracy"] = accuracy
-        return Result(metrics=metrics, images=images, text=text, tables=[
+        return Result(metrics=metrics, images=images, text=text, verdict=verdict(
+            metrics, matched, len(classifier.classes_), o["exemplars"]), tables=[
             Table("concepts: the most confident bank samples per class",
                   ["concept", "class label", "bank indices", "classifier probability"], concept_rows),
             Table("expressions, and the classifier's reading of the result and its neighbours",

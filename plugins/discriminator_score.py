@@ -4,6 +4,20 @@ from __future__ import annotations
 from ganlab import Evaluator, Figure, GanlabError, Option, Result, hookimpl
 
 
+def verdict(metrics: dict) -> str:
+    accuracy, real, fake = metrics["accuracy"], metrics["D_x_mean"], metrics["D_G_z_mean"]
+    if fake >= real:
+        reading = "it rates samples at least as real as real images"
+    elif accuracy >= 0.9:
+        reading = "it tells samples from real images almost always"
+    elif accuracy > 0.6:
+        reading = "it tells samples from real images most of the time"
+    else:
+        reading = "it barely tells samples from real images (a close G, or a weak D)"
+    return (f"D is right on {accuracy:.1%} of {metrics['images']} held-out images and as many samples (mean D(x) "
+            f"{real:.3f}, mean D(G(z)) {fake:.3f}): {reading}")
+
+
 class DiscriminatorScore(Evaluator):
     name = "d-score"
     description = "D's verdict on held-out real images vs. G's samples: mean D(x), mean D(G(z)), accuracy at 0.5"
@@ -15,7 +29,6 @@ class DiscriminatorScore(Evaluator):
     directions = {"*": None}
 
     def series_figures(self, names: list[str]) -> dict[str, list[str]]:
-        """Across epochs: mean D(x) and mean D(G(z)) in one figure, the accuracy in another."""
         figures = {"mean D output": [n for n in ("D_x_mean", "D_G_z_mean") if n in names],
                    "accuracy": [n for n in ("accuracy",) if n in names]}
         return {title: chosen for title, chosen in figures.items() if chosen}
@@ -47,9 +60,10 @@ class DiscriminatorScore(Evaluator):
         ax.hist(fake.numpy(), bins=bins, alpha=0.6, label="generated")
         ax.set_xlabel("D output (probability of real)")
         ax.legend()
-        return Result(metrics={"D_x_mean": real.mean().item(), "D_G_z_mean": fake.mean().item(),
-                               "accuracy": accuracy, "images": n},
-                      figures=[Figure("D outputs on real and generated images", fig)])
+        metrics = {"D_x_mean": real.mean().item(), "D_G_z_mean": fake.mean().item(), "accuracy": accuracy,
+                   "images": n}
+        return Result(metrics=metrics, figures=[Figure("D outputs on real and generated images", fig)],
+                      verdict=verdict(metrics))
 
 
 @hookimpl

@@ -2,23 +2,19 @@
 
 The paper (section 4.1) saw models trained longer collapse a subset of filters to a single oscillating mode.
 
-Collapsed maps. A map's *input variance* is the variance across images at each position, averaged over positions,
-for every channel of G's hidden layers (after ReLU, on ``samples`` random z) and D's (after LeakyReLU, on up to
-``samples`` real images of the held-out split, else the training split). A map that ignores its input scores
-exactly 0; it is *collapsed* when that is at most max(``relative_threshold`` x its layer's median, ``absolute_floor``).
-``collapsed_fraction_G`` / ``_D``: collapsed maps / all maps of that network; ``_G1``, ``_D2``, ...: per layer.
+Collapsed maps: a map's input variance (across images, mean over positions; G on ``samples`` random z, D on as
+many held-out, else training, images) is exactly 0 when it ignores its input; it is collapsed at or below
+max(``relative_threshold`` x its layer's median, ``absolute_floor``). ``collapsed_fraction_G``/``_D`` and per layer
+``_G1``, ``_D2``, ...
 
-Oscillating maps. With 3 or more ``epoch_NNNN.pt`` beside a ``last.pt`` or ``epoch_NNNN.pt`` checkpoint (up to its
-epoch; at most ``max_epochs``, evenly spaced), each map's mean activation per epoch (G on ``epoch_samples`` fixed
-z, D on as many real images) gives changes d_t between epochs. The *flip fraction* is the share of consecutive
-changes of opposite sign, the *relative amplitude* mean |d_t| / mean |activation|; a map *oscillates* when both
-reach ``min_flip_fraction`` and ``min_relative_amplitude`` (smooth learning rarely turns; a settled map only
-jitters). ``oscillating_maps``, ``oscillating_fraction`` (of all maps), ``epochs_compared``; the figure shows the
-flagged maps (at most 12, else the 6 closest to being flagged) relative to their mean |activation|.
+Oscillating maps: across up to ``max_epochs`` ``epoch_NNNN.pt`` beside the checkpoint (3 or more, up to its
+epoch), each map's mean activation per epoch; a map oscillates when the share of consecutive changes that turn
+direction reaches ``min_flip_fraction`` and mean |change| / mean |activation| reaches ``min_relative_amplitude``
+(smooth learning rarely turns, a settled map only jitters): ``oscillating_maps``, ``_fraction``, ``epochs_compared``.
 
-Sample diversity. ``*_distance_generated`` / ``_train``: mean pairwise L2 distance of ``samples`` generated and as
-many training images, in pixels ([-1, 1], both quantised to uint8) and in D's pooled features; ``_ratio`` =
-generated / training is near 1 for a G as varied as its data, well below 1 for mode collapse.
+Diversity: ``*_distance_generated``/``_train``, the mean pairwise L2 distance of ``samples`` generated and as many
+training images, in pixels and D's pooled features; ``_ratio`` near 1 for a G as varied as its data, well below 1
+for mode collapse.
 """
 from __future__ import annotations
 
@@ -31,10 +27,7 @@ EPOCH = re.compile(r"epoch_(\d+)\.pt")
 
 
 def map_variance(model, inputs, batch_size: int = 256):
-    """Input variance of each map of ``model(x, return_features=True)`` over ``inputs``: one C-vector per layer.
-
-    G: latent vectors N x nz x 1 x 1; D: images in [-1, 1] N x C x H x W. Streamed batch by batch in float64.
-    """
+    """Input variance of each map of ``model(x, return_features=True)`` over ``inputs``: one C-vector per layer."""
     import torch
 
     device, n, shift, sums, squares = next(model.parameters()).device, 0, None, None, None
@@ -72,11 +65,10 @@ def oscillating(series, min_flip_fraction: float = 0.6, min_relative_amplitude: 
 
 
 def mean_pairwise_distance(x, chunk: int = 1024) -> float:
-    """Mean L2 distance over all pairs of rows of x (N x ..., N >= 2), in float64.
+    """Mean L2 distance over all pairs of rows of x (N x ..., N >= 2), in float64, ``chunk`` x N at a time.
 
-    Squared distances come from Gram blocks of the centred rows (|a|^2 + |b|^2 - 2 a.b: a matrix product, several
-    times faster than differencing every pair); centring keeps the rounding at 1e-16 of the spread, so the mean
-    agrees with scipy's pdist to about 1e-14. Memory: ``chunk`` x N at a time.
+    Gram blocks (|a|^2 + |b|^2 - 2 a.b) are several times faster than differencing every pair; centring the rows
+    first keeps the rounding at 1e-16 of the spread (scipy's pdist to about 1e-14).
     """
     import torch
 
@@ -167,6 +159,19 @@ def first_filters(D):
     return make_grid(w, nrow=min(16, len(w)), normalize=True, scale_each=True, pad_value=1.0).clamp(0, 1)
 
 
+def verdict(metrics: dict, layers: list) -> str:
+    """``layers``: the table's rows, [layer, maps, median input variance, collapsed, ...]."""
+    dead, maps = ({net: sum(row[column] for row in layers if row[0][0] == net) for net in "GD"} for column in (3, 1))
+    parts = [f"{dead['G']} of {maps['G']} maps of G and {dead['D']} of {maps['D']} of D are collapsed"
+             if dead["G"] + dead["D"] else "no collapsed maps in G or D"]
+    if "oscillating_maps" in metrics:
+        parts.append(f"{metrics['oscillating_maps']} of {maps['G'] + maps['D']} maps oscillate across "
+                     f"{metrics['epochs_compared']} epochs")
+    parts.append(f"samples are {metrics['pixel_distance_ratio']:.2f}x as spread as training images in pixels and "
+                 f"{metrics['feature_distance_ratio']:.2f}x in D's features")
+    return "; ".join(parts)
+
+
 class FilterHealth(Analysis):
     name = "filter-health"
     description = "Collapsed and oscillating feature maps of G and D, sample diversity vs. training images"
@@ -200,11 +205,13 @@ class FilterHealth(Analysis):
         figures = self.oscillation(ctx, z, to_unit_range(real), metrics, text)
         filters = Image("D's first-layer filters, each normalised to its own range",
                         first_filters(ctx.gan.discriminator))
-        return Result(metrics=metrics, tables=[table], figures=figures, images=[filters], text=text)
+        problems = [f"every map of layer {row[0]} is collapsed ({row[3]} of {row[1]}): the layer passes nothing on"
+                    for row in table.rows if row[3] == row[1]]
+        return Result(metrics=metrics, tables=[table], figures=figures, images=[filters], text=text,
+                      verdict=verdict(metrics, table.rows), problems=problems)
 
     @staticmethod
     def collapsed_maps(ctx, z, real):
-        """collapsed_fraction_* metrics and the per-layer table."""
         import torch
 
         o, metrics, rows, totals = ctx.options, {}, [], {"G": [0, 0], "D": [0, 0]}
@@ -221,7 +228,7 @@ class FilterHealth(Analysis):
 
     @staticmethod
     def diversity(ctx, metrics) -> str:
-        """Adds the *_distance_* metrics (generated vs. training, in pixels and D's features); returns the text."""
+        """Adds the *_distance_* metrics; returns the text."""
         import torch
 
         from ganlab import GanlabError, discriminator_features, to_uint8, to_unit_range

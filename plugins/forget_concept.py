@@ -1,20 +1,17 @@
 """Analysis ``forget-concept``: make G forget to draw something (the paper's section 6.2 and figure 6, where
 dropping the maps that drew 52 boxed windows made the windows vanish or turn into other things).
 
-On a bank of ``bank`` samples (z seeded with ``ctx.seed``), the boxes come from ``boxes`` (a JSON file
+The boxes on a bank of ``bank`` samples (z seeded with ``ctx.seed``) come from ``boxes`` (a JSON file
 ``{"sample index": [[x, y, w, h], ...]}`` in the generated image's pixels) or else from the ``detector`` run on the
 bank upscaled to ``detect_size`` pixels. A logistic regression on one G layer's feature vectors tells locations
-inside a box from ``negative_ratio`` times as many random locations outside the boxes; the maps with a weight above
-``threshold`` are zeroed at all locations (a forward hook on that layer's ReLU) and ``show`` new samples (z seeded
-with ``ctx.seed + 1``) are drawn with and without them. ``layer = -2`` indexes ``G(z, return_features=True)``'s
-post-ReLU maps from the top: for the paper's 64 x 64 bedroom G the 16 x 16 layer with 256 maps, the only reading
+inside a box from ``negative_ratio`` times as many random ones outside; the maps weighted above ``threshold`` are
+zeroed everywhere (a hook on that layer's ReLU) and ``show`` new samples (seed ``ctx.seed + 1``) are drawn with and
+without them. ``layer = -2``: for the paper's 64 x 64 bedroom G the 16 x 16 layer with 256 maps, the only reading
 of "second highest convolution layer" with room for the ~200 maps they dropped.
 
 Metrics: ``maps_dropped`` of ``maps_total``; ``images_with_boxes``, ``positives`` and ``negatives`` (locations
-fitted on); ``fit_accuracy`` (on those locations); ``pixel_change`` (mean |difference| of the new samples with and
-without the maps, in [0, 1] units); ``detections_before`` / ``_after`` (the share of new samples in which the
-detector finds a box, with a registered detector only). Without any box on the bank the result shows the bank to
-annotate and drops nothing.
+fitted on); ``fit_accuracy``; ``pixel_change`` (mean |difference| of the new samples with and without the maps,
+[0, 1] units); ``detections_before``/``_after`` (the share of new samples with a detection).
 """
 from __future__ import annotations
 
@@ -32,7 +29,6 @@ class ConceptFit(NamedTuple):
 
 
 def load_boxes(path: str, bank: int) -> dict[int, list[tuple[float, float, float, float]]]:
-    """``{"index": [[x, y, w, h], ...]}`` from a JSON file -> {index: boxes}; GanlabError for a bad file."""
     import json
     import math
 
@@ -68,10 +64,8 @@ def load_boxes(path: str, bank: int) -> dict[int, list[tuple[float, float, float
 
 
 def box_masks(boxes, n: int, image_size: int, resolution: int):
-    """Bool N x r x r: the layer's cells whose centre lies in a box (at least the cell holding each box's centre).
-
-    ``boxes`` is {index: [(x, y, w, h), ...]} (or a list of N box lists) in pixels of an image_size image.
-    """
+    """Bool N x r x r: the layer's cells whose centre lies in a box, and at least the cell holding the box's
+    centre. ``boxes``: {index: [(x, y, w, h), ...]} or a list of N box lists, in pixels of an image_size image."""
     import numpy as np
 
     cell = image_size / resolution
@@ -88,11 +82,9 @@ def box_masks(boxes, n: int, image_size: int, resolution: int):
 
 def fit_concept_maps(features, boxes, image_size: int, *, negative_ratio: float = 1.0, C: float = 1.0,
                      threshold: float = 0.0, seed: int = 0) -> ConceptFit:
-    """Logistic regression of "inside a box" on one layer's feature vectors (N x C x r x r maps).
-
-    Positives: every location inside a box; negatives: random locations outside the boxes, from all N images,
-    ``negative_ratio`` times as many. Features are standardised (which keeps each weight's sign).
-    """
+    """Logistic regression of "inside a box" on one layer's feature vectors (N x C x r x r maps): every location
+    inside a box against ``negative_ratio`` times as many random ones outside, standardised (which keeps each
+    weight's sign)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -121,7 +113,6 @@ def activation_modules(G):
 
 
 def generate(G, z, batch_size: int = 256):
-    """G(z) on the CPU, in batches, without gradients."""
     import torch
 
     device = next(G.parameters()).device
@@ -188,10 +179,11 @@ def outline(images, boxes):
 
 
 def bank_to_annotate(bank, source: str, image_size: int) -> Result:
-    """The result when no box was found: the bank to draw boxes on, and how to give them."""
     from torchvision.utils import make_grid
 
     return Result(metrics={"images_with_boxes": 0},
+                  verdict=f"no box on any of the {len(bank)} bank samples (from {source}): no concept to forget, "
+                          "no map dropped",
                   images=[Image(f"the bank of {len(bank)} samples",
                                 make_grid(bank, nrow=10, normalize=True, value_range=(-1, 1)))],
                   text=[f"No positives: {source} gave no box on the {len(bank)} bank samples, so there is no concept "
@@ -258,7 +250,6 @@ class ForgetConcept(Analysis):
 
     @staticmethod
     def forget(ctx, fit, layer, bank, boxes, detector, where: str, source: str) -> Result:
-        """New samples with and without the fitted maps, the detector's counts on both, and the result."""
         import torch
         from torchvision.utils import make_grid
 
@@ -284,6 +275,9 @@ class ForgetConcept(Analysis):
         text = [f"Fitted on {where}: {fit.positives} locations inside {source} on {len(boxed)} of {len(bank)} bank "
                 f"samples against {fit.negatives} random locations outside them (fit accuracy {fit.accuracy:.3f}); the "
                 f"{len(fit.channels)} maps with a weight above {o['threshold']} were zeroed at all locations."]
+        dropped = f"the {len(fit.channels)} of {len(fit.weights)} maps tied to them"
+        verdict = (f"{source} cover {len(boxed)} of {len(bank)} bank samples; dropping {dropped} changes new samples' "
+                   f"pixels by {metrics['pixel_change']:.3f} on average ([0, 1] units)")
         if detector is not None:
             hits = [detect_boxes(detector, x, o["detect_size"], ctx.progress) for x in (before, after)]
             rows = [[label, len(shown), sum(1 for b in h if b), sum(len(b) for b in h)]
@@ -291,9 +285,11 @@ class ForgetConcept(Analysis):
             metrics.update(detections_before=rows[0][2] / len(shown), detections_after=rows[1][2] / len(shown))
             tables.append(Table(f"{detector.name} on the {len(shown)} new samples",
                                 ["generator", "samples", "with a detection", "boxes"], rows))
+            verdict = (f"{detector.name} fired on {len(boxed)} of {len(bank)} bank samples; on {len(shown)} new "
+                       f"samples it fires on {rows[0][2]} with all maps and on {rows[1][2]} without {dropped}")
         elif o["detector"]:
             text.append(f"No detector {o['detector']!r} is registered, so detections were not counted.")
-        return Result(metrics=metrics, tables=tables, images=images, text=text)
+        return Result(metrics=metrics, tables=tables, images=images, text=text, verdict=verdict)
 
 
 @hookimpl

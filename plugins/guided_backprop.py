@@ -1,21 +1,19 @@
 """Analysis ``guided-backprop``: what D's filters respond to (the paper's figure 5).
 
-For the first ``filters`` maps of D's last conv layer (the last map of ``D(x, return_features=True)``, after its
-LeakyReLU), the ``top`` held-out images with the largest response (spatial max of the map) are shown beside their
-guided-backpropagation maps (Springenberg et al. 2015) of that response with respect to the input, for the trained
-D and for a D of the same architecture at its random initialisation (``torch.manual_seed(seed)``), each ranking the
-images by its own filters. Saliency is |gradient|, max over colour channels, shown divided by its own maximum.
+For the first ``filters`` maps of D's last conv layer (after its LeakyReLU), the ``top`` held-out images with the
+largest response (the map's spatial max) beside their guided-backpropagation saliency (Springenberg et al. 2015:
+|gradient|, max over colour channels), for the trained D and for a D of the same architecture at its random
+initialisation (``torch.manual_seed(seed)``), each ranking the images by its own filters.
 
-Metrics, averaged over every filter's top images: ``top5_mass_trained`` / ``top5_mass_random``, the share of a
-saliency map's total mass in its top 5% of pixels (``top_mass_fraction``). A flat map gives the floor
-ceil(0.05 * H * W) / (H * W), about 0.05, and pixel noise a little more; mass in a few pixels gives 1. A filter
-that looks at a localised structure (a stroke, an edge, a part) scores high, one that looks at diffuse texture
-stays near the floor. ``top5_mass_difference`` is trained minus random: guided backprop draws image-like maps even
-for random networks (Adebayo et al. 2018), so > 0 is what says the trained filters are more localised.
+``top5_mass_trained`` / ``_random``: the share of a saliency map's mass in its top 5% of pixels, mean over every
+filter's top images; a flat map gives about 0.05, mass in a few pixels 1. Guided backprop draws image-like maps
+even for random networks (Adebayo et al. 2018), so ``top5_mass_difference`` (trained minus random) > 0 is what
+says the trained filters look at more localised structure.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
 
@@ -24,7 +22,7 @@ TOP_PIXELS = 0.05  # the share of pixels whose saliency mass the metric measures
 
 @functools.cache
 def _guided_function():
-    """The autograd Function of a guided ReLU / LeakyReLU (built on first use: plugins import light)."""
+    """A guided ReLU / LeakyReLU as an autograd Function, built on first use so that plugins import light."""
     import torch
     import torch.nn.functional as F
 
@@ -51,18 +49,15 @@ def _guided_forward(negative_slope: float, input):
 def guided_backprop(module, inputs, target=None, *, layer=None):
     """Guided-backpropagation attribution of ``target`` with respect to ``inputs`` (same shape as ``inputs``).
 
-    Every ``nn.ReLU`` / ``nn.LeakyReLU`` module passes only positive incoming gradients, through its own
-    derivative: ``grad_in = max(grad_out, 0) * (1 if input > 0 else negative_slope)``. On ReLU that is what
-    ``captum.attr.GuidedBackprop`` computes; Captum changes only ``nn.ReLU``, so on D's LeakyReLUs it returns the
-    plain gradient. Each module's ``forward`` is replaced by an out-of-place custom Function while this runs
-    (``inplace=True`` works) and restored afterwards, also on error; gradients are taken for a copy of ``inputs``
-    only, so parameters' ``.grad`` and ``requires_grad`` are untouched. Use eval mode: BatchNorm in training mode
-    would update its statistics and mix the batch's samples.
+    Every ``nn.ReLU`` / ``nn.LeakyReLU`` passes only positive gradients, through its own derivative. On ReLU that
+    is ``captum.attr.GuidedBackprop``; Captum changes only ``nn.ReLU``, so on D's LeakyReLUs it gives the plain
+    gradient. The modules' ``forward`` is swapped for an out-of-place Function while this runs (so ``inplace=True``
+    works), and parameters' ``.grad`` and ``requires_grad`` are untouched. Use eval mode: BatchNorm in training
+    mode would mix the batch's samples.
 
-    ``target``, one number per sample (summed, so each sample gets the gradient of its own number): ``None``, the
-    output itself (N or N x 1); an int or one int per sample, ``output[:, target]`` (as in Captum); or a callable
-    ``target(output) -> N``, e.g. ``channel_max(channels)``. With ``layer`` (a submodule), ``output`` is that
-    layer's output in the forward pass (its last call) instead of the module's.
+    ``target``, one number per sample: ``None``, the output itself (N or N x 1); an int or one int per sample,
+    ``output[:, target]`` (as in Captum); or a callable ``target(output) -> N``, e.g. ``channel_max(channels)``.
+    With ``layer`` (a submodule), ``output`` is that layer's output in the forward pass.
     """
     import torch
     from torch import nn
@@ -124,10 +119,7 @@ def channel_max(channels):
 
 
 def top_count(pixels: int, fraction: float = TOP_PIXELS) -> int:
-    """How many pixels "the top ``fraction``" of ``pixels`` is: ceil(fraction * pixels), at least 1."""
-    import math
-
-    return max(1, math.ceil(round(fraction * pixels, 9)))
+    return max(1, math.ceil(round(fraction * pixels, 9)))  # rounded: 0.07 * 100 is 7.000000000000001
 
 
 def top_mass_fraction(saliency, fraction: float = TOP_PIXELS):
@@ -141,11 +133,9 @@ def top_mass_fraction(saliency, fraction: float = TOP_PIXELS):
 
 
 def explain_filters(D, images, n_filters: int, top: int, device, batch_size: int = 256) -> dict:
-    """Top images (uint8) of D's first ``n_filters`` last-layer maps and their guided-backprop saliency.
-
-    Returns ``filters`` (the number used), ``responses`` (filters x top), ``images`` (filters*top x C x H x W in
-    [-1, 1]), ``saliency`` (filters*top x H x W) and ``mass`` (their top-5% mass fractions), filter by filter.
-    """
+    """The top images of D's first ``n_filters`` last-layer maps and their saliency, filter by filter:
+    ``filters`` (the number used), ``responses`` (filters x top), ``images`` (filters*top x C x H x W in [-1, 1]),
+    ``saliency`` (filters*top x H x W) and ``mass`` (top-5% mass fractions)."""
     import torch
     from torch import nn
 
@@ -176,6 +166,14 @@ def filter_grid(found: dict, top: int):
     sal = sal.unsqueeze(1).expand(-1, images.shape[1], -1, -1)
     rows = [torch.cat([images[f * top:(f + 1) * top], sal[f * top:(f + 1) * top]]) for f in range(found["filters"])]
     return make_grid(torch.cat(rows), nrow=2 * top, padding=2, pad_value=0.5).clamp(0, 1)
+
+
+def verdict(metrics: dict, flat: float) -> str:
+    trained, random, difference = (metrics[f"top5_mass_{k}"] for k in ("trained", "random", "difference"))
+    reading = "more" if difference > 0 else "no more"
+    return (f"the trained D's last-layer filters put {trained:.1%} of their saliency in the top 5% of pixels against "
+            f"{random:.1%} for a random D (a flat map gives {flat:.1%}): they look at {reading} localised structure "
+            f"than untrained filters ({100 * difference:+.1f} points)")
 
 
 class GuidedBackpropAnalysis(Analysis):
@@ -210,9 +208,13 @@ class GuidedBackpropAnalysis(Analysis):
         per_filter = [(f["responses"].mean(1), torch.nanmean(f["mass"].view(-1, o["top"]), 1)) for f in found.values()]
         rows = [[i] + [round(float(v[i]), 4) for pair in per_filter for v in pair] for i in range(n)]
         pixels = ctx.gan.config.image_size ** 2
+        metrics = {"top5_mass_trained": mass["trained"], "top5_mass_random": mass["random"],
+                   "top5_mass_difference": mass["trained"] - mass["random"], "filters": n, "images": len(images)}
+        dead = math.isnan(mass["trained"])
         return Result(
-            metrics={"top5_mass_trained": mass["trained"], "top5_mass_random": mass["random"],
-                     "top5_mass_difference": mass["trained"] - mass["random"], "filters": n, "images": len(images)},
+            metrics=metrics, verdict=verdict(metrics, top_count(pixels) / pixels),
+            problems=[f"the trained D's saliency is zero on every top image of its first {n} last-layer filters: "
+                      "they do not respond to the input"] if dead else [],
             tables=[Table(f"Last-layer filters: mean response of the top {o['top']} images and top-5% saliency mass",
                           ["filter", "trained: response", "trained: top-5% mass", "random: response",
                            "random: top-5% mass"], rows)],

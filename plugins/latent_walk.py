@@ -1,34 +1,27 @@
 """Analysis ``latent-walk``: the paper's walk in latent space (section 6.1, figure 4).
 
-Each row of the image grid is one walk through ``points`` (9, as in the paper) random latent points, with
-``steps`` frames from each point to the next, so a row has ``(points - 1) * steps + 1`` frames and every waypoint
-is one of them. Gaussian z is walked along great circles (slerp keeps the norm typical of the prior; a straight
-line cuts through the unusually short middle of the ball) and uniform z along straight lines (lerp); ``mode``
-overrides this. The paper took smooth walks as evidence that G has not memorised its training set: a memorising G
-would stay on one training image and then jump to another, while smooth semantic changes suggest a structure.
+Each grid row walks through ``points`` random latent points with ``steps`` frames from each to the next (every
+waypoint is a frame): Gaussian z along great circles (slerp keeps the norm typical of the prior), uniform z along
+straight lines. The paper took smooth walks as evidence against memorisation: a memorising G would hold one
+training image and then jump to another.
 
-Metrics (a "step" is the RMS pixel change between neighbouring frames, in G's [-1, 1] units):
-
-- ``max_step_over_median_step``: per walk, the largest step divided by the walk's median step, then the
-  mean over walks. About 1 to 3 for a smooth walk; a jump shows up as a large ratio. A walk whose frames
-  never change scores 1; one whose median step is 0 but that does change somewhere scores inf.
-- ``max_step_over_median_step_worst``: the same ratio for the worst walk.
-- ``max_step_over_endpoint_change``: per pair of neighbouring waypoints, the largest step between them
-  divided by the change from one waypoint's image to the next; the mean over pairs and walks. Smooth
-  walks give about 1 / ``steps``; 1 means the whole change happened in one step.
-
-The table gives each walk's median and largest step, their ratio, and where the largest step is.
+Metrics (a step is the RMS pixel change between neighbouring frames, in G's [-1, 1] units):
+``max_step_over_median_step``, per walk the largest step / the median step (1 if nothing moves, inf if only a jump
+does), mean over walks, and ``_worst``, the largest; ``max_step_over_endpoint_change``, per pair of neighbouring
+waypoints the largest step between them / the change from one waypoint's image to the next, mean over pairs
+(about 1 / ``steps`` when smooth, 1 when the whole change is one step).
 """
 from __future__ import annotations
 
-from ganlab import Analysis, Image, Option, Result, Table, hookimpl
+from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
 
 POINTS = 9  # waypoints per walk, as in the paper's figure 4
-_EPS = 1e-6  # below this sin(angle), slerp is replaced by lerp (identical or opposite points)
+JUMP = 3  # a largest step above this many median steps is a jump; smooth walks stay between 1 and 3
+_EPS = 1e-6  # below this sin(angle) the great circle is undefined (identical or opposite points): use the line
 
 
 def _segment(a, b, t, mode: str):
-    """Points at fractions t (T) of the way from a to b (each N x ...) -> T x N x ... (float64), a and b exactly hit."""
+    """Points at fractions t of the way from a to b (each N x ...) -> T x N x ... in float64, a and b exactly."""
     import torch
 
     shape = a.shape
@@ -39,30 +32,19 @@ def _segment(a, b, t, mode: str):
         cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-30)
         omega = torch.arccos(cos.clamp(-1, 1)).view(1, -1, 1)
         sin = torch.sin(omega)
-        ok = sin > _EPS  # identical (or zero, or opposite) points: the great circle is undefined, use the line
-        safe = torch.where(ok, sin, torch.ones_like(sin))
-        great = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / safe
+        ok = sin > _EPS
+        great = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.where(ok, sin, 1.0)
         path = torch.where(ok, great, path)
     elif mode != "lerp":
         raise ValueError(f"mode must be lerp or slerp, not {mode!r}")
-    path[t.view(-1) == 0] = a  # waypoints exactly, whatever the rounding
+    path[t.view(-1) == 0] = a  # the waypoints exactly, whatever the rounding
     path[t.view(-1) == 1] = b
-    return path.view(-1, *shape)  # float64
-
-
-def interpolate(z0, z1, steps: int, mode: str):
-    """steps points from z0 to z1 (N x nz x 1 x 1 each) -> steps x N x nz x 1 x 1, endpoints included."""
-    import torch
-
-    return _segment(z0, z1, torch.linspace(0, 1, steps, dtype=torch.float64), mode).to(z0.dtype)
+    return path.view(-1, *shape)
 
 
 def walk(points, steps: int, mode: str):
-    """A walk through ``points`` (P x N x ...) with ``steps`` frames from each point to the next.
-
-    Returns ((P - 1) * steps + 1) x N x ...; frame ``k * steps`` is ``points[k]`` exactly. slerp keeps the
-    norm when neighbouring points have equal norms; lerp moves along straight lines at constant speed.
-    """
+    """A walk through ``points`` (P x N x ...): ((P - 1) * steps + 1) x N x ..., frame ``k * steps`` is
+    ``points[k]`` exactly."""
     import torch
 
     if len(points) < 2 or steps < 1:
@@ -79,15 +61,21 @@ def walk_steps(frames):
 
 
 def jump_ratio(steps):
-    """Per walk (rows x S step sizes): largest step / median step (1 if nothing moves, inf if only a jump does)."""
+    """(largest / median step, largest, median) per walk of rows x S steps; numpy's median for an even count."""
     import torch
 
-    largest = steps.max(1).values
-    median = torch.quantile(steps, 0.5, dim=1)  # numpy's median (mean of the middle two for an even count)
-    ratio = largest / torch.where(median > 0, median, torch.ones_like(median))
-    ratio = torch.where(median > 0, ratio, torch.where(largest > 0, torch.full_like(ratio, float("inf")),
-                                                       torch.ones_like(ratio)))
+    largest, median = steps.max(1).values, torch.quantile(steps, 0.5, dim=1)
+    ratio = torch.where(median > 0, largest / torch.where(median > 0, median, 1.0),
+                        torch.where(largest > 0, float("inf"), 1.0))
     return ratio, largest, median
+
+
+def verdict(metrics: dict, rows: int, points: int, worst_row: int, at: int) -> str:
+    mean, worst = metrics["max_step_over_median_step"], metrics["max_step_over_median_step_worst"]
+    reading = (f"walk {worst_row} jumps between frames {at} and {at + 1}: look at them" if worst > JUMP else
+               "smooth, no jump that would suggest memorisation")
+    return (f"the largest step along a walk is {mean:.2f}x the median step (worst walk {worst:.2f}x) over {rows} "
+            f"walks through {points} points: {reading}")
 
 
 class LatentWalk(Analysis):
@@ -117,6 +105,9 @@ class LatentWalk(Analysis):
         G = ctx.gan.generator.eval()
         with torch.no_grad():
             frames = torch.cat([G(chunk.to(ctx.device)).float().cpu() for chunk in path.split(256)])
+        if bad := int((~torch.isfinite(frames)).sum()):
+            raise GanlabError(f"G's output is NaN or infinite in {bad} of {frames.numel()} pixel values along the "
+                              "walks: the generator is broken")
         length = (points - 1) * steps + 1
         by_row = frames.view(rows, length, *frames.shape[1:])
         step = walk_steps(by_row)
@@ -124,22 +115,24 @@ class LatentWalk(Analysis):
         at = step.argmax(1)
         ends = walk_steps(by_row[:, ::steps])  # change from each waypoint's image to the next
         per_pair = step.view(rows, points - 1, steps).max(2).values / ends.clamp(min=1e-8)
+        metrics = {"max_step_over_median_step": ratio.mean().item(),
+                   "max_step_over_median_step_worst": ratio.max().item(),
+                   "max_step_over_endpoint_change": per_pair.mean().item()}
+        worst = int(ratio.argmax())
+        problems = [] if largest.any() else [f"G draws the same image all along every walk ({rows} walks): its "
+                                             "output ignores z, a collapsed generator"]
         table = Table(f"Each walk ({length} frames): RMS pixel change per step ([-1, 1] units)",
                       ["walk", "median step", "largest step", "largest / median", "largest step between frames"],
                       [[r + 1, round(median[r].item(), 5), round(largest[r].item(), 5), round(ratio[r].item(), 3),
                         f"{at[r].item()} and {at[r].item() + 1}"] for r in range(rows)])
         grid = make_grid(frames, nrow=length, normalize=True, value_range=(-1, 1))
-        return Result(metrics={"max_step_over_median_step": ratio.mean().item(),
-                               "max_step_over_median_step_worst": ratio.max().item(),
-                               "max_step_over_endpoint_change": per_pair.mean().item()},
-                      tables=[table],
+        return Result(metrics=metrics, tables=[table], problems=problems,
+                      verdict=verdict(metrics, rows, points, worst + 1, at[worst].item()),
                       images=[Image(f"{rows} walks through {points} latent points, {steps} steps apart ({mode})",
                                     grid)],
                       text=[f"Each row walks through {points} random latent points (frames 0, {steps}, "
-                            f"{2 * steps}, ... are the points themselves). The paper took smooth walks as evidence "
-                            "against memorisation: a memorising G would hold one training image and then jump to "
-                            "another. A largest step far above the median step (a ratio well above 3) marks "
-                            "such a jump; look at the frames the table names."])
+                            f"{2 * steps}, ... are the points themselves). A largest step far above the median step "
+                            f"(a ratio above {JUMP}) marks a jump; look at the frames the table names."])
 
 
 @hookimpl

@@ -14,10 +14,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 import ganlab
-from ganlab import GanlabError, ModelConfig, registry, sample_latent
+from ganlab import GanlabError, ModelConfig, sample_latent
 from ganlab.cli import GanlabGroup
-from ganlab.components import RunContext
-from ganlab.loaded_gan import LoadedGAN
+from ganlab.model.loaded_gan import LoadedGAN
+from ganlab.plugin import registry
+from ganlab.plugin.components import RunContext
 from ganlab.report import make_report
 from ganlab_plugins import arithmetic
 from ganlab_plugins import arithmetic_expr as ax
@@ -260,7 +261,12 @@ def test_report_section_on_the_digits_run(tiny_run, tmp_path):
     assert 0 <= rate <= 1 and 0.8 < result.metrics["classifier_heldout_accuracy"] <= 1
     rows = _table(result, "expressions").rows
     assert rows and rate == pytest.approx(_recomputed_match_rate(rows))
-    assert result.metrics["images_judged"] == 9 * sum(row[2] != "-" for row in rows)
+    judged = result.metrics["images_judged"]
+    assert judged == 9 * sum(row[2] != "-" for row in rows)
+    assert result.verdict == (f"{round(rate * judged)} of {judged} results and noise neighbours ({rate:.1%}) of the "
+                              "expressions that reduce to one class are read as that class, against about 10% by "
+                              "chance (the classifier reads "
+                              f"{result.metrics['classifier_heldout_accuracy']:.1%} of held-out images right)")
 
     # independently: the same classifier recipe on the same 300 images, applied to the bank and to the results
     gan = ganlab.load(tiny_run / "last.pt", "cpu")

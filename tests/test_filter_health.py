@@ -9,7 +9,8 @@ from conftest import tiny_options
 from scipy.spatial.distance import pdist
 
 import ganlab
-from ganlab import registry, sample_latent, to_unit_range
+from ganlab import sample_latent, to_unit_range
+from ganlab.plugin import registry
 from ganlab.report import make_report
 from ganlab_plugins.filter_health import (
     collapsed,
@@ -121,6 +122,7 @@ def test_runs_in_a_report_with_the_figure_across_three_epochs(tiny_run, tmp_path
     assert result.metrics["epochs_compared"] == 3 and len(result.figures) == 1
     assert "over epochs 1-3" in result.figures[0].title
     assert 0 <= result.metrics["oscillating_fraction"] <= 1
+    assert f"; {result.metrics['oscillating_maps']} of 48 maps oscillate across 3 epochs; " in result.verdict
     assert [row[:2] for row in result.tables[0].rows] == [["G1", 16], ["G2", 8], ["D1", 8], ["D2", 16]]
     assert result.images[0].image.shape == (3, 36, 8 * 34 + 2)  # 8 filters of 4 x 4 shown 8x larger, padded
     # diversity against an independent computation on the same images

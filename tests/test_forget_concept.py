@@ -13,7 +13,7 @@ import torch
 
 import ganlab
 from ganlab import GanlabError
-from ganlab.components import check_result
+from ganlab.plugin.components import check_result
 from ganlab_plugins import detectors as detectors_plugin
 from ganlab_plugins import forget_concept as fc
 
@@ -204,6 +204,9 @@ def test_component_with_a_detector_forgets_the_square(tmp_path):
     assert m["images_with_boxes"] > 50 and 0 < m["pixel_change"] < 1
     assert len(result.images) == 3 and result.tables[1].rows[1][2] == 0
     assert {row[0] for row in result.tables[0].rows[:2]} == set(PLANTED)
+    assert result.verdict == (f"bright-square fired on {m['images_with_boxes']} of 60 bank samples; on 32 new samples "
+                              f"it fires on {round(32 * expected)} with all maps and on 0 without the "
+                              f"{m['maps_dropped']} of 16 maps tied to them")
 
 
 def test_component_without_positives_explains_instead_of_dropping(tmp_path):
@@ -211,6 +214,8 @@ def test_component_without_positives_explains_instead_of_dropping(tmp_path):
     ctx = _context(G, cfg, tmp_path, {"bright-square": BrightSquare(fire=False)}, detector="bright-square", bank=20)
     result = check_result(fc.ForgetConcept().run(ctx), "forget-concept")
     assert result.metrics == {"images_with_boxes": 0}
+    assert result.verdict == ("no box on any of the 20 bank samples (from the bright-square detector): no concept to "
+                              "forget, no map dropped")
     assert "No positives" in result.text[0] and "forget-concept.boxes" in result.text[1]
     assert result.images[0].image.shape[-1] == 2 + 10 * 18  # the bank, 10 per row, to annotate
     with pytest.raises(GanlabError, match="no boxes"):
@@ -224,7 +229,7 @@ def test_component_without_positives_explains_instead_of_dropping(tmp_path):
 
 
 def test_component_in_a_report_with_a_boxes_file(tiny_run, tmp_path):
-    from ganlab import registry
+    from ganlab.plugin import registry
     from ganlab.report import make_report
 
     path = tmp_path / "boxes.json"
@@ -242,5 +247,8 @@ def test_component_in_a_report_with_a_boxes_file(tiny_run, tmp_path):
     # layer -2 of the 16x16 G is 4x4 with ngf * 2 = 16 maps; each 8 x 8 box covers 2 x 2 cells
     assert m["maps_total"] == 16 and m["positives"] == 8 and m["negatives"] == 8 and m["images_with_boxes"] == 2
     assert 0 <= m["maps_dropped"] <= 16 and "detections_before" not in m
+    assert run.result.verdict == (f"the boxes in {path} cover 2 of 20 bank samples; dropping the {m['maps_dropped']} "
+                                  f"of 16 maps tied to them changes new samples' pixels by {m['pixel_change']:.3f} on "
+                                  "average ([0, 1] units)")
     saved = json.loads((out / "metrics.json").read_text())["components"]["forget-concept"]
     assert saved["status"] == "ok"
