@@ -29,7 +29,6 @@ OFFICIAL_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name car
 NETWORK = "pytorch-fid pt_inception-2015-12-05"
 DIMS = (64, 192, 768, 2048)
 RESIZES = ("pytorch-fid", "clean-fid")
-CLEAN_SIZE = 299
 BATCH = 32
 _HASHES: dict[tuple[str, int, int], str] = {}
 _NETWORKS: dict[tuple, Any] = {}
@@ -46,7 +45,7 @@ def pytorch_fid_inception() -> Any:
 
 
 def hub_weights() -> Path:
-    """Where pytorch-fid and torch.hub keep the weights: ``$TORCH_HOME/hub/checkpoints/``."""
+    """Where pytorch-fid and torch.hub keep the weights."""
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL
@@ -99,17 +98,26 @@ def checked_sha256(path: Path, expected: str, *, official: str = OFFICIAL, optio
     return actual
 
 
-def _build(path: Path, blocks: list[int]) -> tuple[Any, Any]:
-    """pytorch-fid's InceptionV3 on the state dict at ``path`` (read with weights_only) and the 1008-way final
-    layer's weights. pytorch-fid fetches its weights by URL; it is handed the checked file's instead."""
+def load_state_dict(path: Path) -> dict:
+    """A state dict read with weights_only; any unreadable or unsafe file is a one-line GanlabError."""
     import torch
 
-    inception = pytorch_fid_inception()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable or unsafe file: one line, no traceback
-        raise GanlabError(f"{path}: cannot be read as a state dict ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or "fc.weight" not in state:
+    except Exception as exc:
+        raise GanlabError(f"{path}: cannot be read as a state dict saved with torch.save "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    if not isinstance(state, dict):
+        raise GanlabError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _build(path: Path, blocks: list[int]) -> tuple[Any, Any]:
+    """pytorch-fid's InceptionV3 and the 1008-way final layer's weights. pytorch-fid fetches its weights by URL; it
+    is handed the checked file's instead."""
+    inception = pytorch_fid_inception()
+    state = load_state_dict(path)
+    if "fc.weight" not in state:
         raise GanlabError(f"{path}: not the FID Inception weights ({OFFICIAL} holds a state dict with fc.weight)")
     try:
         with mock.patch.object(inception, "load_state_dict_from_url", lambda *args, **kwargs: state):
@@ -203,7 +211,7 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, covariance with ddof 1) in float64: what pytorch-fid stores as ``mu`` and ``sigma``."""
+    """What pytorch-fid stores as ``mu`` and ``sigma``."""
     features = np.asarray(features, dtype=np.float64)
     if len(features) < 2:
         raise GanlabError(f"FID needs at least 2 images per side, not {len(features)}")

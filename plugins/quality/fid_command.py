@@ -24,8 +24,6 @@ PROVENANCE = ("network", "weights_sha256", "resize", "dims")
 
 @dataclass
 class Side:
-    """One side of the comparison: its statistics, its features when it had images, and how it was made."""
-
     label: str
     mu: np.ndarray
     sigma: np.ndarray
@@ -52,7 +50,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def folder_batches(files: list[Path], batch: int):
-    """uint8 N x 3 x H x W batches of the files, each of one image size."""
+    """Batches of the files, each of one image size."""
     import torch
 
     for start in range(0, len(files), batch):
@@ -62,7 +60,7 @@ def folder_batches(files: list[Path], batch: int):
 
 
 def checkpoint_batches(gan: Any, n: int, seed: int, batch: int):
-    """The images ``gan.sample(n, seed)`` gives, as uint8, made ``batch`` at a time."""
+    """The images ``gan.sample(n, seed)`` gives, made ``batch`` at a time."""
     import torch
 
     import ganlab
@@ -138,7 +136,7 @@ def check_new_statistics_file(out: Path) -> None:
 
 
 def save_statistics(side: Side, out: Path, seed: int) -> None:
-    """A's ``mu`` and ``sigma`` (what pytorch-fid reads), with how they were made; an existing file is kept."""
+    """A's ``mu`` and ``sigma`` (what pytorch-fid reads), with how they were made."""
     check_new_statistics_file(out)
     with atomic_file(out, "wb") as handle:
         np.savez_compressed(handle, mu=side.mu, sigma=side.sigma, count=side.count if side.count else -1,

@@ -1,12 +1,8 @@
-"""The ``fid-inception`` feature space (sample-quality's FD there is the FID papers print) and the
-``inception-score`` evaluator, both on pytorch-fid's network (``fid.py``)."""
+"""What the ``fid-inception`` feature space and the ``inception-score`` evaluator share: pytorch-fid's network
+(``fid.py``) from the options, and the line that says which network made a number."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
-from ganlab import Evaluator, FeatureSpace, GanlabError, Option, Result
+from ganlab import Evaluator, GanlabError, Option, Result
 
 from . import fid
 
@@ -48,33 +44,8 @@ def provenance_line(net: fid.FidNetwork, n: int, seed: int) -> str:
             f"{n} images per set, seed {seed}.")
 
 
-def _progress(ctx):
+def progress_of(ctx):
     return None if ctx.progress is None or ctx.quiet else ctx.progress
-
-
-class FidInceptionSpace(FeatureSpace):
-    name = "fid-inception"
-    description = ("pytorch-fid's FID Inception (the TensorFlow graph's port): FD here is the FID papers print; "
-                   "needs ganlab[fid] and its weights file")
-
-    def available(self, ctx):
-        return missing(ctx.options)
-
-    def embed(self, ctx, images):
-        return network(ctx).run(images, progress=_progress(ctx))["features"].astype(np.float32)
-
-    def embed_split(self, ctx, images, split: str, tag: str):
-        from ganlab import feature_cache_key
-
-        net = network(ctx)
-        size = "x".join(str(s) for s in images.shape[1:])
-        tag = (f"fid-inception:{net.sha256}:{net.dims}:{net.resize}:{size}:{tag}:"
-               f"{Path(ctx.data_root).resolve() if ctx.data_root else ''}")
-        key = feature_cache_key(net.weights, tag, ctx.dataset, split, len(images))
-        return ctx.cache.array("features", {"fid-inception": key}, lambda: self.embed(ctx, images), rows=len(images))
-
-    def note(self, ctx, n: int) -> str:
-        return provenance_line(network(ctx), n, ctx.seed)
 
 
 class InceptionScore(Evaluator):
@@ -101,7 +72,7 @@ class InceptionScore(Evaluator):
             raise GanlabError(f"inception-score: n={o['n']} samples cannot fill {o['splits']} splits; raise "
                               "--set inception-score.n")
         images = to_uint8(ctx.gan.sample(o["n"], seed=ctx.seed))
-        is_mean, is_std = fid.inception_score(net.run(images, logits=True, progress=_progress(ctx))["logits"],
+        is_mean, is_std = fid.inception_score(net.run(images, logits=True, progress=progress_of(ctx))["logits"],
                                               o["splits"])
         return Result(metrics={"is_mean": is_mean, "is_std": is_std, "images": o["n"]},
                       verdict=f"Inception Score {is_mean:.3g} ± {is_std:.2g} over {o['splits']} splits of "

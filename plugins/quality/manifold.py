@@ -22,12 +22,10 @@ METRICS = ("precision", "recall", "density", "coverage")
 
 
 def _squared(left: torch.Tensor, left_norm: torch.Tensor, right: torch.Tensor, right_norm: torch.Tensor):
-    """||l - r||^2 for every pair of rows, as one matrix product."""
     return torch.addmm(left_norm[:, None] + right_norm[None, :], left, right.T, alpha=-2.0)
 
 
 def _merge(best: torch.Tensor, block: torch.Tensor, k: int) -> torch.Tensor:
-    """The k smallest of each row of ``best`` and ``block`` together, ascending."""
     top = block.topk(min(k, block.shape[1]), dim=1, largest=False).values
     return torch.cat([best, top], 1).topk(k, dim=1, largest=False).values
 

@@ -25,7 +25,6 @@ SMALL_LAPACK = 512  # below this size eigh/SVD run on one BLAS thread (see _lapa
 
 
 def work_dtype(*arrays: Any) -> torch.dtype:
-    """float64 when every input is float64, else float32."""
     double = all(getattr(a, "dtype", None) in (np.float64, torch.float64) for a in arrays)
     return torch.float64 if double else torch.float32
 
@@ -55,7 +54,6 @@ def _lapack_threads(size: int) -> contextlib.AbstractContextManager:
 
 
 def frechet_distance_from_moments(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
-    """The Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64 from eigenvalues."""
     mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     s1, s2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
@@ -70,7 +68,6 @@ def frechet_distance_from_moments(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) 
 
 
 def _mean_and_trace(x: Any, chunk: int) -> tuple[np.ndarray, float]:
-    """(mean, trace of the covariance) in float64, two passes over the row blocks."""
     n, d = shape_of(x)
     mean = sum((block.sum(0) for _, _, block in row_blocks(x, chunk, dtype=np.float64)), np.zeros(d)) / n
     spread = sum(float(((block - mean) ** 2).sum()) for _, _, block in row_blocks(x, chunk, dtype=np.float64))
@@ -128,7 +125,6 @@ def _kernel_sums(a: Any, ind_a: torch.Tensor | None, b: Any, ind_b: torch.Tensor
 
 
 def _indicator(draws: list[np.ndarray], n: int, device: torch.device) -> torch.Tensor:
-    """n x S float64: 1 where row i is in subset s."""
     ind = torch.zeros(n, len(draws), dtype=torch.float64)
     ind[torch.from_numpy(np.stack(draws).T.copy()), torch.arange(len(draws))] = 1
     return ind.to(device)

@@ -1,9 +1,6 @@
 """Evaluator ``sample-quality``: G's samples against the training set in several feature spaces (``spaces.py``),
-beside a reference row of held-out images against the same training images, so the numbers have a scale.
-
-N images per set (G's samples, seeded subsets of the training and held-out splits), N = min(``n``, both splits), so
-both rows compare like for like. Metrics ``SPACE.fd`` ... ``SPACE.coverage``, ``SPACE.reference.*`` and ``images``
-(N); ``explanation`` is what the report tells a reader about them."""
+beside a reference row of held-out images against the same training images, so the numbers have a scale. Both
+rows use N = min(``n``, both splits) images per set, so they compare like for like."""
 from __future__ import annotations
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
@@ -19,9 +16,9 @@ _MEMO_SIZE = 16
 
 def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, seed: int = 0, device=None) -> dict[str, dict[str, float]]:
-    """Every metric of each set in ``others`` (name -> N x D numpy features) against ``real``, whose radii and
-    moments are computed once. A pair compared before with the same settings is answered from memory: the pixel
-    and random-D spaces' held-out row is the same on every epoch of a run."""
+    """Every metric of each set in ``others`` (name -> features) against ``real``, whose radii and moments are
+    computed once. A pair compared before is answered from memory: the pixel and random-D spaces' held-out row is
+    the same on every epoch of a run."""
     from ganlab import content_digest
 
     from . import metrics
@@ -47,7 +44,6 @@ def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subs
 
 
 def _pick(n_total: int, n: int, seed: int):
-    """n of n_total positions, seeded, in increasing order (a tensor, to index image tensors with)."""
     import numpy as np
     import torch
 
@@ -55,7 +51,6 @@ def _pick(n_total: int, n: int, seed: int):
 
 
 def verdict(metrics: dict, spaces: list[str]) -> str:
-    """The first space's FD beside the held-out row's, and its precision and recall."""
     if not spaces:
         return ""
     space = spaces[0]
@@ -66,7 +61,6 @@ def verdict(metrics: dict, spaces: list[str]) -> str:
 
 
 def collapse(metrics: dict, spaces: list) -> list[str]:
-    """A problem line for each space where no training image lies near any sample (recall 0)."""
     return [f"recall is 0 in {s.name} space: no training image lies within any sample's neighbourhood, a sign of "
             "mode collapse (look at the samples)" for s in spaces if metrics.get(f"{s.name}.recall") == 0]
 
@@ -127,7 +121,7 @@ class SampleQuality(Evaluator):
         return chosen, notes
 
     def image_sets(self, ctx, notes: list[str]) -> tuple[dict, int]:
-        """({role: (uint8 images, their split or None, cache tag)} for train, generated and maybe reference, N)."""
+        """({role: (images, their split or None, cache tag)} for train, generated and maybe reference, N)."""
         from ganlab import to_uint8
 
         opts = ctx.options
@@ -182,8 +176,8 @@ class SampleQuality(Evaluator):
                       verdict=verdict(metrics, [s.name for s in spaces]), problems=collapse(metrics, spaces))
 
     def series_figures(self, names: list[str]) -> dict[str, list[str]]:
-        """Across epochs: a figure per space and measure, the generated line beside the held-out line (what new
-        real images score there); KID's spread over subsets and the image count stay in metrics.json only."""
+        """A figure per space and measure, the generated line beside the held-out line; KID's spread and the
+        image count stay in metrics.json only."""
         figures: dict[str, list[str]] = {}
         for name in names:
             space, _, measure = name.rpartition(".")

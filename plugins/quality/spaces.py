@@ -1,12 +1,11 @@
 """The built-in feature spaces: the trained D, a random D, raw pixels, torchvision's Inception-v3 from a local file,
-and (``fid_components.py``) pytorch-fid's FID Inception.
+and pytorch-fid's FID Inception (``fid.py``; sample-quality's FD there is the FID papers print).
 
 ``torchvision-inception`` is torchvision's ``inception_v3`` with the state dict at ``inception_weights`` (never
 downloaded), its 2048-d pool3 output: an ImageNet classifier whose features differ from the FID network's by several
-percent, so its FD is not a published FID. The file's SHA-256 must start with ``inception_sha256``; the default is
-the prefix in the official file's name, which torch.hub checks on download. Images go in as 299 x 299 RGB in [-1, 1]
-with ``transform_input=False``: exactly what torchvision's own pipeline for these weights (ImageNet mean/std, then
-``transform_input=True``) feeds the first convolution.
+percent, so its FD is not a published FID. Images go in as 299 x 299 RGB in [-1, 1] with ``transform_input=False``:
+exactly what torchvision's own pipeline for these weights (ImageNet mean/std, then ``transform_input=True``) feeds
+the first convolution.
 """
 from __future__ import annotations
 
@@ -19,9 +18,11 @@ import torch.nn.functional as F
 
 from ganlab import FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key
 
+from . import fid
+from .fid_components import missing, network, progress_of, provenance_line
+
 OFFICIAL_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
-OFFICIAL_SHA256_PREFIX = "0cc3c7bd"
-INCEPTION_SIZE = 299
+OFFICIAL_SHA256_PREFIX = "0cc3c7bd"  # torch.hub's convention: the file name carries its hash's first digits
 INCEPTION_BATCH = 32
 
 
@@ -30,6 +31,14 @@ def _kept(space: Any, key: Any, build: Any) -> Any:
     if space._model is None or space._model[0] != key:
         space._model = (key, build())
     return space._model[1]
+
+
+def _cached_split(space, ctx, images, split: str, weights: Path, tag: str):
+    """A split's features, cached per weights file, settings (``tag``: "SPACE:..."), image size and data folder."""
+    size = "x".join(str(s) for s in images.shape[1:])
+    root = Path(ctx.data_root).resolve() if ctx.data_root else ""
+    key = feature_cache_key(weights, f"{tag}:{size}:{root}", ctx.dataset, split, len(images))
+    return ctx.cache.array("features", {tag.split(":")[0]: key}, lambda: space.embed(ctx, images), rows=len(images))
 
 
 class DiscriminatorSpace(FeatureSpace):
@@ -47,7 +56,6 @@ class DiscriminatorSpace(FeatureSpace):
                                       batch_size=ctx.options.get("batch_size", 256))
 
     def embed_split(self, ctx, images, split: str, tag: str):
-        """Features of images drawn from a dataset split (``tag`` says which), cached per checkpoint file."""
         if not Path(ctx.gan.path).is_file():  # a model built in memory has no file to key a cache on
             return self.embed(ctx, images)
         key = feature_cache_key(ctx.gan.path, f"D:{tag}", ctx.dataset, split, len(images))
@@ -67,8 +75,8 @@ class RandomDiscriminatorSpace(DiscriminatorSpace):
         return None
 
     def discriminator(self, ctx):
-        """A D with the paper's random initialisation for this config and the report's seed (built once), seeded
-        inside ``fork_rng`` so that the caller's random state is left alone."""
+        """The paper's random initialisation for this config and the report's seed, seeded inside ``fork_rng`` so
+        that the caller's random state is left alone."""
         from ganlab import Discriminator
 
         def build():
@@ -103,15 +111,13 @@ class InceptionSpace(FeatureSpace):
 
     def weights(self, ctx) -> tuple[Path, str]:
         """(the weights file, its SHA-256) after checking it against ``inception_sha256``."""
-        from .fid import checked_sha256, expected_sha256
-
         path = Path(str(ctx.options.get("inception_weights", "")).strip()).expanduser()
         if not path.is_file():
             raise GanlabError(f"sample-quality.inception_weights={path}: no such file; give a local copy of "
                               f"torchvision's {OFFICIAL_INCEPTION}")
         option = "--set sample-quality.inception_sha256"
-        expected = expected_sha256(ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX), option)
-        return path, checked_sha256(path, expected, official=f"torchvision's {OFFICIAL_INCEPTION}", option=option)
+        expected = fid.expected_sha256(ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX), option)
+        return path, fid.checked_sha256(path, expected, official=f"torchvision's {OFFICIAL_INCEPTION}", option=option)
 
     def note(self, ctx, n: int) -> str:
         return (f"torchvision-inception: torchvision inception_v3 (ImageNet classifier), weights SHA-256 "
@@ -124,36 +130,26 @@ class InceptionSpace(FeatureSpace):
         out = np.empty((len(images), 2048), dtype=np.float32)
         step = max(1, min(INCEPTION_BATCH, ctx.options.get("batch_size", 256)))
         starts = range(0, len(images), step)
-        if ctx.progress is not None and not ctx.quiet:
+        if progress_of(ctx):
             starts = ctx.progress(starts, desc="Inception features", total=len(starts))
         with torch.no_grad():
             for a in starts:
                 x = images[a:a + step].to(ctx.device).float() / 127.5 - 1  # [-1, 1]: see the module doc
-                x = F.interpolate(x.expand(-1, 3, -1, -1), size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
-                                  align_corners=False)
+                x = F.interpolate(x.expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear", align_corners=False)
                 out[a:a + len(x)] = model(x).float().cpu().numpy()
         return out
 
     def embed_split(self, ctx, images, split: str, tag: str):
         path, actual = self.weights(ctx)
-        size = "x".join(str(s) for s in images.shape[1:])
-        tag = f"inception:{actual}:{size}:{tag}:{Path(ctx.data_root).resolve() if ctx.data_root else ''}"
-        key = feature_cache_key(path, tag, ctx.dataset, split, len(images))
-        return ctx.cache.array("features", {"inception": key}, lambda: self.embed(ctx, images), rows=len(images))
+        return _cached_split(self, ctx, images, split, path, f"inception:{actual}:{tag}")
 
 
 def _load_inception(path: Path):
-    """torchvision's inception_v3 with the state dict at ``path`` and ``fc`` replaced by the identity (so that it
-    gives the 2048 pooled features; dropout is off in eval mode); any bad file is a one-line GanlabError."""
+    """torchvision's inception_v3 with ``fc`` replaced by the identity, so that it gives the 2048 pooled features
+    (dropout is off in eval mode)."""
     import torchvision
 
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable or unsafe file: one line, no traceback
-        raise GanlabError(f"{path}: cannot be read as a state dict saved with torch.save "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    if not isinstance(state, dict):
-        raise GanlabError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    state = fid.load_state_dict(path)
     model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     try:
         model.load_state_dict(state)
@@ -163,7 +159,25 @@ def _load_inception(path: Path):
     return model.eval()
 
 
-def builtin_spaces() -> list[FeatureSpace]:
-    from .fid_components import FidInceptionSpace
+class FidInceptionSpace(FeatureSpace):
+    name = "fid-inception"
+    description = ("pytorch-fid's FID Inception (the TensorFlow graph's port): FD here is the FID papers print; "
+                   "needs ganlab[fid] and its weights file")
 
+    def available(self, ctx):
+        return missing(ctx.options)
+
+    def embed(self, ctx, images):
+        return network(ctx).run(images, progress=progress_of(ctx))["features"].astype(np.float32)
+
+    def embed_split(self, ctx, images, split: str, tag: str):
+        net = network(ctx)
+        return _cached_split(self, ctx, images, split, net.weights,
+                             f"fid-inception:{net.sha256}:{net.dims}:{net.resize}:{tag}")
+
+    def note(self, ctx, n: int) -> str:
+        return provenance_line(network(ctx), n, ctx.seed)
+
+
+def builtin_spaces() -> list[FeatureSpace]:
     return [DiscriminatorSpace(), RandomDiscriminatorSpace(), PixelSpace(), InceptionSpace(), FidInceptionSpace()]
