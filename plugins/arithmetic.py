@@ -1,19 +1,13 @@
 """Analysis ``vector-arithmetic`` and command ``ganlab arithmetic``: concept arithmetic on z (section 6.3, figs 7-8).
 
-A concept is the mean z of its exemplars (3 recommended: the paper found single samples unstable; other counts are
-used but warned about). An expression such as ``smiling_woman - neutral_woman + neutral_man`` combines the means
-into a result vector; G draws it and 8 neighbours, the result plus uniform noise in [-0.25, 0.25]. Exemplars are
-picked by index from a numbered, seeded bank of z's (``bank.png``): index i is the same z for the same seed and
-model, whatever the bank's size.
+A concept is the mean z of its exemplars (3, as the paper: single samples were unstable), picked by index from a
+seeded bank of z's (``bank.png``). An expression such as ``smiling_woman - neutral_woman + neutral_man`` combines
+the means; G draws the result and 8 neighbours (plus uniform noise in [-0.25, 0.25]).
 
-On a labelled dataset the report section picks the concepts itself. A classifier trained on the real training
-images (pixels / 255 -> PCA to 50 dimensions -> logistic regression, C = 1; or, with ``classifier=discriminator``,
-standardised ``ganlab.discriminator_features``) labels the bank, independently of the model judged;
-``classifier_heldout_accuracy`` says how far to trust it. Each class's concept is its ``exemplars`` most confident
-bank samples (classes with fewer are skipped and named). ``match_rate``: for every class c with a concept and the
-next one d, ``c - c + d`` expects d and ``c - d + d`` expects c; it is the fraction of their images (result and 8
-neighbours, 9 per expression) the classifier reads as the expected class. 1 means averaged exemplar z's and their
-neighbourhood keep the class; chance is about 1/classes. ``a - b + c`` expressions of three classes are pictures.
+On a labelled dataset the report section picks the concepts itself: a classifier trained on real training images
+(pixels / 255, or standardised D features, -> PCA(50) -> logistic regression) labels the bank, and each class's
+concept is its ``exemplars`` most confident samples. ``match_rate``: for each class c and the next one d, the share
+of the images of ``c - c + d`` and ``c - d + d`` (result and 8 neighbours) read as d and c; chance is 1/classes.
 """
 from __future__ import annotations
 
@@ -48,10 +42,7 @@ in the centre (outlined) and 8 images of the result plus uniform noise around it
 
 
 def page(*, arithmetic_png: bytes, bank_png: bytes, **fields) -> str:
-    """The self-contained index.html (images inline); every string is escaped by jinja2's autoescape.
-
-    ``fields``: expression, combination, concepts (dicts of name, indices, coefficient), notes, checkpoint, seed,
-    bank and noise."""
+    """The self-contained index.html, every string escaped by jinja2's autoescape."""
     import base64
 
     import jinja2
@@ -71,16 +62,14 @@ def exemplar_notes(concepts: dict[str, list[int]], coeffs: dict[str, float]) -> 
 
 
 def picture_rows(concepts, coeffs, bank_u8, mean_u8, unused: bool = True):
-    """(label, exemplar images, mean image) per concept: those in the expression first, in its order, then
-    (``unused``) the others."""
+    """(label, exemplar images, mean image) per concept, those in the expression first."""
     order = list(coeffs) + ([name for name in concepts if name not in coeffs] if unused else [])
     return [(f"{coeffs[name]:+g} x {name} {concepts[name]}" if name in coeffs else f"(unused) {name} {concepts[name]}",
              bank_u8[concepts[name]], mean_u8[name]) for name in order]
 
 
 def arithmetic_images(G, device, bank_z, concepts, expression: str, seed: int, noise: float, where: str):
-    """Parse, combine and draw: (coefficients, uint8 images of the result and its neighbours, uint8 mean image
-    by concept)."""
+    """(coefficients, uint8 images of the result and its neighbours, uint8 mean image by concept)."""
     import torch
 
     from ganlab import to_uint8
@@ -93,7 +82,6 @@ def arithmetic_images(G, device, bank_z, concepts, expression: str, seed: int, n
 
 
 def write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank, noise, device) -> None:
-    """arithmetic.png, bank.png and index.html of ``ganlab arithmetic``, into the StagedFolder ``folder``."""
     from ganlab import load, select_device, to_uint8
 
     torch_device = select_device(device)
@@ -165,7 +153,6 @@ def concept_names(ctx, labels) -> dict[int, str]:
 
 
 def classifier_input(ctx):
-    """uint8 images -> the classifier's input rows (numpy float32)."""
     if ctx.options["classifier"] == "pixels":
         return lambda u8: u8.reshape(len(u8), -1).float().numpy() / 255.0
     from ganlab import GanlabError, discriminator_features
@@ -176,7 +163,6 @@ def classifier_input(ctx):
 
 
 def train_classifier(ctx, features):
-    """(fitted pipeline, held-out accuracy or None, a description)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

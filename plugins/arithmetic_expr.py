@@ -1,11 +1,8 @@
-"""The parts of ``vector-arithmetic`` / ``ganlab arithmetic`` that are not a component: the expression language,
-concepts, the seeded bank of latent vectors and the pictures (figure-7 layout, numbered bank grid).
+"""``vector-arithmetic``'s expression language, concepts, seeded bank of z's and pictures.
 
-Expressions are linear: concept names, numbers, ``+ - * /`` and parentheses, e.g. ``smiling_woman -
-neutral_woman + neutral_man`` or ``0.5*(a + b) - c``. Python's ``ast`` reads them and a walk over the tree accepts
-only those; nothing is evaluated. A sign may only open the expression or follow ``(`` (``a + -b`` is refused as a
-doubled operator; write ``a - b``). Numbers scale concepts; two concepts never multiply, and a bare number is never
-added to a concept. Positions in messages count characters from 1.
+Expressions are linear: concept names, numbers, ``+ - * /`` and parentheses (``0.5*(a + b) - c``), read by
+Python's ``ast`` and a walk that accepts only those; nothing is evaluated. A sign may only open the expression or
+follow ``(``; two concepts never multiply, and a number is never added to a concept. Positions count from 1.
 """
 from __future__ import annotations
 
@@ -28,13 +25,12 @@ MAX_DEPTH = 100  # parentheses; far deeper ones would exhaust Python's parser
 
 
 def is_concept_name(name: str) -> bool:
-    """Letters, digits and underscores, not starting with a digit, and no Python keyword (``ast`` reads them)."""
     return bool(NAME.match(name)) and not keyword.iskeyword(name)
 
 
 def _scan(text: str, where: str) -> None:
-    """The refusals one pass over the characters names exactly, before ``ast`` sees the text: a character outside
-    the language, a sign after another operator, and unbalanced or too deeply nested parentheses."""
+    """Refusals a pass over the characters words better than ``ast``: a foreign character, a doubled sign,
+    unbalanced or too deeply nested parentheses."""
     open_at, previous = [], "("
     for position, char in enumerate(text, 1):
         if not CHARACTER.fullmatch(char):
@@ -70,7 +66,6 @@ def _scaled(value, factor: float):
 
 
 def _apply(node, left, right, flat: str, where: str):
-    """``left op right`` of a BinOp node; a value is a number (float) or a combination of concepts (dict)."""
     op = OPERATORS[type(node.op)]
     at = f"at position {len(flat) - len(flat[node.left.end_col_offset:].lstrip(' )'))} in {where}"
     left_is, right_is = isinstance(left, dict), isinstance(right, dict)
@@ -95,7 +90,7 @@ def _apply(node, left, right, flat: str, where: str):
 
 
 def _value(node, flat: str, concepts: list[str], where: str):
-    """A node's number (float) or combination of concepts (dict name -> coefficient); anything else is refused."""
+    """A node's number (float) or combination of concepts (dict name -> coefficient)."""
     at = f"at position {node.col_offset} in {where}"  # flat's index = text's position counted from 1
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         number = float(node.value) if abs(node.value) <= sys.float_info.max else math.inf
@@ -116,7 +111,7 @@ def _value(node, flat: str, concepts: list[str], where: str):
 
 
 def parse_expression(text: str, concepts, where: str = "--expr") -> dict[str, float]:
-    """Net coefficient of each concept named in ``text`` (in order of first appearance); GanlabError if malformed."""
+    """Net coefficient of each concept named in ``text``, in order of first appearance."""
     concepts = list(concepts)
     if not text or not text.strip():
         raise GanlabError(f"{where} is empty: write concept names joined by + and -, e.g. 'a - b + c'")
@@ -152,7 +147,7 @@ def format_coeffs(coeffs: dict[str, float]) -> str:
 
 
 def parse_concept(text: str) -> tuple[str, list[int]]:
-    """'smiling_woman=12,40,77' -> ('smiling_woman', [12, 40, 77]); GanlabError naming what is wrong."""
+    """'smiling_woman=12,40,77' -> ('smiling_woman', [12, 40, 77])."""
     name, sep, rest = (part.strip() for part in text.partition("="))
     if not sep:
         raise GanlabError(f"--concept {text!r}: expected NAME=I,J,K with bank indices, e.g. smiling_woman=12,40,77")
@@ -173,7 +168,6 @@ def parse_concept(text: str) -> tuple[str, list[int]]:
 
 
 def parse_concepts(texts, bank: int) -> dict[str, list[int]]:
-    """Every --concept value, checked against each other and against a bank of ``bank`` samples."""
     concepts: dict[str, list[int]] = {}
     for text in texts:
         name, indices = parse_concept(text)
@@ -200,12 +194,11 @@ def make_bank(config, n: int, seed: int):
 
 
 def concept_means(bank, concepts: dict[str, list[int]]) -> dict:
-    """Concept name -> mean of its exemplars' z (nz x 1 x 1)."""
     return {name: bank[indices].mean(0) for name, indices in concepts.items()}
 
 
 def combine(coeffs: dict[str, float], means: dict):
-    """sum of coefficient x concept mean, accumulated in the expression's order."""
+    """Accumulated in the expression's order, so that a - a + b is b exactly."""
     import torch
 
     total = torch.zeros_like(next(iter(means.values())))
@@ -223,7 +216,6 @@ def neighbourhood(vector, count: int, scale: float, seed: int):
 
 
 def generate(generator, z, device, batch: int = 256):
-    """G(z) in [-1, 1] on the CPU, in batches, without gradients."""
     import torch
 
     generator.eval()

@@ -1,20 +1,11 @@
 """Command ``ganlab import dcgan-code DIR --out CKPT --dataset NAME``: the paper's released D as a ganlab checkpoint.
 
-Reads ``<epoch>_discrim_params.jl`` (or ``.npz``; formats and safety: ``dcgan_code_format``) from the authors'
-model folder ``DIR`` and works out the ganlab architecture from the shapes (the SVHN model is ``image_size=32,
-kernel_size=5, ndf=64``; the ImageNet-32 model is the ``imagenet32`` preset). Theano's ``dnn_conv`` is a true
-convolution, so the kernels are flipped for PyTorch's cross-correlation; the final dense layer ``wy``, a dot
-product on the C-order flattened 4 x 4 map before a sigmoid, becomes D's 4x4 convolution (ganlab keeps the
-logit). The authors saved no BatchNorm statistics (and Theano adds 1e-8 to the variance, PyTorch 1e-5): they are
-recomputed on ``--dataset``/``--data-root`` split ``--split`` (every image unless ``--limit``), as the authors did
-before extracting features.
-
-The checkpoint is an ordinary weights-only ganlab checkpoint that records the dataset (so ``ganlab report`` finds
-the held-out split) and, under ``imported``, the source file and where the statistics came from. The authors' G
-is not converted (its first layer normalises each of its 4x4 positions separately, which ganlab's G cannot
-express): its G is ganlab's initialisation (seed 0), so use it for D, e.g. ``ganlab report CKPT --only
-svm-probe``. The file is written atomically and read back with ``ganlab.load`` before the command reports
-success; an existing ``--out`` is kept unless ``--overwrite``.
+The architecture is read from the shapes of ``<epoch>_discrim_params.jl`` (``dcgan_code_format``). Theano's
+``dnn_conv`` convolves, so kernels are flipped for PyTorch's cross-correlation; the dense layer ``wy`` (a dot
+product on the C-order flattened 4 x 4 map) becomes D's 4x4 convolution. The authors saved no BatchNorm statistics
+(and Theano's epsilon was 1e-8, PyTorch's 1e-5): they are recomputed on ``--dataset``, as the authors did before
+extracting features. The authors' G is not converted (its first layer normalises each 4x4 position separately,
+which ganlab's G cannot express). The checkpoint is written atomically and read back with ``ganlab.load`` first.
 """
 from __future__ import annotations
 
@@ -36,11 +27,9 @@ def _shape(a) -> tuple:
 
 
 def split_layout(params: list, source: str = "the parameter list"):
-    """(first conv weight, [(conv weight, gain, bias), ...], dense weight) after checking the list's structure.
+    """(first conv weight, [(conv weight, BatchNorm gain, bias), ...], dense weight), the list's structure checked.
 
-    The authors' list, in Theano's shapes (out x in x k x k): ``w``, the input convolution without BatchNorm; per
-    further convolution its weights ``w_i`` and BatchNorm gain ``g_i`` and bias ``b_i`` (no convolution has a
-    bias); ``wy``, the dense layer on the flattened ``width x 4 x 4`` map, ``(width * 16) x 1``.
+    Theano's shapes: convolutions out x in x k x k (without bias), the dense layer ``(width * 16) x 1``.
     """
     import numpy as np
 
@@ -106,10 +95,7 @@ def match_config(params: list, image_size: int | None = None, source: str = "the
 
 
 def discriminator_from_params(params: list, image_size: int | None = None, source: str = "the parameter list"):
-    """(config, ganlab D) with the authors' weights: kernels flipped, dense layer as a 4x4 convolution.
-
-    BatchNorm running statistics are reset (mean 0, variance 1): recompute them before use.
-    """
+    """(config, ganlab D) with the authors' weights; BatchNorm running statistics reset: recompute them."""
     import numpy as np
     import torch
 
@@ -139,7 +125,6 @@ def discriminator_from_params(params: list, image_size: int | None = None, sourc
 
 
 def write_checkpoint(out: Path, payload: dict, D, config) -> None:
-    """Write ``payload`` atomically, after reading it back through ``ganlab.load`` and checking its D."""
     import torch
 
     from ganlab import atomic_file, load
@@ -161,7 +146,6 @@ def write_checkpoint(out: Path, payload: dict, D, config) -> None:
 
 def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, split: str, limit: int | None,
             epoch: int | None, image_size: int | None, batch_size: int, device: str, overwrite: bool) -> str:
-    """Write the checkpoint; returns the one-line summary."""
     import torch
 
     import ganlab

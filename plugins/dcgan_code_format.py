@@ -1,24 +1,17 @@
-"""The parameter files of the paper's released Theano code (github.com/Newmu/dcgan_code), read without running them.
+"""The parameter files of the paper's Theano code (github.com/Newmu/dcgan_code), read without running them.
 
-Each model is a Python list of numpy float32 arrays written with ``joblib.dump`` (from ``sklearn.externals``) as
-``<epoch>_discrim_params.jl`` and ``<epoch>_gen_params.jl`` in a model folder, e.g.
-``models/svhn_unsup_all_conv_dcgan_100z_gaussian_lr_0.0005_64mb/200_discrim_params.jl``. The joblib of the time
-(before 0.10) writes a small pickle holding one ``NDArrayWrapper`` per array, each naming a companion file
-``<name>.jl_01.npy``, ``<name>.jl_02.npy``, ... beside it; joblib 0.10 and later write one file, each array's bytes
-inline after a ``NumpyArrayWrapper`` record, optionally compressed. ``.npz`` files (``np.savez(path, *params)``:
-keys ``arr_0``, ``arr_1``, ...) are read too, with ``allow_pickle=False``.
+A model is a list of numpy arrays written with ``joblib.dump`` as ``<epoch>_discrim_params.jl``: by joblib before
+0.10 as a pickle of ``NDArrayWrapper`` records naming companion files ``<name>.jl_01.npy``, ... beside it; by later
+joblib as one file, each array's bytes inline after a ``NumpyArrayWrapper`` record, optionally zlib-compressed.
+``np.savez(path, *params)`` files are read with ``allow_pickle=False``.
 
-Safety: joblib files are pickles, and unpickling runs whatever the file names. They are read with a restricted
-unpickler that only rebuilds numpy arrays (``numpy.ndarray``, ``numpy.dtype``, numpy's array constructors, and
-joblib's array records, which are replaced by inert stand-ins); anything else is refused before it is called, as
-are arrays of Python objects and companion files outside the model folder.
+joblib files are pickles, and unpickling runs whatever the file names: a restricted unpickler rebuilds numpy arrays
+only (joblib's records become inert stand-ins) and refuses anything else before it is called, as well as object
+arrays and companion files outside the model folder.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import os
 import pickle
 import re
@@ -29,15 +22,14 @@ from ganlab import GanlabError
 
 MAX_BYTES = 4 << 30  # refuse to decompress or read more than this for one parameter file
 PARAM_FILE = re.compile(r"(?:(\d+)_)?(?:discrim|disc)_params\.(jl|npz|pkl)")
-OPENERS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open), (b"]\x00\x00", lzma.open))
 
 
-class _ArrayRecord:
-    """Inert stand-in for joblib's ``NumpyArrayWrapper``: its fields, then the bytes follow in the stream."""
+class _ArrayRecord:  # joblib's NumpyArrayWrapper: the array's bytes follow it in the stream
+    pass
 
 
-class _CompanionRecord:
-    """Inert stand-in for old joblib's ``NDArrayWrapper``: names a ``.npy`` file beside the pickle."""
+class _CompanionRecord:  # old joblib's NDArrayWrapper: names a .npy file beside the pickle
+    pass
 
 
 def _latin1(text, encoding="latin1", *_):
@@ -145,22 +137,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _decompressed(path: Path, head: bytes) -> io.BytesIO | None:
-    """The stream of a compressed joblib file (zlib, gzip, bz2, xz, lzma), or None when it is not compressed."""
+    """The stream of a zlib-compressed joblib file (joblib's default compressor), else None."""
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:  # a zlib header
         with open(path, "rb") as f:
             return io.BytesIO(zlib.decompressobj().decompress(f.read(), MAX_BYTES))
-    opener = next((opener for magic, opener in OPENERS if head.startswith(magic)), None)
-    if opener is None:
-        return None
-    with opener(path, "rb") as f:
-        data = f.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise GanlabError(f"{path} decompresses to more than ganlab reads")
-    return io.BytesIO(data)
+    return None
 
 
 def read_joblib_arrays(path: Path) -> list:
-    """The list of numpy arrays in a joblib (or plain pickle) file, read with the restricted unpickler."""
     import numpy as np
 
     try:
@@ -171,7 +155,7 @@ def read_joblib_arrays(path: Path) -> list:
                                   "with joblib in trusted Python and save the list with np.savez")
             try:
                 stream = _decompressed(path, head)
-            except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            except zlib.error as exc:
                 raise GanlabError(f"{path} is a damaged compressed file ({exc})") from None
             f.seek(0)
             result = _ArraysOnly(stream or f, path).load()
@@ -186,7 +170,6 @@ def read_joblib_arrays(path: Path) -> list:
 
 
 def read_npz_arrays(path: Path) -> list:
-    """The arrays of ``np.savez(path, *params)`` in order (keys ``arr_0``, ``arr_1``, ...); never unpickles."""
     import numpy as np
 
     try:
@@ -201,7 +184,6 @@ def read_npz_arrays(path: Path) -> list:
 
 
 def read_params(path: str | Path) -> list:
-    """A parameter list from a ``.jl``/``.pkl`` joblib file or an ``.npz`` (checked by ``split_layout`` later)."""
     path = Path(path)
     if not path.is_file():
         raise GanlabError(f"parameter file not found: {path}")

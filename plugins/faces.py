@@ -1,18 +1,11 @@
-"""Command ``ganlab faces SRC_DIR OUT_DIR``: crop the faces a detector finds in photos into a training folder.
+"""Command ``ganlab faces SRC_DIR OUT_DIR``: crop the faces a detector finds in photos into a training folder, as
+the paper built its faces dataset.
 
-The paper built its faces dataset by running a face detector over web images and keeping the detections of high
-enough resolution. This does the same for the image files under ``SRC_DIR`` (recursively; ``.jpg .jpeg .png .bmp
-.webp .tif .tiff`` in any case; hidden names skipped; symlinked folders followed, each real folder once;
-``OUT_DIR`` skipped if it lies inside), each decoded with PIL (EXIF rotation applied, as RGB) and given to the
-detector (``--detector``, default ``haar-face``; any registered ``ganlab.Detector``).
-
-A detection at least ``--min-size`` pixels wide becomes the square of side max(width, height) around its centre,
-moved inside the image (shrunk to its shorter side if larger), resized to ``--size`` pixels (Lanczos) and written
-as ``OUT_DIR/NNNNNN_<source name>.png``, so ``ganlab train --dataset folder --data-root OUT_DIR`` trains on them as
-one unlabelled set. ``OUT_DIR/index.json`` maps each crop to its source file (relative to ``SRC_DIR``), the
-detector's box ``[x, y, width, height]`` and the square ``[x, y, side]``; ``unreadable`` lists the files that
-could not be decoded, with the reason (counted and skipped, never fatal). The last line counts images read, faces
-kept, faces too small and unreadable files.
+Every image under ``SRC_DIR`` (recursively, symlinked folders followed once, hidden names and ``OUT_DIR``
+skipped) goes to ``--detector``; a detection at least ``--min-size`` pixels wide becomes the square around its
+centre, moved inside the image, resized to ``--size`` and written as ``OUT_DIR/NNNNNN_<source name>.png``, an
+unlabelled folder dataset. ``OUT_DIR/index.json`` maps each crop to its source, box and square, and lists the
+files that could not be decoded (counted and skipped, never fatal).
 """
 from __future__ import annotations
 
@@ -31,7 +24,6 @@ INDEX = "index.json"
 
 
 def find_images(src: Path, skip: Path | None = None) -> list[Path]:
-    """Image files under ``src`` (sorted by path), following symlinked folders but listing each real folder once."""
     visited = {os.path.realpath(skip)} if skip is not None else set()
     found, stack = [], [str(src)]
     while stack:
@@ -56,7 +48,7 @@ def find_images(src: Path, skip: Path | None = None) -> list[Path]:
 
 
 def read_rgb(path: Path):
-    """The image as a uint8 numpy array H x W x 3 (EXIF rotation applied); ``ValueError(reason)`` if it cannot be."""
+    """H x W x 3 uint8, EXIF rotation applied; ``ValueError(reason)`` if it cannot be decoded."""
     import warnings
 
     import numpy as np
@@ -132,7 +124,6 @@ def _earlier_output(folder: Path) -> bool:
 
 
 def _crop_faces(src_dir: Path, folder, find, detector_name: str, min_size: int, size: int):
-    """Write the crops and index.json into ``folder.staging``; returns (counts, crops)."""
     import json
 
     from PIL import Image

@@ -79,7 +79,7 @@ def test_faces_finds_the_astronaut_only_and_lists_unreadable_files(photos, tmp_p
     # The output is an unlabelled folder dataset that training reads.
     layout = ganlab.dataset_source("folder").layout(out)
     assert layout.classes is None and layout.splits == ("train",)
-    data = ganlab.open_split("folder", "train", root=out, image_size=32, channels=3)
+    data = ganlab.open_split("folder", "train", data_root=out, image_size=32, channels=3)
     assert len(data) == 1 and data[0][0].shape == (3, 32, 32) and data[0][1] == -1
 
 
