@@ -44,7 +44,6 @@ def map_variance(model, inputs, batch_size: int = 256):
 
 
 def collapsed(variance, relative: float, floor: float):
-    """Boolean C-vector: maps whose variance is at most max(relative x the layer's median variance, floor)."""
     import torch
 
     return variance <= max(relative * torch.quantile(variance.double(), 0.5).item(), floor)
@@ -59,7 +58,6 @@ def oscillation(series):
 
 
 def oscillating(series, min_flip_fraction: float = 0.6, min_relative_amplitude: float = 0.2):
-    """Boolean M-vector: columns of the E x M series that flip direction often and by a lot."""
     flips, amplitude = oscillation(series)
     return (flips >= min_flip_fraction) & (amplitude >= min_relative_amplitude)
 
@@ -228,7 +226,6 @@ class FilterHealth(Analysis):
 
     @staticmethod
     def diversity(ctx, metrics) -> str:
-        """Adds the *_distance_* metrics; returns the text."""
         import torch
 
         from ganlab import GanlabError, discriminator_features, to_uint8, to_unit_range
@@ -254,7 +251,6 @@ class FilterHealth(Analysis):
 
     @staticmethod
     def oscillation(ctx, z, real, metrics, text) -> list:
-        """Adds the oscillation metrics and text when 3 or more epoch checkpoints can be read; returns the figures."""
         o, files = ctx.options, epoch_files(ctx.gan.path, ctx.options["max_epochs"])
         if len(files) < 3:
             text.append(f"Oscillation across epochs skipped: it needs at least 3 epoch checkpoints beside the "

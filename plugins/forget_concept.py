@@ -163,7 +163,6 @@ def detect_boxes(detector, images, size: int = 0, progress=None) -> list[list[tu
 
 
 def outline(images, boxes):
-    """Images in [-1, 1] -> RGB in [0, 1] with each box drawn as a red outline."""
     import math
 
     rgb = ((images.float() + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1).clone()

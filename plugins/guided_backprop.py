@@ -157,7 +157,6 @@ def explain_filters(D, images, n_filters: int, top: int, device, batch_size: int
 
 
 def filter_grid(found: dict, top: int):
-    """Rows = filters; columns = the top images (display range) then their max-normalised saliency maps."""
     import torch
     from torchvision.utils import make_grid
 
