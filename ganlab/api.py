@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ganlab.errors import GanlabError, a
-from ganlab.registry import get_registry, plugin_manager
+from ganlab.plugin.registry import get_registry, plugin_manager
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Collection
 
     import torch
 
-    from ganlab.datasets import DatasetSource, PreparedSplit
+    from ganlab.data.datasets import DatasetSource, PreparedSplit
     from ganlab.defaults import TrainOptions
-    from ganlab.detectors import Detector
-    from ganlab.loaded_gan import LoadedGAN
+    from ganlab.model.loaded_gan import LoadedGAN
+    from ganlab.plugin.detectors import Detector
 
 
 def dataset_source(name: str) -> "DatasetSource":
@@ -43,7 +43,7 @@ def open_split(name: str, split: str = "train", *, data_root: str | Path | None 
     (uint8 C x H x W tensor, int label or -1) decoded when indexed, as 1 or 3 channels, the shorter side resized
     to ``image_size`` and centre-cropped. ``data_root``: the folder holding the dataset's files, as
     ``--data-root`` (None: the dataset's default place); ``download`` fetches a dataset that can be fetched."""
-    from ganlab import datasets
+    from ganlab.data import datasets
 
     return datasets.open_split(dataset_source(name), split, variant=_variant(name), root=data_root,
                                image_size=image_size, channels=channels, download=download)
@@ -58,7 +58,7 @@ def load_split(name: str, split: str = "train", *, data_root: str | Path | None 
     ``limit`` keeps the first N of a fixed permutation, the same on every call; ``exclude`` leaves out positions
     (e.g. the duplicates ``ganlab dedup`` found); ``skip_bad`` drops unreadable images with one line on stderr
     instead of stopping with a one-line error."""
-    from ganlab import datasets
+    from ganlab.data import datasets
 
     return datasets.load_split(dataset_source(name), split, variant=_variant(name), root=data_root,
                                image_size=image_size, channels=channels, download=download, limit=limit,
@@ -68,8 +68,8 @@ def load_split(name: str, split: str = "train", *, data_root: str | Path | None 
 def _read_foreign(path: Path, state: Any) -> "LoadedGAN | None":
     """The first plugin's answer to ``ganlab_load_checkpoint``, in pluggy's order; an answer that is not a
     ``LoadedGAN`` is an error naming the plugin that gave it."""
-    from ganlab.loaded_gan import LoadedGAN
-    from ganlab.registry import call_one, call_order
+    from ganlab.model.loaded_gan import LoadedGAN
+    from ganlab.plugin.registry import call_one, call_order
 
     pm = plugin_manager()[0]
     for plugin in call_order(pm, ["ganlab_load_checkpoint"]):
@@ -87,15 +87,15 @@ def load(path: str | Path, device: "torch.device | str" = "cpu") -> "LoadedGAN":
 
     Returns a ``LoadedGAN`` with ``.generator``, ``.discriminator``, ``.config`` and ``.sample(n, seed)``.
     """
-    from ganlab.checkpoint import load_checkpoint
+    from ganlab.model.checkpoint import load_checkpoint
 
     return load_checkpoint(path, device, foreign=_read_foreign)
 
 
 def train(options: "TrainOptions", progress: bool = True) -> Path:
     """Train a GAN as ``options`` (a ``ganlab.TrainOptions``) say; returns the path of ``OUT/last.pt``."""
-    from ganlab.training import resume_state
-    from ganlab.training import train as run_training
+    from ganlab.model.training import resume_state
+    from ganlab.model.training import train as run_training
 
     options, payload, changed = resume_state(options)
     return run_training(options, dataset_source(options.dataset), progress=progress, resume_payload=payload,

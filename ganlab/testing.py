@@ -45,8 +45,8 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
     import tempfile
 
     import ganlab
-    from ganlab.options import resolve_options
-    from ganlab.registry import get_registry
+    from ganlab.plugin.options import resolve_options
+    from ganlab.plugin.registry import get_registry
 
     device_ = ganlab.select_device(device)
     if not isinstance(gan, ganlab.LoadedGAN):
@@ -67,7 +67,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
 def registered(kind: str) -> dict[str, Any]:
     """name -> object of one ``kind`` ("evaluators", "analyses", "datasets", "experiments", "detectors",
     "feature_spaces") as the installed plugins register them, the plugins loaded afresh."""
-    from ganlab.registry import KINDS, get_registry
+    from ganlab.plugin.registry import KINDS, get_registry
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -78,7 +78,7 @@ def registered(kind: str) -> dict[str, Any]:
 def plugin(module: Any, name: str) -> Iterator[Any]:
     """Register ``module`` (with ``@ganlab.hookimpl`` functions) as plugin ``name`` for the block, as if it were
     installed; yields the registry; the plugins are loaded afresh afterwards."""
-    from ganlab import registry
+    from ganlab.plugin import registry
 
     try:
         yield registry.register_plugin(module, name)
@@ -88,7 +88,7 @@ def plugin(module: Any, name: str) -> Iterator[Any]:
 
 def run_component(component: Any, gan: Any, **kwargs: Any) -> Any:
     """Run ``component`` on ``gan`` (see ``make_context`` for ``kwargs``); returns its checked ``Result``."""
-    from ganlab.components import check_result
+    from ganlab.plugin.components import check_result
 
     return check_result(component.run(make_context(gan, component, **kwargs)), component.name)
 

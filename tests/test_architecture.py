@@ -10,9 +10,14 @@ REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "ganlab"
 # Only these ask the plugin registry; everything below them is handed what it needs.
 # (ganlab.testing builds a RunContext the way the report does, for plugin authors' tests.)
-TOP_MODULES = {"ganlab.api", "ganlab.registry", "ganlab.testing"}
+TOP_MODULES = {"ganlab.api", "ganlab.plugin.registry", "ganlab.testing"}
 TOP_PACKAGES = ("ganlab.cli", "ganlab.report")
 MAX_LINES = 400
+# The layers, top first (docs/architecture.md): a module imports its own layer package or a lower layer, never a
+# higher one or a different package of its own layer. `ganlab` itself (the public names) is not a layer.
+LAYERS = (("ganlab.__main__",), ("ganlab.cli",), ("ganlab.report",), ("ganlab.api", "ganlab.testing"),
+          ("ganlab.plugin", "ganlab.measure"), ("ganlab.model",), ("ganlab.data",), ("ganlab.store",),
+          ("ganlab.defaults",), ("ganlab.errors",))
 
 
 def _module_name(path: Path) -> str:
@@ -81,13 +86,35 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_no_import_cycle_in_the_core():
     graph = _core_graph()
-    assert "ganlab.checkpoint" in graph and "ganlab.datasets" in graph["ganlab.training"]  # the graph is real
+    assert "ganlab.data.datasets" in graph["ganlab.model.training"]  # the graph is real
     assert _cycles(graph) == []
+
+
+def _layer(module: str) -> tuple[int, str]:
+    """(depth from the top, layer package) of a core module."""
+    for depth, packages in enumerate(LAYERS):
+        for package in packages:
+            if module == package or module.startswith(package + "."):
+                return depth, package
+    raise AssertionError(f"{module} is in no layer; add its package to LAYERS and docs/architecture.md")
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} imports {other}" for name, imported in graph.items() if name != "ganlab"
+                  for other in imported if _layer(name) != _layer(other) and _layer(name)[0] >= _layer(other)[0])
+
+
+def test_imports_run_down_the_layers():
+    assert _upward({"ganlab.model.training": {"ganlab.report.run", "ganlab.data.datasets", "ganlab.model.devices"},
+                    "ganlab.measure.rows": {"ganlab.plugin.options"}, "ganlab.plugin.options": {"ganlab.errors"}}
+                   ) == ["ganlab.measure.rows imports ganlab.plugin.options",
+                         "ganlab.model.training imports ganlab.report.run"]
+    assert _upward(_core_graph()) == []
 
 
 def test_only_top_modules_ask_the_registry():
     graph = _core_graph()
-    users = {name for name, imported in graph.items() if "ganlab.registry" in imported
+    users = {name for name, imported in graph.items() if "ganlab.plugin.registry" in imported
              and not name.startswith(TOP_PACKAGES)}
     assert users <= TOP_MODULES, users - TOP_MODULES
     assert "ganlab.api" in users
@@ -96,7 +123,7 @@ def test_only_top_modules_ask_the_registry():
 def test_report_does_not_pull_in_training():
     graph = _core_graph()
     report = set().union(*(imported for name, imported in graph.items() if name.startswith("ganlab.report")))
-    assert "ganlab.training" not in report and "ganlab.devices" in report
+    assert "ganlab.model.training" not in report and "ganlab.model.devices" in report
 
 
 def test_no_module_over_the_size_limit():
@@ -126,7 +153,7 @@ def test_every_public_name_resolves():
 
 @pytest.mark.parametrize("page", ["plugins.md", "reference.md"])
 def test_docs_name_every_hook_and_public_name(page):
-    from ganlab import hookspecs
+    from ganlab.plugin import hookspecs
 
     docs = (REPO / "docs" / page).read_text()
     hooks = [name for name in dir(hookspecs) if name.startswith("ganlab_")]

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 import ganlab.api as api
-import ganlab.dataset_readers as readers
-import ganlab.datasets as ds
+import ganlab.data.builtin_datasets as readers
+import ganlab.data.datasets as ds
+from ganlab.data.image_files import FileImages, ImageTree, image_files
+from ganlab.data.pixel_formats import SKIP_HINT, BadImageError
 from ganlab.errors import GanlabError
-from ganlab.image_files import FileImages, ImageTree, image_files
-from ganlab.pixel_formats import SKIP_HINT, BadImageError
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from torch import nn
 import ganlab
 import ganlab.measure.features as F
 from ganlab import GanlabError, recompute_batchnorm, to_unit_range
-from ganlab.models import Discriminator, ModelConfig
+from ganlab.model.networks import Discriminator, ModelConfig
 
 CONFIG = ModelConfig(image_size=32, channels=1, ndf=4, ngf=4, nz=4)
 

@@ -230,7 +230,7 @@ ANALYSES = ("latent-walk", "guided-backprop", "vector-arithmetic", "forget-conce
 
 def test_the_analysis_sections_render_in_a_browser(browser, tiny_run, tmp_path):
     """A real report with the paper's section-6 analyses: every section is there and all its images load."""
-    from ganlab import registry
+    from ganlab.plugin import registry
     from ganlab.report import make_report
 
     boxes = tmp_path / "boxes.json"
@@ -253,7 +253,7 @@ def test_the_analysis_sections_render_in_a_browser(browser, tiny_run, tmp_path):
 
 def test_the_probe_shows_every_interval_and_says_what_it_means(browser, tiny_run, tmp_path):
     """What a reader sees of svm-probe: intervals on every accuracy, D against each baseline, the legend."""
-    from ganlab import registry
+    from ganlab.plugin import registry
     from ganlab.report import make_report
 
     registry.reset()

@@ -14,9 +14,9 @@ from PIL import Image
 from torch import nn
 
 import ganlab
-from ganlab.checkpoint import read_checkpoint, save_checkpoint
 from ganlab.cli import cli
 from ganlab.errors import GanlabError
+from ganlab.model.checkpoint import read_checkpoint, save_checkpoint
 
 
 def test_checkpoint_holds_everything(tiny_run):
@@ -129,7 +129,7 @@ def test_save_fsyncs_the_file_and_then_its_folder(tmp_path, monkeypatch):
 KILLED_WRITER = """
 import io, os, signal, sys, traceback
 import torch
-import ganlab.checkpoint as checkpoint
+import ganlab.model.checkpoint as checkpoint
 import ganlab.store.atomic as atomic
 
 def old_then_new(folder, kill_at):
@@ -305,7 +305,7 @@ def test_cli_sample_from_ganlab_checkpoint(tiny_run, tmp_path):
 
 
 def test_report_accepts_a_pytorch_examples_pair(examples_pair, tmp_path):
-    from ganlab import registry
+    from ganlab.plugin import registry
 
     _, _, folder = examples_pair
     registry.reset()

@@ -1,4 +1,4 @@
-"""Tests for ganlab.datasets: every built-in source on real or tiny official-format files."""
+"""Tests for ganlab.data.datasets: every built-in source on real or tiny official-format files."""
 from __future__ import annotations
 
 import gzip
@@ -16,10 +16,10 @@ from PIL import Image
 
 import ganlab
 import ganlab.api as api
-import ganlab.dataset_readers as readers
-import ganlab.datasets as ds
-from ganlab import core_plugin, hookspecs
+import ganlab.data.builtin_datasets as readers
+import ganlab.data.datasets as ds
 from ganlab.errors import GanlabError
+from ganlab.plugin import core_plugin, hookspecs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR_JPG = SHARED / "cifar10-jpg"
@@ -687,8 +687,8 @@ def test_hookimpl_registers_every_builtin():
 
 
 def test_registry_knows_builtins(monkeypatch):
-    monkeypatch.undo()  # use the real lookup through ganlab.registry
-    from ganlab.registry import get_registry
+    monkeypatch.undo()  # use the real lookup through ganlab.plugin.registry
+    from ganlab.plugin.registry import get_registry
 
     datasets = get_registry(reload=True).datasets
     assert {"digits", "cifar10", "folder"} <= set(datasets)

@@ -19,8 +19,8 @@ import torch
 from click.testing import CliRunner
 from conftest import picture_folder, run_cli, snapshot
 
-from ganlab import registry
 from ganlab.cli import cli
+from ganlab.plugin import registry
 
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8", "--limit", "96", "--batch-size", "32"]
 
@@ -179,9 +179,9 @@ def test_disk_full_while_writing_a_report_keeps_the_previous_one(work, monkeypat
 def test_disk_full_while_training_keeps_the_last_checkpoint(work, monkeypatch):
     shutil.copytree(work / "run", work / "cont")
     before = snapshot(work / "cont")
-    import ganlab.checkpoint
+    import ganlab.model.checkpoint
 
-    monkeypatch.setattr(ganlab.checkpoint.torch, "save", _disk_full)
+    monkeypatch.setattr(ganlab.model.checkpoint.torch, "save", _disk_full)
     registry.reset()
     result = CliRunner().invoke(cli, ["train", "--resume", str(work / "cont" / "last.pt"), "--epochs", "3"])
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -244,7 +244,7 @@ def test_a_real_full_disk_while_training(small_disk):
     assert line.startswith("Error: cannot write") and line.endswith("the disk is full"), line
     checkpoints = sorted((small_disk / "run").glob("epoch_*.pt"))
     assert checkpoints and not list((small_disk / "run").glob(".*.tmp"))
-    from ganlab.checkpoint import read_checkpoint
+    from ganlab.model.checkpoint import read_checkpoint
 
     for path in checkpoints + [small_disk / "run" / "last.pt"]:
         assert read_checkpoint(path)["format"] == "ganlab"  # loads: nothing half-written
@@ -263,7 +263,7 @@ def test_a_corrupt_image_names_the_file_and_can_be_skipped(work):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "skipped 2 unreadable images of 42" in result.stderr
-    from ganlab.checkpoint import read_checkpoint
+    from ganlab.model.checkpoint import read_checkpoint
 
     assert read_checkpoint(work / "new" / "last.pt")["dataset"]["size"] == 40
 
@@ -328,7 +328,7 @@ def test_nan_losses_in_the_history_are_flagged_with_their_epochs(work, tiny_run)
 
 def test_an_unsettled_generator_says_so_and_can_be_settled(work):
     """A pytorch/examples G saved before its BatchNorm running statistics settled: flat grey in eval mode."""
-    from ganlab.models import Generator, ModelConfig
+    from ganlab.model.networks import Generator, ModelConfig
 
     torch.manual_seed(0)
     state = Generator(ModelConfig(image_size=32, channels=3, ngf=16)).state_dict()

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import ganlab
-from ganlab import registry
 from ganlab.cli import cli
 from ganlab.errors import GanlabError
+from ganlab.plugin import registry
 
 CLASSES = ("circle", "cross", "square")
 

@@ -198,7 +198,7 @@ def _tile(grid, row, col, side, padding=2):
 
 
 def test_component_in_a_report(tiny_run, tmp_path):
-    from ganlab import registry
+    from ganlab.plugin import registry
     from ganlab.report import make_report
 
     registry.reset()  # guided-backprop is a built-in: it loads through its entry point
@@ -239,7 +239,7 @@ def test_component_in_a_report(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("name", ["filters", "top", "images", "batch_size"])
 def test_options_below_one_are_refused_before_anything_runs(tiny_run, tmp_path, name):
-    from ganlab import registry
+    from ganlab.plugin import registry
     from ganlab.report import make_report
 
     registry.reset()

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ganlab.errors import GanlabError
-from ganlab.models import PRESETS, Discriminator, Generator, ModelConfig, build, sample_latent
+from ganlab.model.networks import PRESETS, Discriminator, Generator, ModelConfig, build, sample_latent
 
 CONFIGS = [*PRESETS.values(),
            *(ModelConfig(image_size=s, channels=c, kernel_size=k, ngf=8, ndf=8, nz=16)

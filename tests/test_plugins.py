@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ganlab
-from ganlab import hookspecs, registry
-from ganlab.components import Evaluator, Result
 from ganlab.errors import GanlabError
+from ganlab.plugin import hookspecs, registry
+from ganlab.plugin.components import Evaluator, Result
 from ganlab.report import make_report
 
 EXAMPLE = Path(__file__).parent / "example_plugin"

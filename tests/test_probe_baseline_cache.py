@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ganlab
-from ganlab import registry
+from ganlab.plugin import registry
 from ganlab.report import make_report
 from ganlab_plugins.probe import result_cache
 
@@ -137,7 +137,7 @@ def test_every_input_of_a_row_is_in_its_identity():
     schedule: each gives another identity (so a stale row is never read for it)."""
     from types import SimpleNamespace
 
-    from ganlab.models import ModelConfig
+    from ganlab.model.networks import ModelConfig
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (20, 1, 8, 8), dtype=np.uint8), np.arange(20) % 10

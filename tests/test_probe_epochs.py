@@ -4,7 +4,8 @@ import pytest
 from sklearn.svm import LinearSVC
 
 import ganlab
-from ganlab import load_split, registry, to_unit_range
+from ganlab import load_split, to_unit_range
+from ganlab.plugin import registry
 from ganlab.report import make_report
 from ganlab_plugins.probe.protocol import validation_split
 

@@ -6,7 +6,8 @@ import torch
 from scipy.linalg import sqrtm
 
 import ganlab
-from ganlab import GanlabError, registry
+from ganlab import GanlabError
+from ganlab.plugin import registry
 from ganlab.testing import make_context, run_component
 from ganlab_plugins.quality import plugin
 from ganlab_plugins.quality.manifold import density_coverage, manifold_metrics, precision_recall, self_knn

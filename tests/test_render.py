@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ganlab.components import Figure, Image, Result, Table  # noqa: E402
+from ganlab.plugin.components import Figure, Image, Result, Table  # noqa: E402
 from ganlab.report.data import FAILED, OK, SKIPPED, ComponentRun, ReportData  # noqa: E402
 from ganlab.report.render import fmt_value, render_report, slugify  # noqa: E402
 

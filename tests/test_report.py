@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from sklearn.neighbors import NearestNeighbors
 
 import ganlab
-from ganlab import load_split, registry, to_unit_range
+from ganlab import load_split, to_unit_range
 from ganlab.cli import cli
-from ganlab.components import Evaluator, Result
+from ganlab.plugin import registry
+from ganlab.plugin.components import Evaluator, Result
 from ganlab.report import make_report
 
 # the cheapest svm-probe that still runs every row

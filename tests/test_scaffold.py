@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 import ganlab
-from ganlab import registry
 from ganlab.cli import cli
+from ganlab.plugin import registry
 from ganlab.testing import make_context, run_component
 
 BIN = Path(sys.executable).parent

@@ -28,7 +28,7 @@ QUICK = ["--only", "latent-walk", "--quiet"]
 RUNNER = '''
 import os, sys, time, types
 import ganlab
-from ganlab import registry
+from ganlab.plugin import registry
 
 class Slow(ganlab.Evaluator):
     name, description = "slow", "sleeps, or worse"

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ganlab.models import ModelConfig
+from ganlab.model.networks import ModelConfig
 from ganlab_plugins.probe.supervised import accuracy, train_classifier
 
 CONFIG = ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8)

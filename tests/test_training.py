@@ -15,10 +15,10 @@ from conftest import state_equal, tiny_options
 from PIL import Image
 
 from ganlab import select_device, train
-from ganlab.checkpoint import read_checkpoint
 from ganlab.cli import cli
 from ganlab.errors import GanlabError
-from ganlab.training import Trainer
+from ganlab.model.checkpoint import read_checkpoint
+from ganlab.model.training import Trainer
 
 
 def _weights(path):
@@ -264,7 +264,7 @@ def test_amp_flag_runs_the_convolutions_under_autocast(tmp_path, monkeypatch, fl
 DDP_RANK = """
 import json, os, sys
 import torch
-from ganlab.training import Trainer
+from ganlab.model.training import Trainer
 
 record = sys.argv[1]
 real_batches, real_fit = Trainer._batches, Trainer.fit

@@ -8,8 +8,8 @@ import pytest
 from conftest import session_cache_state
 
 import ganlab
-from ganlab import registry
-from ganlab.components import Evaluator, Result
+from ganlab.plugin import registry
+from ganlab.plugin.components import Evaluator, Result
 from ganlab.report import make_report
 from ganlab.store.cache import default_root
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure as MplFigure
 
-from ganlab.components import Figure, Image, Result, Table
+from ganlab.plugin.components import Figure, Image, Result, Table
 from ganlab.report.data import FAILED, OK, SKIPPED, ComponentRun, ReportData
 from ganlab.report.render import render_report
 

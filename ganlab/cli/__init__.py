@@ -45,7 +45,7 @@ class GanlabGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter) -> None:
         """``ganlab --help``: a command whose plugin failed is listed as unavailable, with the reason."""
-        from ganlab.registry import get_registry
+        from ganlab.plugin.registry import get_registry
 
         plugins = get_registry().plugins if self.plugin_commands else {}
         for name, plugin in self.plugin_commands.items():
@@ -59,7 +59,7 @@ class GanlabGroup(click.Group):
         name, command, rest = super().resolve_command(ctx, args)
         plugin = self.plugin_commands.get(name)
         if plugin is not None:
-            from ganlab.registry import get_registry
+            from ganlab.plugin.registry import get_registry
 
             info = get_registry().plugins.get(plugin)
             if info is not None and info.error:
@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def _add_plugin_commands() -> None:
-    from ganlab.registry import collect_commands
+    from ganlab.plugin.registry import collect_commands
 
     GanlabGroup.plugin_commands = collect_commands(cli)
 

@@ -13,7 +13,7 @@ from ganlab.errors import GanlabError
 @click.option("--check", is_flag=True, help="exit 1 if any plugin failed to load or register")
 def plugins(as_json: bool, check: bool) -> None:
     """List plugins, their distribution and version, what they register, and load errors."""
-    from ganlab.registry import get_registry
+    from ganlab.plugin.registry import get_registry
 
     registry = get_registry()
     rows = [
@@ -37,7 +37,7 @@ def plugins(as_json: bool, check: bool) -> None:
 
 
 def _component_rows(registry) -> list[dict]:
-    from ganlab.options import describe
+    from ganlab.plugin.options import describe
 
     return [{"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
              "needs": sorted(c.needs), "cheap": bool(c.cheap), "default": bool(getattr(c, "default", True)),
@@ -85,7 +85,7 @@ def _option_line(component: str, option: str, spec: dict) -> str:
 def components(as_json: bool) -> None:
     """List evaluators and analyses (kind, needs, cheap, each option for --set), then checkpoint loaders,
     feature spaces, datasets and detectors, and any plugin that failed to load."""
-    from ganlab.registry import get_registry
+    from ganlab.plugin.registry import get_registry
 
     found = catalogue(get_registry())
     if as_json:
@@ -113,7 +113,7 @@ def components(as_json: bool) -> None:
 @click.option("--name", required=True, help="plugin name: lowercase letters, digits and dashes")
 def new_plugin(folder, name) -> None:
     """Write an installable plugin package with an evaluator, an analysis and a passing test."""
-    from ganlab.scaffold import new_plugin as write
+    from ganlab.plugin.scaffold import new_plugin as write
 
     for path in write(folder, name):
         click.echo(f"wrote {path}")

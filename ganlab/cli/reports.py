@@ -77,7 +77,7 @@ def write_report(checkpoint, *, as_json=False, quiet=False, show_traceback=False
 
 def _report(checkpoint, only, skip, across_epochs, settings, **flags) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
-    from ganlab.options import parse_settings
+    from ganlab.plugin.options import parse_settings
 
     write_report(checkpoint, only=names(only), skip=names(skip, "--skip"), all_across_epochs=across_epochs,
                  settings=parse_settings(settings), **flags)
@@ -105,7 +105,7 @@ report = click.command("report")(report)
 def run(experiment, list_, retrain, checkpoint, report_out, seeds, **flags) -> None:
     """Run a registered experiment: train (unless its checkpoint exists), then write the report."""
     from ganlab.defaults import TrainOptions
-    from ganlab.registry import get_registry
+    from ganlab.plugin.registry import get_registry
 
     registry = get_registry()
     if list_ or not experiment:
@@ -152,17 +152,19 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
     """Train ``exp`` into ``options.out`` unless its last.pt exists (or report on ``checkpoint``), then report."""
     if checkpoint is None:
         last = Path(options.out) / "last.pt"
-        if retrain or not last.exists():
-            from ganlab.api import train as run_training
+        from ganlab.api import train as run_training
 
+        if retrain or not last.exists():
             # --retrain asks for a fresh run: it replaces the old one in the run folder
             run_training(options.updated(resume=None, overwrite=bool(retrain or options.overwrite)),
                          progress=not report["quiet"])
+        elif _check_existing(last, options) < options.epochs:  # an interrupted run goes on where it stopped
+            click.echo(f"resuming {last} to epoch {options.epochs}", err=True)
+            run_training(options.updated(resume=str(last)), progress=not report["quiet"])
         else:
-            _check_existing(last, options)
             click.echo(f"using existing {last} (give --retrain to train again)")
         checkpoint = str(Path(options.out))
-    from ganlab.options import parse_settings
+    from ganlab.plugin.options import parse_settings
 
     settings = {**exp.component_options, **parse_settings(report["settings"])}
     write_report(checkpoint, only=list(exp.components) if exp.components else None, out=str(report_out),
@@ -172,13 +174,16 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
                  select_epoch=exp.select_epoch if len(list(Path(checkpoint).glob("epoch_*.pt"))) > 1 else None)
 
 
-def _check_existing(last: Path, options) -> None:
-    """A run already in the folder stands for the one asked only when it was trained with the same settings."""
-    from ganlab.checkpoint import read_checkpoint
-    from ganlab.training import settings_differ
+def _check_existing(last: Path, options) -> int:
+    """A run already in the folder stands for the one asked only when it was trained with the same settings;
+    returns the epochs it has finished."""
+    from ganlab.model.checkpoint import read_checkpoint
+    from ganlab.model.training import settings_differ
 
-    differ = settings_differ(options, read_checkpoint(last))
+    payload = read_checkpoint(last)
+    differ = settings_differ(options, payload)
     if differ:
         name, was, asked = differ[0]
         raise GanlabError(f"{last.parent} holds a run trained with {name} {was!r}, not {asked!r}; give --retrain "
                           "to replace it, or --out for a run folder of its own")
+    return int(payload.get("epoch", 0)) if isinstance(payload.get("epoch"), int) else 0

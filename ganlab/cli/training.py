@@ -1,4 +1,5 @@
-"""``ganlab train`` and ``ganlab sample``, and the training flags ``ganlab run`` shares."""
+"""``ganlab train`` and ``ganlab sample`` (a grid or one PNG per sample), and the training flags ``ganlab run``
+shares."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -81,8 +82,8 @@ def train(**flags) -> None:
 
 def _load_for_cli(checkpoint, generator, discriminator, device):
     from ganlab.api import load
-    from ganlab.devices import select_device
-    from ganlab.pytorch_examples import load_pair
+    from ganlab.model.devices import select_device
+    from ganlab.model.pytorch_examples import load_pair
 
     if checkpoint and generator:
         raise GanlabError("give a checkpoint or --generator, not both")
@@ -131,7 +132,35 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
     elif why := gan.unsettled_batchnorm(seed=seed):
         raise GanlabError(f"{why}; nothing was written: give --settle-batchnorm to recompute them from random "
                           "latent vectors")
-    from ganlab.sample_files import write_samples
-
     written = write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)
     click.echo(f"wrote {count} samples to {written}")
+
+def write_samples(gan, count, seed, out, out_dir, nrow):
+    """The grid at ``out``, or one PNG per sample in ``out_dir`` (generated in chunks, never all in memory)."""
+    import torch
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    from ganlab.data.pixel_ranges import to_uint8
+    from ganlab.store.atomic import os_error
+
+    target = out_dir or out
+    try:
+        (out_dir or out.parent).mkdir(parents=True, exist_ok=True)
+        chunk = count if out_dir is None else 1024
+        for start in range(0, count, chunk):
+            # seed + start: chunk k holds the same images whatever the chunk size of an earlier call
+            images = gan.sample(min(chunk, count - start), seed=seed if start == 0 else seed + start)
+            bad = int((~torch.isfinite(images)).sum())
+            if bad:
+                raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or "
+                                  f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
+            if out_dir is None:
+                save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+                continue
+            pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
+            for i, array in enumerate(pixels, start):
+                Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(out_dir / f"sample_{i:06d}.png")
+    except OSError as exc:
+        raise os_error("write", target, exc) from None
+    return target

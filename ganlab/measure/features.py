@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganlab.batchnorm import recompute_batchnorm
+from ganlab.data.pixel_ranges import to_unit_range
 from ganlab.errors import GanlabError
-from ganlab.images import to_unit_range
+from ganlab.model.batchnorm import recompute_batchnorm
 from ganlab.store.digest import content_digest, text_key
 
 GRID = 4

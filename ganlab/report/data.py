@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ganlab.components import Result
+from ganlab.plugin.components import Result
 
 OK, FAILED, SKIPPED, TIMED_OUT = "ok", "failed", "skipped", "timed out"
 SCHEMA_VERSION = 2  # of metrics.json; raise it when a key changes meaning or goes away

@@ -7,9 +7,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ganlab.components import Component, best_point
 from ganlab.errors import GanlabError
-from ganlab.loaded_gan import LoadedGAN
+from ganlab.model.loaded_gan import LoadedGAN
+from ganlab.plugin.components import Component, best_point
 from ganlab.report.data import FAILED, TIMED_OUT, ComponentRun
 from ganlab.report.run import Plan, run_components
 

@@ -16,12 +16,12 @@ import torch
 from torchvision.utils import make_grid
 
 from ganlab import __version__
-from ganlab.checkpoint import resolve
 from ganlab.defaults import ReportOptions
-from ganlab.devices import select_device
 from ganlab.errors import GanlabError, a, count
-from ganlab.loaded_gan import LoadedGAN
-from ganlab.registry import get_registry
+from ganlab.model.checkpoint import resolve
+from ganlab.model.devices import select_device
+from ganlab.model.loaded_gan import LoadedGAN
+from ganlab.plugin.registry import get_registry
 from ganlab.report.data import TIMED_OUT, ReportData
 from ganlab.report.epochs import (
     _best_epoch,

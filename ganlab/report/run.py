@@ -15,15 +15,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ganlab.components import Component, RunContext, check_result, unmet_needs
-from ganlab.datasets import DatasetSource, Layout
+from ganlab.data.datasets import DatasetSource, Layout
 from ganlab.errors import GanlabError
-from ganlab.loaded_gan import LoadedGAN
-from ganlab.options import check_names, resolve_options
-from ganlab.registry import Registry, get_registry
+from ganlab.model.loaded_gan import LoadedGAN
+from ganlab.plugin.components import Component, RunContext, check_result, unmet_needs
+from ganlab.plugin.options import check_names, resolve_options
+from ganlab.plugin.registry import Registry, get_registry
 from ganlab.report.data import FAILED, OK, SKIPPED, TIMED_OUT, ComponentRun
+from ganlab.report.time_limit import ComponentTimeout, time_limit
 from ganlab.store.cache import Cache
-from ganlab.time_limit import ComponentTimeout, time_limit
 
 Say = Callable[[str], None]
 
@@ -105,7 +105,7 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
     """Run each component, recording its status, time, result or error.
 
     ``say`` gets one line per component (ok, skipped with the reason, failed with the error). A component
-    still running after ``plan.timeout`` seconds is stopped and marked timed out (``ganlab.time_limit``).
+    still running after ``plan.timeout`` seconds is stopped and marked timed out (``ganlab.report.time_limit``).
     Ctrl-C (KeyboardInterrupt) is not a component's failure: it ends the report.
     """
     registry = get_registry()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ganlab.data.pixel_formats import BadImageError, error_text, one_line, values_to_8bit
 from ganlab.errors import GanlabError, a
-from ganlab.pixel_formats import BadImageError, error_text, one_line, values_to_8bit
 
 OFFICIAL = "replace it with the official file"
 _IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "16-bit integers", 0x0C: "32-bit integers",

@@ -16,8 +16,8 @@ from ganlab.errors import a
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ganlab.datasets import DatasetSource, Layout
-    from ganlab.loaded_gan import LoadedGAN
+    from ganlab.data.datasets import DatasetSource, Layout
+    from ganlab.model.loaded_gan import LoadedGAN
     from ganlab.store.cache import Cache
 
 # What a component may need; a component whose needs are not met is skipped with the reason.
@@ -178,7 +178,7 @@ class RunContext:
 
     def split(self, name: str, limit: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(images uint8 N x C x H x W at the model's size and channels, labels int64 N; -1 if unlabelled)."""
-        from ganlab.datasets import load_split
+        from ganlab.data.datasets import load_split
         from ganlab.errors import GanlabError
 
         if self.source is None:

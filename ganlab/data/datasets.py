@@ -14,8 +14,8 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from ganlab.data.pixel_formats import BadImageError, array_to_8bit, one_line, to_8bit
 from ganlab.errors import GanlabError, count
-from ganlab.pixel_formats import BadImageError, array_to_8bit, one_line, to_8bit
 
 SUBSET_SEED = 0  # seed of the fixed permutation that ``load_split(limit=...)`` draws from
 
@@ -34,7 +34,7 @@ class DatasetSource:
     """A named dataset and how to open one of its splits.
 
     ``open(split, root, download, variant)`` returns a ``Dataset`` of ``(image, label)``: a PIL image or a uint8
-    array (H x W or H x W x C, 0..255; others follow ``ganlab.pixel_formats``) and an int (-1: unlabelled). ``root``
+    array (H x W or H x W x C, 0..255; others follow ``pixel_formats``) and an int (-1: unlabelled). ``root``
     is ``--data-root`` (a ``Path`` or None), ``variant`` the part after ':' in ``lsun:church_outdoor``; ``"*"`` in
     ``splits``: the opener checks other split names itself. When splits or classes depend on the files (a user's
     folder), ``inspect(root, variant)`` returns the ``Layout`` of one copy.
@@ -76,7 +76,7 @@ def no_variant(source: str, variant: str | None) -> None:
 
 
 class PreparedSplit(Dataset):
-    """Items ``(uint8 tensor channels x image_size x image_size, int label or -1)``, by ``ganlab.pixel_formats``."""
+    """Items ``(uint8 tensor channels x image_size x image_size, int label or -1)``, by ``pixel_formats``."""
 
     def __init__(self, base: Dataset, name: str, split: str, image_size: int, channels: int):
         from torchvision import transforms as T

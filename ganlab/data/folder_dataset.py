@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from ganlab.datasets import Layout, missing, need_root, no_variant
+from ganlab.data.datasets import Layout, missing, need_root, no_variant
+from ganlab.data.image_files import IMAGE_SUFFIXES, FileImages, ImageTree, class_folders, image_files
 from ganlab.errors import GanlabError
-from ganlab.image_files import IMAGE_SUFFIXES, FileImages, ImageTree, class_folders, image_files
 
 FOLDER_TEST_FRACTION = 0.2  # held out from a folder of class folders that has no train/ and test/
 FOLDER_SPLIT_SEED = 0

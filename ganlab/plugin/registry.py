@@ -21,21 +21,22 @@ from typing import Any
 
 import pluggy
 
-from ganlab import hookspecs
 from ganlab.errors import GanlabError
+from ganlab.plugin import hookspecs
 
 ENTRY_POINT_GROUP = "ganlab"
-CORE_PLUGINS = ("ganlab.core_plugin",)
+# listed name -> module; the name users see in `ganlab plugins` stays put when the module moves
+CORE_PLUGINS = {"ganlab.core_plugin": "ganlab.plugin.core_plugin"}
 BUILTIN_DISTRIBUTION = "ganlab"
 DISABLE_ENV = "GANLAB_DISABLE_PLUGINS"
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 KINDS = {  # kind -> (hook, base class as "module:name", imported late so `ganlab --help` stays light)
-    "datasets": ("ganlab_register_datasets", "ganlab.datasets:DatasetSource"),
-    "evaluators": ("ganlab_register_evaluators", "ganlab.components:Evaluator"),
-    "analyses": ("ganlab_register_analyses", "ganlab.components:Analysis"),
-    "experiments": ("ganlab_register_experiments", "ganlab.experiments:Experiment"),
-    "detectors": ("ganlab_register_detectors", "ganlab.detectors:Detector"),
-    "feature_spaces": ("ganlab_register_feature_spaces", "ganlab.feature_spaces:FeatureSpace"),
+    "datasets": ("ganlab_register_datasets", "ganlab.data.datasets:DatasetSource"),
+    "evaluators": ("ganlab_register_evaluators", "ganlab.plugin.components:Evaluator"),
+    "analyses": ("ganlab_register_analyses", "ganlab.plugin.components:Analysis"),
+    "experiments": ("ganlab_register_experiments", "ganlab.plugin.experiments:Experiment"),
+    "detectors": ("ganlab_register_detectors", "ganlab.plugin.detectors:Detector"),
+    "feature_spaces": ("ganlab_register_feature_spaces", "ganlab.plugin.feature_spaces:FeatureSpace"),
 }
 
 
@@ -67,7 +68,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _declaration_problem(obj: Any) -> str | None:
     """What is wrong with a component's declared ``directions`` or options' defaults, or None."""
-    from ganlab.options import declared
+    from ganlab.plugin.options import declared
 
     for option, value in (getattr(obj, "options", None) or {}).items():
         spec = declared(value)
@@ -241,8 +242,8 @@ def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]
     pm.add_hookspecs(hookspecs)
     plugins: dict[str, PluginInfo] = {}
     disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
-    for module_name in CORE_PLUGINS:
-        info = plugins[module_name] = PluginInfo(module_name, BUILTIN_DISTRIBUTION, __version__)
+    for name, module_name in CORE_PLUGINS.items():
+        info = plugins[name] = PluginInfo(name, BUILTIN_DISTRIBUTION, __version__)
         _register_checked(pm, importlib.import_module(module_name), info)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         info = plugins[ep.name] = PluginInfo(ep.name, ep.dist.name if ep.dist else "?",

@@ -5,12 +5,12 @@ manager, which ``ganlab --help`` does to list plugin commands, stays fast.
 """
 from __future__ import annotations
 
-from ganlab.hookspecs import hookimpl
+from ganlab.plugin.hookspecs import hookimpl
 
 
 @hookimpl
 def ganlab_register_datasets(register) -> None:
-    from ganlab.dataset_readers import builtin_sources
+    from ganlab.data.builtin_datasets import builtin_sources
 
     for source in builtin_sources():
         register(source)
@@ -20,6 +20,6 @@ def ganlab_register_datasets(register) -> None:
 def ganlab_load_checkpoint(path: str, state):
     """PyTorch's examples/dcgan netG_epoch_N.pth / netD_epoch_N.pth state dicts (netD found beside netG)."""
     # trylast: a user's reader for a look-alike format gets the first word.
-    from ganlab.pytorch_examples import read_if_pytorch_examples
+    from ganlab.model.pytorch_examples import read_if_pytorch_examples
 
     return read_if_pytorch_examples(path, state)

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from ganlab.batchnorm import statistics_from
 from ganlab.errors import GanlabError
-from ganlab.models import Discriminator, Generator, ModelConfig, sample_latent
+from ganlab.model.batchnorm import statistics_from
+from ganlab.model.networks import Discriminator, Generator, ModelConfig, sample_latent
 
 
 @dataclass

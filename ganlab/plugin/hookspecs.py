@@ -14,7 +14,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     import click
 
-    from ganlab.checkpoint import LoadedGAN
+    from ganlab.model.checkpoint import LoadedGAN
 
 hookspec = pluggy.HookspecMarker("ganlab")
 hookimpl = pluggy.HookimplMarker("ganlab")
@@ -24,7 +24,7 @@ hookimpl = pluggy.HookimplMarker("ganlab")
 def ganlab_register_datasets(register: Callable[[Any], None]) -> None:
     """Register datasets: call ``register(DatasetSource(...))`` once per dataset.
 
-    A ``DatasetSource`` (``ganlab.datasets``) names the dataset, its splits, whether it has
+    A ``DatasetSource`` (``ganlab.data.datasets``) names the dataset, its splits, whether it has
     labels and how to open one split from a root folder.
     """
 
@@ -66,7 +66,7 @@ def ganlab_register_feature_spaces(register: Callable[[Any], None]) -> None:
 
 @hookspec
 def ganlab_register_experiments(register: Callable[[Any], None]) -> None:
-    """Register experiments: call ``register(Experiment(...))`` (``ganlab.experiments``).
+    """Register experiments: call ``register(Experiment(...))`` (``ganlab.plugin.experiments``).
 
     An experiment is a named recipe for ``ganlab run NAME``: what to train, with which options,
     then which components to run for the report.

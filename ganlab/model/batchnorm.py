@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganlab.data.pixel_ranges import to_unit_range
 from ganlab.errors import GanlabError
-from ganlab.images import to_unit_range
 
 
 class _Pooled:

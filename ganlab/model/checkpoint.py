@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from ganlab.errors import GanlabError
-from ganlab.loaded_gan import LoadedGAN
-from ganlab.models import ModelConfig
+from ganlab.model.loaded_gan import LoadedGAN
+from ganlab.model.networks import ModelConfig
 from ganlab.store.atomic import atomic_file
 from ganlab.store.run_folder import LAST
 

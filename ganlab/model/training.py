@@ -17,13 +17,13 @@ import torch.distributed as dist
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from ganlab import checkpoint
-from ganlab.datasets import DatasetSource, load_split, read_exclusion_list
+from ganlab.data.datasets import DatasetSource, load_split, read_exclusion_list
+from ganlab.data.pixel_ranges import to_unit_range
 from ganlab.defaults import RECORDED, TrainOptions
-from ganlab.devices import select_device
 from ganlab.errors import GanlabError, Terminated
-from ganlab.images import to_unit_range
-from ganlab.models import PRESETS, ModelConfig, build, sample_latent
+from ganlab.model import checkpoint
+from ganlab.model.devices import select_device
+from ganlab.model.networks import PRESETS, ModelConfig, build, sample_latent
 from ganlab.store import run_folder
 from ganlab.store.atomic import link_atomically, os_error
 

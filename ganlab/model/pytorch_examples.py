@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ganlab.checkpoint import read_checkpoint
 from ganlab.errors import GanlabError
-from ganlab.loaded_gan import LoadedGAN
-from ganlab.models import ModelConfig
+from ganlab.model.checkpoint import read_checkpoint
+from ganlab.model.loaded_gan import LoadedGAN
+from ganlab.model.networks import ModelConfig
 
 
 def _conv_weights(state: dict[str, Any]) -> list[Any]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ganlab.data.pixel_formats import bad_image, error_text, one_line, printable, to_8bit
 from ganlab.errors import GanlabError
-from ganlab.pixel_formats import bad_image, error_text, one_line, printable, to_8bit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # What the contents may be, whatever the suffix says: no format whose decoder runs external programs (EPS).
@@ -23,7 +23,7 @@ IMAGE_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "TIFF", "WEBP", "GIF")
 
 
 def decode_image(data: bytes, where: object) -> Image.Image:
-    """Decode image bytes fully, as 'L' or 'RGB' (``ganlab.pixel_formats``); ``where`` names them in errors."""
+    """Decode image bytes fully, as 'L' or 'RGB' (``ganlab.data.pixel_formats``); ``where`` names them in errors."""
     if not data:
         raise bad_image(where, "empty (0 bytes)")
     with warnings.catch_warnings():

@@ -13,12 +13,12 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, StackDataset
 
-from ganlab.datasets import DatasetSource, missing, need_root, no_variant
+from ganlab.data.datasets import DatasetSource, missing, need_root, no_variant
+from ganlab.data.folder_dataset import folder_layout, open_folder
+from ganlab.data.image_files import FileImages, ImageTree, decode_image
+from ganlab.data.official_formats import open_lmdb, read_celeba_partition, read_cifar_batch, read_idx, read_svhn_mat
+from ganlab.data.pixel_formats import bad_image, error_text, one_line
 from ganlab.errors import GanlabError
-from ganlab.folder_dataset import folder_layout, open_folder
-from ganlab.image_files import FileImages, ImageTree, decode_image
-from ganlab.official_formats import open_lmdb, read_celeba_partition, read_cifar_batch, read_idx, read_svhn_mat
-from ganlab.pixel_formats import bad_image, error_text, one_line
 
 LSUN_CATEGORIES = ("bedroom", "bridge", "church_outdoor", "classroom", "conference_room",
                    "dining_room", "kitchen", "living_room", "restaurant", "tower")
