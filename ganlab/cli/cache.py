@@ -1,9 +1,7 @@
 """``ganlab cache``: what the cache folder holds, and clearing it.
 
-Reports keep work there between runs ($GANLAB_CACHE, else ~/.cache/ganlab): D features per checkpoint and split
-(``features/``, by far the largest), svm-probe's baseline rows (``svm-probe/``), probe-epochs' lines and C
-(``probe-epochs/``), hash-collisions' autoencoder (``hash-collisions/``), UMAP's compiled code (``numba/``).
-Everything in it is recomputed when missing, so clearing costs time, never results.
+Reports keep work there between runs ($GANLAB_CACHE, else ~/.cache/ganlab), one part folder per user (D's
+``features/`` is by far the largest). Everything in it is recomputed when missing: clearing costs time only.
 
 ``clear`` works only on a folder ganlab marked as its cache (or one of an older version's, holding nothing but
 its parts), deletes only entries ganlab wrote (by their names; a tool's marked sub-folder whole) and never

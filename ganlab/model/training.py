@@ -245,6 +245,17 @@ def _absolute(path: Any) -> str | None:
     return str(Path(path).expanduser().resolve()) if isinstance(path, (str, Path)) and path else None
 
 
+def _part(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    """A dict-valued part of a checkpoint, {} when it is missing or not a dict."""
+    return payload[key] if isinstance(payload.get(key), dict) else {}
+
+
+def _recorded_pairs(options: TrainOptions, recorded: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, recorded, asked) for each setting the checkpoint recorded; paths compared as absolute paths."""
+    pairs = [(name, recorded[name], getattr(options, name)) for name in RECORDED if name in recorded]
+    return [(n, _absolute(was), _absolute(asked)) if n in PATHS else (n, was, asked) for n, was, asked in pairs]
+
+
 def run_out(options: TrainOptions) -> str:
     """The run folder: ``--out``, else the resumed checkpoint's folder, else runs/DATASET."""
     if options.resume and not options.out:
@@ -265,14 +276,10 @@ def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | 
     if not checkpoint.is_ganlab_checkpoint(payload):
         raise GanlabError(f"--resume {options.resume}: only ganlab checkpoints can be resumed (this file has no "
                           "optimiser state)")
-    recorded = payload.get("options") if isinstance(payload.get("options"), dict) else {}
-    dataset = payload.get("dataset") if isinstance(payload.get("dataset"), dict) else {}
-    recorded = {**recorded, "data_root": dataset.get("root", recorded.get("data_root"))}
+    recorded = _part(payload, "options")
+    recorded = {**recorded, "data_root": _part(payload, "dataset").get("root", recorded.get("data_root"))}
     defaults, filled, changed = TrainOptions(), {}, {}
-    for name in [name for name in RECORDED if name in recorded]:
-        was, given = recorded[name], getattr(options, name)
-        if name in PATHS:
-            was, given = _absolute(was), _absolute(given)
+    for name, was, given in _recorded_pairs(options, recorded):
         if given == getattr(defaults, name) or given == was:
             filled[name] = was
         elif name in options.allow_change:
@@ -288,15 +295,8 @@ def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | 
 def settings_differ(options: TrainOptions, payload: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """The recorded settings and model flags of a checkpoint's run that ``options`` asks otherwise:
     (name, recorded, asked). Decides whether an existing run can stand for the one asked for."""
-    recorded = payload.get("options") if isinstance(payload.get("options"), dict) else {}
-    differ = []
-    for name in [name for name in RECORDED if name in recorded]:
-        was, asked = recorded[name], getattr(options, name)
-        if name in PATHS:
-            was, asked = _absolute(was), _absolute(asked)
-        if was != asked:
-            differ.append((name, was, asked))
-    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    differ = [pair for pair in _recorded_pairs(options, _part(payload, "options")) if pair[1] != pair[2]]
+    config = _part(payload, "config")
     differ += [(name, config[name], getattr(options, name)) for name in config
                if getattr(options, name, None) not in (None, config[name])]
     return differ

@@ -205,9 +205,6 @@ class RunContext:
                 return
 
 
-DIRECTIONS = ("higher", "lower", None)
-
-
 def metric_direction(directions: dict[str, str | None], metric: str) -> str | None:
     """``metric``'s entry in a ``directions`` mapping: the exact name, else the first glob that matches."""
     from fnmatch import fnmatchcase

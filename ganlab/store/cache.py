@@ -224,17 +224,14 @@ class Cache:
                 remove_tree(target)
             os.replace(tmp, target)
             fsync_folder(folder)
-        except OSError as exc:
+        except BaseException as exc:  # Ctrl-C too: never leave the temporary file behind
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+            if not isinstance(exc, OSError):
+                raise
             self._unwritable(exc)
             return None
-        except BaseException:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-            raise
         for other in folder.glob(f"{key}-*.{ext}"):
             if other != target and other.is_file() and not other.is_symlink():
                 with contextlib.suppress(OSError):
