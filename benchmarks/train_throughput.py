@@ -7,7 +7,7 @@ Steps per round follow the step times seen so far (rounds of about 3 s per side)
 until --budget seconds of timed steps (at least 3), so the run time stays about the same whatever
 the machine's speed (or give --steps / --rounds).
 
-ganlab side: ``ganlab.training.Trainer`` (dataset cifar10, decoded once into a uint8 tensor by
+ganlab side: ``ganlab.model.training.Trainer`` (dataset cifar10, decoded once into a uint8 tensor by
 ``load_split``); each timed step is what ``fit()`` does per batch: index the uint8 tensor with the
 epoch's shuffled batch indices, ``to_unit_range``, ``train_step``. The one-time decode is timed
 and printed separately; it is not in the steady-state rate. fit()'s per-step bookkeeping (history
@@ -15,7 +15,7 @@ lists, log.jsonl line, tqdm) and its end-of-epoch checkpoints are not timed.
 
 baseline side: the loop the common DCGAN examples (pytorch/examples dcgan/main.py) use, written
 here: ImageFolder + per-image PIL transforms (Resize, CenterCrop, ToTensor, Normalize) through a
-DataLoader, ganlab.models' G and D with a Sigmoid appended to D and nn.BCELoss, the same Adam
+DataLoader, ganlab.model.networks' G and D with a Sigmoid appended to D and nn.BCELoss, the same Adam
 settings; per step D(real) backward, fake = G(z), D(fake.detach()) backward, D step, then
 D(fake) backward into all parameters (D's weight gradients are computed and thrown away) and the
 G step. The DataLoader is tried with num_workers 2 (a typical run on this 2-core machine) and 0;
@@ -121,8 +121,8 @@ class GanlabSide:
 
     def __init__(self, args: argparse.Namespace, out: str):
         import ganlab
-        from ganlab import training
         from ganlab.defaults import TrainOptions
+        from ganlab.model import training
 
         # Time load_split (the one-time decode) on its own, without touching ganlab's files.
         real_load_split, self.decode_s = training.load_split, 0.0
@@ -179,7 +179,7 @@ class BaselineSide:
         from torchvision import datasets
         from torchvision import transforms as T
 
-        from ganlab.models import ModelConfig, build
+        from ganlab.model.networks import ModelConfig, build
 
         self.name = f"baseline w{workers}"
         self.workers = workers

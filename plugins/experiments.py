@@ -11,7 +11,7 @@ from .probe.settings import PAPER_C_GRID
 # recomputed on real images, every layer pooled, features as they are (the variants that did best for D there).
 RECIPE = {"image_size": 32, "ngf": 32, "ndf": 32, "epochs": 30, "batch_size": 64, "lr": 2e-4, "beta1": 0.5}
 SELECT = "probe-epochs.d.val_accuracy"  # chosen on a validation split of the training images, never the test
-PROBE_OPTIONS = {"svm-probe.labels_per_class": ["10", "all"], "svm-probe.draws": 10,
+PROBE_OPTIONS = {"svm-probe.labels_per_class": ["10", "100", "all"], "svm-probe.draws": 10,
                  # UMAP off: on a fresh machine its numba compilation alone (~40 s) is a large part of a small
                  # run (svm-probe's embedding.py); --set svm-probe.umap=true draws it
                  "svm-probe.umap": False}
@@ -29,7 +29,9 @@ EXPERIMENTS = [
         name="probe-digits",
         description="the probe recipe on the embedded sklearn digits (32x32 grey), with the full report",
         train={**RECIPE, "dataset": "digits", "channels": 1},
-        component_options={**PROBE_OPTIONS, "svm-probe.draws": 5}, select_epoch=SELECT,
+        # the digits' training split holds about 90 images per class: no 100-per-class row
+        component_options={**PROBE_OPTIONS, "svm-probe.labels_per_class": ["10", "all"], "svm-probe.draws": 5},
+        select_epoch=SELECT,
     ),
     Experiment(
         name="probe-svhn",

@@ -263,7 +263,10 @@ def test_options_from_the_command_line(tiny_run, tmp_path):
 
 
 def test_latent_walk_endpoints_are_the_latent_points(tiny_run):
-    from ganlab_plugins.latent_walk import interpolate
+    from ganlab_plugins.latent_walk import walk
+
+    def interpolate(a, b, frames, mode):
+        return walk(torch.stack([a, b]), frames - 1, mode)
 
     z0, z1 = torch.randn(3, 8, 1, 1), torch.randn(3, 8, 1, 1)
     for mode in ("lerp", "slerp"):
@@ -318,6 +321,9 @@ def test_run_probe_on_a_labelled_folder_gets_its_own_run_and_never_reuses_anothe
         assert again.exit_code == 1 and _errors(again.output) == [
             f"Error: runs/probe-folder holds a run trained with {said}; give --retrain to replace it, or --out for "
             "a run folder of its own"], again.output
+    longer = CliRunner().invoke(cli, ["run", "probe", "--dataset", "folder", *tiny, "--epochs", "3"])
+    assert longer.exit_code == 0 and "resuming runs/probe-folder/last.pt to epoch 3" in longer.output, longer.output
+    assert torch.load(in_tmp / "runs/probe-folder/last.pt", weights_only=True)["epoch"] == 3
 
 
 class FirstWeights(Evaluator):

@@ -53,7 +53,7 @@ def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str
     said = claim(paired, modes)
     text = [*([said] if said else []), legend(o["ci95"], tested),
             *_notes(ctx, rows, modes, stored, dim, test_split, tested)]
-    line = "; ".join(part for part in (headline(rows, modes, paired), said) if part)
+    line = ". ".join(part for part in (headline(rows, modes, paired), said) if part)
     return Result(metrics=metrics, tables=tables, text=text, verdict=line)
 
 
@@ -61,20 +61,26 @@ def claim(paired: dict, modes: list) -> str:
     """The paper's claim in words, per label budget: D's features beat every baseline compared on the same
     draws (the random D: training taught D something; K-means and pixels: other unsupervised features). It
     holds where D is ahead of all of them, does not where D is behind one, and cannot be told apart from noise
-    where an interval includes 0."""
-    parts = []
+    where an interval includes 0. Budgets with the same reading share one clause."""
+    readings: dict[str, list] = {}
     for mode in modes:
-        readings = {name: verdict(low, high) for (name, m), (_, low, high) in paired.items() if m == mode}
-        if not readings:
+        found = {name: verdict(low, high) for (name, m), (_, low, high) in paired.items() if m == mode}
+        if not found:
             continue
-        behind = [SHORT_NAMES[n] for n, r in readings.items() if r == "behind"]
-        level = [SHORT_NAMES[n] for n, r in readings.items() if r == "within noise"]
-        reading = (f"does not hold (D behind {' and '.join(behind)})" if behind else
-                   f"cannot be told apart from noise (D within noise of {' and '.join(level)})" if level else
-                   "holds")
-        parts.append(f"{reading} at {mode_words(mode)}")
-    return ("The paper's claim (D's features beat " + " and ".join(SHORT_NAMES[n] for n in PAIRED if any(
-        k[0] == n for k in paired)) + "): " + "; ".join(parts)) if parts else ""
+        behind = [SHORT_NAMES[n] for n, r in found.items() if r == "behind"]
+        level = [SHORT_NAMES[n] for n, r in found.items() if r == "within noise"]
+        reading = (f"does not hold (D behind {_and(behind)})" if behind else
+                   f"cannot be told apart from noise (D within noise of {_and(level)})" if level else "holds")
+        readings.setdefault(reading, []).append(mode_words(mode))
+    if not readings:
+        return ""
+    names = _and([SHORT_NAMES[n] for n in PAIRED if any(k[0] == n for k in paired)])
+    return (f"The paper's claim (D's features beat {names}): "
+            + "; ".join(f"{reading} at {_and(budgets)}" for reading, budgets in readings.items()))
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 SHORT_NAMES = {"pixels": "raw pixels", "random-d": "a random D", "kmeans": "K-means"}
