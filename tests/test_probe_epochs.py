@@ -47,6 +47,11 @@ def test_the_last_checkpoint_matches_sklearn(across, tiny_run):
     assert metrics["pixels.test_accuracy"] == pytest.approx(_svm(best).fit(X_train[pool], y_train[pool])
                                                             .score(X_test, y_test), abs=1.5 / len(y_test))
     assert 0.1 < metrics["kmeans.test_accuracy"] <= 1
+    verdict = data.components[0].result.verdict
+    assert verdict.startswith(f"D's features: {100 * metrics['d.test_accuracy']:.1f}% on held-out images with "
+                              f"{len(pool)} labels (validation {100 * metrics['d.val_accuracy']:.1f}%), against raw "
+                              f"pixels {100 * metrics['pixels.test_accuracy']:.1f}%, K-means "
+                              f"{100 * metrics['kmeans.test_accuracy']:.1f}%")
 
 
 def test_it_follows_the_epochs_with_flat_baselines(across):

@@ -162,7 +162,17 @@ def _result(ctx, results, C, chosen_by, data) -> Result:
             "test accuracy."]
     table = Table("Cheap linear probe (one label budget)", ["features", "validation accuracy %", "test accuracy %",
                                                             "C"], rows)
-    return Result(metrics=metrics, text=text, tables=[table])
+    return Result(metrics=metrics, text=text, tables=[table], verdict=_verdict(results, len(data[4])))
+
+
+def _verdict(results: dict, labelled: int) -> str:
+    """D's accuracy at this checkpoint against each baseline line, in points (one fit each: no interval)."""
+    d_val, d_test, _ = results["d"]
+    short = {"pixels": "raw pixels", "kmeans": "K-means"}
+    others = ", ".join(f"{short[name]} {100 * test:.1f}%" for name, (_, test, _) in results.items() if name != "d")
+    return (f"D's features: {100 * d_test:.1f}% on held-out images with {labelled} labels (validation "
+            f"{100 * d_val:.1f}%)" + (f", against {others}" if others else "")
+            + "; across a run folder this picks the epoch (--select-epoch probe-epochs.d.val_accuracy)")
 
 
 @hookimpl
