@@ -86,14 +86,14 @@ def test_bad_image_file_is_one_line_error_with_path_and_hint(tmp_path, name):
     _png(root / "train" / "cat" / "0.png")
     bad = root / "train" / "cat" / name
     make(bad)
-    dataset = api.open_split("folder", "train", root=root, image_size=8)
+    dataset = api.open_split("folder", "train", data_root=root, image_size=8)
     assert len(dataset) == 2  # the bad file is listed, not silently left out
     index = [os.path.basename(p) for p, _ in dataset.base.samples].index(name)
     with pytest.raises(BadImageError) as excinfo:
         dataset[index]
     _one_line(excinfo, f"{bad}: {problem}", SKIP_HINT)
     with pytest.raises(GanlabError) as excinfo:
-        api.load_split("folder", "train", root=root, image_size=8, progress=False)
+        api.load_split("folder", "train", data_root=root, image_size=8, progress=False)
     _one_line(excinfo, f"{bad}: {problem}", SKIP_HINT)
 
 
@@ -160,8 +160,8 @@ def test_skip_bad_drops_images_keeps_labels_aligned_and_reports(tmp_path, capsys
     (root / "dog" / "0.png").write_bytes(b"")
     _png(root / "dog" / "1.png", (0, 0, 250))
     report = {}
-    images, labels = api.load_split("folder", "all", root=root, image_size=8, progress=False, skip_bad=True,
-                                    report=report)
+    images, labels = ds.load_split(api.dataset_source("folder"), "all", root=root, image_size=8, progress=False,
+                                   skip_bad=True, report=report)
     assert labels.tolist() == [0, 0, 1]
     assert [images[i][:, 0, 0].tolist() for i in range(3)] == [[250, 0, 0], [200, 0, 0], [0, 0, 250]]
     assert report["skipped"] == 2 and report["total"] == 5
@@ -169,7 +169,8 @@ def test_skip_bad_drops_images_keeps_labels_aligned_and_reports(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"skipped 2 unreadable images of 5 in folder/all (first: {report['first']})"]
     clean = {}
-    api.load_split("folder", root=root / "cat", image_size=8, progress=False, report=clean, limit=1)
+    ds.load_split(api.dataset_source("folder"), root=root / "cat", image_size=8, progress=False, report=clean,
+                  limit=1)
     assert clean == {"skipped": 0, "total": 1, "first": None}
 
 
@@ -177,7 +178,7 @@ def test_skip_bad_with_nothing_readable_is_an_error(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "b.png").write_text("no")
     with pytest.raises(GanlabError) as excinfo:
-        api.load_split("folder", root=tmp_path, image_size=8, progress=False, skip_bad=True)
+        api.load_split("folder", data_root=tmp_path, image_size=8, progress=False, skip_bad=True)
     _one_line(excinfo, "all 2 images in folder/train are unreadable", tmp_path / "a.png")
 
 
@@ -200,7 +201,7 @@ def test_symlink_loops_end_and_each_file_counts_once(tmp_path):
     assert tree.classes == ["cat", "dog"]
     assert files == ["cat/a.png", "cat/sub/b.png", "dog/c.png", "dog/more/d.png"]
     assert tree.targets == [0, 0, 1, 1]
-    assert len(api.open_split("folder", "all", root=root, image_size=8)) == 4
+    assert len(api.open_split("folder", "all", data_root=root, image_size=8)) == 4
 
 
 def test_a_link_into_another_class_does_not_take_its_images(tmp_path):
@@ -223,7 +224,7 @@ def test_class_folder_with_only_duplicates_is_an_error(tmp_path):
     _png(tmp_path / "cat" / "a.png")
     (tmp_path / "kitten").symlink_to(tmp_path / "cat")
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("folder", "all", root=tmp_path)
+        api.open_split("folder", "all", data_root=tmp_path)
     _one_line(excinfo, "kitten has no", tmp_path)
 
 
@@ -235,7 +236,7 @@ def _grey_through_split(tmp_path, image: Image.Image, suffix=".png", channels=1)
     for old in folder.iterdir():
         old.unlink()
     image.save(folder / f"x{suffix}")
-    tensor, _ = api.open_split("folder", root=folder, image_size=image.size[0], channels=channels)[0]
+    tensor, _ = api.open_split("folder", data_root=folder, image_size=image.size[0], channels=channels)[0]
     return tensor.numpy()
 
 
@@ -265,7 +266,7 @@ def test_16bit_rgb_png_keeps_the_high_byte(tmp_path):
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * 2)) + chunk(b"IEND", b"")
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "x.png").write_bytes(png)
-    image, _ = api.open_split("folder", root=tmp_path / "one", image_size=2, channels=3)[0]
+    image, _ = api.open_split("folder", data_root=tmp_path / "one", image_size=2, channels=3)[0]
     assert image[:, 0, 0].tolist() == [0, 128, 255] and image[:, 0, 1].tolist() == [255, 156, 3]
 
 
@@ -364,7 +365,7 @@ def _mnist(tmp_path, images: bytes | None = None, labels: bytes | None = None, g
 
 
 def test_mnist_tiny_files_are_read(tmp_path):
-    dataset = api.open_split("mnist", "test", root=_mnist(tmp_path, gz=True), image_size=28, channels=1)
+    dataset = api.open_split("mnist", "test", data_root=_mnist(tmp_path, gz=True), image_size=28, channels=1)
     assert [dataset[i][1] for i in range(3)] == [7, 2, 1] and int(dataset[0][0].max()) == 9
 
 
@@ -384,7 +385,7 @@ MNIST_BAD = {  # case -> (images bytes, labels bytes, words)
 def test_mnist_malformed_idx(tmp_path, case):
     images, labels, words = MNIST_BAD[case]
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("mnist", "test", root=_mnist(tmp_path, images, labels))
+        api.open_split("mnist", "test", data_root=_mnist(tmp_path, images, labels))
     _one_line(excinfo, "mnist:", tmp_path, words)
 
 
@@ -396,7 +397,7 @@ def test_mnist_damaged_gz_says_so(tmp_path, damage):
     path.write_bytes({"truncated": data[:len(data) // 2], "not gzip": b"plain text, not gzip" * 10,
                       "bad crc": data[:-8] + bytes(4) + data[-4:]}[damage])
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("mnist", "test", root=tmp_path)
+        api.open_split("mnist", "test", data_root=tmp_path)
     _one_line(excinfo, path, "is a truncated or corrupt .gz file")
 
 
@@ -434,14 +435,14 @@ def test_svhn_malformed_mat(tmp_path, case):
     variables, words = SVHN_BAD[case]
     path = _svhn(tmp_path, **variables)
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("svhn", "test", root=tmp_path)
+        api.open_split("svhn", "test", data_root=tmp_path)
     _one_line(excinfo, "svhn:", path, words)
 
 
 def test_svhn_not_a_mat_file(tmp_path):
     (tmp_path / "test_32x32.mat").write_bytes(b"<html>404 not found</html>" * 20)
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("svhn", "test", root=tmp_path)
+        api.open_split("svhn", "test", data_root=tmp_path)
     _one_line(excinfo, tmp_path / "test_32x32.mat", "is not a readable MATLAB .mat file")
 
 
@@ -449,7 +450,7 @@ def test_svhn_not_a_mat_file(tmp_path):
                                          (np.full((32, 32, 3, 4), 77, np.int32), 77)])
 def test_svhn_non_uint8_pixels_converted(tmp_path, X, expected):
     _svhn(tmp_path, X=X, y=np.array([[1.0], [2.0], [10.0], [4.0]]))
-    dataset = api.open_split("svhn", "test", root=tmp_path, image_size=32)
+    dataset = api.open_split("svhn", "test", data_root=tmp_path, image_size=32)
     assert [dataset[i][1] for i in range(4)] == [1, 2, 0, 4]
     assert dataset[0][0].unique().tolist() == [expected]
 
@@ -471,7 +472,7 @@ def _batch(data=None, labels=(1, 2), protocol=2, **extra) -> bytes:
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_cifar_batches_pickled_by_python3_are_read(tmp_path, protocol):
     _cifar(tmp_path, _batch(protocol=protocol))
-    images, labels = api.load_split("cifar10", "test", root=tmp_path, progress=False)
+    images, labels = api.load_split("cifar10", "test", data_root=tmp_path, progress=False)
     assert labels.tolist() == [1, 2] and images.unique().tolist() == [60]
 
 
@@ -488,7 +489,7 @@ def test_cifar_hostile_pickle_is_refused_and_runs_nothing(tmp_path):
     path = _cifar(tmp_path, _batch(extra=_Hostile(marker)))
     assert b"open" in path.read_bytes() and not marker.exists()
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("cifar10", "test", root=tmp_path)
+        api.open_split("cifar10", "test", data_root=tmp_path)
     _one_line(excinfo, path, "refused: would run code", "io.open")
     assert not marker.exists()
 
@@ -497,7 +498,7 @@ def test_cifar_refuses_codecs_beyond_latin1(tmp_path):
     payload = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x09\x00\x00\x00rot13_xyz\x86R."
     path = _cifar(tmp_path, payload)
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("cifar10", "test", root=tmp_path)
+        api.open_split("cifar10", "test", data_root=tmp_path)
     _one_line(excinfo, path, "refused: would run code")
 
 
@@ -518,7 +519,7 @@ def test_cifar_malformed_batch(tmp_path, case):
     data, words = CIFAR_BAD[case]
     path = _cifar(tmp_path, data)
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("cifar10", "test", root=tmp_path)
+        api.open_split("cifar10", "test", data_root=tmp_path)
     _one_line(excinfo, "cifar10:", path, words)
 
 
@@ -537,13 +538,13 @@ def _lmdb(tmp_path, entries: dict[bytes, bytes]):
 
 def test_lsun_entry_that_is_not_an_image(tmp_path):
     folder = _lmdb(tmp_path, {b"a": _jpeg_bytes((8, 8)), b"b": b"<html>oops</html>", b"c": b""})
-    dataset = api.open_split("lsun", "train", root=tmp_path, image_size=8)
+    dataset = api.open_split("lsun", "train", data_root=tmp_path, image_size=8)
     assert dataset[0][0].shape == (3, 8, 8)
     for index, words in ((1, "entry b: not an image"), (2, "entry c: empty (0 bytes)")):
         with pytest.raises(BadImageError) as excinfo:
             dataset[index]
         _one_line(excinfo, folder, words, SKIP_HINT)
-    images, _ = api.load_split("lsun", "train", root=tmp_path, image_size=8, progress=False, skip_bad=True)
+    images, _ = api.load_split("lsun", "train", data_root=tmp_path, image_size=8, progress=False, skip_bad=True)
     assert len(images) == 1
 
 
@@ -558,7 +559,7 @@ def test_lsun_corrupt_database(tmp_path, damage, words):
     data.write_bytes({"garbage": rng.bytes(len(content)), "truncated": content[:len(content) // 2], "empty": b"",
                       "pages overwritten": content[:8192] + rng.bytes(len(content) - 8192)}[damage])
     with pytest.raises(GanlabError) as excinfo:  # the truncated file would kill the process with SIGBUS
-        api.open_split("lsun", "train", root=tmp_path)
+        api.open_split("lsun", "train", data_root=tmp_path)
     _one_line(excinfo, "lsun:", data, words)
 
 
@@ -582,5 +583,5 @@ def test_celeba_malformed_partition(tmp_path, case):
     partition = folder / "list_eval_partition.txt"
     partition.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(GanlabError) as excinfo:
-        api.open_split("celeba", "test", root=tmp_path)
+        api.open_split("celeba", "test", data_root=tmp_path)
     _one_line(excinfo, "celeba:", partition, *words)

@@ -125,7 +125,7 @@ def test_a_generator_that_outputs_nan_is_reported_broken(work, tiny_run):
     assert not (work / "g.png").exists()
     line = _cli(["report", "nan.pt", "--only", "latent-walk", "--out", "r", "--quiet"], work)
     assert "components failed: latent-walk" in line and "also: the generator is broken" in line
-    assert "contains NaN or inf" in (work / "r" / "index.html").read_text()  # the component is marked
+    assert "G&#39;s output is NaN or infinite" in (work / "r" / "index.html").read_text()  # the component says why
     report = json.loads((work / "r" / "metrics.json").read_text())
     assert any("NaN or infinite" in p for p in report["problems"])
 

@@ -41,7 +41,7 @@ def test_train_test_tree_is_labelled_with_a_held_out_split(tmp_path):
     _write_tree(tmp_path / "test", {c: 2 for c in CLASSES}, seed=1)
     layout = ganlab.dataset_source("folder").layout(tmp_path)
     assert layout.classes == CLASSES and layout.heldout == "test" and layout.splits == ("train", "test")
-    images, labels = ganlab.load_split("folder", "test", root=tmp_path, image_size=16, progress=False)
+    images, labels = ganlab.load_split("folder", "test", data_root=tmp_path, image_size=16, progress=False)
     assert images.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 1, 1, 2, 2]
 
 
@@ -56,14 +56,14 @@ def test_class_folders_without_splits_get_a_seeded_stratified_split(tmp_path):
     _write_tree(tmp_path, {"a": 10, "b": 20, "c": 5})
     layout = ganlab.dataset_source("folder").layout(tmp_path)
     assert layout.classes == ("a", "b", "c") and layout.heldout == "test" and "all" in layout.splits
-    train = ganlab.open_split("folder", "train", root=tmp_path, image_size=16)
-    test = ganlab.open_split("folder", "test", root=tmp_path, image_size=16)
-    whole = ganlab.open_split("folder", "all", root=tmp_path, image_size=16)
+    train = ganlab.open_split("folder", "train", data_root=tmp_path, image_size=16)
+    test = ganlab.open_split("folder", "test", data_root=tmp_path, image_size=16)
+    whole = ganlab.open_split("folder", "all", data_root=tmp_path, image_size=16)
     train_idx, test_idx = set(train.base.indices), set(test.base.indices)
     assert not train_idx & test_idx and len(train_idx | test_idx) == len(whole) == 35
     # 20% of each class, as sklearn's stratified split would choose
     assert np.bincount([whole.base.targets[i] for i in test_idx]).tolist() == [2, 4, 1]
-    again = ganlab.open_split("folder", "test", root=tmp_path, image_size=16)
+    again = ganlab.open_split("folder", "test", data_root=tmp_path, image_size=16)
     assert again.base.indices == test.base.indices  # seeded: the same every time
 
 
@@ -73,7 +73,7 @@ def test_unlabelled_folder_has_no_labels_and_no_held_out_split(tmp_path):
         _picture("circle", rng).save(tmp_path / f"{i}.png")
     layout = ganlab.dataset_source("folder").layout(tmp_path)
     assert layout.classes is None and layout.heldout is None
-    _, labels = ganlab.load_split("folder", root=tmp_path, image_size=16, progress=False)
+    _, labels = ganlab.load_split("folder", data_root=tmp_path, image_size=16, progress=False)
     assert labels.tolist() == [-1, -1, -1]
 
 
