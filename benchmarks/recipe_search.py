@@ -25,6 +25,7 @@ budget); a finished line is never computed again, so the script can be stopped a
 
     .venv/bin/python benchmarks/recipe_search.py --work ../recipe-work --dataset mnist --config n32 --seed 0
     .venv/bin/python benchmarks/recipe_search.py --work ../recipe-work --table      # the table of what is done
+    .venv/bin/python benchmarks/recipe_search.py --work ../recipe-work --dataset mnist --prepare   # folders only
 """
 from __future__ import annotations
 
@@ -323,6 +324,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", help="epochs to probe, comma-separated (default: 5 evenly spread + last)")
     parser.add_argument("--table", action="store_true", help="print the results table and stop")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only write WORK/data/DATASET/{train,val,test} (class folders) for `ganlab run probe`")
     args = parser.parse_args()
     import torch
 
@@ -333,6 +336,9 @@ def main() -> int:
         print(table(results))
         return 0
     splits = dataset(args.work, args.dataset)
+    if args.prepare:
+        print(f"wrote {args.work / 'data' / args.dataset}: train/, val/ and test/ class folders")
+        return 0
     baselines(args.work, results, args.dataset, splits, [args.config])
     run = train(args.work, args.dataset, args.config, args.seed)
     last = CONFIGS[args.config]["epochs"]
