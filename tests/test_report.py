@@ -309,6 +309,14 @@ def test_run_probe_on_a_labelled_folder_gets_its_own_run_and_never_reuses_anothe
     registry.reset()
     tiny = ["--epochs", "2", "--ngf", "8", "--ndf", "8", "--image-size", "16", "--data-root", "shapes",
             *QUICK_PROBE, "--set", "probe-epochs.C=0.01", "-q"]
+    # what would refuse the report is refused before any training: no labels, an unknown option
+    picture_folder(in_tmp / "flat" / "all", 8)
+    for args, said in ((["--data-root", "flat/all/a"], "Error: svm-probe cannot run on dataset folder: it needs a "
+                        "held-out (test) split of the dataset; needs a dataset with class labels; nothing was "
+                        "trained"), (["--set", "svm-probe.drawz=3"], "no option 'drawz'")):
+        refused = CliRunner().invoke(cli, ["run", "probe", "--dataset", "folder", *tiny, *args])
+        assert refused.exit_code == 1 and said in _errors(refused.output)[0], refused.output
+        assert not (in_tmp / "runs").exists()
     first = CliRunner().invoke(cli, ["run", "probe", "--dataset", "folder", *tiny])
     assert first.exit_code == 0, first.output
     assert re.search(r"epoch [12]: probe-epochs.d.val_accuracy is best there", first.output)

@@ -150,10 +150,16 @@ def _run_seeds(exp, options, retrain, report_out, report, numbers) -> None:
 
 def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> None:
     """Train ``exp`` into ``options.out`` unless its last.pt exists (or report on ``checkpoint``), then report."""
-    if checkpoint is None:
-        last = Path(options.out) / "last.pt"
-        from ganlab.api import train as run_training
+    from ganlab.plugin.options import parse_settings
 
+    settings = {**exp.component_options, **parse_settings(report["settings"])}
+    if checkpoint is None:
+        from ganlab.api import train as run_training
+        from ganlab.report.run import check_before_training
+
+        check_before_training(list(exp.components or ()), settings, exp.report_dataset or options.dataset,
+                              None if exp.report_dataset else options.data_root)
+        last = Path(options.out) / "last.pt"
         if retrain or not last.exists():
             # --retrain asks for a fresh run: it replaces the old one in the run folder
             run_training(options.updated(resume=None, overwrite=bool(retrain or options.overwrite)),
@@ -164,9 +170,6 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
         else:
             click.echo(f"using existing {last} (give --retrain to train again)")
         checkpoint = str(Path(options.out))
-    from ganlab.plugin.options import parse_settings
-
-    settings = {**exp.component_options, **parse_settings(report["settings"])}
     write_report(checkpoint, only=list(exp.components) if exp.components else None, out=str(report_out),
                  dataset=exp.report_dataset, data_root=options.data_root, device=options.device,
                  skip_bad_images=bool(options.skip_bad_images), **{**report, "settings": settings},

@@ -82,6 +82,21 @@ def check_settings(settings: dict[str, Any]) -> None:
                 check_names(spec, values[name], key, getattr(get_registry(), spec.of))
 
 
+def check_before_training(only: list[str] | None, settings: dict[str, Any], dataset: str,
+                          data_root: str | None) -> None:
+    """What would refuse the report after training, checked first: every --set value, and each component in
+    ``only`` against the dataset's labels and held-out split (D exists: it is about to be trained)."""
+    check_settings(settings)
+    source, layout = _dataset(get_registry(), dataset, data_root)
+    for component in select_components(only, None) if only else []:
+        reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
+                              has_heldout=bool(layout and layout.heldout), has_discriminator=True,
+                              has_dataset=True, has_gpu=True)
+        if reasons:
+            raise GanlabError(f"{component.name} cannot run on dataset {dataset}: it {'; '.join(reasons)}; nothing "
+                              "was trained")
+
+
 def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | None,
              ) -> tuple[DatasetSource | None, Layout | None]:
     if not dataset:
