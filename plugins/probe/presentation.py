@@ -194,8 +194,8 @@ def _notes(ctx, rows, modes, stored, dim, test_split, tested) -> list[str]:
 
 
 def seed_table(summary: dict) -> Table | None:
-    """Over GAN seeds: D's accuracy, and D minus each baseline with a 95% t-interval over the seeds (each seed's
-    difference is itself paired: the same draws and test images), read as ahead, behind or within noise."""
+    """Over GAN seeds: D minus each baseline with a 95% t-interval over the seeds (each seed's difference is
+    itself paired: the same draws and test images), read as ahead, behind or within noise."""
     metrics = summary.get("components", {}).get("svm-probe")
     if not metrics:
         return None
