@@ -115,11 +115,16 @@ def test_fid_equals_pytorch_fid_and_statistics_files_go_both_ways(world, theirs,
     assert _relative(both["fid"], theirs["fid"]) < 1e-4 and both["num_b"] is None and "kid" not in both
 
 
+def _official(world):
+    """The weights file the tests wrote where pytorch-fid looks for its download."""
+    return torch.load(world["home"] / "hub" / "checkpoints" / OFFICIAL, weights_only=True)
+
+
 def test_clean_fid_resizing_matches_clean_fid_with_the_same_network(world, theirs):
     cleanfid = pytest.importorskip("cleanfid.fid")
     ours = _fid([world["a"], world["b"], "--dims", 64, "--resize", "clean-fid"], world)
     with mock.patch.object(inception, "load_state_dict_from_url",
-                           lambda *a, **k: torch.load(world["home"] / "hub" / "checkpoints" / OFFICIAL)):
+                           lambda *a, **k: _official(world)):
         net = inception.InceptionV3([0]).eval()
 
     def features(batch):  # clean-fid hands over 299 x 299 pixels in 0..255
@@ -148,9 +153,9 @@ def test_inception_score_equals_an_independent_computation(world):
 
     files = sorted(world["a"].glob("*.png"))[:10] + sorted(world["b"].glob("*.png"))[:10]
     with mock.patch.object(inception, "load_state_dict_from_url",
-                           lambda *a, **k: torch.load(world["home"] / "hub" / "checkpoints" / OFFICIAL)):
+                           lambda *a, **k: _official(world)):
         pool = get_activations(files, inception.InceptionV3([3]), 50, 2048, "cpu", num_workers=0)
-    fc = torch.load(world["home"] / "hub" / "checkpoints" / OFFICIAL)["fc.weight"].double().numpy()
+    fc = _official(world)["fc.weight"].double().numpy()
     probabilities = torch.softmax(torch.from_numpy(pool @ fc.T), 1).numpy()
     expected = _inception_score_by_hand(probabilities, 5)
     images = torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
