@@ -11,7 +11,6 @@ from ganlab.plugin.experiments import Experiment  # noqa: E402, F401
 from ganlab.plugin.hookspecs import hookimpl  # noqa: E402, F401
 
 _LAZY = {name: module for module, names in {
-    # loading, training, datasets and detectors by name
     "ganlab.api": ("load", "train", "detector", "open_split", "load_split", "dataset_source"),
     "ganlab.defaults": ("ModelConfig", "PRESETS", "TrainOptions", "ReportOptions"),
     "ganlab.model.networks": ("Generator", "Discriminator", "sample_latent", "init_weights"),
@@ -24,13 +23,10 @@ _LAZY = {name: module for module, names in {
     "ganlab.plugin.detectors": ("Detector", "Box"),
     "ganlab.plugin.feature_spaces": ("FeatureSpace",),
     "ganlab.measure.neighbours": ("nearest_neighbours",),
-    # row blocks of large (memory-mapped) feature matrices, the one way to read them in chunks
     "ganlab.measure.rows": ("shape_of", "row_block", "row_blocks", "block_rows"),
-    # D's pooled features, shared by the probe, memorisation checks and sample quality
     "ganlab.measure.features": ("discriminator_features", "feature_dim", "pool_maps", "cached_features",
                                 "feature_cache_key"),
     "ganlab.store.digest": ("content_digest", "file_sha256"),
-    # writing files: atomically, into folders ganlab may write, and the verified cache
     "ganlab.store.atomic": ("atomic_file", "write_atomically"),
     "ganlab.store.staged": ("StagedFolder",),
     "ganlab.store.claims": ("check_outside",),
@@ -41,7 +37,6 @@ _LAZY = {name: module for module, names in {
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ganlab' has no attribute {name!r}")
 

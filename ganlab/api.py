@@ -1,9 +1,6 @@
-"""The Python API's entry points: they look names up in the plugin registry and hand the results down.
-
-``ganlab.load``, ``ganlab.train``, ``ganlab.open_split``, ``ganlab.load_split``,
-``ganlab.dataset_source`` and ``ganlab.detector`` live here, so that the modules below (checkpoint, datasets, training)
-never ask the registry themselves.
-"""
+"""The Python API's entry points (``ganlab.load``, ``train``, ``open_split``, ``load_split``, ``dataset_source``,
+``detector``): they look names up in the plugin registry and hand the results down, so that the modules below
+(checkpoint, datasets, training) never ask the registry themselves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,10 +30,6 @@ def detector(name: str) -> "Detector":
     return get_registry().get("detectors", name)
 
 
-def _variant(name: str) -> str | None:
-    return name.partition(":")[2] or None
-
-
 def open_split(name: str, split: str = "train", *, data_root: str | Path | None = None, image_size: int = 32,
                channels: int = 3, download: bool = False) -> "PreparedSplit":
     """One split of the dataset called ``name`` (``"lsun:church_outdoor"``: a variant after ':'), each item
@@ -45,7 +38,7 @@ def open_split(name: str, split: str = "train", *, data_root: str | Path | None 
     ``--data-root`` (None: the dataset's default place); ``download`` fetches a dataset that can be fetched."""
     from ganlab.data import datasets
 
-    return datasets.open_split(dataset_source(name), split, variant=_variant(name), root=data_root,
+    return datasets.open_split(dataset_source(name), split, variant=name.partition(":")[2] or None, root=data_root,
                                image_size=image_size, channels=channels, download=download)
 
 
@@ -60,7 +53,7 @@ def load_split(name: str, split: str = "train", *, data_root: str | Path | None 
     instead of stopping with a one-line error."""
     from ganlab.data import datasets
 
-    return datasets.load_split(dataset_source(name), split, variant=_variant(name), root=data_root,
+    return datasets.load_split(dataset_source(name), split, variant=name.partition(":")[2] or None, root=data_root,
                                image_size=image_size, channels=channels, download=download, limit=limit,
                                progress=progress, skip_bad=skip_bad, exclude=exclude)
 
@@ -83,10 +76,8 @@ def _read_foreign(path: Path, state: Any) -> "LoadedGAN | None":
 
 
 def load(path: str | Path, device: "torch.device | str" = "cpu") -> "LoadedGAN":
-    """Load a ganlab checkpoint, a run folder (its last.pt), or any format a plugin can read.
-
-    Returns a ``LoadedGAN`` with ``.generator``, ``.discriminator``, ``.config`` and ``.sample(n, seed)``.
-    """
+    """Load a ganlab checkpoint, a run folder (its last.pt), or any format a plugin can read: a ``LoadedGAN``
+    with ``.generator``, ``.discriminator``, ``.config`` and ``.sample(n, seed)``."""
     from ganlab.model.checkpoint import load_checkpoint
 
     return load_checkpoint(path, device, foreign=_read_foreign)
@@ -94,12 +85,11 @@ def load(path: str | Path, device: "torch.device | str" = "cpu") -> "LoadedGAN":
 
 def train(options: "TrainOptions", progress: bool = True) -> Path:
     """Train a GAN as ``options`` (a ``ganlab.TrainOptions``) say; returns the path of ``OUT/last.pt``."""
-    from ganlab.model.training import resume_state
-    from ganlab.model.training import train as run_training
+    from ganlab.model import training
 
-    options, payload, changed = resume_state(options)
-    return run_training(options, dataset_source(options.dataset), progress=progress, resume_payload=payload,
-                        changed=changed)
+    options, payload, changed = training.resume_state(options)
+    return training.train(options, dataset_source(options.dataset), progress=progress, resume_payload=payload,
+                          changed=changed)
 
 
 def seed_tables(summary: dict[str, Any]) -> list[Any]:

@@ -2,16 +2,13 @@
 
 
 class GanlabError(Exception):
-    """A problem the user can fix (missing dataset, bad checkpoint, wrong option).
-
-    The CLI prints the message as a single line and exits with status 1, no traceback,
-    so the message must say what went wrong and what to do about it.
-    """
+    """A problem the user can fix (missing dataset, bad checkpoint, wrong option). The CLI prints the message as one
+    line, no traceback, and exits with status 1: it must say what went wrong and what to do about it."""
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an exception so that everything a command was writing is cleaned up on the way out
-    (as for Ctrl-C); the CLI then exits with 143."""
+    """SIGTERM as an exception, so that what a command was writing is cleaned up on the way out (as for Ctrl-C);
+    the CLI then exits with 143."""
 
 
 def raise_terminated(signum, frame):

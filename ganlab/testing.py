@@ -1,16 +1,13 @@
-"""Helpers for testing ganlab plugins, and a pytest plugin with fixtures (as pytest's ``pytester`` is).
+"""Helpers for testing ganlab plugins, and a pytest plugin (entry point ``pytest11``, loaded wherever ganlab is
+installed) whose fixtures need no conftest:
 
-pytest loads this module by itself wherever ganlab is installed (entry point ``pytest11``), so a plugin's
-test suite gets two fixtures without any conftest:
+- ``ganlab_tiny_run``: a finished 2-epoch run folder of a 16x16 grey DCGAN on the embedded digits, trained once
+  per session in about a second.
+- ``ganlab_context``: ``ganlab_context(component, **options)`` -> a ``RunContext`` for that run, as ``ganlab
+  report`` would build it.
 
-- ``ganlab_tiny_run``: a finished 2-epoch run folder of a 16x16 grey DCGAN on the embedded digits
-  (``epoch_0001.pt``, ``epoch_0002.pt``, ``last.pt``), trained once per session in about a second.
-- ``ganlab_context``: ``ganlab_context(component, **options)`` -> a ``RunContext`` for that run with the
-  component's declared defaults merged with ``options``, as ``ganlab report`` would build it.
-
-And plain functions for any test runner: ``train_tiny_gan``, ``make_context``, ``run_component`` (runs a
-component and checks its ``Result`` exactly as the report does), ``registered(kind)`` (what the installed
-plugins register) and ``plugin(module, name)`` (a plugin module registered for a ``with`` block).
+The plain functions (``train_tiny_gan``, ``make_context``, ``run_component``, ``registered``, ``plugin``) work
+with any test runner.
 """
 from __future__ import annotations
 
@@ -36,12 +33,9 @@ def train_tiny_gan(out: str | Path, **changes: Any) -> Path:
 def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | None = None,
                  dataset: str | None = "digits", data_root: str | Path | None = None, seed: int = 0,
                  device: str = "cpu", cache_dir: str | Path | None = None) -> Any:
-    """A ``ganlab.RunContext`` as the report builds it.
-
-    ``gan`` is a ``LoadedGAN`` or a checkpoint path / run folder. The component's declared option defaults are
-    merged with ``options`` (checked like ``--set`` values). ``dataset`` is looked up in the registry (None:
-    no dataset); ``cache_dir`` is the cache folder (default: a fresh temporary folder).
-    """
+    """A ``ganlab.RunContext`` as the report builds it. ``gan``: a ``LoadedGAN``, checkpoint or run folder; the
+    component's option defaults are merged with ``options`` (checked like ``--set`` values); ``dataset`` is looked
+    up in the registry (None: no dataset); ``cache_dir`` defaults to a fresh temporary folder."""
     import tempfile
 
     import ganlab
@@ -51,11 +45,9 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
     device_ = ganlab.select_device(device)
     if not isinstance(gan, ganlab.LoadedGAN):
         gan = ganlab.load(gan, device_)
-    merged = {}
+    merged = dict(options or {})
     if component is not None:
-        merged = resolve_options(component, {f"{component.name}.{k}": v for k, v in (options or {}).items()})
-    elif options:
-        merged = dict(options)
+        merged = resolve_options(component, {f"{component.name}.{k}": v for k, v in merged.items()})
     source = ganlab.dataset_source(dataset) if dataset else None
     return ganlab.RunContext(
         gan=gan, device=device_, seed=seed, cache=ganlab.Cache(cache_dir or tempfile.mkdtemp(prefix="ganlab-cache-")),

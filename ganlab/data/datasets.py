@@ -119,7 +119,7 @@ def open_split(source: DatasetSource, split: str = "train", *, variant: str | No
 
 class _Guarded(Dataset):
     """Items ``(image, label, kind, text)``: kind 0 fine, 1 a bad image, 2 another GanlabError, text its message
-    (a worker would re-raise an exception with its traceback in the message; as data it stays one line)."""
+    (as data it stays one line; a worker would re-raise it with its traceback in the message)."""
 
     def __init__(self, dataset: Dataset, shape: tuple[int, int, int]):
         self.dataset, self.shape = dataset, shape
@@ -142,11 +142,10 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a split into memory: (uint8 N x C x H x W in 0..255, int64 N labels, -1 = unlabelled).
 
-    ``limit`` keeps the first ``limit`` of a fixed permutation (numpy ``default_rng(SUBSET_SEED)``) in dataset order,
-    the same on every call (a smaller limit gives a subset of a larger one); then the positions in ``exclude`` (e.g.
-    the duplicates ``ganlab dedup`` found) are left out. An unusable image raises a one-line ``BadImageError``; with
-    ``skip_bad=True`` such images are dropped (N shrinks; ``limit`` counts before) and one line goes to stderr,
-    unless every image is unreadable. ``report`` gets ``{"skipped": int, "total": int, "first": "PATH: why" or None}``.
+    ``limit`` keeps the first ``limit`` of a fixed permutation (``default_rng(SUBSET_SEED)``) in dataset order (a
+    smaller limit gives a subset of a larger one); then the positions in ``exclude`` are left out. An unusable image
+    raises a one-line ``BadImageError``; ``skip_bad`` drops them instead (after ``limit``) with one line on stderr,
+    unless none is readable. ``report`` gets ``{"skipped": int, "total": int, "first": "PATH: why" or None}``.
     """
     dataset = open_split(source, split, variant=variant, root=root, image_size=image_size, channels=channels,
                          download=download)

@@ -1,8 +1,7 @@
-"""The ``folder`` dataset: a user's own images, labelled by their class sub-folders (the index of the folder in
-sorted order, as in torchvision's ``ImageFolder``). Layouts, in the order they are recognised:
-- ``ROOT/train/<class>/*`` (and ``ROOT/test/<class>/*``, with the same classes): ``test`` held out.
-- ``ROOT/<class>/*``: ``test`` is a seeded, stratified 20% of each class, ``train`` the rest, ``all`` everything.
-- ``ROOT/*.jpg`` (or ``ROOT/train/*.jpg``): unlabelled, no held-out split."""
+"""The ``folder`` dataset: a user's images, labelled by the index of their class sub-folder in sorted order (as
+torchvision's ``ImageFolder``). Layouts, in the order they are recognised: ``ROOT/train/<class>/*`` (and
+``ROOT/test/<class>/*`` with the same classes, held out); ``ROOT/<class>/*`` (``test`` a seeded, stratified 20% of
+each class, ``train`` the rest, ``all`` everything); ``ROOT/*.jpg`` or ``ROOT/train/*.jpg`` (unlabelled)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,22 +15,23 @@ from ganlab.data.pixel_formats import BadImageError, error_text, one_line, value
 from ganlab.errors import GanlabError, a
 
 OFFICIAL = "replace it with the official file"
+_FIXES = {"cifar10": f"{OFFICIAL} (cifar-10-python.tar.gz)", "lsun": "fetch and unzip it again"}
 _IDX_TYPES = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "16-bit integers", 0x0C: "32-bit integers",
               0x0D: "floats", 0x0E: "doubles"}
 
 
-def _damaged(source: str, path: Path, problem: str, fix: str = OFFICIAL) -> GanlabError:
-    return GanlabError(f"{source}: {path} {problem}; {fix}")
+def _damaged(source: str, path: Path, problem: str) -> GanlabError:
+    return GanlabError(f"{source}: {path} {problem}; {_FIXES.get(source, OFFICIAL)}")
 
 
-def read_idx(path: Path, ndim: int, source: str = "mnist") -> np.ndarray:
+def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An idx file of unsigned bytes with ``ndim`` dimensions (MNIST's format), gzipped or not."""
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise _damaged(source, path, f"is a truncated or corrupt .gz file ({error_text(exc)})") from None
+        raise _damaged("mnist", path, f"is a truncated or corrupt .gz file ({error_text(exc)})") from None
     except OSError as exc:
-        raise GanlabError(f"{source}: cannot read {path} ({one_line(exc)})") from None
+        raise GanlabError(f"mnist: cannot read {path} ({one_line(exc)})") from None
     header = 4 + 4 * ndim
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_TYPES:
         problem = f"is not an idx file (bad magic number {data[:4].hex() or 'none'})"
@@ -47,7 +48,7 @@ def read_idx(path: Path, ndim: int, source: str = "mnist") -> np.ndarray:
             return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
         problem = (f"is truncated ({size} bytes for shape {dims}, which needs {expected})" if size < expected
                    else f"has {size - expected} bytes after the data of shape {dims}")
-    raise _damaged(source, path, problem)
+    raise _damaged("mnist", path, problem)
 
 
 def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -111,32 +112,30 @@ class PlainDataUnpickler(pickle.Unpickler):
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 images N x 32 x 32 x 3, int64 labels N) from one CIFAR-10 python batch file."""
-    fix = f"{OFFICIAL} (cifar-10-python.tar.gz)"
     try:
         with open(path, "rb") as f:
             batch = PlainDataUnpickler(f, encoding="latin1").load()
     except _Refused as exc:
         raise _damaged("cifar10", path, f"refused: would run code (the pickle calls {one_line(exc)}; the official "
-                                        "batches hold plain data only)", fix) from None
+                                        "batches hold plain data only)") from None
     except OSError as exc:
         raise GanlabError(f"cifar10: cannot read {path} ({one_line(exc)})") from None
     except Exception as exc:  # EOFError, UnpicklingError, ValueError, KeyError, ... from a damaged stream
-        raise _damaged("cifar10", path, f"is truncated or not a CIFAR-10 python batch ({error_text(exc)})", fix) \
-            from None
+        raise _damaged("cifar10", path, f"is truncated or not a CIFAR-10 python batch ({error_text(exc)})") from None
     if not isinstance(batch, dict):
-        raise _damaged("cifar10", path, f"holds {a(type(batch).__name__)}, not a CIFAR-10 batch (a dict)", fix)
+        raise _damaged("cifar10", path, f"holds {a(type(batch).__name__)}, not a CIFAR-10 batch (a dict)")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         found = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise _damaged("cifar10", path, f"has 'data' {found}; expected uint8 [N, 3072]", fix)
+        raise _damaged("cifar10", path, f"has 'data' {found}; expected uint8 [N, 3072]")
     if not isinstance(labels, (list, tuple)) or len(labels) != len(data):
         found = f"{len(labels)} labels" if isinstance(labels, (list, tuple)) else f"'labels' {type(labels).__name__}"
-        raise _damaged("cifar10", path, f"has {found} for {len(data)} images", fix)
+        raise _damaged("cifar10", path, f"has {found} for {len(data)} images")
     bad = [i for i, label in enumerate(labels) if type(label) is not int or not 0 <= label <= 9]
     if bad:
         raise _damaged("cifar10", path, f"has labels outside 0..9 ({len(bad)} of them, first {labels[bad[0]]!r} "
-                                        f"at index {bad[0]})", fix)
+                                        f"at index {bad[0]})")
     # rows are 1024 red, 1024 green, 1024 blue values of a 32 x 32 image
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, np.asarray(labels, dtype=np.int64)
@@ -147,18 +146,17 @@ def open_lmdb(path: Path):
     the file and trusts it, and reading past the end of a truncated file kills the process with SIGBUS."""
     import lmdb
 
-    fix = "fetch and unzip it again"
     try:
         size = path.stat().st_size
         env = lmdb.open(str(path.parent), readonly=True, lock=False, readahead=False, meminit=False)
     except OSError as exc:
         raise GanlabError(f"lsun: cannot read {path} ({one_line(exc)})") from None
     except lmdb.Error as exc:
-        raise _damaged("lsun", path, f"is not an lmdb database ({error_text(exc)})", fix) from None
+        raise _damaged("lsun", path, f"is not an lmdb database ({error_text(exc)})") from None
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     if size < needed:
         env.close()
-        raise _damaged("lsun", path, f"is truncated ({size:,} bytes; its header says {needed:,})", fix)
+        raise _damaged("lsun", path, f"is truncated ({size:,} bytes; its header says {needed:,})")
     return env
 
 

@@ -63,11 +63,10 @@ def _round_half_up(values: np.ndarray, scale: float) -> np.ndarray:
 
 def array_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
     """uint8 H x W (grey) or H x W x 3 (RGB) from an array of the shapes and dtypes in the module docstring."""
-    if array.ndim == 3 and array.shape[2] in (1, 2):
-        array = array[:, :, 0]
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[:, :, :3]
-    elif not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+    channels = array.shape[2] if array.ndim == 3 else None
+    if channels in (1, 2, 4):
+        array = array[:, :, :3] if channels == 4 else array[:, :, 0]
+    elif array.ndim != 2 and channels != 3:
         raise bad_image(where, f"array of shape {tuple(array.shape)} is not an image; expected H x W or H x W x C "
                                "with C = 1, 3 or 4")
     return values_to_8bit(array, where)

@@ -1,13 +1,11 @@
 """D's pooled features: every conv layer's post-activation output, max-pooled to 4x4 and concatenated.
 
-The probe, the memorisation checks and the sample-quality metrics all measure images in this space (the paper,
-section 5.1: 16 x 1792 = 28672 dims for its ImageNet-32 D, 16 x (64 + 128 + 256) = 7168 for a dcgan32 D).
+The probe, the memorisation checks and the sample-quality metrics measure images in this space (the paper,
+section 5.1: 16 x 1792 = 28672 dims for its ImageNet-32 D; 16 x (64 + 128 + 256) = 7168 for a dcgan32 D).
 
-BatchNorm statistics (``bn_stats``): ``"real"`` (the default, the paper's protocol) normalises with statistics
-recomputed on real training images given as ``real_images`` (``ganlab.recompute_batchnorm``, on a copy of D), or
-with D's stored ones when none are given (real-image ones when D came from ``recompute_batchnorm`` or
-``ganlab import dcgan-code``); ``"running"`` uses the running averages D kept while training on real and
-generated batches.
+BatchNorm statistics (``bn_stats``): ``"real"`` (the paper's protocol) uses statistics recomputed on the real
+training images given as ``real_images`` (on a copy of D), else D's stored ones (real-image ones when D came from
+``recompute_batchnorm`` or ``ganlab import dcgan-code``); ``"running"``: the running averages of training.
 """
 from __future__ import annotations
 
@@ -61,11 +59,9 @@ def discriminator_features(discriminator: torch.nn.Module, images: torch.Tensor,
                            batch_size: int = 256, out: np.ndarray | None = None,
                            progress: Callable[..., Any] | None = None, bn_stats: str = "real",
                            real_images: torch.Tensor | None = None) -> np.ndarray:
-    """Pooled D features of uint8 images (N x C x H x W, 0..255) as float32 N x feature_dim (BatchNorm in eval mode).
-
-    ``bn_stats`` and ``real_images`` choose the BatchNorm statistics (see the module docstring). ``out`` may be
-    a preallocated (memory-mapped) array to fill; ``progress`` a tqdm-like factory.
-    """
+    """Pooled D features of uint8 images (N x C x H x W, 0..255) as float32 N x feature_dim (BatchNorm in eval mode;
+    ``bn_stats``, ``real_images``: see the module docstring). ``out``: an array (memory-mapped) to fill;
+    ``progress``: a tqdm-like factory."""
     _check_bn_stats(bn_stats)
     if bn_stats == "real" and real_images is not None:
         discriminator = _with_real_statistics(discriminator, real_images, device, batch_size, progress)
@@ -101,11 +97,8 @@ def cached_features(cache: Any, key: str, discriminator: torch.nn.Module, images
                     progress: Callable[..., Any] | None = None, bn_stats: str = "real",
                     real_images: torch.Tensor | None = None) -> np.ndarray:
     """``discriminator_features`` kept in ``cache`` (a ``ganlab.Cache``, e.g. ``ctx.cache``; None: computed every
-    time) under ``key`` (from ``feature_cache_key``, given the same ``bn_stats``).
-
-    When the statistics are recomputed, a digest of ``real_images`` and the batch size join the key, so features
-    normalised by other statistics are never reused. Large arrays are returned memory-mapped (read-only).
-    """
+    time) under ``key`` (from ``feature_cache_key``, given the same ``bn_stats``). Recomputed statistics add a digest
+    of ``real_images`` and the batch size to the key. Large arrays are returned memory-mapped (read-only)."""
     _check_bn_stats(bn_stats)
     options = dict(device=device, batch_size=batch_size, progress=progress, bn_stats=bn_stats, real_images=real_images)
     if cache is None:
@@ -113,6 +106,6 @@ def cached_features(cache: Any, key: str, discriminator: torch.nn.Module, images
     # deeper BatchNorm layers' statistics depend on the pass's batch size as well as on the real images
     statistics = (f"{content_digest(real_images)}b{batch_size}" if bn_stats == "real" and real_images is not None
                   else None)
-    ident = {"features": key, "bn": statistics, "rows": len(images)}
-    return cache.filled_array("features", ident, (len(images), feature_dim(discriminator)),
+    return cache.filled_array("features", {"features": key, "bn": statistics, "rows": len(images)},
+                              (len(images), feature_dim(discriminator)),
                               lambda out: discriminator_features(discriminator, images, out=out, **options))

@@ -1,10 +1,8 @@
 """Exact nearest neighbours by L2 distance, in chunks: no N x M distance matrix is ever held whole.
 
-The memorisation checks compare thousands of samples with tens of thousands of training images, in pixels and in
-D's features. ``||q - r||^2 = ||q||^2 - 2 q.r + ||r||^2`` turns each block of distances into one matrix product,
-which runs near the machine's matmul speed, on the GPU when the tensors are there. That expansion loses digits to
-cancellation (an exact copy of a training image comes out at about 1e-2, not 0), so it only finds the
-candidates: the distances returned are recomputed from the differences in float64.
+``||q - r||^2 = ||q||^2 - 2 q.r + ||r||^2`` turns each block of distances into one matrix product (near matmul
+speed, on the GPU when the tensors are there). That expansion loses digits to cancellation (an exact copy comes out
+at about 1e-2, not 0), so it only finds the candidates: the distances returned are recomputed in float64.
 """
 from __future__ import annotations
 
@@ -28,10 +26,9 @@ def nearest_neighbours(queries: Any, references: Any, k: int = 1, *, query_chunk
                        exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest references of each query: (distances N x k float32, indices N x k int64), on the CPU.
 
-    ``queries`` N x ... and ``references`` M x ... are tensors or arrays (numpy memmaps too), flattened to
-    vectors. Peak memory is one ``query_chunk x reference_chunk`` block plus the chunks themselves. With
-    ``exclude_self`` (queries and references the same set) each point's own entry is skipped. Each row is
-    sorted by ||q - r|| computed in float64 from the difference (0 for an exact copy), rounded to float32.
+    ``queries`` N x ... and ``references`` M x ... (tensors or arrays, memmaps too) are flattened to vectors. Peak
+    memory is one ``query_chunk x reference_chunk`` block. With ``exclude_self`` (the same set twice) each point's
+    own entry is skipped. Rows are sorted by ||q - r|| computed in float64 (0 for an exact copy), as float32.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, not {k}")

@@ -1,3 +1,2 @@
-"""The GAN itself: G and D (``networks``), training (``training``), checkpoints and the loaded model
-(``checkpoint``, ``loaded_gan``, ``pytorch_examples``), BatchNorm statistics (``batchnorm``) and the device
-(``devices``). Imports ``ganlab.data`` and below, never the plugin registry."""
+"""The GAN itself: G and D, training, checkpoints and the loaded model, BatchNorm statistics and the device.
+Imports ``ganlab.data`` and below, never the plugin registry."""

@@ -1,10 +1,9 @@
 """BatchNorm statistics recomputed on real images: the paper's protocol for D's features.
 
-D's running averages are updated by real and generated batches alike, so they describe neither; the authors
-recomputed them on the real training images (``infer_bnorm_stats`` in their SVHN code) with one train-mode pass.
-The statistics are pooled exactly over the pass (float64), so each image counts the same, a short last batch
-included; with one batch they equal PyTorch's ``momentum=None`` running averages. Deeper layers see inputs
-normalised by each batch's own statistics, so theirs move slightly with the batch size.
+D's running averages follow real and generated batches alike, so they describe neither; the authors recomputed
+them on the real training images (``infer_bnorm_stats`` in their SVHN code) with one train-mode pass. They are
+pooled exactly over the pass (float64), each image counting the same; with one batch they equal PyTorch's
+``momentum=None`` averages. Deeper layers see each batch's own normalisation, so theirs move with the batch size.
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """ganlab checkpoints: the one home of the file format — its keys, writing, reading and training state.
 
-One weights-only file holds everything needed to rebuild the models and to resume training bit for bit.
-Writes are atomic (``ganlab.store.atomic``): a crash or ``kill -9`` mid-save leaves the previous checkpoint
-intact. Reads use ``torch.load(weights_only=True)``: a file that would run code when unpickled is refused, never
-executed. Files that are not torch files at all are never unpickled; they go to the plugins' readers
-(``ganlab_load_checkpoint``) as a path only.
+One file holds everything needed to rebuild the models and to resume training bit for bit. Writes are atomic: a
+crash mid-save leaves the previous checkpoint intact. Reads use ``torch.load(weights_only=True)``: a file that would
+run code is refused, never executed; files that are not torch files at all go to the plugins' readers
+(``ganlab_load_checkpoint``) unread.
 """
 from __future__ import annotations
 
@@ -75,9 +74,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
 
 def is_torch_file(path: str | Path) -> bool:
-    """True when the file looks like something ``torch.save`` wrote: a pickle, or a zip archive holding a
-    ``data.pkl`` and no ``constants.pkl`` (TorchScript's). An ``.npz``, a TorchScript or ``torch.export``
-    archive, safetensors or any other file is not one, and goes to the plugins unread."""
+    """True for what ``torch.save`` writes: a pickle, or a zip archive holding a ``data.pkl`` and no
+    ``constants.pkl`` (TorchScript's); not an ``.npz``, a ``torch.export`` archive, safetensors or anything else."""
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(b"PK\x03\x04"):
@@ -149,11 +147,8 @@ def gan_from_payload(payload: dict[str, Any], path: Path) -> LoadedGAN:
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
                     foreign: Callable[[Path, Any], LoadedGAN | None] | None = None) -> LoadedGAN:
-    """Load a ganlab checkpoint or run folder; other formats go to ``foreign(path, state)``.
-
-    ``state`` is the weights-only unpickled content for torch files, and None for anything else, which is never
-    unpickled. ``foreign`` returns a ``LoadedGAN`` (its caller checks that) or None. The file is read once here.
-    """
+    """Load a ganlab checkpoint or run folder; other formats go to ``foreign(path, state)``, which returns a
+    ``LoadedGAN`` or None. ``state``: the weights-only content of a torch file, None for any other (never unpickled)."""
     path = resolve(path)
     if not path.is_file():
         raise GanlabError(f"checkpoint not found: {path}")

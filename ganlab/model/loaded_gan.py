@@ -15,12 +15,11 @@ from ganlab.model.networks import Discriminator, Generator, ModelConfig, sample_
 
 @dataclass
 class LoadedGAN:
-    """A loaded model pair, both in eval mode.
+    """A loaded model pair, both in eval mode; ``discriminator`` is None when only a generator was given.
 
-    ``discriminator`` is None when only a generator was given. ``meta`` holds what the file recorded besides the
-    weights; every key is optional: ``epoch``, ``step`` (ints), ``dataset`` (a dict with ``name``, ``split``,
-    ``root``, ``size``), ``options`` (training options), ``history`` (per-step ``loss_D``, ``loss_G``, ``D_x``,
-    ``D_G_z`` and ``epoch_end_steps``), ``format`` (a string naming the file format) and versions.
+    ``meta`` holds what the file recorded besides the weights, every key optional: ``epoch``, ``step``, ``dataset``
+    (a dict with ``name``, ``split``, ``root``, ``size``), ``options`` (training options), ``history`` (per-step
+    ``loss_D``, ``loss_G``, ``D_x``, ``D_G_z`` and ``epoch_end_steps``), ``format`` (the file format) and versions.
     """
 
     config: ModelConfig
@@ -54,9 +53,8 @@ class LoadedGAN:
 
     @torch.no_grad()
     def unsettled_batchnorm(self, n: int = 64, seed: int = 0) -> str | None:
-        """Why G's BatchNorm running statistics look unsettled (an early checkpoint of a script that never
-        trains long enough), or None: its samples in eval mode (the running statistics) are nearly constant
-        while in train mode (each batch's own statistics) they vary."""
+        """Why G's BatchNorm running statistics look unsettled (an early checkpoint), or None: its samples in eval
+        mode (running statistics) are nearly constant while in train mode (each batch's own) they vary."""
         z = sample_latent(self.config, n, torch.Generator().manual_seed(seed), next(self.generator.parameters()).device)
         spread_eval = float(self.generator.eval()(z).std(0).mean())
         spread_train = float(copy.deepcopy(self.generator).train()(z).std(0).mean())

@@ -1,15 +1,12 @@
 """DCGAN generator and discriminator (Radford, Metz & Chintala 2015, section 3).
 
-The paper's rules, all checked by tests/test_models.py:
-- all-convolutional: strided convolutions in D, transposed convolutions in G, no pooling and
-  no fully connected hidden layers (D's last layer is a 4x4 "valid" convolution to one logit);
-- BatchNorm everywhere except G's output layer and D's input layer;
-- ReLU in G with a Tanh output, LeakyReLU(0.2) in D;
-- conv weights from N(0, 0.02), BatchNorm weight N(1, 0.02) and bias 0.
+The paper's rules, all checked by tests/test_models.py: all-convolutional (strided convolutions in D, transposed
+ones in G, no pooling, no fully connected hidden layers: D ends in a 4x4 "valid" convolution to one logit);
+BatchNorm everywhere except G's output and D's input layer; ReLU in G with a Tanh output, LeakyReLU(0.2) in D;
+conv weights N(0, 0.02), BatchNorm weight N(1, 0.02) and bias 0.
 
-Both networks are an ``nn.Sequential`` called ``main`` with the layer order of the
-pytorch/examples DCGAN script, so that script's checkpoints load into ``dcgan64`` unchanged.
-``ModelConfig`` and ``PRESETS`` (torch-free) live in ``ganlab.defaults``.
+Both networks are an ``nn.Sequential`` called ``main`` with the layer order of the pytorch/examples DCGAN script,
+so its checkpoints load into ``dcgan64`` unchanged. ``ModelConfig`` and ``PRESETS`` live in ``ganlab.defaults``.
 """
 from __future__ import annotations
 

@@ -24,28 +24,17 @@ def _conv_weights(state: dict[str, Any]) -> list[Any]:
 
 
 def _looks_like(state: Any) -> str | None:
-    """'generator', 'discriminator' or None for anything else."""
+    """'generator', 'discriminator' or None."""
     if not isinstance(state, dict) or "main.0.weight" not in state:
         return None
     # G's first layer is followed by BatchNorm; D's input layer has none (LeakyReLU directly).
     return "generator" if "main.1.running_mean" in state else "discriminator"
 
 
-def _config(g_state: dict[str, Any], d_state: dict[str, Any] | None) -> ModelConfig:
-    g_convs = _conv_weights(g_state)
-    nz = g_convs[0].shape[0]  # ConvTranspose2d weight: [in, out, k, k]
-    ngf, channels, _, kernel = g_convs[-1].shape
-    ndf = _conv_weights(d_state)[0].shape[0] if d_state is not None else ngf
-    return ModelConfig(image_size=4 * 2 ** (len(g_convs) - 1), channels=int(channels), nz=int(nz),
-                       ngf=int(ngf), ndf=int(ndf), kernel_size=int(kernel))
-
-
 def load_pair(generator_path: str | Path, discriminator_path: str | Path | None = None, *,
               generator_state: Any = None) -> LoadedGAN:
-    """Load a pytorch/examples G (and D, given or found beside it as netD_*) into ganlab models.
-
-    ``generator_state`` is G's file already read (weights-only), so it is not read a second time.
-    """
+    """Load a pytorch/examples G (and D, given or found beside it as netD_*) into ganlab models;
+    ``generator_state``: G's file already read (weights-only)."""
     generator_path = Path(generator_path)
     g_state = read_checkpoint(generator_path) if generator_state is None else generator_state
     if _looks_like(g_state) != "generator":
@@ -57,7 +46,12 @@ def load_pair(generator_path: str | Path, discriminator_path: str | Path | None 
     if d_state is not None and _looks_like(d_state) != "discriminator":
         raise GanlabError(f"{d_path} is not a pytorch/examples DCGAN discriminator state dict (netD_*.pth)")
     try:
-        config = _config(g_state, d_state)
+        g_convs = _conv_weights(g_state)
+        nz = g_convs[0].shape[0]  # ConvTranspose2d weight: [in, out, k, k]
+        ngf, channels, _, kernel = g_convs[-1].shape
+        ndf = _conv_weights(d_state)[0].shape[0] if d_state is not None else ngf
+        config = ModelConfig(image_size=4 * 2 ** (len(g_convs) - 1), channels=int(channels), nz=int(nz),
+                             ngf=int(ngf), ndf=int(ndf), kernel_size=int(kernel))
     except (ValueError, IndexError, AttributeError) as exc:
         raise GanlabError(f"{generator_path}: weights do not fit a DCGAN of any size ({exc})") from None
     meta = {"format": "pytorch-examples", "generator_path": str(generator_path),

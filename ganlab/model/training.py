@@ -37,14 +37,13 @@ class Trainer:
     def __init__(self, options: TrainOptions, source: DatasetSource, progress: bool = True, *,
                  folder: run_folder.RunFolder | None = None, resume_payload: dict[str, Any] | None = None,
                  changed: dict[str, tuple[Any, Any]] | None = None):
-        self.options, self.source = options, source
+        self.options, self.folder, self.options_changed = options, folder, dict(changed or {})
         self.device, self.rank, self.world = _process_device(options.device)
-        self.distributed, self.is_main = self.world > 1, self.rank == 0
+        self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.local_batch = options.batch_size // self.world
         if self.local_batch < 1:
             raise GanlabError(f"batch size {options.batch_size} is smaller than the {self.world} processes")
-        self.folder, self.options_changed = folder, dict(changed or {})
         self.out = folder.out if folder else Path(run_out(options)).resolve()
         self.last = self.out / run_folder.LAST
         if resume_payload:
@@ -52,7 +51,14 @@ class Trainer:
             _check_resume_flags(options, self.config)
         else:
             self.config = options.model_config(source.channels)
-        self.images = self._images()
+        self.images, _ = load_split(
+            source, options.split, variant=options.dataset.partition(":")[2] or None, root=options.data_root,
+            image_size=self.config.image_size, channels=self.config.channels, download=options.download,
+            limit=options.limit, progress=self.progress, skip_bad=options.skip_bad_images,
+            exclude=read_exclusion_list(options.exclude) if options.exclude else None)
+        if len(self.images) < 2:
+            raise GanlabError(f"{options.dataset}/{options.split} has {len(self.images)} images; training needs "
+                              "at least 2")
         self._build()
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.history: dict[str, list[float]] = {k: [] for k in (*HISTORY_KEYS, "epoch_end_steps")}
@@ -62,18 +68,8 @@ class Trainer:
             if self.epoch >= options.epochs:
                 raise GanlabError(f"{options.resume} has already trained {self.epoch} epochs; "
                                   f"give --epochs larger than {self.epoch} to continue")
-        wrap = torch.nn.parallel.DistributedDataParallel if self.distributed else (lambda model: model)
+        wrap = torch.nn.parallel.DistributedDataParallel if self.world > 1 else (lambda model: model)
         self.G_ddp, self.D_ddp = wrap(self.G), wrap(self.D)
-
-    def _images(self) -> torch.Tensor:
-        o, cfg = self.options, self.config
-        images, _ = load_split(self.source, o.split, variant=o.dataset.partition(":")[2] or None, root=o.data_root,
-                               image_size=cfg.image_size, channels=cfg.channels, download=o.download, limit=o.limit,
-                               progress=self.progress, skip_bad=o.skip_bad_images,
-                               exclude=read_exclusion_list(o.exclude) if o.exclude else None)
-        if len(images) < 2:
-            raise GanlabError(f"{o.dataset}/{o.split} has {len(images)} images; training needs at least 2")
-        return images
 
     def _build(self) -> None:
         o = self.options
