@@ -3,6 +3,7 @@
 torch is imported inside commands so ``ganlab --help`` stays fast."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -12,7 +13,8 @@ from ganlab.cli.cache import cache
 from ganlab.cli.info import components, new_plugin, plugins
 from ganlab.cli.reports import report, run
 from ganlab.cli.training import sample, train
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, Terminated, raise_terminated
+from ganlab.plugin.registry import collect_commands, get_registry
 
 
 class GanlabGroup(click.Group):
@@ -21,10 +23,6 @@ class GanlabGroup(click.Group):
     plugin_commands: dict[str, str] = {}  # command name -> plugin that added it
 
     def invoke(self, ctx: click.Context):
-        import signal
-
-        from ganlab.errors import Terminated, raise_terminated
-
         # SIGTERM unwinds like Ctrl-C, so whatever the command was writing is cleaned up on the way out
         previous = signal.signal(signal.SIGTERM, raise_terminated)
         try:
@@ -43,27 +41,26 @@ class GanlabGroup(click.Group):
         finally:
             signal.signal(signal.SIGTERM, previous)
 
+    def _failed_plugin(self, command: str) -> tuple[str, str] | None:
+        """(plugin, its error) when ``command`` comes from a plugin that failed."""
+        plugin = self.plugin_commands.get(command)
+        info = get_registry().plugins.get(plugin) if plugin is not None else None
+        return (plugin, info.error) if info is not None and info.error else None
+
     def format_commands(self, ctx: click.Context, formatter) -> None:
         """``ganlab --help``: a command whose plugin failed is listed as unavailable, with the reason."""
-        from ganlab.plugin.registry import get_registry
-
-        plugins = get_registry().plugins if self.plugin_commands else {}
-        for name, plugin in self.plugin_commands.items():
-            info = plugins.get(plugin)
-            if info is not None and info.error and name in self.commands:
-                self.commands[name].short_help = f"UNAVAILABLE: plugin {plugin} failed (see `ganlab plugins`)"
+        for name in self.plugin_commands:
+            failed = self._failed_plugin(name)
+            if failed and name in self.commands:
+                self.commands[name].short_help = f"UNAVAILABLE: plugin {failed[0]} failed (see `ganlab plugins`)"
         super().format_commands(ctx, formatter)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """A command from a plugin that failed to register elsewhere is refused with that plugin's error."""
         name, command, rest = super().resolve_command(ctx, args)
-        plugin = self.plugin_commands.get(name)
-        if plugin is not None:
-            from ganlab.plugin.registry import get_registry
-
-            info = get_registry().plugins.get(plugin)
-            if info is not None and info.error:
-                raise GanlabError(f"command {name!r} comes from plugin {plugin}, which failed: {info.error}")
+        failed = self._failed_plugin(name)
+        if failed:
+            raise GanlabError(f"command {name!r} comes from plugin {failed[0]}, which failed: {failed[1]}")
         return name, command, rest
 
 
@@ -77,17 +74,7 @@ def main() -> None:
     cli(prog_name="ganlab")
 
 
-def _add_plugin_commands() -> None:
-    from ganlab.plugin.registry import collect_commands
-
-    GanlabGroup.plugin_commands = collect_commands(cli)
-
-
 for command in (train, sample, plugins, components, new_plugin, report, run, cache):
     cli.add_command(command)
 # Plugin commands join the group last, so a plugin cannot shadow a built-in by accident.
-_add_plugin_commands()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+GanlabGroup.plugin_commands = collect_commands(cli)

@@ -9,6 +9,7 @@ follows a link: a link, or a file ganlab did not write, is left where it is and 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -31,13 +32,9 @@ def _size(path: Path) -> tuple[int, int]:
     """(bytes, files) under ``path`` (a file or a folder), not following links."""
     if path.is_symlink() or path.is_file():
         return path.lstat().st_size, 1
-    total = files = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            item = Path(root) / name
-            if not item.is_symlink():
-                total, files = total + item.stat().st_size, files + 1
-    return total, files
+    files = [Path(root) / name for root, _, names in os.walk(path) for name in names]
+    sizes = [file.stat().st_size for file in files if not file.is_symlink()]
+    return sum(sizes), len(sizes)
 
 
 def _human(n: float) -> str:
@@ -63,8 +60,7 @@ def ours(part: Path) -> tuple[list[Path], int]:
     for root, dirs, names in os.walk(part):
         for name in names:
             path = Path(root) / name
-            legacy_numba = part.name == "numba" and NUMBA.match(name)
-            named = ENTRY.match(name) or TEMPORARY.match(name) or LEGACY.match(name) or legacy_numba
+            named = any(p.match(name) for p in (ENTRY, TEMPORARY, LEGACY)) or part.name == "numba" and NUMBA.match(name)
             if path.is_symlink() or not path.is_file() or not named:
                 others += 1
             else:
@@ -132,15 +128,7 @@ def _prune(part: Path) -> None:
     """Remove folders left empty under ``part`` (and ``part`` itself), deepest first; links are not followed."""
     if not part.is_dir() or part.is_symlink():
         return
-    for root, dirs, _ in os.walk(part, topdown=False):
-        for name in dirs:
-            path = Path(root) / name
-            if not path.is_symlink():
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass  # not empty: it holds something ganlab did not write
-    try:
-        part.rmdir()
-    except OSError:
-        pass
+    folders = [Path(root) / name for root, dirs, _ in os.walk(part, topdown=False) for name in dirs]
+    for folder in [f for f in folders if not f.is_symlink()] + [part]:
+        with contextlib.suppress(OSError):  # not empty: it holds something ganlab did not write
+            folder.rmdir()

@@ -2,69 +2,58 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 
 from ganlab.errors import GanlabError
+from ganlab.plugin.registry import get_registry
+
+JSON = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@JSON
 @click.option("--check", is_flag=True, help="exit 1 if any plugin failed to load or register")
 def plugins(as_json: bool, check: bool) -> None:
     """List plugins, their distribution and version, what they register, and load errors."""
-    from ganlab.plugin.registry import get_registry
-
-    registry = get_registry()
-    rows = [
-        {"name": p.name, "distribution": p.distribution, "version": p.version, "registers": p.registers,
-         "error": p.error, "disabled": p.disabled}
-        for p in registry.plugins.values()
-    ]
+    found = list(get_registry().plugins.values())
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([asdict(p) for p in found], indent=2))
     else:
-        for row in rows:
-            state = " [disabled]" if row["disabled"] else (" [FAILED]" if row["error"] else "")
-            click.echo(f"{row['name']} ({row['distribution']} {row['version']}){state}")
-            for kind, names in sorted(row["registers"].items()):
+        for p in found:
+            state = " [disabled]" if p.disabled else (" [FAILED]" if p.error else "")
+            click.echo(f"{p.name} ({p.distribution} {p.version}){state}")
+            for kind, names in sorted(p.registers.items()):
                 click.echo(f"    {kind}: {', '.join(names)}")
-            if row["error"]:
-                click.echo(f"    error: {row['error']}")
-    failed = [row["name"] for row in rows if row["error"]]
+            if p.error:
+                click.echo(f"    error: {p.error}")
+    failed = [p.name for p in found if p.error]
     if check and failed:
         raise GanlabError(f"plugins failed: {', '.join(failed)} (see `ganlab plugins`)")
-
-
-def _component_rows(registry) -> list[dict]:
-    from ganlab.plugin.options import describe
-
-    return [{"name": name, "kind": c.kind, "plugin": registry.component_owner(name), "description": c.description,
-             "needs": sorted(c.needs), "cheap": bool(c.cheap), "default": bool(getattr(c, "default", True)),
-             "options": describe(c.options),
-             "directions": dict(c.directions)}
-            for name, c in sorted(registry.components().items())]
-
-
-def _loader_rows(registry) -> list[dict]:
-    """The plugins that read other checkpoint formats, with the first line of their hook's docstring."""
-    rows = []
-    for impl in registry.pm.hook.ganlab_load_checkpoint.get_hookimpls():
-        doc = (impl.function.__doc__ or "").strip().splitlines()
-        rows.append({"name": impl.plugin_name, "plugin": impl.plugin_name, "description": doc[0] if doc else ""})
-    return sorted(rows, key=lambda row: row["name"])
 
 
 def catalogue(registry) -> dict[str, list[dict]]:
     """Everything a report can use, by kind: components with their options, then loaders, feature spaces,
     datasets and detectors with their descriptions, and the plugins that failed to load."""
+    from ganlab.plugin.options import describe
+
     def named(kind: str, **extra) -> list[dict]:
         return [{"name": name, "plugin": registry.owner.get((kind, name), "?"), "description": obj.description,
                  **{key: get(obj) for key, get in extra.items()}}
                 for name, obj in sorted(getattr(registry, kind).items())]
 
-    return {"components": _component_rows(registry), "loaders": _loader_rows(registry),
-            "feature_spaces": named("feature_spaces"),
+    components = [{"name": name, "kind": c.kind, "plugin": registry.component_owner(name),
+                   "description": c.description, "needs": sorted(c.needs), "cheap": bool(c.cheap),
+                   "default": bool(getattr(c, "default", True)), "options": describe(c.options),
+                   "directions": dict(c.directions)}
+                  for name, c in sorted(registry.components().items())]
+    # the plugins that read other checkpoint formats, with the first line of their hook's docstring
+    loaders = sorted(({"name": impl.plugin_name, "plugin": impl.plugin_name,
+                       "description": ((impl.function.__doc__ or "").strip().splitlines() or [""])[0]}
+                      for impl in registry.pm.hook.ganlab_load_checkpoint.get_hookimpls()),
+                     key=lambda row: row["name"])
+    return {"components": components, "loaders": loaders, "feature_spaces": named("feature_spaces"),
             "datasets": named("datasets", splits=lambda d: [s for s in d.splits if s != "*"],
                               classes=lambda d: d.num_classes),
             "detectors": named("detectors"), "failed_plugins": registry.errors()}
@@ -81,12 +70,10 @@ def _option_line(component: str, option: str, spec: dict) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@JSON
 def components(as_json: bool) -> None:
     """List evaluators and analyses (kind, needs, cheap, each option for --set), then checkpoint loaders,
     feature spaces, datasets and detectors, and any plugin that failed to load."""
-    from ganlab.plugin.registry import get_registry
-
     found = catalogue(get_registry())
     if as_json:
         click.echo(json.dumps(found, indent=2, default=str))

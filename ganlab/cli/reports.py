@@ -5,9 +5,11 @@ from pathlib import Path
 
 import click
 
-from ganlab.cli.training import _options_from_flags, train_options
-from ganlab.defaults import MAX_SEED, ReportOptions
+from ganlab.cli.training import SETTLE, _options_from_flags, train_options
+from ganlab.defaults import MAX_SEED, ReportOptions, TrainOptions
 from ganlab.errors import GanlabError
+from ganlab.plugin.options import parse_settings
+from ganlab.plugin.registry import get_registry
 
 DEFAULTS = ReportOptions()
 SET = click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE",
@@ -16,9 +18,6 @@ QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 TIMEOUT = click.option("--component-timeout", type=click.FloatRange(min=0), default=DEFAULTS.component_timeout,
                        show_default=True, help="seconds one component may run before it is stopped and marked "
                                                "timed out (0: no limit)")
-SETTLE = click.option("--settle-batchnorm", is_flag=True,
-                      help="recompute G's BatchNorm statistics from 1,024 random latent vectors first (for a "
-                           "checkpoint whose eval-mode samples are flat: its running statistics never settled)")
 REPORT_FLAGS = [
     click.option("--only", help="comma-separated components to run (default: all applicable)"),
     click.option("--skip", help="comma-separated components to leave out"),
@@ -77,8 +76,6 @@ def write_report(checkpoint, *, as_json=False, quiet=False, show_traceback=False
 
 def _report(checkpoint, only, skip, across_epochs, settings, **flags) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
-    from ganlab.plugin.options import parse_settings
-
     write_report(checkpoint, only=names(only), skip=names(skip, "--skip"), all_across_epochs=across_epochs,
                  settings=parse_settings(settings), **flags)
 
@@ -102,24 +99,21 @@ report = click.command("report")(report)
               help="train K GANs (seeds SEED ... SEED+K-1) and summarise their reports as mean ± std over seeds")
 @TIMEOUT
 @SETTLE
-def run(experiment, list_, retrain, checkpoint, report_out, seeds, **flags) -> None:
+def run(experiment, list_, retrain, checkpoint, report_out, seeds, settings, quiet, component_timeout,
+        settle_batchnorm, **flags) -> None:
     """Run a registered experiment: train (unless its checkpoint exists), then write the report."""
-    from ganlab.defaults import TrainOptions
-    from ganlab.plugin.registry import get_registry
-
-    registry = get_registry()
     if list_ or not experiment:
-        click.echo("\n".join(f"{n:<16} {e.description}" for n, e in sorted(registry.experiments.items()))
+        click.echo("\n".join(f"{n:<16} {e.description}" for n, e in sorted(get_registry().experiments.items()))
                    or "no experiments registered")
         return
-    exp = registry.get("experiments", experiment)
+    exp = get_registry().get("experiments", experiment)
     options = _options_from_flags(TrainOptions().updated(**exp.train), flags)
     # another dataset than the experiment's gets a run folder (and report) of its own
     name = exp.name if options.dataset == exp.train.get("dataset", TrainOptions.dataset) else \
         f"{exp.name}-{options.dataset.replace(':', '-')}"
     options = options if flags.get("out") else options.updated(out=f"runs/{name}")
-    report = {"settings": flags["settings"], "quiet": flags["quiet"], "settle_batchnorm": flags["settle_batchnorm"],
-              "component_timeout": flags["component_timeout"], "seed": options.seed}
+    report = {"settings": {**exp.component_options, **parse_settings(settings)}, "quiet": quiet,
+              "settle_batchnorm": settle_batchnorm, "component_timeout": component_timeout, "seed": options.seed}
     report_out = report_out or f"reports/{name}"
     if seeds == 1:
         return _run_experiment(exp, options, retrain, checkpoint, report_out, report)
@@ -150,14 +144,11 @@ def _run_seeds(exp, options, retrain, report_out, report, numbers) -> None:
 
 def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> None:
     """Train ``exp`` into ``options.out`` unless its last.pt exists (or report on ``checkpoint``), then report."""
-    from ganlab.plugin.options import parse_settings
-
-    settings = {**exp.component_options, **parse_settings(report["settings"])}
     if checkpoint is None:
         from ganlab.api import train as run_training
         from ganlab.report.run import check_before_training
 
-        check_before_training(list(exp.components or ()), settings, exp.report_dataset or options.dataset,
+        check_before_training(list(exp.components or ()), report["settings"], exp.report_dataset or options.dataset,
                               None if exp.report_dataset else options.data_root)
         last = Path(options.out) / "last.pt"
         if retrain or not last.exists():
@@ -172,7 +163,7 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
         checkpoint = str(Path(options.out))
     write_report(checkpoint, only=list(exp.components) if exp.components else None, out=str(report_out),
                  dataset=exp.report_dataset, data_root=options.data_root, device=options.device,
-                 skip_bad_images=bool(options.skip_bad_images), **{**report, "settings": settings},
+                 skip_bad_images=bool(options.skip_bad_images), **report,
                  # a run of one epoch has nothing to choose from
                  select_epoch=exp.select_epoch if len(list(Path(checkpoint).glob("epoch_*.pt"))) > 1 else None)
 

@@ -3,6 +3,7 @@ shares."""
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import click
 
@@ -36,6 +37,9 @@ TRAIN_FLAGS = {
     "skip_bad_images": (bool, "skip unreadable image files (with a count) instead of stopping"),
     "exclude": (click.Path(dir_okay=False), "file of image positions to leave out, one per line (from ganlab dedup)"),
 }
+SETTLE = click.option("--settle-batchnorm", is_flag=True,
+                      help="recompute G's BatchNorm statistics from 1,024 random latent vectors first (for a "
+                           "checkpoint whose eval-mode samples are flat: its running statistics never settled)")
 
 
 def train_options(func):
@@ -54,14 +58,11 @@ def train_options(func):
     return func
 
 
-def _options_from_flags(base, flags: dict):
+def _options_from_flags(base: TrainOptions, flags: dict) -> TrainOptions:
     """Apply the flags the user gave (not None) on top of ``base`` TrainOptions."""
-    names = {f.name for f in fields(base)}
-    changes = {k: v for k, v in flags.items() if k in names and v is not None}
-    for key in ("image_size", "channels", "kernel_size"):
-        if key in changes:
-            changes[key] = int(changes[key])
-    return base.updated(**changes)
+    given = {k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v is not None}
+    to_int = ("image_size", "channels", "kernel_size")  # click.Choice gives strings
+    return base.updated(**{k: int(v) if k in to_int else v for k, v in given.items()})
 
 
 @click.command()
@@ -73,7 +74,6 @@ def _options_from_flags(base, flags: dict):
 def train(**flags) -> None:
     """Train a DCGAN; writes checkpoints, sample grids and log.jsonl to the run folder."""
     from ganlab.api import train as run_training
-    from ganlab.defaults import TrainOptions
 
     options = _options_from_flags(TrainOptions(), flags)
     last = run_training(options)
@@ -108,13 +108,9 @@ def _load_for_cli(checkpoint, generator, discriminator, device):
               help="a pytorch/examples netG_*.pth instead of CHECKPOINT")
 @click.option("--discriminator", type=click.Path(dir_okay=False), help="its netD_*.pth (optional)")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--settle-batchnorm", is_flag=True,
-              help="recompute G's BatchNorm statistics from 1,024 random latent vectors first (for a checkpoint "
-                   "whose eval-mode samples are flat)")
+@SETTLE
 def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator, device, settle_batchnorm) -> None:
     """Write N generated images: a grid (PNG, JPEG, ...) or, with --out-dir, one PNG per image."""
-    from pathlib import Path
-
     from PIL import Image
 
     out = Path(out)
@@ -134,6 +130,7 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
                           "latent vectors")
     written = write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)
     click.echo(f"wrote {count} samples to {written}")
+
 
 def write_samples(gan, count, seed, out, out_dir, nrow):
     """The grid at ``out``, or one PNG per sample in ``out_dir`` (generated in chunks, never all in memory)."""

@@ -65,30 +65,13 @@ class ReportData:
 
     def metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` content: every metric plus how it was made."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "checkpoint": self.checkpoint,
-            "dataset": self.dataset,
-            "seed": self.seed,
-            "date": self.date,
-            "versions": self.versions,
-            "config": self.config,
-            "training": {k: v for k, v in self.training.items() if k != "options"},
-            "components": {
-                c.name: {
-                    "kind": c.kind, "plugin": c.plugin, "status": c.status, "seconds": round(c.seconds, 3),
-                    "metrics": dict(c.result.metrics) if c.result else {}, "directions": dict(c.directions),
-                    "error": c.error, "traceback": c.traceback, "reason": c.reason, "options": c.options,
-                    "verdict": c.result.verdict if c.result else "",
-                    "problems": list(c.result.problems) if c.result else [],
-                }
-                for c in self.components
-            },
-            "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
-            "across_epochs_best": dict(self.across_best),
-            "problems": list(self.problems),
-            "warnings": list(self.warnings),
-        }
+        return {"schema_version": SCHEMA_VERSION, "checkpoint": self.checkpoint, "dataset": self.dataset,
+                "seed": self.seed, "date": self.date, "versions": self.versions, "config": self.config,
+                "training": {k: v for k, v in self.training.items() if k != "options"},
+                "components": {c.name: _component_metrics(c) for c in self.components},
+                "across_epochs": {k: [list(p) for p in v] for k, v in self.across_epochs.items()},
+                "across_epochs_best": dict(self.across_best), "problems": list(self.problems),
+                "warnings": list(self.warnings)}
 
     def metrics_json(self) -> str:
         """``metrics()`` as strict JSON (RFC 8259): non-finite numbers become null, listed under ``non_finite``."""
@@ -96,6 +79,14 @@ class ReportData:
         content = _plain(self.metrics(), "", non_finite)
         content["non_finite"] = non_finite
         return json.dumps(content, indent=2, allow_nan=False)
+
+
+def _component_metrics(c: ComponentRun) -> dict[str, Any]:
+    result = c.result or Result()
+    return {"kind": c.kind, "plugin": c.plugin, "status": c.status, "seconds": round(c.seconds, 3),
+            "metrics": dict(result.metrics), "directions": dict(c.directions), "error": c.error,
+            "traceback": c.traceback, "reason": c.reason, "options": c.options, "verdict": result.verdict,
+            "problems": list(result.problems)}
 
 
 def _plain(value: Any, where: str, non_finite: list[str]) -> Any:
@@ -106,11 +97,7 @@ def _plain(value: Any, where: str, non_finite: list[str]) -> Any:
         return [_plain(v, f"{where}[{i}]", non_finite) for i, v in enumerate(value)]
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 or hasattr(value, "numel") and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            non_finite.append(f"{where} = {value}")
-            return None
-        return value
-    return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        non_finite.append(f"{where} = {value}")
+        return None
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)

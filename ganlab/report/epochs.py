@@ -14,7 +14,7 @@ from ganlab.report.data import FAILED, TIMED_OUT, ComponentRun
 from ganlab.report.run import Plan, run_components
 
 
-def _epoch_checkpoints(run_dir: Path) -> list[Path]:
+def epoch_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("epoch_*.pt"))
 
 
@@ -49,7 +49,7 @@ def across_epochs(run_dir: Path, components: list[Component], plan: Plan, *, eve
     if not chosen:
         return series
     names = {c.name for c in chosen}
-    for path in tqdm(spread(_epoch_checkpoints(run_dir), points), desc="across epochs", disable=not progress):
+    for path in tqdm(spread(epoch_checkpoints(run_dir), points), desc="across epochs", disable=not progress):
         try:
             gan = plan.load(path)
         except GanlabError as exc:
@@ -97,10 +97,10 @@ def series_groups(series: dict[str, list[tuple[int, float]]], components: list[C
     return groups
 
 
-def _check_selection(metric: str, run_dir: Path | None, components: list[Component], everything: bool) -> None:
+def check_selection(metric: str, run_dir: Path | None, components: list[Component], everything: bool) -> None:
     """Before any work: --select-epoch needs a run folder with epochs and a component that runs on each."""
     name = metric.split(".", 1)[0]
-    if run_dir is None or len(_epoch_checkpoints(run_dir)) < 2:
+    if run_dir is None or len(epoch_checkpoints(run_dir)) < 2:
         raise GanlabError(f"--select-epoch {metric} needs a run folder with two or more epoch_*.pt checkpoints")
     found = [c for c in components if c.name == name]
     if not found or "." not in metric:
@@ -145,8 +145,7 @@ def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir
     if best is None:
         raise GanlabError(f"--select-epoch {metric}: the metric is NaN or infinite on every epoch")
     epoch, value = best
-    files = {meta_epoch: path for path in _epoch_checkpoints(run_dir)
-             for meta_epoch in [_epoch_number(path)] if meta_epoch is not None}
+    files = {_epoch_number(path): path for path in epoch_checkpoints(run_dir)}
     if epoch not in files:
         raise GanlabError(f"--select-epoch: epoch {epoch}'s checkpoint is not in {run_dir}")
     return {"metric": metric, "epoch": epoch, "value": value, "direction": way, "checkpoint": files[epoch]}

@@ -1,11 +1,12 @@
 """``ganlab report``: load a checkpoint, run the applicable components, write index.html + metrics.json.
 
 Data flows one way: checkpoint -> LoadedGAN -> RunContext -> component.run(ctx) -> Result ->
-ReportData -> renderer. The report is built in a folder beside ``--out`` and swapped in whole.
+ReportData -> renderer.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import platform
 import sys
@@ -22,16 +23,8 @@ from ganlab.model.checkpoint import resolve
 from ganlab.model.devices import select_device
 from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.registry import get_registry
+from ganlab.report import epochs
 from ganlab.report.data import TIMED_OUT, ReportData
-from ganlab.report.epochs import (
-    _best_epoch,
-    _check_selection,
-    _epoch_checkpoints,
-    across_epochs,
-    best_epochs,
-    meta_int,
-    series_groups,
-)
 from ganlab.report.run import Plan, Say, _dataset, _unmet, check_settings, run_components, select_components
 from ganlab.store.atomic import os_error
 from ganlab.store.cache import Cache
@@ -44,64 +37,54 @@ DEFAULTS = ReportOptions()
 def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: list[str] | None = None,
                 out: str | Path | None = None, dataset: str | None = None, data_root: str | None = None,
                 seed: int = DEFAULTS.seed, device: str = DEFAULTS.device, settings: dict[str, Any] | None = None,
-                all_across_epochs: bool = False, progress: bool = True,
-                say: Say | None = None, skip_bad_images: bool = False,
-                select_epoch: str | None = None, epoch_points: int | None = DEFAULTS.epoch_points,
-                component_timeout: float | None = DEFAULTS.component_timeout,
-                settle_batchnorm: bool = False) -> tuple[ReportData, Path]:
-    """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder).
+                all_across_epochs: bool = False, progress: bool = True, say: Say | None = None,
+                skip_bad_images: bool = False, select_epoch: str | None = None,
+                epoch_points: int | None = DEFAULTS.epoch_points, settle_batchnorm: bool = False,
+                component_timeout: float | None = DEFAULTS.component_timeout) -> tuple[ReportData, Path]:
+    """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder); return the data and OUT.
 
-    The report is built in a folder beside ``OUT`` and swapped in at the end, so a failure or an interruption
-    leaves the previous report whole. ``OUT`` (default ``reports/<checkpoint or run name>``) must be new, empty
-    or a report folder of ganlab's; it is locked while the report is written. Paths are fixed (made absolute)
-    before any component runs. Components named in ``only`` that cannot run here are an error before anything
-    runs. Returns the report data and the output folder.
+    The report is built beside ``OUT`` (default ``reports/<checkpoint or run name>``: new, empty or a report folder
+    of ganlab's, locked meanwhile) and swapped in at the end, so a failure leaves the previous report whole. Paths
+    are made absolute before any component runs; a component named in ``only`` that cannot run here is an error
+    before anything runs.
 
-    ``select_epoch`` ("COMPONENT.METRIC", e.g. ``probe-epochs.d.val_accuracy``; a run folder only): the
-    across-epochs series are computed first and the components run on the epoch checkpoint where that
-    metric is best by its declared direction (the earliest on a tie) instead of the last one; a metric without
-    a direction is refused. Use a validation metric. Selection
-    looks at every epoch; otherwise the plots across training use at most ``epoch_points`` epoch files,
-    evenly spread with the first and last (None or 0: every one). ``component_timeout``: seconds one
-    component may run (None or 0: no limit). ``settle_batchnorm``: recompute G's BatchNorm statistics from
-    random latent vectors before anything runs (for checkpoints whose running statistics never settled).
+    ``select_epoch`` ("COMPONENT.METRIC" of a validation metric, e.g. ``probe-epochs.d.val_accuracy``; a run folder
+    only): the components run on the epoch checkpoint where that metric is best by its declared direction (the
+    earliest on a tie; a metric without a direction is refused), looking at every epoch; otherwise the plots across
+    training use at most ``epoch_points`` epoch files, evenly spread (None or 0: all). ``component_timeout``:
+    seconds one component may run (None or 0: no limit). ``settle_batchnorm``: recompute G's BatchNorm statistics
+    from random latent vectors first (for checkpoints whose running statistics never settled).
     """
     checkpoint = absolute(checkpoint)
     run_dir = checkpoint if checkpoint.is_dir() else None
     path = resolve(checkpoint)
     name = run_dir.name if run_dir else path.stem
     data_root = str(absolute(data_root)) if data_root else None
-    sources = [Path(p) for p in (data_root, run_dir or (path.parent if folder_kind(path.parent) == "run" else None))
-               if p]
-    folder = StagedFolder(out or Path("reports") / name, "report", sources=sources)  # checked and locked first
+    run_folder = run_dir or (path.parent if folder_kind(path.parent) == "run" else None)
+    folder = StagedFolder(out or Path("reports") / name, "report",  # checked and locked first
+                          sources=[Path(p) for p in (data_root, run_folder) if p])
     try:
-        cache = Cache(say=say or (lambda line: print(line, file=sys.stderr)))
-        plan = Plan(dataset, data_root, seed, select_device(device), settings or {}, cache=cache,
+        plan = Plan(dataset, data_root, seed, select_device(device), settings or {}, cache=Cache(say=say),
                     skip_bad_images=skip_bad_images, timeout=component_timeout or None,
-                    settle_batchnorm=settle_batchnorm,
-                    abandon=lambda: _abandon(folder, say))
+                    settle_batchnorm=settle_batchnorm, abandon=lambda: _abandon(folder, say))
         data = _report_data(path, run_dir, name, plan, only=only, skip=skip, everything=all_across_epochs,
                             progress=progress, say=say, select_epoch=select_epoch, epoch_points=epoch_points)
-        _render(data, folder)
+        from ganlab.report.render import render_report  # matplotlib loads only when a page is drawn
+
+        try:
+            render_report(data, folder.staging)
+        except OSError as exc:
+            raise os_error("write the report into", folder.out, exc) from None
+        folder.write_text("metrics.json", data.metrics_json())
         return data, folder.commit()
     finally:
         folder.discard()
 
 
 def _abandon(folder: StagedFolder, say: Say | None) -> None:
-    (say or (lambda line: print(line, file=sys.stderr)))(
+    (say or functools.partial(print, file=sys.stderr))(
         f"a component did not stop within its time limit; the report was not written to {folder.out}")
     folder.discard()
-
-
-def _render(data: ReportData, folder: StagedFolder) -> None:
-    from ganlab.report.render import render_report
-
-    try:
-        render_report(data, folder.staging)
-    except OSError as exc:
-        raise os_error("write the report into", folder.out, exc) from None
-    folder.write_text("metrics.json", data.metrics_json())
 
 
 def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | None) -> tuple[LoadedGAN, list]:
@@ -114,7 +97,7 @@ def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | N
     plan.data_root = plan.data_root or (str(absolute(root)) if root else None)
     components = select_components(only, skip)
     check_settings(plan.settings)
-    source, layout = _dataset(get_registry(), plan.dataset, plan.data_root)
+    source, layout = _dataset(plan.dataset, plan.data_root)
     for component in components if only else []:
         reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
         if reasons:
@@ -126,17 +109,19 @@ def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | N
 def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, only, skip, everything: bool,
                  progress: bool, say: Say | None, select_epoch: str | None, epoch_points: int | None) -> ReportData:
     """Run the components (and the across-epochs series of a run folder) into the page's data."""
-    warnings = _plugin_warnings(say)
+    warnings = get_registry().errors()  # plugins that failed to load: their components are missing
+    for line in warnings if say else []:
+        say(f"warning: {line}")
     gan, components = _prepare(path, plan, only, skip)
     series: dict[str, list[tuple[int, float]]] = {}
     problems: list[str] = []
-    selected = None
+    selected: dict[str, Any] = {}
     if select_epoch:
-        _check_selection(select_epoch, run_dir, components, everything)
-        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+        epochs.check_selection(select_epoch, run_dir, components, everything)
+        series = epochs.across_epochs(run_dir, components, plan, everything=everything, progress=progress,
                                problems=problems)
-        selected = _best_epoch(series, select_epoch, run_dir, components)
-        path = selected["checkpoint"]
+        selected = epochs._best_epoch(series, select_epoch, run_dir, components)
+        path = selected.pop("checkpoint")
         gan = plan.load(path)
     if say is not None:
         chosen = (f" (epoch {selected['epoch']}: {select_epoch} is best there, {selected['direction']} is better)"
@@ -147,31 +132,23 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
     problems += history_problems
     problems += [f"{run.name} {run.error.removeprefix('ComponentTimeout: ')}" for run in runs
                  if run.status == TIMED_OUT]
-    if run_dir and len(_epoch_checkpoints(run_dir)) > 1 and not select_epoch:
-        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+    if run_dir and len(epochs.epoch_checkpoints(run_dir)) > 1 and not select_epoch:
+        series = epochs.across_epochs(run_dir, components, plan, everything=everything, progress=progress,
                                problems=problems, points=epoch_points, done=(gan, runs))
-    groups = series_groups(series, components, problems)
+    groups = epochs.series_groups(series, components, problems)
     raw = gan.sample(64, seed=plan.seed)
     problems += model_problems(gan, raw, plan.settle_batchnorm)
-    samples = make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1))
-    training = {"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
-                "format": str(gan.meta.get("format") or ""),
-                "options": gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else None,
-                **({"selected_by": {k: v for k, v in selected.items() if k != "checkpoint"}} if selected else {})}
+    options = gan.meta.get("options")
+    training = {"epoch": epochs.meta_int(gan.meta, "epoch"), "step": epochs.meta_int(gan.meta, "step"),
+                "format": str(gan.meta.get("format") or ""), "options": options if isinstance(options, dict) else None,
+                **({"selected_by": selected} if selected else {})}
     return ReportData(
         title=f"ganlab report: {name}", checkpoint=str(path), config=gan.config.to_dict(), dataset=plan.dataset,
         versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training,
-        history=history, samples=samples, components=runs, across_epochs=series, across_groups=groups,
-        across_best=best_epochs(series, components), problems=problems, warnings=warnings)
-
-
-def _plugin_warnings(say: Say | None) -> list[str]:
-    """One line per plugin that failed to load: its components are missing from the page."""
-    lines = get_registry().errors()
-    for line in lines if say else []:
-        say(f"warning: {line}")
-    return lines
+        seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training, history=history,
+        samples=make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1)),
+        components=runs, across_epochs=series, across_groups=groups, across_best=epochs.best_epochs(series, components),
+        problems=problems, warnings=warnings)
 
 
 def model_problems(gan: LoadedGAN, samples: torch.Tensor, settled: bool) -> list[str]:
@@ -216,8 +193,8 @@ def _non_finite_history(history: dict[str, list[float]]) -> list[str]:
     for key, values in history.items():
         steps = [i + 1 for i, v in enumerate(values) if not math.isfinite(v)]
         if key != "epoch_end_steps" and steps:
-            epochs = sorted({1 + sum(step > end for end in ends) for step in steps})
-            shown = ", ".join(map(str, epochs[:10])) + (" ..." if len(epochs) > 10 else "")
+            where = sorted({1 + sum(step > end for end in ends) for step in steps})
+            shown = ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
             problems.append(f"the training history's {key} is NaN or infinite at {len(steps)} steps (epoch"
-                            f"{'s' if len(epochs) > 1 else ''} {shown}); training went wrong there")
+                            f"{'s' if len(where) > 1 else ''} {shown}); training went wrong there")
     return problems

@@ -26,7 +26,8 @@ from matplotlib.figure import Figure as MplFigure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
-from ganlab.report.data import FAILED, OK, SKIPPED, ReportData  # noqa: E402
+from ganlab.plugin.components import Result  # noqa: E402
+from ganlab.report.data import FAILED, OK, SKIPPED, ComponentRun, ReportData  # noqa: E402
 
 ASSETS = "assets"
 DPI = 100
@@ -43,19 +44,14 @@ def fmt_value(value: Any) -> str:
     """Ints plain, floats to 4 significant digits, anything else as its string."""
     if isinstance(value, np.generic) or (hasattr(value, "numel") and value.numel() == 1):
         value = value.item()  # numpy / torch scalars
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return str(value)
     if isinstance(value, numbers.Integral):
         return str(int(value))
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return str(value) if not math.isfinite(value) else f"{value:.4g}"
-    return str(value)
+    return f"{float(value):.4g}" if math.isfinite(value) else str(float(value))
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
+def fmt_seconds(seconds: float) -> str:
     if seconds < 0.01:
         return "<0.01 s"
     if seconds < 60:
@@ -64,23 +60,26 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{int(minutes)} min {secs:.0f} s"
 
 
+def _unique(stem: str, used: set[str]) -> str:
+    """``stem``, else ``stem-2``, ``stem-3``, ...: the first not in ``used``, which it joins."""
+    name, n = stem, 2
+    while name in used:
+        name, n = f"{stem}-{n}", n + 1
+    used.add(name)
+    return name
+
+
 class _Assets:
     """Writes PNGs under out_dir/assets with names built only from slugs and counters."""
 
     def __init__(self, out_dir: Path):
-        self.dir = (out_dir / ASSETS).resolve()
+        self.dir = out_dir / ASSETS
         self.dir.mkdir(parents=True, exist_ok=True)
         self.used: set[str] = set()
 
     def _path(self, stem: str) -> tuple[Path, str]:
-        name, n = slugify(stem), 2
-        while name in self.used:
-            name, n = f"{slugify(stem)}-{n}", n + 1
-        self.used.add(name)
-        path = (self.dir / f"{name}.png").resolve()
-        if path.parent != self.dir:  # cannot happen with a slug; a guard in case slugify ever changes
-            raise ValueError(f"refusing to write outside {self.dir}: {path}")
-        return path, f"{ASSETS}/{name}.png"
+        name = _unique(slugify(stem), self.used)
+        return self.dir / f"{name}.png", f"{ASSETS}/{name}.png"
 
     def figure(self, stem: str, fig: Any) -> dict[str, Any]:
         """Save a matplotlib figure and always close it, so a long report does not leak figures."""
@@ -109,16 +108,12 @@ def to_pil(image: Any) -> PILImage.Image:
     """A float C x H x W tensor in [0, 1] or a uint8 H x W (x C) array -> a PIL image."""
     if hasattr(image, "detach"):  # torch tensor, channels first
         arr = image.detach().cpu().float().clamp(0, 1).numpy()
-        if arr.ndim == 3:
-            arr = arr.transpose(1, 2, 0)
-        arr = (arr * 255 + 0.5).astype(np.uint8)
+        arr = ((arr.transpose(1, 2, 0) if arr.ndim == 3 else arr) * 255 + 0.5).astype(np.uint8)
     else:
         arr = np.asarray(image)
         if arr.dtype != np.uint8:  # floats in [0, 1] given as an array
             arr = (np.clip(arr.astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    return PILImage.fromarray(arr)
+    return PILImage.fromarray(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
 
 
 def history_figure(history: dict[str, list[float]]) -> MplFigure | None:
@@ -191,70 +186,50 @@ def _in_tables(value: str, tables: list[dict[str, Any]]) -> bool:
     return any(pattern.search(cell) for table in tables for row in table["rows"] for cell in row)
 
 
-def _headline(run: Any) -> str:
+def _headline(run: ComponentRun) -> str:
     """The summary line of a component without a verdict: why it failed or was skipped, or what it does."""
     if run.status == FAILED:
         return (run.error or "failed").strip().splitlines()[0][:300]
     if run.status == SKIPPED:
         return run.reason or "skipped"
-    if run.status != OK:
-        return run.error or run.status
-    return run.description
+    return run.description if run.status == OK else run.error or run.status
 
 
 def _problems(data: ReportData) -> list[str]:
     """Every line a reader must not miss: the page's own problems, then each component's."""
-    lines = list(data.problems) + list(data.warnings)
-    for run in data.components:
-        lines += [f"{run.name}: {problem}" for problem in (run.result.problems if run.result else [])]
-    return lines
+    return [*data.problems, *data.warnings,
+            *(f"{run.name}: {line}" for run in data.components for line in (run.result or Result()).problems)]
 
 
-def _component_view(run: Any, index: int, assets: _Assets, ids: set[str]) -> dict[str, Any]:
-    anchor, n = f"component-{slugify(run.name)}", 2
-    while anchor in ids:
-        anchor, n = f"component-{slugify(run.name)}-{n}", n + 1
-    ids.add(anchor)
+def _pairs(mapping: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [(str(k), fmt_value(v)) for k, v in (mapping or {}).items()]
+
+
+def _component_view(run: ComponentRun, index: int, assets: _Assets, ids: set[str]) -> dict[str, Any]:
     # Asset names carry the component's position as well as its slug, so two components whose
     # names slug alike never overwrite each other's files.
     stem = f"c{index:02d}-{slugify(run.name)}"
-    result = run.result
-    view = {"run": run, "anchor": anchor, "time": fmt_seconds(run.seconds), "error": None,
-            "options": {str(k): fmt_value(v) for k, v in (run.options or {}).items()},
-            "metrics": [], "tables": [], "figures": [], "images": [], "text": [], "in_tables": 0,
-            "verdict": "", "headline": _headline(run)}
-    if run.status == FAILED:
-        view["error"] = _split_error(run.error)
-        view["traceback"] = getattr(run, "traceback", None)
-    if result is not None:
-        view["tables"] = [_table(t) for t in result.tables]
-        metrics = [(str(k), fmt_value(v)) for k, v in result.metrics.items()]
-        view["metrics"] = [(k, v) for k, v in metrics if not _in_tables(v, view["tables"])]
-        view["in_tables"] = len(metrics) - len(view["metrics"])
-        view["verdict"] = result.verdict.strip()
-        view["figures"] = [{"title": f.title, **assets.figure(f"{stem}-figure-{i}", f.figure)}
-                           for i, f in enumerate(result.figures, 1)]
-        view["images"] = [{"title": im.title, **assets.image(f"{stem}-image-{i}", im.image)}
-                          for i, im in enumerate(result.images, 1)]
-        view["text"] = [str(t) for t in result.text]
-    return view
-
-
-def _environment() -> Environment:
-    return Environment(loader=PackageLoader("ganlab", "templates"),
-                       autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=True, default=True),
-                       trim_blocks=True, lstrip_blocks=True)
+    result = run.result or Result()
+    tables = [_table(t) for t in result.tables]
+    metrics = _pairs(result.metrics)
+    shown = [(k, v) for k, v in metrics if not _in_tables(v, tables)]
+    return {"run": run, "anchor": _unique(f"component-{slugify(run.name)}", ids), "time": fmt_seconds(run.seconds),
+            "error": _split_error(run.error) if run.status == FAILED else None, "traceback": run.traceback,
+            "options": dict(_pairs(run.options)), "metrics": shown, "tables": tables,
+            "in_tables": len(metrics) - len(shown), "verdict": result.verdict.strip(), "headline": _headline(run),
+            "figures": [{"title": f.title, **assets.figure(f"{stem}-figure-{i}", f.figure)}
+                        for i, f in enumerate(result.figures, 1)],
+            "images": [{"title": im.title, **assets.image(f"{stem}-image-{i}", im.image)}
+                       for i, im in enumerate(result.images, 1)],
+            "text": [str(t) for t in result.text]}
 
 
 def render_report(data: ReportData, out_dir: Path) -> Path:
     """Write ``out_dir/index.html`` and its PNGs under ``out_dir/assets/``; return the page's path."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     assets = _Assets(out_dir)
     history = data.history or {}
     fig = history_figure(history)
-    history_img = assets.figure("training-history", fig) if fig is not None else None
-    samples = assets.image("samples", data.samples) if data.samples is not None else None
     ids: set[str] = set()
     components = [_component_view(run, i, assets, ids) for i, run in enumerate(data.components, 1)]
     series = data.across_epochs or {}
@@ -264,18 +239,22 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
                                               series_figure(title, lines, data.across_best))}
               for i, (title, lines) in enumerate(plots, 1) if any(lines.values())]
     training = dict(data.training or {})
-    options = training.pop("options", None) or {}
-    page = _environment().get_template("report.html").render(
-        data=data, history_img=history_img, epoch_marks=bool(history.get("epoch_end_steps")), samples=samples,
+    options = training.pop("options", None)
+    training = {k: v for k, v in training.items() if v is not None}
+    environment = Environment(loader=PackageLoader("ganlab", "templates"), trim_blocks=True, lstrip_blocks=True,
+                              autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=True,
+                                                          default=True))
+    page = environment.get_template("report.html").render(
+        data=data, history_img=assets.figure("training-history", fig) if fig is not None else None,
+        epoch_marks=bool(history.get("epoch_end_steps")),
+        samples=assets.image("samples", data.samples) if data.samples is not None else None,
         components=components, across=across,
         best=[(name, b["epoch"], fmt_value(b["value"]), b["direction"]) for name, b in data.across_best.items()],
-        config=[(str(k), fmt_value(v)) for k, v in (data.config or {}).items()],
-        training=[(str(k), fmt_value(v)) for k, v in training.items() if v is not None],
-        training_options=[(str(k), fmt_value(v)) for k, v in dict(options).items()],
+        config=_pairs(data.config), training=_pairs(training), training_options=_pairs(options),
         versions=[(str(k), str(v)) for k, v in (data.versions or {}).items()],
         counts={s: sum(c["run"].status == s for c in components) for s in (OK, FAILED, SKIPPED)},
         skipped=SKIPPED, failed=FAILED, ok=OK, problems=_problems(data),
-        headline=[(k, fmt_value(v)) for k, v in training.items() if k in ("epoch", "step") and v is not None])
+        headline=[(k, v) for k, v in _pairs(training) if k in ("epoch", "step")])
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index

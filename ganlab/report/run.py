@@ -20,7 +20,7 @@ from ganlab.errors import GanlabError
 from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.components import Component, RunContext, check_result, unmet_needs
 from ganlab.plugin.options import check_names, resolve_options
-from ganlab.plugin.registry import Registry, get_registry
+from ganlab.plugin.registry import get_registry
 from ganlab.report.data import FAILED, OK, SKIPPED, TIMED_OUT, ComponentRun
 from ganlab.report.time_limit import ComponentTimeout, time_limit
 from ganlab.store.cache import Cache
@@ -87,7 +87,7 @@ def check_before_training(only: list[str] | None, settings: dict[str, Any], data
     """What would refuse the report after training, checked first: every --set value, and each component in
     ``only`` against the dataset's labels and held-out split (D exists: it is about to be trained)."""
     check_settings(settings)
-    source, layout = _dataset(get_registry(), dataset, data_root)
+    _, layout = _dataset(dataset, data_root)
     for component in select_components(only, None) if only else []:
         reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
                               has_heldout=bool(layout and layout.heldout), has_discriminator=True,
@@ -97,11 +97,10 @@ def check_before_training(only: list[str] | None, settings: dict[str, Any], data
                               "was trained")
 
 
-def _dataset(registry: Registry, dataset: str | None, data_root: str | Path | None,
-             ) -> tuple[DatasetSource | None, Layout | None]:
+def _dataset(dataset: str | None, data_root: str | Path | None) -> tuple[DatasetSource | None, Layout | None]:
     if not dataset:
         return None, None
-    source = registry.get("datasets", dataset.partition(":")[0])
+    source = get_registry().get("datasets", dataset.partition(":")[0])
     return source, source.layout(data_root, dataset.partition(":")[2] or None)
 
 
@@ -124,7 +123,7 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
     Ctrl-C (KeyboardInterrupt) is not a component's failure: it ends the report.
     """
     registry = get_registry()
-    source, layout = _dataset(registry, plan.dataset, plan.data_root)
+    source, layout = _dataset(plan.dataset, plan.data_root)
     # Check every option before anything runs, so a typo fails in a second, not after a long component.
     check_settings(plan.settings)
     all_options = {component.name: resolve_options(component, plan.settings) for component in components}
@@ -133,11 +132,8 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
         run = ComponentRun(component.name, component.kind, component.description,
                            registry.component_owner(component.name), SKIPPED, options=all_options[component.name])
         reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
-        missing = None if reasons else component.available(run.options)
-        reasons = reasons or ([missing] if missing else [])
-        if reasons:
-            run.reason = "; ".join(reasons)
-        else:
+        run.reason = "; ".join(reasons) or component.available(run.options) or None
+        if run.reason is None:
             ctx = RunContext(gan=gan, device=plan.device, seed=plan.seed, cache=plan.cache, options=run.options,
                              dataset=plan.dataset, data_root=Path(plan.data_root) if plan.data_root else None,
                              progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),

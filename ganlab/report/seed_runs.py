@@ -18,20 +18,19 @@ from ganlab.errors import GanlabError
 
 def seed_folders(base: str | Path, seeds: list[int]) -> dict[int, Path]:
     """Each seed's folder beside ``base``: ``runs/probe-digits`` -> ``runs/probe-digits-seed3``."""
-    base = _named(base)
-    return {seed: base.with_name(f"{base.name}-seed{seed}") for seed in seeds}
+    return {seed: _beside(base, f"-seed{seed}") for seed in seeds}
 
 
 def summary_folder(base: str | Path) -> Path:
     """Where the summary goes, beside the seeds' folders: ``reports/probe-digits`` -> ``reports/probe-digits-seeds``."""
-    base = _named(base)
-    return base.with_name(f"{base.name}-seeds")
+    return _beside(base, "-seeds")
 
 
-def _named(base: str | Path) -> Path:
-    """``base`` with a last name to extend ("." or "x/" become absolute paths that have one)."""
+def _beside(base: str | Path, suffix: str) -> Path:
+    """``base`` with ``suffix`` added to its last name ("." or "x/" become absolute paths that have one)."""
     path = Path(base)
-    return path if path.name and path.name not in (".", "..") else path.resolve()
+    path = path if path.name and path.name not in (".", "..") else path.resolve()
+    return path.with_name(path.name + suffix)
 
 
 def read_metrics(reports: dict[int, Path]) -> dict[int, dict]:
@@ -59,15 +58,14 @@ def summarise(metrics: dict[int, dict]) -> dict:
             for key, value in (component.get("metrics") or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     values.setdefault(name, {}).setdefault(key, [None] * len(seeds))[i] = float(value)
-    summary: dict[str, dict] = {}
-    for name, keys in values.items():
-        summary[name] = {}
-        for key, xs in keys.items():
-            found = [x for x in xs if x is not None]
-            summary[name][key] = {"mean": statistics.fmean(found),
-                                  "std": statistics.stdev(found) if len(found) > 1 else 0.0,
-                                  "min": min(found), "max": max(found), "n": len(found), "values": xs}
-    return {"seeds": sorted(metrics), "components": summary}
+    return {"seeds": seeds, "components": {name: {key: _stats(xs) for key, xs in keys.items()}
+                                           for name, keys in values.items()}}
+
+
+def _stats(xs: list[float | None]) -> dict:
+    found = [x for x in xs if x is not None]
+    return {"mean": statistics.fmean(found), "std": statistics.stdev(found) if len(found) > 1 else 0.0,
+            "min": min(found), "max": max(found), "n": len(found), "values": xs}
 
 
 def markdown(summary: dict, experiment: str, tables: list | None = None) -> str:
@@ -77,16 +75,16 @@ def markdown(summary: dict, experiment: str, tables: list | None = None) -> str:
     lines = [f"# {experiment} over GAN seeds {seeds}", "",
              "Each value: mean ± std (ddof 1) over GAN seeds of the seed's own figure.", ""]
     for table in tables or []:
-        lines += [f"## {table.title}", "", "| " + " | ".join(map(str, table.columns)) + " |",
-                  "|" + "---|" * len(table.columns)] + ["| " + " | ".join(map(str, r)) + " |" for r in table.rows]
-        lines.append("")
-    lines += ["## Every metric", "", "| component | metric | mean | std | min | max | seeds |",
-              "|---|---|---|---|---|---|---|"]
-    for name, keys in sorted(summary["components"].items()):
-        for key, s in sorted(keys.items()):
-            lines.append(f"| {name} | {key} | {s['mean']:.6g} | {s['std']:.3g} | {s['min']:.6g} | {s['max']:.6g} "
-                         f"| {s['n']} |")
+        lines += [f"## {table.title}", "", *_table(table.columns, table.rows), ""]
+    rows = [[name, key, f"{s['mean']:.6g}", f"{s['std']:.3g}", f"{s['min']:.6g}", f"{s['max']:.6g}", s["n"]]
+            for name, keys in sorted(summary["components"].items()) for key, s in sorted(keys.items())]
+    lines += ["## Every metric", "", *_table(["component", "metric", "mean", "std", "min", "max", "seeds"], rows)]
     return "\n".join(lines) + "\n"
+
+
+def _table(columns: list, rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(map(str, row)) + " |" for row in [columns, *rows]]
+    return [lines[0], "|" + "---|" * len(columns), *lines[1:]]
 
 
 def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict[int, Path],

@@ -4,8 +4,8 @@ When the limit passes, SIGALRM raises ``ComponentTimeout`` in the main thread: a
 plugin's ``except Exception`` does not swallow it. It is raised again every second until the component gives
 up. One that catches it every time still cannot keep the command alive: a grace period after the limit (as
 long as the limit itself, at most ``GRACE`` seconds), ``abandon()`` runs (it removes the unfinished report) and
-the process exits with status 1. Where there is no
-SIGALRM (Windows) or outside the main thread, components run without a limit.
+the process exits with status 1. Where there is no SIGALRM (Windows) or outside the main thread, components run
+without a limit.
 """
 from __future__ import annotations
 
@@ -26,16 +26,14 @@ class ComponentTimeout(BaseException):
 @contextlib.contextmanager
 def time_limit(seconds: float | None, abandon: Callable[[], None]) -> Iterator[None]:
     """Run the block with a limit of ``seconds`` (None or 0: none)."""
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not seconds or not usable:
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    first: list[float] = []
-    grace = min(GRACE, seconds)
+    first: list[float] = []  # when the first alarm was handled: the grace period runs from then
 
     def on_alarm(signum, frame):
         first.append(time.monotonic())
-        if first[-1] - first[0] > grace:
+        if first[-1] - first[0] > min(GRACE, seconds):
             abandon()
             os._exit(1)
         raise ComponentTimeout(f"timed out after {seconds:g} s")
