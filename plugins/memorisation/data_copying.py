@@ -10,14 +10,14 @@ cell's share of the held-out points; ``C_T_null_sd`` is its spread if every Z_c 
 """
 from __future__ import annotations
 
+import math
+
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
 
 def verdict(value: float, null_sd: float) -> tuple[str, list[str]]:
     """(how to read C_T, problems): well below 0 (beyond 2 null standard deviations) is copying, well above
     under-fitting."""
-    import math
-
     if math.isnan(value):
         return "No cell holds enough generated samples, so C_T is undefined; lower min_cell_fraction.", []
     if value < -2 * null_sd:
@@ -48,8 +48,6 @@ class DataCopying(Evaluator):
                                          "features)", choices=("pixels", "discriminator"))}
 
     def run(self, ctx):
-        import math
-
         from ganlab import to_uint8
 
         from .distances import c_t, copying_points

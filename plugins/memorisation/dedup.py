@@ -10,6 +10,8 @@ rule. ``hash-collisions`` reads G's samples against the training set's own rates
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ganlab import Evaluator, Image, Option, Result, Table, hookimpl
@@ -32,25 +34,21 @@ from . import MAX_RMS, MIN_STEPS
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps")
 def dedup_command(dataset, data_root, split, out, epochs, limit, seed, max_rms, skip_bad_images, device) -> None:
     """Find near-duplicate training images with the paper's autoencoder hash (section 4.1.1)."""
-    from pathlib import Path
-
     from ganlab import StagedFolder, select_device
 
-    from .duplicates import deduplicate, write_outputs
+    from .duplicates import deduplicate
 
-    settings = {"epochs": epochs, "seed": seed, "limit": limit, "max_rms": max_rms}
     legacy = lambda f: (f / "duplicates.json").is_file() and (f / "exclude.txt").is_file()  # noqa: E731
     with StagedFolder(out, "dedup", sources=[Path(data_root)] if data_root else [], legacy=legacy) as folder:
-        found = deduplicate(dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms,
+        report = deduplicate(folder, dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms,
                              select_device(device))
-        write_outputs(folder, found, dataset, split, data_root, settings)
         out = folder.commit()
-    positions, groups, excluded, hashed = found["positions"], found["groups"], found["excluded"], found["hashed"]
-    written = ["duplicates.json", "exclude.txt", "autoencoder.pt"] + (["groups.png"] if groups else [])
-    click.echo(f"{len(positions)} images hashed, {len(groups)} duplicate groups, {len(excluded)} images excluded")
-    if len(hashed) != len(groups):
-        click.echo(f"({len(hashed)} groups shared a hash; images differing by more than {max_rms:g} RMS were "
-                   f"split off: --max-rms 1 keeps the hash's groups)")
+    written = ["duplicates.json", "exclude.txt", "autoencoder.pt"] + (["groups.png"] if report["groups"] else [])
+    click.echo(f"{report['count']} images hashed, {len(report['groups'])} duplicate groups, {report['excluded']} "
+               "images excluded")
+    if report["hash_groups"] != len(report["groups"]):
+        click.echo(f"({report['hash_groups']} groups shared a hash; images differing by more than {max_rms:g} RMS "
+                   "were split off: --max-rms 1 keeps the hash's groups)")
     click.echo(f"wrote {', '.join(str(out / name) for name in written)}")
 
 
@@ -115,8 +113,6 @@ class HashCollisions(Evaluator):
 
     def _autoencoder(self, ctx, train, limit):
         """(the autoencoder the options name, or one trained here and kept in ctx.cache; where it came from)."""
-        from pathlib import Path
-
         from . import autoencoder as ae
 
         if ctx.options["autoencoder"]:

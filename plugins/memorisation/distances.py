@@ -36,18 +36,19 @@ def nearest_distances(ctx, train, generated, test, k: int) -> tuple[dict, list[s
     """space -> {"generated": distances N x k, "indices": N x k, "test": nearest distances or None}, and notes."""
     o, n = ctx.options, len(generated)
     # pixels: uint8 in, distances in 0..255 units out; / 127.5 turns them into G's [-1, 1] units
-    dist, idx = search(generated if test is None else torch.cat([generated, test]), train, k, ctx.device)
-    found = {"pixels": {"generated": dist[:n] / 127.5, "indices": idx[:n],
-                        "test": None if test is None else (dist[n:, 0] / 127.5).numpy()}}
-    if ctx.gan.discriminator is None:
-        return found, ["This checkpoint has no discriminator, so the search in D's feature space was skipped."]
-    references, queries = d_features(ctx, train, ctx.train_split, o["train_limit"]), d_features(ctx, generated)
-    if test is not None:
-        queries = np.concatenate([queries, d_features(ctx, test, ctx.heldout_split, o["test_limit"])])
-    dist, idx = search(queries, references, k, ctx.device)
-    found["features"] = {"generated": dist[:n], "indices": idx[:n],
-                         "test": None if test is None else dist[n:, 0].numpy()}
-    return found, []
+    spaces = {"pixels": (train, generated if test is None else torch.cat([generated, test]), 127.5)}
+    if ctx.gan.discriminator is not None:
+        queries = d_features(ctx, generated)
+        if test is not None:
+            queries = np.concatenate([queries, d_features(ctx, test, ctx.heldout_split, o["test_limit"])])
+        spaces["features"] = (d_features(ctx, train, ctx.train_split, o["train_limit"]), queries, 1)
+    found = {}
+    for space, (references, queries, scale) in spaces.items():
+        dist, idx = search(queries, references, k, ctx.device)
+        found[space] = {"generated": dist[:n] / scale, "indices": idx[:n],
+                        "test": None if test is None else (dist[n:, 0] / scale).numpy()}
+    return found, [] if "features" in found else [
+        "This checkpoint has no discriminator, so the search in D's feature space was skipped."]
 
 
 def summarise(found: dict, metrics: dict, percentile: float) -> list[list]:

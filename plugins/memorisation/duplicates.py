@@ -83,24 +83,6 @@ def confirm_groups(images, groups: list[list[int]], max_rms: float, *, block: in
     return sorted(confirmed, key=min)
 
 
-def deduplicate(dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms, device) -> dict:
-    """Train the autoencoder on the split, hash every image and group the duplicates (confirmed in pixels)."""
-    images, positions, unreadable, first = read_positions(dataset, split, root=data_root, limit=limit,
-                                                          skip_bad=skip_bad_images)
-    if unreadable:
-        click.echo(f"skipped {len(unreadable)} unreadable images (first: {first})", err=True)
-    model, info = ae.train_autoencoder(images, epochs=epochs, seed=seed, device=device, progress=tqdm)
-    bits = ae.code_bits(model, images, device=device)
-    hashes = ae.hex_hashes(bits)
-    hashed = ae.duplicate_groups(hashes)
-    local = confirm_groups(images, hashed, max_rms)
-    groups = [[positions[i] for i in group] for group in local]
-    return {"images": images, "positions": positions, "unreadable": unreadable, "model": model, "info": info,
-            "bits": bits, "hashes": hashes, "hashed": hashed, "local": local, "groups": groups,
-            "excluded": sorted(p for group in groups for p in sorted(group)[1:]),  # each group keeps its first
-            "margin_median": float(ae.relative_margins(model, images, device=device).median())}
-
-
 def _group_grid(images, groups: list[list[int]]):
     """One row per group (up to GRID_GROUPS), blank where a group is short."""
     shown = groups[:GRID_GROUPS]
@@ -112,25 +94,38 @@ def _group_grid(images, groups: list[list[int]]):
     return make_grid(tiles, nrow=width, padding=2, pad_value=0.5)
 
 
-def write_outputs(folder, found: dict, dataset: str, split: str, data_root, settings: dict) -> None:
-    bits, groups, excluded = found["bits"], found["groups"], found["excluded"]
+def deduplicate(folder, dataset, split, data_root, limit, skip_bad, epochs, seed, max_rms, device) -> dict:
+    """Train the autoencoder on the split, hash every image, group the duplicates (confirmed in pixels) and write
+    the command's files into ``folder``; returns what duplicates.json holds."""
+    images, positions, unreadable, first = read_positions(dataset, split, root=data_root, limit=limit,
+                                                          skip_bad=skip_bad)
+    if unreadable:
+        click.echo(f"skipped {len(unreadable)} unreadable images (first: {first})", err=True)
+    model, info = ae.train_autoencoder(images, epochs=epochs, seed=seed, device=device, progress=tqdm)
+    bits = ae.code_bits(model, images, device=device)
+    hashes = ae.hex_hashes(bits)
+    hashed = ae.duplicate_groups(hashes)
+    local = confirm_groups(images, hashed, max_rms)
+    groups = [[positions[i] for i in group] for group in local]
+    excluded = sorted(p for group in groups for p in sorted(group)[1:])  # each group keeps its first
     report = {"dataset": dataset, "split": split, "data_root": str(Path(data_root).resolve()) if data_root else None,
-              "count": len(found["positions"]), "limit": settings["limit"], "groups": groups,
-              "bits": [found["hashes"][g[0]] for g in found["local"]], "excluded": len(excluded),
-              "unreadable": found["unreadable"], "hash_groups": len(found["hashed"]), "max_rms": settings["max_rms"],
-              "bits_used": int((bits.any(0) & ~bits.all(0)).sum()), "margin_median": found["margin_median"],
-              "autoencoder": {"epochs": settings["epochs"], "steps": found["info"]["steps"], "seed": settings["seed"],
-                              "reconstruction_mse": found["info"]["loss"], "margin": ae.MARGIN}}
+              "count": len(positions), "limit": limit, "groups": groups, "bits": [hashes[g[0]] for g in local],
+              "excluded": len(excluded), "unreadable": unreadable, "hash_groups": len(hashed), "max_rms": max_rms,
+              "bits_used": int((bits.any(0) & ~bits.all(0)).sum()),
+              "margin_median": float(ae.relative_margins(model, images, device=device).median()),
+              "autoencoder": {"epochs": epochs, "steps": info["steps"], "seed": seed,
+                              "reconstruction_mse": info["loss"], "margin": ae.MARGIN}}
     where = f" --data-root {data_root}" if data_root else ""
     where += f" --split {split}" if split != "train" else ""
-    ae.save_autoencoder(found["model"], folder.staging / "autoencoder.pt")
+    ae.save_autoencoder(model, folder.staging / "autoencoder.pt")
     folder.write_text("duplicates.json", json.dumps(report, indent=1) + "\n")
-    header = (f"# ganlab dedup: images to leave out of {dataset}/{split} ({len(found['positions'])} hashed, "
+    header = (f"# ganlab dedup: images to leave out of {dataset}/{split} ({len(positions)} hashed, "
               f"{len(groups)} duplicate groups; each group keeps its first image)\n"
               f"# use: ganlab train --dataset {dataset}{where} --exclude {folder.out / 'exclude.txt'}\n")
     folder.write_text("exclude.txt", header + "".join(f"{p}\n" for p in excluded))
     if groups:
-        save_image(_group_grid(found["images"], found["local"]), folder.staging / "groups.png")
+        save_image(_group_grid(images, local), folder.staging / "groups.png")
+    return report
 
 
 def hash_collisions(model, generated, train, *, device="cpu", max_rms: float = MAX_RMS) -> dict:

@@ -1,5 +1,6 @@
 """FID and Inception Score as papers print them: pytorch-fid's port of the TensorFlow FID Inception graph
-(``pt_inception-2015-12-05``), run by pytorch-fid itself (``pip install 'ganlab[fid]'``).
+(``pt_inception-2015-12-05``), run by pytorch-fid itself (``pip install 'ganlab[fid]'``), for the ``fid-inception``
+feature space, the ``inception-score`` evaluator and ``ganlab fid``.
 
 The weights file is the one pytorch-fid uses, found at a path the user gives or in torch's hub cache
 (``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``, where pytorch-fid looks), checked by SHA-256
@@ -22,7 +23,7 @@ from unittest import mock
 
 import numpy as np
 
-from ganlab import GanlabError, file_sha256
+from ganlab import Evaluator, GanlabError, Option, Result, file_sha256
 
 OFFICIAL = "pt_inception-2015-12-05-6726825d.pth"
 OFFICIAL_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the file name carries its hash's first digits
@@ -30,6 +31,13 @@ NETWORK = "pytorch-fid pt_inception-2015-12-05"
 DIMS = (64, 192, 768, 2048)
 RESIZES = ("pytorch-fid", "clean-fid")
 BATCH = 32
+WEIGHT_OPTIONS = {
+    "fid_weights": Option("", f"pytorch-fid's {OFFICIAL}; empty: torch's hub cache (nothing is downloaded)"),
+    "fid_weights_sha256": Option(OFFICIAL_SHA256_PREFIX, "the FID weights file's SHA-256 or its first 8+ hex "
+                                 "digits (default: the official file's, from its name); empty: no check"),
+    "resize": Option("pytorch-fid", "how images reach 299 x 299: pytorch-fid's bilinear resize inside the network, "
+                     "or clean-fid's PIL bicubic", choices=RESIZES),
+}
 _HASHES: dict[tuple[str, int, int], str] = {}
 _NETWORKS: dict[tuple, Any] = {}
 
@@ -76,26 +84,22 @@ def find_weights(path: str | Path | None = None, *, download: bool = False) -> P
     return found
 
 
-def expected_sha256(value: str | None, option: str = "--weights-sha256") -> str:
-    """A user's hash (64 hex digits or at least the first 8) in lowercase; "" skips the check."""
-    value = str(value or "").strip().lower()
-    if value and (not 8 <= len(value) <= 64 or set(value) - set(string.hexdigits.lower())):
-        raise GanlabError(f"{option} {value!r}: give the weights file's SHA-256 (64 hex digits, or at least the "
+def checked_sha256(path: Path, expected: str | None, *, official: str = OFFICIAL,
+                   option: str = "--weights-sha256") -> str:
+    """The file's SHA-256, refused in one line when it does not start with ``expected`` (64 hex digits or at least
+    the first 8, any case; empty: no check)."""
+    expected = str(expected or "").strip().lower()
+    if expected and (not 8 <= len(expected) <= 64 or set(expected) - set(string.hexdigits.lower())):
+        raise GanlabError(f"{option} {expected!r}: give the weights file's SHA-256 (64 hex digits, or at least the "
                           "first 8), or an empty value to skip the check")
-    return value
-
-
-def checked_sha256(path: Path, expected: str, *, official: str = OFFICIAL, option: str = "--weights-sha256") -> str:
-    """The file's SHA-256, refused in one line when it does not start with ``expected``."""
     stat = path.stat()
     ident = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if ident not in _HASHES:  # hashing 100 MB on every call would cost seconds
         _HASHES[ident] = file_sha256(path)
-    actual = _HASHES[ident]
-    if expected and not actual.startswith(expected):
-        raise GanlabError(f"{path}: its SHA-256 is {actual}, not the expected {expected}; use {official}, or give "
-                          f"its hash as {option} if you trust this file")
-    return actual
+    if expected and not _HASHES[ident].startswith(expected):
+        raise GanlabError(f"{path}: its SHA-256 is {_HASHES[ident]}, not the expected {expected}; use {official}, "
+                          f"or give its hash as {option} if you trust this file")
+    return _HASHES[ident]
 
 
 def load_state_dict(path: Path) -> dict:
@@ -146,6 +150,11 @@ class FidNetwork:
     def provenance(self) -> dict[str, Any]:
         return {"network": NETWORK, "weights_sha256": self.sha256, "resize": self.resize, "dims": self.dims}
 
+    def line(self, n: int, seed: int) -> str:
+        """Which network made a number, for the report."""
+        return (f"FID network: {NETWORK}, weights SHA-256 {self.sha256}, resize {self.resize}, {self.dims} dims, "
+                f"{n} images per set, seed {seed}.")
+
     def _model(self, logits: bool) -> tuple[Any, Any]:
         block = DIMS.index(self.dims)
         blocks = sorted({block, 3} if logits else {block})
@@ -193,8 +202,7 @@ def network(weights: str | Path | None = None, sha256: str | None = OFFICIAL_SHA
     """The FID Inception network on checked weights (see ``find_weights`` and ``checked_sha256``); ``option`` is
     what the user sets the hash with, for the error messages."""
     path = find_weights(weights, download=download)
-    sha256 = checked_sha256(path, expected_sha256(sha256, option), option=option)
-    return FidNetwork(path, sha256, int(dims), resize, device)
+    return FidNetwork(path, checked_sha256(path, sha256, option=option), int(dims), resize, device)
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
@@ -210,9 +218,66 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What pytorch-fid stores as ``mu`` and ``sigma``."""
-    features = np.asarray(features, dtype=np.float64)
-    if len(features) < 2:
-        raise GanlabError(f"FID needs at least 2 images per side, not {len(features)}")
-    return features.mean(0), np.cov(features, rowvar=False)
+def missing(options: dict) -> str | None:
+    """Why the FID network cannot be used with these options, or None."""
+    try:
+        pytorch_fid_inception()
+    except GanlabError as exc:
+        return str(exc)
+    if options.get("resize") == "clean-fid":
+        try:
+            import cleanfid.resize  # noqa: F401
+        except ImportError:
+            return "resize=clean-fid needs clean-fid: pip install 'ganlab[fid]' (or pip install clean-fid)"
+    if not str(options.get("fid_weights", "") or "").strip() and not hub_weights().is_file():
+        return (f"no FID Inception weights: set fid_weights=FILE (a copy of {OFFICIAL}) or put the file at "
+                f"{hub_weights()}")
+    return None
+
+
+def network_of(ctx) -> FidNetwork:
+    """The network a component's options name."""
+    o = ctx.options
+    return network(o.get("fid_weights"), o.get("fid_weights_sha256", OFFICIAL_SHA256_PREFIX),
+                   dims=int(o.get("fid_dims", 2048)), resize=o.get("resize", "pytorch-fid"), device=ctx.device,
+                   option="the fid_weights_sha256 option")
+
+
+def progress_of(ctx):
+    return None if ctx.progress is None or ctx.quiet else ctx.progress
+
+
+class InceptionScore(Evaluator):
+    name = "inception-score"
+    description = "Inception Score (IS) of G's samples on pytorch-fid's FID Inception network: mean ± std over splits"
+    needs = ()
+    cheap = False
+    default = False  # thousands of 299 x 299 Inception passes, and IS means little beyond ImageNet-like pictures
+    directions = {"is_mean": "higher", "*": None}
+    options = {
+        "n": Option(5000, "samples scored (papers print IS over 50000)", min=10),
+        "splits": Option(10, "splits the samples are scored in (the standard protocol uses 10)", min=1),
+        **WEIGHT_OPTIONS,
+    }
+
+    def available(self, options):
+        return missing(options)
+
+    def run(self, ctx):
+        from ganlab import to_uint8
+
+        o, net = ctx.options, network_of(ctx)
+        if o["n"] < o["splits"]:
+            raise GanlabError(f"inception-score: n={o['n']} samples cannot fill {o['splits']} splits; raise "
+                              "--set inception-score.n")
+        images = to_uint8(ctx.gan.sample(o["n"], seed=ctx.seed))
+        is_mean, is_std = inception_score(net.run(images, logits=True, progress=progress_of(ctx))["logits"],
+                                          o["splits"])
+        return Result(metrics={"is_mean": is_mean, "is_std": is_std, "images": o["n"]},
+                      verdict=f"Inception Score {is_mean:.3g} ± {is_std:.2g} over {o['splits']} splits of "
+                              f"{o['n']} samples",
+                      text=[net.line(o["n"], ctx.seed),
+                            "IS: exp of the mean KL divergence between each sample's class distribution (softmax "
+                            "over the network's 1008 ImageNet logits) and the split's average; higher means "
+                            "confident and varied classes. It is only defined for ImageNet-like pictures: on "
+                            "digits or faces it says little. Compare IS only at the same N and network."])

@@ -7,7 +7,9 @@ loader reads, and ``--num-samples`` images are drawn from its generator with ``-
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,10 @@ from ganlab import GanlabError, atomic_file
 from . import fid
 
 IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
-PROVENANCE = ("network", "weights_sha256", "resize", "dims")
 
 
 @dataclass
 class Side:
-    label: str
     mu: np.ndarray
     sigma: np.ndarray
     count: int | None
@@ -86,61 +86,48 @@ def read_statistics(path: Path, net: fid.FidNetwork) -> Side:
     if mu.shape != (net.dims,) or sigma.shape != (net.dims, net.dims):
         raise GanlabError(f"{path}: statistics of {mu.shape[0] if mu.ndim == 1 else mu.shape} features, but --dims "
                           f"is {net.dims}; give the matching --dims")
-    made = {key: stored[key].item() for key in PROVENANCE if key in stored}
+    ours = net.provenance()
+    made = {key: stored[key].item() for key in ours if key in stored}
     for key, value in made.items():
-        if value != net.provenance()[key]:
-            raise GanlabError(f"{path}: made with {key} {value}, but this comparison uses {net.provenance()[key]}; "
+        if value != ours[key]:
+            raise GanlabError(f"{path}: made with {key} {value}, but this comparison uses {ours[key]}; "
                               "statistics from different settings do not compare")
     count = int(stored["count"]) if "count" in stored and int(stored["count"]) > 0 else None
-    return Side(str(path), mu, sigma, count, made=made)
+    return Side(mu, sigma, count, made=made)
 
 
-def open_side(spec: str, net: fid.FidNetwork, num_samples: int, seed: int) -> Side | tuple:
-    """A statistics file read at once, or (path, image batches, count) to embed: everything a side needs is
-    checked here, before either side's images are embedded."""
+def open_side(spec: str, net: fid.FidNetwork, num_samples: int, seed: int) -> Callable[[], Side]:
+    """What gives a side's statistics: everything a side needs is checked here, before either side's images are
+    embedded."""
     import ganlab
 
     path = Path(spec).expanduser()
     if not path.exists():
         raise GanlabError(f"{spec}: no such file or folder")
     if path.suffix.lower() == ".npz":
-        return read_statistics(path, net)
+        side = read_statistics(path, net)
+        return lambda: side
     if path.is_dir():
         files = image_files(path)
-        return path, folder_batches(files, fid.BATCH), len(files)
-    return path, checkpoint_batches(ganlab.load(path), num_samples, seed, fid.BATCH), num_samples
+        return partial(embed, path.name, folder_batches(files, fid.BATCH), len(files), net)
+    gan = ganlab.load(path)
+    return partial(embed, path.name, checkpoint_batches(gan, num_samples, seed, fid.BATCH), num_samples, net)
 
 
-def embed_side(opened: Side | tuple, net: fid.FidNetwork) -> Side:
+def embed(name: str, batches: Iterable, total: int, net: fid.FidNetwork) -> Side:
     from tqdm import tqdm
 
-    if isinstance(opened, Side):
-        return opened
-    path, batches, total = opened
+    from .metrics import feature_moments
+
     parts = []
-    with tqdm(total=total, desc=f"FID Inception: {path.name}", unit="image", leave=False) as bar:
+    with tqdm(total=total, desc=f"FID Inception: {name}", unit="image", leave=False) as bar:
         for images in batches:
             parts.append(net.run(images)["features"])
             bar.update(len(images))
     features = np.concatenate(parts)
-    return Side(str(path), *fid.statistics(features), len(features), features, net.provenance())
-
-
-def check_new_statistics_file(out: Path) -> None:
-    if out.exists():
-        raise GanlabError(f"{out} exists; remove it or choose another --save-stats file")
-    if out.suffix.lower() != ".npz":
-        raise GanlabError(f"--save-stats {out}: name a .npz file (pytorch-fid reads statistics by that suffix)")
-    if not out.resolve().parent.is_dir():
-        raise GanlabError(f"--save-stats {out}: the folder {out.resolve().parent} does not exist")
-
-
-def save_statistics(side: Side, out: Path, seed: int) -> None:
-    """A's ``mu`` and ``sigma`` (what pytorch-fid reads), with how they were made."""
-    check_new_statistics_file(out)
-    with atomic_file(out, "wb") as handle:
-        np.savez_compressed(handle, mu=side.mu, sigma=side.sigma, count=side.count if side.count else -1,
-                            seed=seed, **side.made)
+    if len(features) < 2:
+        raise GanlabError(f"FID needs at least 2 images per side, not {len(features)}")
+    return Side(*feature_moments(features), len(features), features, net.provenance())
 
 
 def compare(a: Side, b: Side, net: fid.FidNetwork, seed: int) -> dict[str, Any]:
@@ -192,14 +179,22 @@ def fid_command(a, b, weights, weights_sha256, download, num_samples, seed, dims
     from ganlab import select_device
 
     if save_stats is not None:
-        check_new_statistics_file(save_stats)
+        if save_stats.exists():
+            raise GanlabError(f"{save_stats} exists; remove it or choose another --save-stats file")
+        if save_stats.suffix.lower() != ".npz":
+            raise GanlabError(f"--save-stats {save_stats}: name a .npz file (pytorch-fid reads statistics by that "
+                              "suffix)")
+        if not save_stats.resolve().parent.is_dir():
+            raise GanlabError(f"--save-stats {save_stats}: the folder {save_stats.resolve().parent} does not exist")
     net = fid.network(weights, weights_sha256, dims=int(dims), resize=resize, device=select_device("auto"),
                       download=download)
-    opened = [open_side(spec, net, num_samples, seed) for spec in (a, b)]
-    side_a = embed_side(opened[0], net)
-    if save_stats is not None:
-        save_statistics(side_a, save_stats, seed)
-    result = compare(side_a, embed_side(opened[1], net), net, seed)
+    side_a, side_b = [open_side(spec, net, num_samples, seed) for spec in (a, b)]
+    side_a = side_a()
+    if save_stats is not None:  # A's mu and sigma (what pytorch-fid reads), with how they were made
+        with atomic_file(save_stats, "wb") as handle:
+            np.savez_compressed(handle, mu=side_a.mu, sigma=side_a.sigma, count=side_a.count or -1, seed=seed,
+                                **side_a.made)
+    result = compare(side_a, side_b(), net, seed)
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     click.echo(json.dumps(result) if as_json else _line(result))

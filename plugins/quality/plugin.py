@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
-from .fid import DIMS
-from .fid_components import WEIGHT_OPTIONS
+from .fid import DIMS, WEIGHT_OPTIONS
 
 DEFAULT_SPACES = ["discriminator", "pixels"]
 ROW_METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
@@ -205,7 +204,7 @@ class SampleQuality(Evaluator):
 
 @hookimpl
 def ganlab_register_evaluators(register):
-    from .fid_components import InceptionScore
+    from .fid import InceptionScore
 
     register(SampleQuality())
     register(InceptionScore())

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from ganlab import FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key
 
 from . import fid
-from .fid_components import missing, network, progress_of, provenance_line
 
 OFFICIAL_INCEPTION = "inception_v3_google-0cc3c7bd.pth"
 OFFICIAL_SHA256_PREFIX = "0cc3c7bd"  # torch.hub's convention: the file name carries its hash's first digits
@@ -27,8 +26,8 @@ INCEPTION_BATCH = 32
 
 
 def _kept(space: Any, key: Any, build: Any) -> Any:
-    """The model ``space`` built last if it was built for ``key``, else ``build()`` (kept for next time)."""
-    if space._model is None or space._model[0] != key:
+    """The model ``space`` built last if it was built for ``key``, else ``build()`` (kept in ``space._model``)."""
+    if getattr(space, "_model", (None,))[0] != key:
         space._model = (key, build())
     return space._model[1]
 
@@ -68,9 +67,6 @@ class RandomDiscriminatorSpace(DiscriminatorSpace):
     description = "the same pooled features from a randomly initialised D of the same architecture (a baseline)"
     embed_split = None  # no checkpoint file holds this D, so there is nothing to key a cache on
 
-    def __init__(self):
-        self._model: tuple[Any, Any] | None = None
-
     def available(self, ctx):
         return None
 
@@ -100,14 +96,10 @@ class InceptionSpace(FeatureSpace):
     description = ("torchvision's ImageNet Inception-v3 classifier, pool3 (2048-d), from a local weights file: not "
                    "the network published FIDs use (that is fid-inception)")
 
-    def __init__(self):
-        self._model: tuple[Any, Any] | None = None
-
     def available(self, ctx):
-        if not str(ctx.options.get("inception_weights", "") or "").strip():
-            return (f"set sample-quality.inception_weights=FILE, a local copy of torchvision's {OFFICIAL_INCEPTION} "
-                    "(nothing is downloaded)")
-        return None
+        return None if str(ctx.options.get("inception_weights", "") or "").strip() else (
+            f"set sample-quality.inception_weights=FILE, a local copy of torchvision's {OFFICIAL_INCEPTION} "
+            "(nothing is downloaded)")
 
     def weights(self, ctx) -> tuple[Path, str]:
         """(the weights file, its SHA-256) after checking it against ``inception_sha256``."""
@@ -115,9 +107,9 @@ class InceptionSpace(FeatureSpace):
         if not path.is_file():
             raise GanlabError(f"sample-quality.inception_weights={path}: no such file; give a local copy of "
                               f"torchvision's {OFFICIAL_INCEPTION}")
-        option = "--set sample-quality.inception_sha256"
-        expected = fid.expected_sha256(ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX), option)
-        return path, fid.checked_sha256(path, expected, official=f"torchvision's {OFFICIAL_INCEPTION}", option=option)
+        return path, fid.checked_sha256(path, ctx.options.get("inception_sha256", OFFICIAL_SHA256_PREFIX),
+                                        official=f"torchvision's {OFFICIAL_INCEPTION}",
+                                        option="--set sample-quality.inception_sha256")
 
     def note(self, ctx, n: int) -> str:
         return (f"torchvision-inception: torchvision inception_v3 (ImageNet classifier), weights SHA-256 "
@@ -130,7 +122,7 @@ class InceptionSpace(FeatureSpace):
         out = np.empty((len(images), 2048), dtype=np.float32)
         step = max(1, min(INCEPTION_BATCH, ctx.options.get("batch_size", 256)))
         starts = range(0, len(images), step)
-        if progress_of(ctx):
+        if fid.progress_of(ctx):
             starts = ctx.progress(starts, desc="Inception features", total=len(starts))
         with torch.no_grad():
             for a in starts:
@@ -165,18 +157,18 @@ class FidInceptionSpace(FeatureSpace):
                    "needs ganlab[fid] and its weights file")
 
     def available(self, ctx):
-        return missing(ctx.options)
+        return fid.missing(ctx.options)
 
     def embed(self, ctx, images):
-        return network(ctx).run(images, progress=progress_of(ctx))["features"].astype(np.float32)
+        return fid.network_of(ctx).run(images, progress=fid.progress_of(ctx))["features"].astype(np.float32)
 
     def embed_split(self, ctx, images, split: str, tag: str):
-        net = network(ctx)
+        net = fid.network_of(ctx)
         return _cached_split(self, ctx, images, split, net.weights,
                              f"fid-inception:{net.sha256}:{net.dims}:{net.resize}:{tag}")
 
     def note(self, ctx, n: int) -> str:
-        return provenance_line(network(ctx), n, ctx.seed)
+        return fid.network_of(ctx).line(n, ctx.seed)
 
 
 def builtin_spaces() -> list[FeatureSpace]:
