@@ -18,6 +18,7 @@ import click
 from ganlab import Analysis, Image, Option, Result, Table, hookimpl
 
 from . import arithmetic_expr as ax
+from . import generate
 
 NEIGHBOURS = 8
 PAGE = """<!doctype html>
@@ -61,37 +62,39 @@ def exemplar_notes(concepts: dict[str, list[int]], coeffs: dict[str, float]) -> 
     return notes + ([f"not used in the expression: {', '.join(unused)}"] if unused else [])
 
 
-def picture_rows(concepts, coeffs, bank_u8, mean_u8, unused: bool = True):
-    """(label, exemplar images, mean image) per concept, those in the expression first."""
-    order = list(coeffs) + ([name for name in concepts if name not in coeffs] if unused else [])
-    return [(f"{coeffs[name]:+g} x {name} {concepts[name]}" if name in coeffs else f"(unused) {name} {concepts[name]}",
-             bank_u8[concepts[name]], mean_u8[name]) for name in order]
-
-
-def arithmetic_images(G, device, bank_z, concepts, expression: str, seed: int, noise: float, where: str):
-    """(coefficients, uint8 images of the result and its neighbours, uint8 mean image by concept)."""
-    import torch
-
+def draw(G, z, device):
+    """G(z) as uint8 images, refused when G's output is not finite."""
     from ganlab import to_uint8
+
+    return to_uint8(generate(G, z, device, check="drawn for the arithmetic"))
+
+
+def draw_expression(G, device, bank_z, bank_u8, concepts, expression: str, seed: int, noise: float, where: str,
+                    unused: bool = True):
+    """(coefficients, uint8 images of the result and its neighbours, the picture's rows): (label, exemplar images,
+    mean image) per concept, those in the expression first."""
+    import torch
 
     coeffs = ax.parse_expression(expression, concepts, where)
     means = ax.concept_means(bank_z, concepts)
-    block = ax.generate(G, ax.neighbourhood(ax.combine(coeffs, means), NEIGHBOURS, noise, seed), device)
-    mean_images = ax.generate(G, torch.stack(list(means.values())), device)
-    return coeffs, to_uint8(block), dict(zip(means, to_uint8(mean_images)))
+    block = draw(G, ax.neighbourhood(ax.combine(coeffs, means), NEIGHBOURS, noise, seed), device)
+    mean_u8 = dict(zip(means, draw(G, torch.stack(list(means.values())), device)))
+    order = list(coeffs) + ([name for name in concepts if name not in coeffs] if unused else [])
+    return coeffs, block, [(f"{coeffs[name]:+g} x {name} {concepts[name]}" if name in coeffs
+                            else f"(unused) {name} {concepts[name]}", bank_u8[concepts[name]], mean_u8[name])
+                           for name in order]
 
 
 def write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank, noise, device) -> None:
-    from ganlab import load, select_device, to_uint8
+    from ganlab import load, select_device
 
     torch_device = select_device(device)
     gan = load(checkpoint, torch_device)
     bank_z = ax.make_bank(gan.config, bank, seed)
-    bank_u8 = to_uint8(ax.generate(gan.generator, bank_z, torch_device))
-    coeffs, block, mean_u8 = arithmetic_images(gan.generator, torch_device, bank_z, concepts, expression, seed + 1,
-                                               noise, "--expr")
-    picture = ax.arithmetic_picture(expression, picture_rows(concepts, coeffs, bank_u8, mean_u8), block)
-    picture.save(folder.staging / "arithmetic.png")
+    bank_u8 = draw(gan.generator, bank_z, torch_device)
+    coeffs, block, used = draw_expression(gan.generator, torch_device, bank_z, bank_u8, concepts, expression, seed + 1,
+                                          noise, "--expr")
+    ax.arithmetic_picture(expression, used, block).save(folder.staging / "arithmetic.png")
     ax.numbered_grid(bank_u8).save(folder.staging / "bank.png")
     rows = [{"name": name, "indices": ", ".join(map(str, idx)),
              "coefficient": f"{coeffs[name]:+g}" if name in coeffs else "unused"} for name, idx in concepts.items()]
@@ -210,8 +213,8 @@ def read_expressions(ctx, bank_z, bank_u8, concepts, read):
 
     o, rows, images, matched, judged = ctx.options, [], [], 0, 0
     for k, (expression, picture) in enumerate(expressions(list(concepts), o["expressions"], o["pictures"])):
-        coeffs, block, mean_u8 = arithmetic_images(ctx.gan.generator, ctx.device, bank_z, concepts, expression,
-                                                   ctx.seed + 1 + k, o["noise"], "expression")
+        coeffs, block, used = draw_expression(ctx.gan.generator, ctx.device, bank_z, bank_u8, concepts, expression,
+                                              ctx.seed + 1 + k, o["noise"], "expression", unused=False)
         reading, expected = read(block), ax.expected_concept(coeffs)
         hits = sum(r == expected for r in reading) if expected else None
         if expected:
@@ -219,10 +222,8 @@ def read_expressions(ctx, bank_z, bank_u8, concepts, read):
         rows.append([expression, ax.format_coeffs(coeffs), expected or "-", reading[0], ", ".join(reading[1:]),
                      f"{hits}/{len(reading)}" if expected else "-"])
         if picture:
-            used = picture_rows(concepts, coeffs, bank_u8, mean_u8, unused=False)
-            drawn = ax.arithmetic_picture(expression, used, block)
             images.append(Image(f"{expression} (read as {reading[0]}; neighbours: {', '.join(reading[1:])})",
-                                np.asarray(drawn)))
+                                np.asarray(ax.arithmetic_picture(expression, used, block))))
     return rows, images, matched, judged
 
 
@@ -251,14 +252,12 @@ class VectorArithmetic(Analysis):
     def run(self, ctx):
         import numpy as np
 
-        from ganlab import to_uint8
-
         o = ctx.options
         classify = classifier_input(ctx)
         classifier, accuracy, trained_on = train_classifier(ctx, classify)
         names = concept_names(ctx, classifier.classes_)
         bank_z = ax.make_bank(ctx.gan.config, o["bank"], ctx.seed)
-        bank_u8 = to_uint8(ax.generate(ctx.gan.generator, bank_z, ctx.device))
+        bank_u8 = draw(ctx.gan.generator, bank_z, ctx.device)
         probs = classifier.predict_proba(classify(bank_u8))
         concepts, confidence, skipped = pick_concepts(probs, classifier.classes_, names, o["exemplars"])
         rows, images, matched, judged = read_expressions(

@@ -215,19 +215,6 @@ def neighbourhood(vector, count: int, scale: float, seed: int):
     return torch.cat([vector[None], vector[None] + noise])
 
 
-def generate(generator, z, device, batch: int = 256):
-    import torch
-
-    generator.eval()
-    with torch.no_grad():
-        images = torch.cat([generator(chunk.to(device)).cpu() for chunk in z.split(batch)])
-    bad = int((~torch.isfinite(images)).sum())
-    if bad:
-        raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or infinite, "
-                          "so there is no picture to do arithmetic on")
-    return images
-
-
 # ---- pictures: uint8 C x H x W images, each scaled (nearest) to a cell of at least 64 pixels ----------------
 
 def _font(size: int = 13):

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
 
+from . import generate
+
 
 class ConceptFit(NamedTuple):
     weights: object  # numpy float C: the regression's weight per feature map (on standardised features)
@@ -112,28 +114,15 @@ def activation_modules(G):
     return [m for m in G.modules() if isinstance(m, nn.ReLU)]
 
 
-def generate(G, z, batch_size: int = 256):
-    import torch
-
-    device = next(G.parameters()).device
-    with torch.no_grad():
-        return torch.cat([G(chunk.to(device)).cpu() for chunk in z.split(batch_size)])
-
-
-def generate_without(G, z, layer_index: int, channels, batch_size: int = 256):
+def generate_without(G, z, layer_index: int, channels):
     """G(z) with the given feature maps of feature layer ``layer_index`` zeroed everywhere (CPU, in [-1, 1])."""
     import torch
 
     drop = torch.as_tensor(list(channels), dtype=torch.long)
-
-    def hook(_module, _inputs, output):
-        mask = torch.ones(output.shape[1], dtype=output.dtype, device=output.device)
-        mask[drop.to(output.device)] = 0
-        return output * mask.view(1, -1, 1, 1)
-
-    handle = activation_modules(G)[layer_index].register_forward_hook(hook)
+    handle = activation_modules(G)[layer_index].register_forward_hook(
+        lambda _module, _inputs, output: output.index_fill(1, drop.to(output.device), 0))
     try:
-        return generate(G, z, batch_size)
+        return generate(G, z, next(G.parameters()).device)
     finally:
         handle.remove()
 
@@ -206,8 +195,6 @@ class ForgetConcept(Analysis):
         "C": Option(1.0, "inverse regularisation of the logistic regression that picks maps (must be > 0)"),
         "threshold": Option(0.0, "a map is dropped when its logistic-regression weight is above this"),
         "show": Option(64, "samples shown before and after", min=1)}
-    needs = ()
-    cheap = False
     directions = {"*": None}  # what the concept's removal did, not a score of the GAN
 
     def run(self, ctx):
@@ -257,7 +244,7 @@ class ForgetConcept(Analysis):
         o, G = ctx.options, ctx.gan.generator
         boxed = sorted(i for i, b in boxes.items() if b)
         shown = sample_latent(ctx.gan.config, o["show"], torch.Generator().manual_seed(ctx.seed + 1))
-        before, after = generate(G, shown), generate_without(G, shown, layer, fit.channels.tolist())
+        before, after = generate(G, shown, ctx.device), generate_without(G, shown, layer, fit.channels.tolist())
         metrics = {"maps_dropped": len(fit.channels), "maps_total": len(fit.weights), "images_with_boxes": len(boxed),
                    "positives": fit.positives, "negatives": fit.negatives, "fit_accuracy": fit.accuracy,
                    "pixel_change": ((after - before).abs().mean() / 2).item()}

@@ -13,7 +13,9 @@ waypoints the largest step between them / the change from one waypoint's image t
 """
 from __future__ import annotations
 
-from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
+from ganlab import Analysis, Image, Option, Result, Table, hookimpl
+
+from . import generate
 
 POINTS = 9  # waypoints per walk, as in the paper's figure 4
 JUMP = 3  # a largest step above this many median steps is a jump; smooth walks stay between 1 and 3
@@ -102,12 +104,7 @@ class LatentWalk(Analysis):
         gen = torch.Generator().manual_seed(ctx.seed)
         waypoints = sample_latent(cfg, rows * points, gen).view(rows, points, cfg.nz, 1, 1).transpose(0, 1)
         path = walk(waypoints, steps, mode).transpose(0, 1).reshape(-1, cfg.nz, 1, 1)  # walk by walk
-        G = ctx.gan.generator.eval()
-        with torch.no_grad():
-            frames = torch.cat([G(chunk.to(ctx.device)).float().cpu() for chunk in path.split(256)])
-        if bad := int((~torch.isfinite(frames)).sum()):
-            raise GanlabError(f"G's output is NaN or infinite in {bad} of {frames.numel()} pixel values along the "
-                              "walks: the generator is broken")
+        frames = generate(ctx.gan.generator, path, ctx.device, check="along the walks")
         length = (points - 1) * steps + 1
         by_row = frames.view(rows, length, *frames.shape[1:])
         step = walk_steps(by_row)
