@@ -12,7 +12,6 @@ says the trained filters look at more localised structure.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
@@ -20,40 +19,15 @@ from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
 TOP_PIXELS = 0.05  # the share of pixels whose saliency mass the metric measures
 
 
-@functools.cache
-def _guided_function():
-    """A guided ReLU / LeakyReLU as an autograd Function, built on first use so that plugins import light."""
-    import torch
-    import torch.nn.functional as F
-
-    class GuidedActivation(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, negative_slope):
-            ctx.save_for_backward(x)
-            ctx.negative_slope = negative_slope
-            return F.leaky_relu(x, negative_slope) if negative_slope else F.relu(x)  # never in place
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            local = torch.full_like(x, ctx.negative_slope).masked_fill_(x > 0, 1.0)  # the activation's derivative
-            return grad.clamp(min=0) * local, None
-
-    return GuidedActivation
-
-
-def _guided_forward(negative_slope: float, input):
-    return _guided_function().apply(input, negative_slope)
-
-
 def guided_backprop(module, inputs, target=None, *, layer=None):
     """Guided-backpropagation attribution of ``target`` with respect to ``inputs`` (same shape as ``inputs``).
 
     Every ``nn.ReLU`` / ``nn.LeakyReLU`` passes only positive gradients, through its own derivative. On ReLU that
     is ``captum.attr.GuidedBackprop``; Captum changes only ``nn.ReLU``, so on D's LeakyReLUs it gives the plain
-    gradient. The modules' ``forward`` is swapped for an out-of-place Function while this runs (so ``inplace=True``
-    works), and parameters' ``.grad`` and ``requires_grad`` are untouched. Use eval mode: BatchNorm in training
-    mode would mix the batch's samples.
+    gradient. A tensor hook on each activation's output clamps the gradient arriving there at 0, and autograd's own
+    backward applies the derivative (full backward hooks, as Captum's, refuse ``inplace=True``); the hooks go
+    when this returns, and parameters' ``.grad`` and ``requires_grad`` are untouched. Use eval mode: BatchNorm in
+    training mode would mix the batch's samples.
 
     ``target``, one number per sample: ``None``, the output itself (N or N x 1); an int or one int per sample,
     ``output[:, target]`` (as in Captum); or a callable ``target(output) -> N``, e.g. ``channel_max(channels)``.
@@ -62,14 +36,16 @@ def guided_backprop(module, inputs, target=None, *, layer=None):
     import torch
     from torch import nn
 
-    patched, handles, captured = [], [], {}
+    def clamp_gradient(_module, _inputs, out):
+        if out.requires_grad:
+            out.register_hook(lambda grad: grad.clamp(min=0))
+
+    captured = {}
+    handles = [m.register_forward_hook(clamp_gradient) for m in module.modules()
+               if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+    if layer is not None:
+        handles.append(layer.register_forward_hook(lambda _m, _args, out: captured.__setitem__("out", out)))
     try:
-        for m in module.modules():
-            if isinstance(m, (nn.ReLU, nn.LeakyReLU)):
-                patched.append((m, m.__dict__.get("forward")))
-                m.forward = functools.partial(_guided_forward, float(getattr(m, "negative_slope", 0.0)))
-        if layer is not None:
-            handles.append(layer.register_forward_hook(lambda _m, _args, out: captured.__setitem__("out", out)))
         x = inputs.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             output = module(x)
@@ -82,11 +58,6 @@ def guided_backprop(module, inputs, target=None, *, layer=None):
     finally:
         for handle in handles:
             handle.remove()
-        for m, previous in reversed(patched):
-            if previous is None:
-                del m.forward
-            else:
-                m.forward = previous
 
 
 def _per_sample(output, target, n: int):
@@ -125,11 +96,8 @@ def top_count(pixels: int, fraction: float = TOP_PIXELS) -> int:
 def top_mass_fraction(saliency, fraction: float = TOP_PIXELS):
     """Per map (N x H x W, non-negative): the share of its total mass in its top ceil(fraction * H * W) pixels
     (a flat map gives about ``fraction``, all mass in at most that many pixels 1, an all-zero map NaN)."""
-    import torch
-
     flat = saliency.flatten(1).double()
-    total, top = flat.sum(1), flat.topk(top_count(flat.shape[1], fraction), dim=1).values.sum(1)
-    return torch.where(total > 0, top / total.clamp(min=torch.finfo(torch.float64).tiny), float("nan")).float()
+    return (flat.topk(top_count(flat.shape[1], fraction), dim=1).values.sum(1) / flat.sum(1)).float()  # 0 / 0: NaN
 
 
 def explain_filters(D, images, n_filters: int, top: int, device, batch_size: int = 256) -> dict:
@@ -183,7 +151,6 @@ class GuidedBackpropAnalysis(Analysis):
     options = {"filters": Option(6, "last-layer filters shown", min=1), "top": Option(4, "images per filter", min=1),
                "images": Option(1000, "held-out images searched", min=1),
                "batch_size": Option(256, "images per forward pass", min=1)}
-    cheap = False
     directions = {"*": None}  # how concentrated the filters' evidence is, described, not scored
 
     def run(self, ctx):
@@ -206,14 +173,13 @@ class GuidedBackpropAnalysis(Analysis):
         mass = {name: float(torch.nanmean(f["mass"])) for name, f in found.items()}
         per_filter = [(f["responses"].mean(1), torch.nanmean(f["mass"].view(-1, o["top"]), 1)) for f in found.values()]
         rows = [[i] + [round(float(v[i]), 4) for pair in per_filter for v in pair] for i in range(n)]
-        pixels = ctx.gan.config.image_size ** 2
+        flat = top_count(ctx.gan.config.image_size ** 2) / ctx.gan.config.image_size ** 2
         metrics = {"top5_mass_trained": mass["trained"], "top5_mass_random": mass["random"],
                    "top5_mass_difference": mass["trained"] - mass["random"], "filters": n, "images": len(images)}
-        dead = math.isnan(mass["trained"])
         return Result(
-            metrics=metrics, verdict=verdict(metrics, top_count(pixels) / pixels),
+            metrics=metrics, verdict=verdict(metrics, flat),
             problems=[f"the trained D's saliency is zero on every top image of its first {n} last-layer filters: "
-                      "they do not respond to the input"] if dead else [],
+                      "they do not respond to the input"] if math.isnan(mass["trained"]) else [],
             tables=[Table(f"Last-layer filters: mean response of the top {o['top']} images and top-5% saliency mass",
                           ["filter", "trained: response", "trained: top-5% mass", "random: response",
                            "random: top-5% mass"], rows)],
@@ -222,7 +188,7 @@ class GuidedBackpropAnalysis(Analysis):
             text=[f"Each row is one of the first {n} feature maps of D's last conv layer: its {o['top']} held-out "
                   "images with the largest response, then their guided-backprop saliency (white = most salient). "
                   f"Top-5% mass: share of saliency in the top 5% of pixels; a flat map gives "
-                  f"{top_count(pixels) / pixels:.4f}, a map concentrated in a few pixels 1. Trained minus random > 0: "
+                  f"{flat:.4f}, a map concentrated in a few pixels 1. Trained minus random > 0: "
                   "the trained filters look at more localised structure than the untrained ones."])
 
 
