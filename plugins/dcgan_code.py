@@ -16,7 +16,7 @@ import click
 
 from ganlab import GanlabError, hookimpl
 
-from .dcgan_code_format import find_discriminator_file, read_params
+from .dcgan_code_format import find_discriminator_file, first_line, read_params
 
 GENERATOR_NOTE = ("not converted (the authors' G normalises each 4x4 position of its first layer separately); "
                   "this G is ganlab's initialisation with seed 0")
@@ -27,7 +27,7 @@ def _shape(a) -> tuple:
 
 
 def split_layout(params: list, source: str = "the parameter list"):
-    """(first conv weight, [(conv weight, BatchNorm gain, bias), ...], dense weight), the list's structure checked.
+    """(conv weights, [(BatchNorm gain, bias) of each but the first], dense weight), the list's structure checked.
 
     Theano's shapes: convolutions out x in x k x k (without bias), the dense layer ``(width * 16) x 1``.
     """
@@ -40,9 +40,8 @@ def split_layout(params: list, source: str = "the parameter list"):
     for i, a in enumerate(params):
         if a.dtype.kind not in "biuf" or not np.all(np.isfinite(a)):
             raise GanlabError(f"{source}: array {i} is not finite numbers")
-    groups = [tuple(params[i:i + 3]) for i in range(1, n - 1, 3)]
     previous = None
-    for position in [0] + list(range(1, n - 1, 3)):
+    for position in [0, *range(1, n - 1, 3)]:
         w = params[position]
         if w.ndim != 4 or w.shape[2] != w.shape[3]:
             raise GanlabError(f"{source}: array {position} should be a convolution's weights (out x in x k x k), "
@@ -51,16 +50,15 @@ def split_layout(params: list, source: str = "the parameter list"):
             raise GanlabError(f"{source}: array {position} takes {w.shape[1]} channels but the layer before "
                               f"gives {previous}")
         previous = w.shape[0]
-    for index, (w, g, b) in enumerate(groups):
-        for offset, a, what in ((1, g, "gain"), (2, b, "bias")):
-            if _shape(a) != (w.shape[0],):
-                raise GanlabError(f"{source}: array {1 + 3 * index + offset} should be a BatchNorm {what} of shape "
-                                  f"({w.shape[0]},), not {_shape(a)}")
+        for offset, what in ((1, "gain"), (2, "bias")) if position else ():
+            if _shape(params[position + offset]) != (previous,):
+                raise GanlabError(f"{source}: array {position + offset} should be a BatchNorm {what} of shape "
+                                  f"({previous},), not {_shape(params[position + offset])}")
     dense = params[-1]
     if dense.size != previous * 16 or dense.ndim not in (1, 2) or (dense.ndim == 2 and dense.shape[1] != 1):
         raise GanlabError(f"{source}: the last array should be the dense layer on the {previous} x 4 x 4 map, "
                           f"shape ({previous * 16}, 1), not {_shape(dense)}")
-    return params[0], groups, dense
+    return [params[0], *params[1:n - 1:3]], [(params[i + 1], params[i + 2]) for i in range(1, n - 1, 3)], dense
 
 
 def match_config(params: list, image_size: int | None = None, source: str = "the parameter list"):
@@ -69,15 +67,13 @@ def match_config(params: list, image_size: int | None = None, source: str = "the
 
     from ganlab import PRESETS, Discriminator, ModelConfig
 
-    first, groups, _ = split_layout(params, source)
-    convs = [first] + [g[0] for g in groups]
-    k = int(first.shape[2])
+    convs, _, _ = split_layout(params, source)
+    k, first = int(convs[0].shape[2]), convs[0]
     wanted = [_shape(w) for w in convs] + [(1, int(convs[-1].shape[0]), 4, 4)]
     found = []
     for size in (16, 32, 64, 128) if image_size is None else (image_size,):
         for extra in range(4):
-            strided = int(math.log2(size)) - 2
-            if strided * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' kernels are odd
+            if (int(math.log2(size)) - 2) * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' are odd
                 continue
             config = ModelConfig(image_size=size, channels=int(first.shape[1]), ndf=int(first.shape[0]),
                                  ngf=int(first.shape[0]), kernel_size=k, extra_layers=extra)
@@ -102,11 +98,10 @@ def discriminator_from_params(params: list, image_size: int | None = None, sourc
     from ganlab import Discriminator
 
     config = match_config(params, image_size, source)
-    first, groups, dense = split_layout(params, source)
+    theano_convs, theano_norms, dense = split_layout(params, source)
     D = Discriminator(config)
     convs = [m for m in D.main if isinstance(m, torch.nn.Conv2d)]
     norms = [m for m in D.main if isinstance(m, torch.nn.BatchNorm2d)]
-    theano_convs = [first] + [g[0] for g in groups]
 
     def tensor(a):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -115,7 +110,7 @@ def discriminator_from_params(params: list, image_size: int | None = None, sourc
         for conv, w in zip(convs[:-1], theano_convs, strict=True):
             # Theano's dnn_conv (conv_mode='conv') convolves; PyTorch cross-correlates: flip both kernel axes
             conv.weight.copy_(tensor(w[:, :, ::-1, ::-1]))
-        for norm, (_, g, b) in zip(norms, groups, strict=True):
+        for norm, (g, b) in zip(norms, theano_norms, strict=True):
             norm.weight.copy_(tensor(g))
             norm.bias.copy_(tensor(b))
             norm.reset_running_stats()
@@ -140,8 +135,7 @@ def write_checkpoint(out: Path, payload: dict, D, config) -> None:
                 if not torch.allclose(check.discriminator(probe), D.eval()(probe), atol=1e-6):
                     raise GanlabError(f"the checkpoint written to {out} does not read back as converted")
     except (OSError, RuntimeError) as exc:  # torch's zip writer turns a full disk into a RuntimeError
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise GanlabError(f"cannot write {out} ({reason})") from None
+        raise GanlabError(f"cannot write {out} ({first_line(exc, 160)})") from None
 
 
 def convert(folder: Path, out: Path, *, dataset: str, data_root: Path | None, split: str, limit: int | None,

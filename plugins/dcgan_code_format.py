@@ -124,7 +124,7 @@ class _ArraysOnly(pickle._Unpickler):  # the pure-Python unpickler: its BUILD st
         try:
             return np.load(companion, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise GanlabError(f"{companion} is not a readable .npy file ({_first_line(exc)})") from None
+            raise GanlabError(f"{companion} is not a readable .npy file ({first_line(exc)})") from None
 
 
 _ArraysOnly.dispatch[pickle.BUILD[0]] = _ArraysOnly._build
@@ -132,8 +132,8 @@ for _opcode in (pickle.EXT1, pickle.EXT2, pickle.EXT4):
     _ArraysOnly.dispatch[_opcode[0]] = _ArraysOnly._refuse_extension
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+def first_line(exc: BaseException, limit: int = 120) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 def _decompressed(path: Path, head: bytes) -> io.BytesIO | None:
@@ -163,7 +163,7 @@ def read_joblib_arrays(path: Path) -> list:
         raise GanlabError(f"cannot read {path} ({exc.strerror or exc})") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, OverflowError) as exc:
-        raise GanlabError(f"{path} is not a readable joblib file of numpy arrays ({_first_line(exc)})") from None
+        raise GanlabError(f"{path} is not a readable joblib file of numpy arrays ({first_line(exc)})") from None
     if not isinstance(result, (list, tuple)) or not all(isinstance(a, np.ndarray) for a in result):
         raise GanlabError(f"{path} does not hold a list of numpy arrays (it holds a {type(result).__name__})")
     return list(result)
@@ -180,7 +180,7 @@ def read_npz_arrays(path: Path) -> list:
                                   "names them arr_0, arr_1, ...")
             return [data[f"arr_{i}"] for i in range(len(keys))]
     except (ValueError, OSError, EOFError, KeyError) as exc:
-        raise GanlabError(f"{path} is not a readable .npz file ({_first_line(exc)})") from None
+        raise GanlabError(f"{path} is not a readable .npz file ({first_line(exc)})") from None
 
 
 def read_params(path: str | Path) -> list:

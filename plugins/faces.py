@@ -1,8 +1,8 @@
 """Command ``ganlab faces SRC_DIR OUT_DIR``: crop the faces a detector finds in photos into a training folder, as
 the paper built its faces dataset.
 
-Every image under ``SRC_DIR`` (recursively, symlinked folders followed once, hidden names and ``OUT_DIR``
-skipped) goes to ``--detector``; a detection at least ``--min-size`` pixels wide becomes the square around its
+Every image under ``SRC_DIR`` (recursively, symlinked folders followed once, hidden names skipped; ``OUT_DIR``
+lies outside it) goes to ``--detector``; a detection at least ``--min-size`` pixels wide becomes the square around its
 centre, moved inside the image, resized to ``--size`` and written as ``OUT_DIR/NNNNNN_<source name>.png``, an
 unlabelled folder dataset. ``OUT_DIR/index.json`` maps each crop to its source, box and square, and lists the
 files that could not be decoded (counted and skipped, never fatal).
@@ -23,27 +23,20 @@ FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM")
 INDEX = "index.json"
 
 
-def find_images(src: Path, skip: Path | None = None) -> list[Path]:
-    visited = {os.path.realpath(skip)} if skip is not None else set()
-    found, stack = [], [str(src)]
-    while stack:
-        folder = stack.pop()
-        if os.path.realpath(folder) in visited:  # a symlink loop, a folder reached twice, or OUT_DIR
-            continue
-        visited.add(os.path.realpath(folder))
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            raise GanlabError(f"cannot list {folder} ({exc.strerror or exc})") from None
-        for entry in (e for e in entries if not e.name.startswith(".")):
-            try:
-                is_dir = entry.is_dir()
-            except OSError:  # a link that points at itself: treated as a file, reported when read
-                is_dir = False
-            if is_dir:
-                stack.append(entry.path)
-            elif os.path.splitext(entry.name)[1].lower() in SUFFIXES:
-                found.append(Path(entry.path))
+def find_images(src: Path) -> list[Path]:
+    visited, found = {os.path.realpath(src)}, []
+
+    def refuse(exc: OSError):
+        raise GanlabError(f"cannot list {exc.filename} ({exc.strerror or exc})") from None
+
+    for folder, dirs, files in os.walk(src, onerror=refuse, followlinks=True):
+        first = {}  # each real folder once: a symlink loop or a folder reached twice is not walked again
+        for name in sorted(d for d in dirs if not d.startswith(".")):
+            first.setdefault(os.path.realpath(os.path.join(folder, name)), name)
+        dirs[:] = [name for real, name in first.items() if real not in visited]
+        visited.update(first)
+        found += [Path(folder, f) for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in
+                  SUFFIXES]
     return sorted(found)
 
 
