@@ -1,7 +1,5 @@
 """The one home of defaults: the model's shape (``ModelConfig``), training (``TrainOptions``) and reports
-(``ReportOptions``). The Python API, the command line (which shows these defaults in ``--help``) and plugins
-read them here. Light to import: no torch.
-"""
+(``ReportOptions``), read by the Python API, the command line (``--help`` shows them) and plugins. No torch."""
 from __future__ import annotations
 
 import math
@@ -67,9 +65,8 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "dcgan32": ModelConfig(image_size=32),
     "dcgan64": ModelConfig(image_size=64),
-    # The paper's ImageNet-1k 32x32 model used for the CIFAR-10 probe: 3x3 convolutions
-    # 128@32, 128@16, 256@16, 256@8, 512@8, 512@4 (stride 1 and 2 alternating) and a
-    # 256-d uniform z, which gives 16 x 1792 = 28672 max-pooled probe features.
+    # The paper's ImageNet-1k 32x32 model for the CIFAR-10 probe: 3x3 convolutions 128@32, 128@16, 256@16, 256@8,
+    # 512@8, 512@4 (stride 1 and 2 alternating), a 256-d uniform z: 16 x 1792 = 28672 max-pooled probe features.
     "imagenet32": ModelConfig(image_size=32, nz=256, ngf=128, ndf=128, kernel_size=3, latent="uniform", extra_layers=1),
 }
 
@@ -121,8 +118,7 @@ class TrainOptions:
     def model_config(self, dataset_channels: int = 3) -> ModelConfig:
         """The ``ModelConfig`` these options ask for; ``dataset_channels`` is the dataset's own (its source's)."""
         base = replace(PRESETS[self.preset] if self.preset else ModelConfig(), channels=dataset_channels)
-        overrides = {f.name: getattr(self, f.name) for f in fields(ModelConfig)
-                     if getattr(self, f.name, None) is not None}
+        overrides = {f.name: getattr(self, f.name) for f in fields(ModelConfig) if getattr(self, f.name) is not None}
         return replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:

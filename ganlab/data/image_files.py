@@ -117,10 +117,8 @@ def image_files(folder: Path) -> list[Path]:
 
 
 class ImageTree(FileImages):
-    """ganlab's ``ImageFolder``: ``root/<class>/**/<image>``, labels = index of the sorted class folder, each holding
-    an image; ``.classes``, ``.class_to_idx``, ``.samples`` (``.imgs``), ``.targets`` and file order as torchvision's.
-    Unlike it, symlinked folders are followed without looping, a real file or folder reached twice counts once (the
-    first) and hidden names are ignored."""
+    """ganlab's ``ImageFolder``: ``root/<class>/**/<image>``, labels, attributes and file order as torchvision's;
+    unlike it, a real file or folder reached twice counts once (the first), and every class must hold an image."""
 
     def __init__(self, root: Path, name: str = "folder"):
         self.root, self.classes = str(root), class_folders(root)

@@ -32,17 +32,6 @@ def _check_bn_stats(bn_stats: str) -> None:
         raise GanlabError(f"bn_stats must be one of {', '.join(BN_STATS)}, not {bn_stats!r}")
 
 
-def _with_real_statistics(discriminator: torch.nn.Module, real_images: torch.Tensor, device: torch.device | str,
-                          batch_size: int, progress: Callable[..., Any] | None) -> torch.nn.Module:
-    """A copy of D with BatchNorm statistics of ``real_images``, reused while D, the images and the pass agree."""
-    key = (id(discriminator), content_digest(real_images), content_digest(*discriminator.state_dict().values()),
-           str(device), batch_size)
-    if _LAST_COPY.get("key") != key:
-        _LAST_COPY.update(key=key, model=recompute_batchnorm(discriminator, real_images, batch_size=batch_size,
-                                                             device=device, progress=progress))
-    return _LAST_COPY["model"]
-
-
 def feature_dim(discriminator: torch.nn.Module) -> int:
     """Length of one image's pooled feature vector (16 x the summed widths of D's conv layers before the logit)."""
     convs = [m for m in discriminator.main if isinstance(m, torch.nn.Conv2d)]
@@ -63,8 +52,13 @@ def discriminator_features(discriminator: torch.nn.Module, images: torch.Tensor,
     ``bn_stats``, ``real_images``: see the module docstring). ``out``: an array (memory-mapped) to fill;
     ``progress``: a tqdm-like factory."""
     _check_bn_stats(bn_stats)
-    if bn_stats == "real" and real_images is not None:
-        discriminator = _with_real_statistics(discriminator, real_images, device, batch_size, progress)
+    if bn_stats == "real" and real_images is not None:  # reused while D, the real images and the pass agree
+        key = (id(discriminator), content_digest(real_images), content_digest(*discriminator.state_dict().values()),
+               str(device), batch_size)
+        if _LAST_COPY.get("key") != key:
+            _LAST_COPY.update(key=key, model=recompute_batchnorm(discriminator, real_images, batch_size=batch_size,
+                                                                 device=device, progress=progress))
+        discriminator = _LAST_COPY["model"]
     discriminator = discriminator.eval().to(device)
     if out is None:
         out = np.empty((len(images), feature_dim(discriminator)), dtype=np.float32)
