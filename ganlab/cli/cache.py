@@ -81,12 +81,10 @@ def cache(ctx: click.Context) -> None:
         click.echo(f"{folder}: empty (nothing cached yet)")
         return
     click.echo(f"{folder} ($GANLAB_CACHE to move it)" + ("" if is_cache(folder) else ": not ganlab's cache"))
-    grand = 0
-    for name, path in found.items():
-        size, files = _size(path)
-        grand += size
+    sizes = {name: _size(path) for name, path in found.items()}
+    for name, (size, files) in sizes.items():
         click.echo(f"  {name:<18} {_human(size):>9}  {files:,} file{'s' if files != 1 else ''}")
-    click.echo(f"  {'total':<18} {_human(grand):>9}")
+    click.echo(f"  {'total':<18} {_human(sum(size for size, _ in sizes.values())):>9}")
 
 
 @cache.command("clear")
@@ -125,9 +123,8 @@ def clear(names: tuple[str, ...], yes: bool) -> None:
 
 
 def _prune(part: Path) -> None:
-    """Remove folders left empty under ``part`` (and ``part`` itself), deepest first; links are not followed."""
-    if not part.is_dir() or part.is_symlink():
-        return
+    """Remove folders left empty under ``part`` (and ``part`` itself, if still there), deepest first; links are not
+    followed."""
     folders = [Path(root) / name for root, dirs, _ in os.walk(part, topdown=False) for name in dirs]
     for folder in [f for f in folders if not f.is_symlink()] + [part]:
         with contextlib.suppress(OSError):  # not empty: it holds something ganlab did not write

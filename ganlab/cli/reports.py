@@ -18,31 +18,6 @@ QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 TIMEOUT = click.option("--component-timeout", type=click.FloatRange(min=0), default=DEFAULTS.component_timeout,
                        show_default=True, help="seconds one component may run before it is stopped and marked "
                                                "timed out (0: no limit)")
-REPORT_FLAGS = [
-    click.option("--only", help="comma-separated components to run (default: all applicable)"),
-    click.option("--skip", help="comma-separated components to leave out"),
-    click.option("--dataset", help="dataset for the components (default: the one recorded in the checkpoint)"),
-    click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset files"),
-    SET,
-    click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs"),
-    click.option("--select-epoch", metavar="COMPONENT.METRIC",
-                 help="with a run folder: report on the epoch where this (validation) metric is best, by the "
-                      "direction its component declares"),
-    click.option("--epoch-points", type=click.IntRange(0), default=DEFAULTS.epoch_points, show_default=True,
-                 help="with a run folder: plot at most N epochs, evenly spread with the first and last (0: all; "
-                      "--select-epoch always looks at all)"),
-    click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else"),
-    QUIET,
-    click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (with a count)"),
-    click.option("--traceback", "-v", "show_traceback", is_flag=True,
-                 help="print the full traceback of each failed component"),
-    TIMEOUT, SETTLE,
-    click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)"),
-    click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULTS.seed, show_default=True),
-    click.option("--device", default=DEFAULTS.device, show_default=True),
-]
-
-
 def names(text: str | None, flag: str = "--only") -> list[str] | None:
     """"a, b" -> ["a", "b"]; None when the flag was not given; a value that names nothing is an error."""
     if text is None:
@@ -74,16 +49,34 @@ def write_report(checkpoint, *, as_json=False, quiet=False, show_traceback=False
         raise GanlabError(f"the report was written with problems: {data.problems[0]}{more}")
 
 
-def _report(checkpoint, only, skip, across_epochs, settings, **flags) -> None:
+@click.command("report")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--only", help="comma-separated components to run (default: all applicable)")
+@click.option("--skip", help="comma-separated components to leave out")
+@click.option("--dataset", help="dataset for the components (default: the one recorded in the checkpoint)")
+@click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset files")
+@SET
+@click.option("--across-epochs", is_flag=True, help="with a run folder: plot every component over the epochs")
+@click.option("--select-epoch", metavar="COMPONENT.METRIC",
+              help="with a run folder: report on the epoch where this (validation) metric is best, by the "
+                   "direction its component declares")
+@click.option("--epoch-points", type=click.IntRange(0), default=DEFAULTS.epoch_points, show_default=True,
+              help="with a run folder: plot at most N epochs, evenly spread with the first and last (0: all; "
+                   "--select-epoch always looks at all)")
+@click.option("--json", "as_json", is_flag=True, help="print metrics.json's content to stdout, nothing else")
+@QUIET
+@click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (with a count)")
+@click.option("--traceback", "-v", "show_traceback", is_flag=True,
+              help="print the full traceback of each failed component")
+@TIMEOUT
+@SETTLE
+@click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULTS.seed, show_default=True)
+@click.option("--device", default=DEFAULTS.device, show_default=True)
+def report(checkpoint, only, skip, across_epochs, settings, **flags) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
     write_report(checkpoint, only=names(only), skip=names(skip, "--skip"), all_across_epochs=across_epochs,
                  settings=parse_settings(settings), **flags)
-
-
-report = _report
-for _decorator in reversed([click.argument("checkpoint", type=click.Path()), *REPORT_FLAGS]):
-    report = _decorator(report)
-report = click.command("report")(report)
 
 
 @click.command()

@@ -80,27 +80,13 @@ def train(**flags) -> None:
     click.echo(f"trained {options.epochs} epochs; last checkpoint: {last}")
 
 
-def _load_for_cli(checkpoint, generator, discriminator, device):
-    from ganlab.api import load
-    from ganlab.model.devices import select_device
-    from ganlab.model.pytorch_examples import load_pair
-
-    if checkpoint and generator:
-        raise GanlabError("give a checkpoint or --generator, not both")
-    if generator:
-        return load_pair(generator, discriminator).to(select_device(device))
-    if not checkpoint:
-        raise GanlabError("give a checkpoint (ganlab sample CKPT) or --generator netG.pth")
-    return load(checkpoint, select_device(device))
-
-
 @click.command()
 @click.argument("checkpoint", required=False, type=click.Path())
 @click.option("-n", "count", type=click.IntRange(1, 1_000_000), default=64, show_default=True,
               help="number of images (a grid holds at most 4096)")
-@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True,
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="samples.png", show_default=True,
               help="the grid image to write")
-@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="write N separate PNGs (sample_000000.png, ...) here instead of a grid, for external tools")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--nrow", type=click.IntRange(1), default=8, show_default=True, help="images per grid row")
@@ -113,22 +99,30 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
     """Write N generated images: a grid (PNG, JPEG, ...) or, with --out-dir, one PNG per image."""
     from PIL import Image
 
-    out = Path(out)
+    from ganlab.api import load
+    from ganlab.model.devices import select_device
+    from ganlab.model.pytorch_examples import load_pair
+
     if out_dir is not None and click.get_current_context().get_parameter_source("out").name == "COMMANDLINE":
         raise GanlabError("give --out (one grid image) or --out-dir (one PNG per sample), not both")
     if out_dir is None and out.suffix.lower() not in Image.registered_extensions():
         raise GanlabError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png or .jpg")
     if out_dir is None and count > 4096:
         raise GanlabError(f"-n {count}: a grid holds at most 4096 images; give --out-dir DIR for one file each")
-    if out_dir is not None and Path(out_dir).is_dir() and any(Path(out_dir).glob("sample_*.png")):
+    if out_dir is not None and out_dir.is_dir() and any(out_dir.glob("sample_*.png")):
         raise GanlabError(f"{out_dir} already holds sample_*.png files; give an empty or new --out-dir")
-    gan = _load_for_cli(checkpoint, generator, discriminator, device)
+    if checkpoint and generator:
+        raise GanlabError("give a checkpoint or --generator, not both")
+    if not checkpoint and not generator:
+        raise GanlabError("give a checkpoint (ganlab sample CKPT) or --generator netG.pth")
+    chosen = select_device(device)
+    gan = load_pair(generator, discriminator).to(chosen) if generator else load(checkpoint, chosen)
     if settle_batchnorm:
         gan.settle_batchnorm(seed=seed)
     elif why := gan.unsettled_batchnorm(seed=seed):
         raise GanlabError(f"{why}; nothing was written: give --settle-batchnorm to recompute them from random "
                           "latent vectors")
-    written = write_samples(gan, count, seed, out, Path(out_dir) if out_dir else None, nrow)
+    written = write_samples(gan, count, seed, out, out_dir, nrow)
     click.echo(f"wrote {count} samples to {written}")
 
 
@@ -147,7 +141,7 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
         chunk = count if out_dir is None else 1024
         for start in range(0, count, chunk):
             # seed + start: chunk k holds the same images whatever the chunk size of an earlier call
-            images = gan.sample(min(chunk, count - start), seed=seed if start == 0 else seed + start)
+            images = gan.sample(min(chunk, count - start), seed=seed + start)
             bad = int((~torch.isfinite(images)).sum())
             if bad:
                 raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or "

@@ -27,11 +27,10 @@ def spread(paths: list[Path], points: int | None) -> list[Path]:
     return [paths[i] for i in sorted({round(k * (len(paths) - 1) / (points - 1)) for k in range(points)})]
 
 
-def _same_checkpoint(a: LoadedGAN, b: LoadedGAN | None) -> bool:
+def _same_checkpoint(a: LoadedGAN, b: LoadedGAN) -> bool:
     """Both from one run at the same epoch and step (an epoch file and the last.pt written beside it)."""
-    return (b is not None and meta_int(a.meta, "step") is not None
-            and all(meta_int(a.meta, k) == meta_int(b.meta, k) for k in ("epoch", "step"))
-            and Path(a.path).parent == Path(b.path).parent)
+    return (meta_int(a.meta, "step") is not None and Path(a.path).parent == Path(b.path).parent
+            and all(meta_int(a.meta, k) == meta_int(b.meta, k) for k in ("epoch", "step")))
 
 
 def across_epochs(run_dir: Path, components: list[Component], plan: Plan, *, everything: bool, progress: bool,
@@ -69,7 +68,7 @@ def across_epochs(run_dir: Path, components: list[Component], plan: Plan, *, eve
 
 
 def series_groups(series: dict[str, list[tuple[int, float]]], components: list[Component],
-                  problems: list[str] | None = None) -> dict[str, list[str]]:
+                  problems: list[str]) -> dict[str, list[str]]:
     """Figure title ("component: title") -> the series drawn in it: each component's ``series_figures``, and a
     figure of its own for a series no component claims. A ``series_figures`` that fails or returns something
     else than a dict of lists falls back to the default grouping, with a line in ``problems``."""
@@ -85,9 +84,8 @@ def series_groups(series: dict[str, list[tuple[int, float]]], components: list[C
             figures = component.series_figures(list(names))
             figures = {str(title): [str(n) for n in chosen] for title, chosen in dict(figures).items()}
         except Exception as exc:  # a plugin's grouping bug costs its grouping, not the report
-            if problems is not None:
-                problems.append(f"{component.name}.series_figures failed ({type(exc).__name__}: {exc}); its "
-                                "across-epochs series are drawn one per figure")
+            problems.append(f"{component.name}.series_figures failed ({type(exc).__name__}: {exc}); its "
+                            "across-epochs series are drawn one per figure")
             figures = Component.series_figures(component, names)
         for title, chosen in figures.items():
             lines = [prefix + n for n in chosen if prefix + n in series]

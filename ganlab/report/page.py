@@ -154,15 +154,15 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
 def model_problems(gan: LoadedGAN, samples: torch.Tensor, settled: bool) -> list[str]:
     """What is wrong with the models themselves: NaN or infinite samples or D weights, G's BatchNorm unsettled."""
     problems = []
-    if not bool(torch.isfinite(samples).all()):
-        problems.append(f"the generator is broken: {int((~torch.isfinite(samples)).sum())} of {samples.numel()} "
-                        "sample values are NaN or infinite")
-    if gan.discriminator is not None:
-        values = [t for t in gan.discriminator.state_dict().values() if t.is_floating_point()]
-        bad = sum(int((~torch.isfinite(t)).sum()) for t in values)
-        if bad:
-            problems.append(f"the discriminator is broken: {bad} of {sum(t.numel() for t in values)} weight values "
-                            "are NaN or infinite, so every number made with D is meaningless")
+    bad = int((~torch.isfinite(samples)).sum())
+    if bad:
+        problems.append(f"the generator is broken: {bad} of {samples.numel()} sample values are NaN or infinite")
+    weights = [] if gan.discriminator is None else gan.discriminator.state_dict().values()
+    values = [t for t in weights if t.is_floating_point()]
+    bad = sum(int((~torch.isfinite(t)).sum()) for t in values)
+    if bad:
+        problems.append(f"the discriminator is broken: {bad} of {sum(t.numel() for t in values)} weight values "
+                        "are NaN or infinite, so every number made with D is meaningless")
     why = None if settled else gan.unsettled_batchnorm()
     if why:
         problems.append(f"{why}; give --settle-batchnorm to recompute G's BatchNorm statistics from 1,024 random "

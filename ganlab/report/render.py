@@ -21,7 +21,7 @@ if "matplotlib.pyplot" not in sys.modules:
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (only to close figures plugins made through pyplot)
 import numpy as np  # noqa: E402
-from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+from jinja2 import Environment, PackageLoader  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
@@ -241,9 +241,8 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     training = dict(data.training or {})
     options = training.pop("options", None)
     training = {k: v for k, v in training.items() if v is not None}
-    environment = Environment(loader=PackageLoader("ganlab", "templates"), trim_blocks=True, lstrip_blocks=True,
-                              autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=True,
-                                                          default=True))
+    environment = Environment(loader=PackageLoader("ganlab", "templates"), autoescape=True, trim_blocks=True,
+                              lstrip_blocks=True)
     page = environment.get_template("report.html").render(
         data=data, history_img=assets.figure("training-history", fig) if fig is not None else None,
         epoch_marks=bool(history.get("epoch_end_steps")),

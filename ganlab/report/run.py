@@ -124,13 +124,11 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
     """
     registry = get_registry()
     source, layout = _dataset(plan.dataset, plan.data_root)
-    # Check every option before anything runs, so a typo fails in a second, not after a long component.
-    check_settings(plan.settings)
-    all_options = {component.name: resolve_options(component, plan.settings) for component in components}
     runs = []
     for component in components:
         run = ComponentRun(component.name, component.kind, component.description,
-                           registry.component_owner(component.name), SKIPPED, options=all_options[component.name])
+                           registry.component_owner(component.name), SKIPPED,
+                           options=resolve_options(component, plan.settings))  # check_settings checked them first
         reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
         run.reason = "; ".join(reasons) or component.available(run.options) or None
         if run.reason is None:
