@@ -64,8 +64,7 @@ def _corrupt(x, generator):
     return noisy + INPUT_NOISE * torch.randn(noisy.shape, generator=generator, device=device)
 
 
-def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", progress=None,
-                      batch_size: int = BATCH_SIZE, min_steps: int = MIN_STEPS):
+def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", progress=None):
     """Fit the dedup autoencoder, then ``calibrate_thresholds``: (model on the CPU in eval mode, {"steps", "loss":
     the last epoch's mean squared error}); ``progress``: tqdm-like or None."""
     device = torch.device(device)
@@ -74,13 +73,13 @@ def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", p
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     order_gen, noise_gen = torch.Generator().manual_seed(seed), torch.Generator(device=device).manual_seed(seed)
     data, n = images.to(device), len(images)
-    per_epoch = -(-n // batch_size)
-    steps = total = max(epochs * per_epoch, min_steps)
+    per_epoch = -(-n // BATCH_SIZE)
+    steps = total = max(epochs * per_epoch, MIN_STEPS)
     ticks = range(-(-steps // per_epoch))
     losses: list = []
     for _ in progress(ticks, desc="training the dedup autoencoder", total=len(ticks)) if progress else ticks:
         losses = []
-        for batch in torch.randperm(n, generator=order_gen).split(batch_size)[:steps]:
+        for batch in torch.randperm(n, generator=order_gen).split(BATCH_SIZE)[:steps]:
             steps -= 1
             clean = data[batch.to(device)].float() / 127.5 - 1
             loss = F.mse_loss(model(_corrupt(clean, noise_gen)), clean.flatten(1))
@@ -96,39 +95,35 @@ def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", p
     return model, {"steps": total, "loss": float(torch.stack(losses).mean()) if losses else float("nan")}
 
 
-def pre_activations(model, images, *, device="cpu", batch_size: int = 4096):
+def pre_activations(model, images, *, device="cpu"):
     """The code layer before its ReLU, float64 N x 128 (eval: no noise)."""
     weight, bias = (p.detach().to(device, torch.float64) for p in (model[0].weight, model[0].bias))
     with torch.no_grad():
         return torch.cat([(chunk.reshape(len(chunk), -1).to(device, torch.float64) / 127.5 - 1) @ weight.T + bias
-                          for chunk in images.split(batch_size)]).cpu() if len(images) else torch.zeros(0, CODE)
+                          for chunk in images.split(4096)]).cpu() if len(images) else torch.zeros(0, CODE)
 
 
-def _threshold(ordered, shift: int, reach: float):
-    """The new threshold of one unit from its images' sorted pre-activations (see ``calibrate_thresholds``)."""
-    n, below_now = len(ordered), int((ordered <= 0).sum())
-    if below_now in (0, n):
-        return 0.0
-    lowest, highest = max(1, below_now - shift), min(n - 1, below_now + shift)
-    left, right = ordered[lowest - 1:highest], ordered[lowest:highest + 1]  # candidate i leaves lowest + i below
-    middle = (left + right) / 2
-    crowd = torch.searchsorted(ordered, middle + reach) - torch.searchsorted(ordered, middle - reach)
-    best = torch.nonzero(crowd == crowd.min()).flatten()
-    return middle[best[(right - left)[best].argmax()]]
-
-
-def calibrate_thresholds(model, images, *, device="cpu", shift: int = THRESHOLD_SHIFT,
-                         margin: float = MARGIN / 2) -> None:
-    """Move each unit's threshold (its bias), in place, past at most ``shift`` of the distinct images to the midpoint
-    between two neighbouring pre-activations with the fewest images within ``margin`` weight lengths of it (those a
-    small change could flip), the widest gap among equals; never past all or none, and not for units on for all or
-    none of the images."""
+def calibrate_thresholds(model, images, *, device="cpu") -> None:
+    """Move each unit's threshold (its bias), in place, past at most THRESHOLD_SHIFT of the distinct images to the
+    midpoint between two neighbouring pre-activations with the fewest images within MARGIN / 2 weight lengths of it
+    (those a small change could flip), the widest gap among equals; never past all or none, and not for units on
+    for all or none of the images."""
     flat = torch.unique(images.reshape(len(images), -1), dim=0)
     if len(flat) < 3:
         return
     ordered = pre_activations(model, flat.view(-1, *images.shape[1:]), device=device).T.contiguous().sort().values
-    reach = margin * model[0].weight.detach().to(torch.float64).norm(dim=1)
-    shifts = torch.tensor([float(_threshold(ordered[j], shift, reach[j])) for j in range(CODE)], dtype=torch.float64)
+    reach = MARGIN / 2 * model[0].weight.detach().to(torch.float64).norm(dim=1)
+    shifts = torch.zeros(CODE, dtype=torch.float64)
+    for j, unit in enumerate(ordered):
+        n, below_now = len(unit), int((unit <= 0).sum())
+        if below_now in (0, n):
+            continue
+        lowest, highest = max(1, below_now - THRESHOLD_SHIFT), min(n - 1, below_now + THRESHOLD_SHIFT)
+        left, right = unit[lowest - 1:highest], unit[lowest:highest + 1]  # candidate i leaves lowest + i below
+        middle = (left + right) / 2
+        crowd = torch.searchsorted(unit, middle + reach[j]) - torch.searchsorted(unit, middle - reach[j])
+        best = torch.nonzero(crowd == crowd.min()).flatten()
+        shifts[j] = middle[best[(right - left)[best].argmax()]]
     with torch.no_grad():
         model[0].bias -= shifts.to(model[0].bias.dtype)
 

@@ -129,9 +129,8 @@ class HashCollisions(Evaluator):
 
         ident = [ctx.dataset, root, ctx.train_split, limit, ctx.options["epochs"], ctx.seed, ae.MARGIN]
         model = ctx.cache.file("hash-collisions", ident, "pt", make, ae.load_autoencoder)
-        if trained:
-            return model, f"autoencoder trained here on {len(train)} images for {ctx.options['epochs']} epochs"
-        return model, f"cached autoencoder trained on {len(train)} images"
+        return model, (f"autoencoder trained here on {len(train)} images for {ctx.options['epochs']} epochs" if trained
+                       else f"cached autoencoder trained on {len(train)} images")
 
 
 @hookimpl

@@ -157,17 +157,12 @@ def hash_collisions(model, generated, train, *, device="cpu", max_rms: float = M
 
 
 def collision_table(found: dict, n: int, m: int, max_rms: float) -> list[list]:
-    rate = {key: round(value, 4) for key, value in found.items() if key.endswith("rate")}
-    return [["generated samples whose hash a training image has", int(found["collides"].sum()), n,
-             rate["collision_rate"]],
-            ["training images whose hash another training image has (reference)",
-             round(found["train_collision_rate"] * m), m, rate["train_collision_rate"]],
-            [f"... of them within {max_rms:g} pixel RMS of that training image (copies)",
-             int(found["copies"].sum()), n, rate["copy_rate"]],
-            [f"... of them within {max_rms:g} pixel RMS of another (reference)",
-             round(found["train_copy_rate"] * m), m, rate["train_copy_rate"]],
-            ["generated samples whose hash another sample has", round(found["sample_self_collision_rate"] * n),
-             n, rate["sample_self_collision_rate"]]]
+    rows = [("generated samples whose hash a training image has", "collision_rate", n),
+            ("training images whose hash another training image has (reference)", "train_collision_rate", m),
+            (f"... of them within {max_rms:g} pixel RMS of that training image (copies)", "copy_rate", n),
+            (f"... of them within {max_rms:g} pixel RMS of another (reference)", "train_copy_rate", m),
+            ("generated samples whose hash another sample has", "sample_self_collision_rate", n)]
+    return [[what, round(found[key] * of), of, round(found[key], 4)] for what, key, of in rows]
 
 
 def colliding_pairs(found: dict, generated, train, examples: int):

@@ -39,22 +39,19 @@ def image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def folder_batches(files: list[Path], batch: int):
+    """Batches of the files read as RGB, each of one image size."""
+    import torch
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise GanlabError(f"{path}: not a readable image ({exc}); remove it or convert it") from None
-
-
-def folder_batches(files: list[Path], batch: int):
-    """Batches of the files, each of one image size."""
-    import torch
-
     for start in range(0, len(files), batch):
-        arrays = [_read_rgb(p) for p in files[start:start + batch]]
+        arrays = []
+        for path in files[start:start + batch]:
+            try:
+                with Image.open(path) as image:
+                    arrays.append(np.array(image.convert("RGB")))
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                raise GanlabError(f"{path}: not a readable image ({exc}); remove it or convert it") from None
         for shape in dict.fromkeys(a.shape for a in arrays):
             yield torch.from_numpy(np.stack([a for a in arrays if a.shape == shape])).permute(0, 3, 1, 2)
 

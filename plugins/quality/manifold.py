@@ -21,10 +21,6 @@ from .metrics import DEFAULT_CHUNK, work_dtype
 METRICS = ("precision", "recall", "density", "coverage")
 
 
-def _squared(left: torch.Tensor, left_norm: torch.Tensor, right: torch.Tensor, right_norm: torch.Tensor):
-    return torch.addmm(left_norm[:, None] + right_norm[None, :], left, right.T, alpha=-2.0)
-
-
 def _merge(best: torch.Tensor, block: torch.Tensor, k: int) -> torch.Tensor:
     top = block.topk(min(k, block.shape[1]), dim=1, largest=False).values
     return torch.cat([best, top], 1).topk(k, dim=1, largest=False).values
@@ -60,7 +56,7 @@ def self_knn(x: Any, k: int, *, chunk: int = DEFAULT_CHUNK, device: torch.device
         left = row_block(x, a, a_end, **read)
         for j in range(i, len(bounds)):
             right = left if j == i else row_block(x, *bounds[j], **read)
-            d2 = _squared(left, norms[i], right, norms[j])
+            d2 = torch.addmm(norms[i][:, None] + norms[j][None, :], left, right.T, alpha=-2.0)
             if j == i:
                 d2.fill_diagonal_(float("inf"))
             best[i] = _merge(best[i], d2, k)
@@ -85,7 +81,7 @@ def _cross_pass(real: Any, fake: Any, balls: dict[str, torch.Tensor], *, chunk: 
     for a, a_end, q in row_blocks(fake, chunk, **read):
         q_norm = (q * q).sum(1)
         for j, (b, b_end, r) in enumerate(row_blocks(real, chunk, **read)):
-            d2 = _squared(q, q_norm, r, real_norms[j])
+            d2 = torch.addmm(q_norm[:, None] + real_norms[j][None, :], q, r.T, alpha=-2.0)
             if "real" in balls:
                 out["precision"][a:a_end] |= (d2 <= balls["real"][None, b:b_end]).any(1)
             if "dense" in balls:

@@ -124,12 +124,6 @@ def _kernel_sums(a: Any, ind_a: torch.Tensor | None, b: Any, ind_b: torch.Tensor
     return out
 
 
-def _indicator(draws: list[np.ndarray], n: int, device: torch.device) -> torch.Tensor:
-    ind = torch.zeros(n, len(draws), dtype=torch.float64)
-    ind[torch.from_numpy(np.stack(draws).T.copy()), torch.arange(len(draws))] = 1
-    return ind.to(device)
-
-
 def kid(x: Any, y: Any, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
         chunk: int = DEFAULT_CHUNK, method: str = "auto",
         device: torch.device | str | None = None) -> tuple[float, float]:
@@ -156,8 +150,11 @@ def kid(x: Any, y: Any, *, subsets: int = 100, subset_size: int = 1000, seed: in
             sums.append([_kernel_sums(a, None, b, None, same=same, **common)
                          for a, b, same in ((xs, xs, True), (ys, ys, True), (xs, ys, False))])
         kxx, kyy, kxy = (torch.cat(column).cpu() for column in zip(*sums))
-    elif method == "gram":
-        ind_x, ind_y = (_indicator(list(chosen), n, common["device"]) for chosen, n in zip(zip(*draws), (nx, ny)))
+    elif method == "gram":  # 0/1 indicators: column s marks the rows of subset s
+        ind_x, ind_y = (torch.zeros(n, subsets, dtype=torch.float64) for n in (nx, ny))
+        for ind, chosen in zip((ind_x, ind_y), zip(*draws)):
+            ind[torch.from_numpy(np.stack(chosen).T.copy()), torch.arange(subsets)] = 1
+        ind_x, ind_y = ind_x.to(common["device"]), ind_y.to(common["device"])
         kxx, kyy, kxy = (_kernel_sums(a, ia, b, ib, same=same, **common).cpu() for a, ia, b, ib, same in
                          ((x, ind_x, x, ind_x, True), (y, ind_y, y, ind_y, True), (x, ind_x, y, ind_y, False)))
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
-from .fid import DIMS, WEIGHT_OPTIONS
+from .fid import DIMS, WEIGHT_OPTIONS, InceptionScore
 
 DEFAULT_SPACES = ["discriminator", "pixels"]
 ROW_METRICS = ("fd", "kid", "kid_std", "precision", "recall", "density", "coverage")
@@ -204,8 +204,6 @@ class SampleQuality(Evaluator):
 
 @hookimpl
 def ganlab_register_evaluators(register):
-    from .fid import InceptionScore
-
     register(SampleQuality())
     register(InceptionScore())
 
