@@ -14,12 +14,16 @@ from torchvision.utils import make_grid
 from ganlab import cached_features, discriminator_features, feature_cache_key, nearest_neighbours, to_unit_range
 
 
-def d_features(ctx, images, split: str | None = None, limit: int | None = None):
-    """D's pooled features; a dataset split's are cached between reports."""
-    if split is None:
-        return discriminator_features(ctx.gan.discriminator, images, device=ctx.device)
-    key = feature_cache_key(ctx.gan.path, "D", ctx.dataset, split, limit)
-    return cached_features(ctx.cache, key, ctx.gan.discriminator, images, device=ctx.device, progress=ctx.progress)
+def d_features(ctx, train, test, generated) -> tuple:
+    """D's pooled features of the training, held-out (or None) and generated images; a split's are cached between
+    reports."""
+    def split(images, name: str, limit: int):
+        key = feature_cache_key(ctx.gan.path, "D", ctx.dataset, name, limit)
+        return cached_features(ctx.cache, key, ctx.gan.discriminator, images, device=ctx.device, progress=ctx.progress)
+
+    return (split(train, ctx.train_split, ctx.options["train_limit"]),
+            None if test is None else split(test, ctx.heldout_split, ctx.options["test_limit"]),
+            discriminator_features(ctx.gan.discriminator, generated, device=ctx.device))
 
 
 def search(queries, references, k: int, device):
@@ -34,14 +38,12 @@ def search(queries, references, k: int, device):
 
 def nearest_distances(ctx, train, generated, test, k: int) -> tuple[dict, list[str]]:
     """space -> {"generated": distances N x k, "indices": N x k, "test": nearest distances or None}, and notes."""
-    o, n = ctx.options, len(generated)
+    n = len(generated)
     # pixels: uint8 in, distances in 0..255 units out; / 127.5 turns them into G's [-1, 1] units
     spaces = {"pixels": (train, generated if test is None else torch.cat([generated, test]), 127.5)}
     if ctx.gan.discriminator is not None:
-        queries = d_features(ctx, generated)
-        if test is not None:
-            queries = np.concatenate([queries, d_features(ctx, test, ctx.heldout_split, o["test_limit"])])
-        spaces["features"] = (d_features(ctx, train, ctx.train_split, o["train_limit"]), queries, 1)
+        references, held, queries = d_features(ctx, train, test, generated)
+        spaces["features"] = (references, queries if held is None else np.concatenate([queries, held]), 1)
     found = {}
     for space, (references, queries, scale) in spaces.items():
         dist, idx = search(queries, references, k, ctx.device)
@@ -144,8 +146,6 @@ def c_t(train, test, generated, cells: int = 10, seed: int = 0, min_cell_fractio
 
 def copying_points(ctx, train, test, generated) -> tuple:
     """data-copying's three sets: pixels in [-1, 1], or D's pooled features."""
-    o = ctx.options
-    if o["space"] == "pixels":
+    if ctx.options["space"] == "pixels":
         return tuple(to_unit_range(x).flatten(1).numpy() for x in (train, test, generated))
-    return (d_features(ctx, train, ctx.train_split, o["train_limit"]),
-            d_features(ctx, test, ctx.heldout_split, o["test_limit"]), d_features(ctx, generated))
+    return d_features(ctx, train, test, generated)

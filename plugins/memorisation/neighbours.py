@@ -33,8 +33,7 @@ def verdict(metrics: dict) -> tuple[str, list[str]]:
     expected, limit = metrics["copy_fraction_expected"], copy_limit(metrics)
     fractions = {space: metrics[f"copy_fraction_{space}"] for space in SPACES if f"copy_fraction_{space}" in metrics}
     shown = " and ".join(f"{value:.3g} in {space}" for space, value in fractions.items())
-    high = [space for space, value in fractions.items() if value > limit]
-    if high:
+    if any(value > limit for value in fractions.values()):
         problems.append(f"copy fraction {shown}, far above the {expected:g} of new images (chance reaches "
                         f"{limit:.3g}): samples sit closer to training images than new images do, G memorises")
         return f"copy fraction {shown} against {expected:g} expected: G copies training images", problems
