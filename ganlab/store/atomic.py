@@ -10,22 +10,16 @@ import contextlib
 import errno
 import os
 import shutil
-import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from ganlab.errors import GanlabError
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's files are private (0600)
+_UMASK = os.umask(0)  # reading the umask means setting it: put it straight back
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file; mkstemp's files are private (0600)
 
 
 def os_error(what: str, path: Path | str, exc: OSError) -> GanlabError:
@@ -37,28 +31,25 @@ def os_error(what: str, path: Path | str, exc: OSError) -> GanlabError:
 
 
 def fsync_folder(folder: Path | str) -> None:
-    """Make a rename in ``folder`` durable (POSIX: fsync the directory entry; a no-op where it cannot be)."""
-    try:
+    """Make a rename in ``folder`` durable (a no-op where the file system refuses: the rename is still atomic)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write (with any library); renamed over ``path`` when the block ends.
+def atomic_path(path: Path | str, suffix: str = ".tmp", final: Callable[[Path], Path] | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write (with any library); renamed over ``path`` when the block ends,
+    or over ``final(tmp)``, a name that depends on what was written (a cache entry's digest).
 
-    The temporary file is fsynced before the rename; on an exception (or Ctrl-C) it is removed and ``path``
+    The temporary file is fsynced before the rename; on an exception (or Ctrl-C) it is removed and the target
     is left as it was.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -66,7 +57,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        os.replace(tmp, final(tmp) if final else path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -101,14 +92,10 @@ def link_atomically(source: Path, target: Path) -> None:
 
 def remove_tree(path: Path) -> None:
     """Remove a file, a link (never what it points to) or a folder and everything in it, links unfollowed."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(mode):
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)  # rmtree unlinks links inside the tree; it never descends into them
     else:
-        os.unlink(path)
+        Path(path).unlink(missing_ok=True)
 
 
 def swap_folder(staging: Path, out: Path) -> None:

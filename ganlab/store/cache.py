@@ -13,6 +13,7 @@ A cache that cannot be written only costs time: the result is computed and retur
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ganlab.errors import GanlabError
-from ganlab.store.atomic import FILE_MODE, fsync_folder, remove_tree
-from ganlab.store.claims import MARKER, absolute, mark
+from ganlab.store.atomic import atomic_path, remove_tree
+from ganlab.store.claims import MARKER, absolute, folder_kind, mark
 from ganlab.store.digest import file_sha256, text_key
 
 ENTRY = re.compile(r"^(?P<key>[0-9a-f]{32})-(?P<digest>[0-9a-f]{16})\.(?P<ext>[a-z0-9]+)$")
@@ -42,14 +43,8 @@ def default_root() -> Path:
     return Path(os.environ.get("GANLAB_CACHE") or Path.home() / ".cache" / "ganlab")
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr)
-
-
 def is_cache(root: Path) -> bool:
     """Whether ``root`` is a folder ganlab made as its cache (marked, or an unmarked one of older versions)."""
-    from ganlab.store.claims import folder_kind
-
     if folder_kind(root) == "cache":
         return True
     try:
@@ -67,7 +62,7 @@ class Cache:
     def __init__(self, root: str | Path | None = None, say: Callable[[str], None] | None = None, *,
                  enabled: bool = True):
         self.root = absolute(root if root is not None else default_root())
-        self.say = say or _stderr
+        self.say = say or functools.partial(print, file=sys.stderr)
         self.enabled = enabled
         self._verified: dict[tuple[str, int, int], bool] = {}
         self._warned = False
@@ -93,11 +88,10 @@ class Cache:
 
         key = text_key(ident)
         found = self._stored_array(part, key, rows)
-        if found is not None:
-            return found
-        array = np.asarray(compute())
-        self.store(part, key, "npy", lambda tmp: np.save(tmp, array, allow_pickle=False))
-        return array
+        if found is None:
+            found = np.asarray(compute())
+            self.store(part, key, "npy", lambda tmp: np.save(tmp, found, allow_pickle=False))
+        return found
 
     def filled_array(self, part: str, ident: Any, shape: tuple[int, ...], fill: Callable[[Any], None]) -> Any:
         """A float32 array of ``shape`` stored for ``ident``, else made by ``fill(out)``; when larger than 1 GiB
@@ -179,16 +173,7 @@ class Cache:
     def folder(self, part: str) -> Path | None:
         """A marked sub-folder for a tool that manages its own files there (e.g. numba); None if unwritable."""
         folder = self._part(part)
-        if not self._ready():
-            return None
-        try:
-            folder.mkdir(exist_ok=True)
-            if not (folder / MARKER).is_file():
-                mark(folder, "cache-folder")
-        except OSError as exc:
-            self._unwritable(exc)
-            return None
-        return folder
+        return folder if self._ready() and self._made(folder, "cache-folder") else None
 
     # ------------------------------------------------------------------------------------- entries
     def find(self, part: str, key: str, ext: str) -> Path | None:
@@ -207,29 +192,22 @@ class Cache:
         """Run ``write(tmp)`` on a temporary file and keep it as the entry ``key``; None if the cache cannot be
         written (the caller still has its result)."""
         folder = self._part(part)
+        target = folder / key
+
+        def named(tmp: Path) -> Path:
+            nonlocal target
+            target = folder / f"{key}-{file_sha256(tmp)[:16]}.{ext}"
+            if target.is_dir():
+                remove_tree(target)
+            return target
+
         if not self._ready():
             return None
-        tmp = None
         try:
             folder.mkdir(exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=f".tmp.{ext}", dir=folder)
-            os.close(fd)
-            tmp = Path(name)
-            write(tmp)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(tmp, FILE_MODE)
-            target = folder / f"{key}-{file_sha256(tmp)[:16]}.{ext}"
-            if target.is_dir() or target.is_symlink():
-                remove_tree(target)
-            os.replace(tmp, target)
-            fsync_folder(folder)
-        except BaseException as exc:  # Ctrl-C too: never leave the temporary file behind
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-            if not isinstance(exc, OSError):
-                raise
+            with atomic_path(folder / key, f".tmp.{ext}", named) as tmp:
+                write(tmp)
+        except OSError as exc:
             self._unwritable(exc)
             return None
         for other in folder.glob(f"{key}-*.{ext}"):
@@ -280,14 +258,16 @@ class Cache:
 
     def _ready(self) -> bool:
         """Create and mark the root on first write; False (and one line) when it cannot be written."""
-        if not self.enabled:
-            return False
+        return self.enabled and self._made(self.root, "cache")
+
+    def _made(self, folder: Path, kind: str) -> bool:
+        """``folder`` made and marked as ``kind`` (the root with its CACHEDIR.TAG); False when it cannot be."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if not (self.root / MARKER).is_file():
-                mark(self.root, "cache")
-            if not (self.root / TAG).is_file():
-                (self.root / TAG).write_text(TAG_TEXT)
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / MARKER).is_file():
+                mark(folder, kind)
+            if folder == self.root and not (folder / TAG).is_file():
+                (folder / TAG).write_text(TAG_TEXT)
         except OSError as exc:
             self._unwritable(exc)
             return False

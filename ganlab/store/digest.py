@@ -5,8 +5,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-BLOCK = 1 << 20
-
 
 def content_digest(*arrays: Any) -> str:
     """A short SHA-256 of numpy arrays or torch tensors: each one's dtype, shape and bytes, in order."""
@@ -26,7 +24,7 @@ def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, read in 1 MiB blocks (64 hex digits)."""
     h = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(BLOCK), b""):
+        for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 

@@ -2,10 +2,9 @@
 stopping cleanly on Ctrl-C or SIGTERM.
 
 A run folder holds ``epoch_NNNN.pt``, ``last.pt``, ``samples/epoch_NNNN.png``, ``log.jsonl`` and ganlab's
-marker. ``--out`` must be new, empty or a run folder of ganlab's (one from before the marker is recognised by
-its log and checkpoints): a dataset folder, a home folder or ``/`` is refused before anything is read. Training
-into a folder that already holds a run needs ``--resume`` (continue it) or ``--overwrite`` (replace it). Nothing
-is written until training starts (``begin``), so a start that fails (a missing dataset, a bad flag) leaves no
+marker. ``--out`` must be new, empty or a run folder of ganlab's: a dataset folder, a home folder or ``/`` is
+refused before anything is read, and one that holds a run needs ``--resume`` or ``--overwrite``. Nothing is
+written until training starts (``begin``), so a start that fails (a missing dataset, a bad flag) leaves no
 trace; the old run that ``--overwrite`` replaces is removed only then.
 """
 from __future__ import annotations
@@ -19,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ganlab.errors import GanlabError
-from ganlab.store.atomic import atomic_file, os_error
-from ganlab.store.claims import FolderLock, absolute, check_outside, folder_kind, mark
+from ganlab.store.atomic import os_error, write_atomically
+from ganlab.store.claims import absolute, check_output, lock_folder, mark
 
 LAST = "last.pt"
 LOG = "log.jsonl"
@@ -42,13 +41,7 @@ class RunFolder:
 
     def __init__(self, out: str | Path, *, resuming: bool, overwrite: bool, sources: list[Path] = ()):
         self.out = absolute(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise GanlabError(f"--out {self.out} is a file; give a folder for the run")
-        check_outside(self.out, list(sources))
-        entries = sorted(os.listdir(self.out)) if self.out.is_dir() else []
-        if entries and folder_kind(self.out) != "run":
-            raise GanlabError(f"--out {self.out} is not a ganlab run folder (it holds {len(entries)} entries, e.g. "
-                              f"{entries[0]}); ganlab trains only into a new or empty folder or one of its runs")
+        check_output(self.out, "run", sources=list(sources))
         existing = run_files(self.out)
         if existing and not resuming and not overwrite:
             raise GanlabError(f"{self.out} already holds a training run ({len(existing)} files, e.g. "
@@ -56,17 +49,12 @@ class RunFolder:
                               "--out, or give --overwrite to replace it")
         self._check_writable()
         self.replace = bool(existing) and overwrite and not resuming
-        self.lock = FolderLock(self.out, "training").acquire()
-        self.begun = False
+        self.lock = lock_folder(self.out, "training")
 
     def _check_writable(self) -> None:
         """Fail in a second, not after the data is decoded, where the run could not be written: probe the
         nearest existing folder with a file that is removed at once."""
-        folder = self.out
-        while not folder.exists():
-            if folder.parent == folder:
-                break
-            folder = folder.parent
+        folder = next(path for path in (self.out, *self.out.parents) if path.exists())
         if not folder.is_dir():
             raise GanlabError(f"cannot write the run into {self.out}: part of that path is a file")
         try:
@@ -84,7 +72,6 @@ class RunFolder:
             mark(self.out, "run")
         except OSError as exc:
             raise os_error("write the run into", self.out, exc) from None
-        self.begun = True
 
     def release(self) -> None:
         self.lock.release()
@@ -107,8 +94,7 @@ def trim_log(log: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line torn by a crash
-    with atomic_file(log, "w") as handle:
-        handle.write("".join(line + "\n" for line in kept))
+    write_atomically(log, "".join(line + "\n" for line in kept))
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ganlab.errors import GanlabError
 from ganlab.store.atomic import os_error, remove_tree, swap_folder, write_atomically
-from ganlab.store.claims import FolderLock, absolute, check_output, files_in, mark
+from ganlab.store.claims import absolute, check_output, files_in, lock_folder, mark
 
 STAGING = ".{name}.partial-"
 OLD = ".{name}.old-"
@@ -32,21 +32,17 @@ class StagedFolder:
                  legacy: Callable[[Path], bool] | None = None):
         self.out, self.kind = absolute(out), kind
         check_output(self.out, kind, sources=list(sources), flag=flag, legacy=legacy)
-        self.lock = FolderLock(self.out, f"writing a {kind}").acquire()
+        self.lock = lock_folder(self.out, f"writing a {kind}")
         self.committed = False
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self._remove_leftovers()
             self.staging = Path(tempfile.mkdtemp(prefix=STAGING.format(name=self.out.name), dir=self.out.parent))
             mark(self.staging, kind)
-        except FileExistsError:
-            self.lock.release()
-            raise GanlabError(f"cannot create {self.out}: a file is in the way") from None
-        except NotADirectoryError:
-            self.lock.release()
-            raise GanlabError(f"cannot create {self.out}: part of its path is a file") from None
         except OSError as exc:
             self.lock.release()
+            if isinstance(exc, FileExistsError):
+                raise GanlabError(f"cannot create {self.out}: a file is in the way") from None
             raise os_error(f"write the {kind} into", self.out.parent, exc) from None
 
     def _remove_leftovers(self) -> None:
