@@ -1,8 +1,5 @@
-"""What evaluators and analyses are: their interface, the context they run in, and their results.
-
-A component computes; it never renders. ``run(ctx)`` returns a ``Result`` of plain data
-(metrics, tables, matplotlib figures, image grids, text) that the report renderer lays out.
-"""
+"""What evaluators and analyses are: their interface, the context they run in, and their results. A component
+computes; it never renders: ``run(ctx)`` returns a ``Result`` of plain data that the report lays out."""
 from __future__ import annotations
 
 import logging
@@ -11,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ganlab.errors import a
+from ganlab.errors import GanlabError, a
+from ganlab.store.cache import Cache
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ganlab.data.datasets import DatasetSource, Layout
     from ganlab.model.loaded_gan import LoadedGAN
-    from ganlab.store.cache import Cache
 
 # What a component may need; a component whose needs are not met is skipped with the reason.
 NEEDS = {
@@ -94,7 +91,11 @@ class Component:
 
     def direction(self, metric: str) -> str | None:
         """Which way ``metric`` is better ("higher", "lower"), or None (neither, or not declared)."""
-        return metric_direction(self.directions, metric)
+        from fnmatch import fnmatchcase
+
+        if metric in self.directions:
+            return self.directions[metric]
+        return next((way for pattern, way in self.directions.items() if fnmatchcase(metric, pattern)), None)
 
     def available(self, options: dict[str, Any]) -> str | None:
         """None when the component can run on this machine with these options, else the reason it cannot (an
@@ -142,8 +143,7 @@ class RunContext:
 
     ``gan`` is the loaded model pair, on ``device``. ``cache`` keeps results between runs (``ganlab.Cache``:
     digest-verified entries; a context made without one keeps nothing). ``dataset`` is the dataset's name (or
-    None) and
-    ``source`` its registered ``DatasetSource``; ``layout`` says which splits, classes and held-out
+    None) and ``source`` its registered ``DatasetSource``; ``layout`` says which splits, classes and held-out
     split the copy at ``data_root`` has. ``split(name)`` loads a split at the model's size.
     """
 
@@ -151,7 +151,7 @@ class RunContext:
     device: "torch.device"
     seed: int
     options: dict[str, Any]
-    cache: "Cache" = field(default_factory=lambda: _disabled_cache())  # ctx.cache.array(...), .json(...), ...
+    cache: Cache = field(default_factory=Cache.disabled)  # ctx.cache.array(...), .json(...), ...
     dataset: str | None = None
     data_root: Path | None = None
     progress: Callable[..., Any] | None = None  # tqdm-like factory: progress(iterable, desc=..., total=...)
@@ -179,7 +179,6 @@ class RunContext:
     def split(self, name: str, limit: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(images uint8 N x C x H x W at the model's size and channels, labels int64 N; -1 if unlabelled)."""
         from ganlab.data.datasets import load_split
-        from ganlab.errors import GanlabError
 
         if self.source is None:
             raise GanlabError("this report has no dataset; give --dataset NAME (and --data-root DIR)")
@@ -205,15 +204,6 @@ class RunContext:
                 return
 
 
-def metric_direction(directions: dict[str, str | None], metric: str) -> str | None:
-    """``metric``'s entry in a ``directions`` mapping: the exact name, else the first glob that matches."""
-    from fnmatch import fnmatchcase
-
-    if metric in directions:
-        return directions[metric]
-    return next((way for pattern, way in directions.items() if fnmatchcase(metric, pattern)), None)
-
-
 def best_point(points: list[tuple[int, float]], direction: str | None) -> tuple[int, float] | None:
     """The (epoch, value) that ``direction`` calls best (the earliest on a tie; NaN and inf never), or None."""
     import math
@@ -223,12 +213,6 @@ def best_point(points: list[tuple[int, float]], direction: str | None) -> tuple[
         return None
     sign = 1 if direction == "higher" else -1
     return max(finite, key=lambda p: (sign * p[1], -p[0]))
-
-
-def _disabled_cache() -> "Cache":
-    from ganlab.store.cache import Cache
-
-    return Cache.disabled()
 
 
 def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, has_discriminator: bool,

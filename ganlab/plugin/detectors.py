@@ -1,8 +1,5 @@
-"""What a detector is: something that finds objects in an image and returns their boxes.
-
-Detectors are registered by plugins (``ganlab_register_detectors``) and used by analyses such as
-``forget-concept`` (does G still draw the thing?) and by commands such as ``ganlab faces``.
-"""
+"""What a detector is: something that finds objects in an image and returns their boxes (for analyses such as
+``forget-concept``, does G still draw the thing?, and commands such as ``ganlab faces``)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,10 +1,6 @@
 """What a feature space is: a way to turn images into vectors that sample-quality and memorisation metrics
-compare (Frechet distance, KID, precision/recall, nearest neighbours).
-
-Feature spaces are registered by plugins (``ganlab_register_feature_spaces``); components get them as
-``ctx.feature_spaces``. Built-ins: the trained D's pooled features, a random D's, raw pixels, and Inception-v3
-when the user points at a local weights file.
-"""
+compare (Frechet distance, KID, precision/recall, nearest neighbours). Built-ins: the trained D's pooled
+features, a random D's, raw pixels, and Inception-v3 when the user points at a local weights file."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,8 +1,6 @@
-"""Component options: declared with defaults (and optionally help and checks), set with ``--set NAME.OPTION=VALUE``.
-
-A component's ``options`` maps each name to its default, or to an ``Option`` that adds help text, choices and
-a range. ``--set`` values arrive as strings and are turned into the default's type; every value is checked
-before any component runs, so a typo fails in a second, not after an hour.
+"""Component options: a component's ``options`` maps each name to its default, or to an ``Option`` that adds
+help text, choices and a range. ``--set NAME.OPTION=VALUE`` values arrive as strings and are turned into the
+default's type; every value is checked before any component runs, so a typo fails in a second, not after an hour.
 """
 from __future__ import annotations
 
@@ -38,12 +36,11 @@ class Option:
         if self.choices is not None and any(item not in self.choices for item in items):
             raise GanlabError(f"--set {where}={value}: choose one of {', '.join(map(str, self.choices))}{about}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise GanlabError(f"--set {where}={value}: must be a finite number{about}")
-            if self.min is not None and value < self.min:
-                raise GanlabError(f"--set {where}={value}: must be >= {self.min:g}{about}")
-            if self.max is not None and value > self.max:
-                raise GanlabError(f"--set {where}={value}: must be <= {self.max:g}{about}")
+            broken = ("must be a finite number" if isinstance(value, float) and not math.isfinite(value)
+                      else f"must be >= {self.min:g}" if self.min is not None and value < self.min
+                      else f"must be <= {self.max:g}" if self.max is not None and value > self.max else None)
+            if broken:
+                raise GanlabError(f"--set {where}={value}: {broken}{about}")
 
 
 def check_names(option: Option, value: Any, where: str, known: dict[str, Any]) -> None:
@@ -67,9 +64,8 @@ def describe(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, value in options.items():
         option = declared(value)
-        out[name] = {"default": option.default, "type": type(option.default).__name__, "help": option.help,
-                     "choices": list(option.choices) if option.choices is not None else None,
-                     "min": option.min, "max": option.max, "of": option.of}
+        out[name] = {**vars(option), "type": type(option.default).__name__,
+                     "choices": list(option.choices) if option.choices is not None else None}
     return out
 
 
@@ -85,20 +81,17 @@ def parse_settings(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def coerce(value: Any, default: Any, where: str) -> Any:
-    """Turn a CLI string into the type of the option's default."""
+    """Turn a CLI string into the type of the option's default, as click converts a typed parameter (a list
+    default: comma-separated items of its first item's type)."""
+    import click
+
     if not isinstance(value, str) or isinstance(default, str) or default is None:
         return value
+    many = isinstance(default, (list, tuple))
+    convert = click.types.convert_type(type(default[0] if default else "") if many else type(default))
     try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, (list, tuple)):
-            return type(default)(type(default[0])(v) if default else v for v in value.split(","))
-        return type(default)(value)
-    except ValueError:
+        return type(default)(map(convert, value.split(","))) if many else convert(value)
+    except click.BadParameter:
         raise GanlabError(f"--set {where}={value}: expected {a(type(default).__name__)} like {default!r}") from None
 
 

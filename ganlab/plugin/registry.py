@@ -1,18 +1,19 @@
 """The plugin manager: loads plugins and keeps what each one registered.
 
-Core modules (the built-in datasets, the pytorch/examples reader) register exactly like the plugins found
-through the ``ganlab`` entry-point group, built-ins and third-party alike. Each plugin's register hooks are
-called on their own (pluggy's ``subset_hook_caller``) with a ``register`` callback bound to that plugin, so
-every registration belongs to a known plugin, and tryfirst/trylast and a plugin's own wrappers work as pluggy
+Core modules register exactly like the plugins of the ``ganlab`` entry-point group. Each plugin's register
+hooks are called on their own (pluggy's ``subset_hook_caller``) with a ``register`` callback bound to that
+plugin, so every registration belongs to a known plugin and tryfirst/trylast and wrappers work as pluggy
 documents. Registration is all or nothing per plugin: one that fails to import, raises in a hook, or registers
-something invalid or clashing is disabled whole, and its error is kept for ``ganlab plugins``. A clash between a
-built-in and a third-party plugin disables the third-party one. Only the top of the house (CLI, report,
-``ganlab.api``, ``ganlab.testing``) uses this module.
+something invalid or clashing is disabled whole, its error kept for ``ganlab plugins`` (in a clash between a
+built-in and a third-party plugin, the third-party one). Only the top of the house uses this module.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib
 import os
+import pkgutil
 import re
 import sys
 from dataclasses import dataclass, field
@@ -56,9 +57,8 @@ class PluginInfo:
         return self.distribution == BUILTIN_DISTRIBUTION
 
 
-def _base_class(spec: str) -> type:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+def _info(plugins: dict[str, PluginInfo], name: str) -> PluginInfo:
+    return plugins.setdefault(name, PluginInfo(name, "?", "?"))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -89,12 +89,8 @@ def _declaration_problem(obj: Any) -> str | None:
 
 def call_order(pm: pluggy.PluginManager, hook_names: list[str]) -> list[str]:
     """The plugins implementing ``hook_names``, in the order pluggy calls them (tryfirst first)."""
-    order: list[str] = []
-    for hook_name in hook_names:
-        for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
-            if impl.plugin_name not in order:
-                order.append(impl.plugin_name)
-    return order
+    impls = [impl for name in hook_names for impl in reversed(getattr(pm.hook, name).get_hookimpls())]
+    return list(dict.fromkeys(impl.plugin_name for impl in impls))
 
 
 def call_one(pm: pluggy.PluginManager, plugin: str, hook_name: str, **kwargs: Any) -> Any:
@@ -110,66 +106,44 @@ class Registry:
         self.pm, self.plugins = pm, plugins
         self.items: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self.owner: dict[tuple[str, str], str] = {}
-        bases = {kind: _base_class(spec) for kind, (_, spec) in KINDS.items()}
+        bases = {kind: pkgutil.resolve_name(base) for kind, (_, base) in KINDS.items()}
         for plugin in call_order(pm, [hook for hook, _ in KINDS.values()]):
+            found: dict[tuple[str, str], Any] = {}  # kept only once all of the plugin's hooks have run
             try:
-                self._merge(plugin, self._collect(plugin, bases))
+                for kind, (hook_name, _) in KINDS.items():
+                    check = functools.partial(self._check, plugin, kind, bases[kind], found)
+                    call_one(pm, plugin, hook_name, register=check)
             except Exception as exc:  # a broken plugin must not take ganlab down
                 disable_plugin(pm, plugins, plugin, _one_line(exc))
-
-    def _collect(self, plugin: str, bases: dict[str, type]) -> dict[str, dict[str, Any]]:
-        """kind -> name -> object: what one plugin's register hooks hand over, each object checked."""
-        found: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
-
-        def register(kind: str, obj: Any) -> None:
-            name = getattr(obj, "name", None)
-            if not isinstance(obj, bases[kind]):
-                raise GanlabError(f"plugin {plugin} registered {obj!r} as one of {kind}, but it is not a "
-                                  f"{bases[kind].__name__}")
-            if not isinstance(name, str) or not NAME_PATTERN.match(name):
-                raise GanlabError(f"plugin {plugin} registered {kind[:-1]} name {name!r}: use lowercase letters, "
-                                  "digits and dashes")
-            problem = _declaration_problem(obj)
-            if problem:
-                raise GanlabError(f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
-            self._clash(plugin, kind, name)
-            found[kind][name] = obj
-
-        for kind, (hook_name, _) in KINDS.items():
-            call_one(self.pm, plugin, hook_name, register=lambda obj, kind=kind: register(kind, obj))
-        return found
-
-    def _clash(self, plugin: str, kind: str, name: str) -> None:
-        """A name another plugin has: the third-party side is disabled (a built-in keeps its name)."""
-        other = self.owner.get((kind, name))
-        if other is None:
-            return
-        loser = other if self._builtin(plugin) and not self._builtin(other) else plugin
-        message = (f"{kind[:-1]} name {name!r} is registered by both {other} and {plugin}; {loser} was disabled "
-                   f"(or disable one yourself with {DISABLE_ENV})")
-        if loser == plugin:
-            raise GanlabError(message)
-        self._drop(other)
-        disable_plugin(self.pm, self.plugins, other, message)
-
-    def _merge(self, plugin: str, found: dict[str, dict[str, Any]]) -> None:
-        """Add one plugin's checked objects."""
-        info = self.plugins.setdefault(plugin, PluginInfo(plugin, "?", "?"))
-        for kind, objects in found.items():
-            for name, obj in objects.items():
+                continue
+            for (kind, name), obj in found.items():
                 self.items[kind][name], self.owner[(kind, name)] = obj, plugin
-            if objects:
-                info.registers[kind] = list(objects)
+                _info(plugins, plugin).registers.setdefault(kind, []).append(name)
 
-    def _drop(self, plugin: str) -> None:
-        for (kind, name), owner in list(self.owner.items()):
-            if owner == plugin:
-                del self.items[kind][name], self.owner[(kind, name)]
-        self.plugins[plugin].registers = {k: v for k, v in self.plugins[plugin].registers.items() if k not in KINDS}
-
-    def _builtin(self, plugin: str) -> bool:
-        info = self.plugins.get(plugin)
-        return bool(info and info.builtin)
+    def _check(self, plugin: str, kind: str, base: type, found: dict[tuple[str, str], Any], obj: Any) -> None:
+        """Put one registration of ``plugin`` in ``found``, or raise what is wrong with it."""
+        name = getattr(obj, "name", None)
+        if not isinstance(obj, base):
+            raise GanlabError(f"plugin {plugin} registered {obj!r} as one of {kind}, but it is not a {base.__name__}")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise GanlabError(f"plugin {plugin} registered {kind[:-1]} name {name!r}: use lowercase letters, "
+                              "digits and dashes")
+        problem = _declaration_problem(obj)
+        if problem:
+            raise GanlabError(f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
+        other = self.owner.get((kind, name))
+        if other is not None:  # a clash: the third-party side is disabled (a built-in keeps its name)
+            loser = other if _info(self.plugins, plugin).builtin and not _info(self.plugins, other).builtin else plugin
+            message = (f"{kind[:-1]} name {name!r} is registered by both {other} and {plugin}; {loser} was disabled "
+                       f"(or disable one yourself with {DISABLE_ENV})")
+            if loser == plugin:
+                raise GanlabError(message)
+            for key in [key for key, owner in self.owner.items() if owner == other]:
+                del self.items[key[0]][key[1]], self.owner[key]
+            info = self.plugins[other]
+            info.registers = {k: names for k, names in info.registers.items() if k not in KINDS}
+            disable_plugin(self.pm, self.plugins, other, message)
+        found[(kind, name)] = obj
 
     def __getattr__(self, kind: str) -> dict[str, Any]:
         """``registry.evaluators``, ``registry.datasets``, ...: name -> object of one kind."""
@@ -205,7 +179,7 @@ class Registry:
 
 def disable_plugin(pm: pluggy.PluginManager, plugins: dict[str, PluginInfo], name: str, error: str) -> None:
     """Record ``error`` for plugin ``name`` and take all of its hook implementations out."""
-    info = plugins.setdefault(name, PluginInfo(name, "?", "?"))
+    info = _info(plugins, name)
     info.error = info.error or error
     plugin = pm.get_plugin(name)
     if plugin is not None:
@@ -224,8 +198,6 @@ def _register_checked(pm: pluggy.PluginManager, module: Any, info: PluginInfo) -
 
 def _did_you_mean(message: str) -> str:
     """"; did you mean ganlab_register_evaluators?" for a hook name with a typo in ``message``."""
-    import difflib
-
     specs = [name for name in dir(hookspecs) if name.startswith("ganlab_")]
     for word in re.findall(r"ganlab_\w+", message):
         close = difflib.get_close_matches(word, specs, n=1)
@@ -246,8 +218,7 @@ def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]
         info = plugins[name] = PluginInfo(name, BUILTIN_DISTRIBUTION, __version__)
         _register_checked(pm, importlib.import_module(module_name), info)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        info = plugins[ep.name] = PluginInfo(ep.name, ep.dist.name if ep.dist else "?",
-                                             ep.dist.version if ep.dist else "?")
+        info = plugins[ep.name] = PluginInfo(ep.name, getattr(ep.dist, "name", "?"), getattr(ep.dist, "version", "?"))
         if ep.name in disabled:
             info.disabled = True
             continue
@@ -309,7 +280,7 @@ def collect_commands(cli: Any) -> dict[str, str]:
             cli.add_command(command, name)
             added[name] = plugin
         if group.commands:
-            plugins.setdefault(plugin, PluginInfo(plugin, "?", "?")).registers["commands"] = list(group.commands)
+            _info(plugins, plugin).registers["commands"] = list(group.commands)
     return added
 
 

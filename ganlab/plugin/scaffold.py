@@ -1,9 +1,6 @@
-"""``ganlab new-plugin DIR --name NAME``: write an installable plugin package that passes its own test.
-
-The package has one evaluator, one analysis, the entry point that registers them, and a test that uses the
-fixtures ganlab's pytest plugin provides (``ganlab_tiny_run``, ``ganlab_context``); its files are the
-templates in ``ganlab/templates/plugin/``.
-"""
+"""``ganlab new-plugin DIR --name NAME``: write an installable plugin package that passes its own test: one
+evaluator, one analysis, the entry point that registers them, and a test that uses the fixtures of ganlab's
+pytest plugin (``ganlab_tiny_run``, ``ganlab_context``), from the templates in ``ganlab/templates/plugin/``."""
 from __future__ import annotations
 
 import re
@@ -13,6 +10,7 @@ from pathlib import Path
 from ganlab.errors import GanlabError
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
 
 def new_plugin(folder: str | Path, name: str) -> list[Path]:
     """Write the plugin package into ``folder`` (which must not exist or be empty); returns the files written."""
