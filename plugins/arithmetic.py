@@ -155,39 +155,38 @@ def concept_names(ctx, labels) -> dict[int, str]:
     return names
 
 
-def classifier_input(ctx):
-    if ctx.options["classifier"] == "pixels":
-        return lambda u8: u8.reshape(len(u8), -1).float().numpy() / 255.0
-    from ganlab import GanlabError, discriminator_features
-
-    if ctx.gan.discriminator is None:
-        raise GanlabError("vector-arithmetic.classifier=discriminator needs a checkpoint with D; use pixels")
-    return lambda u8: discriminator_features(ctx.gan.discriminator, u8, device=ctx.device)
-
-
-def train_classifier(ctx, features):
+def train_classifier(ctx):
+    """(classifier, its input from uint8 images, its held-out accuracy or None, what it reads and was trained on)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ganlab import GanlabError
+    from ganlab import GanlabError, discriminator_features
+
+    pixels = ctx.options["classifier"] == "pixels"
+    if not pixels and ctx.gan.discriminator is None:
+        raise GanlabError("vector-arithmetic.classifier=discriminator needs a checkpoint with D; use pixels")
+
+    def features(u8):
+        if pixels:
+            return u8.reshape(len(u8), -1).float().numpy() / 255.0
+        return discriminator_features(ctx.gan.discriminator, u8, device=ctx.device)
 
     images, labels = ctx.split(ctx.train_split, limit=ctx.options["train_limit"])
     X, y = features(images[labels >= 0]), labels[labels >= 0].numpy()
     if len(set(y.tolist())) < 2:
         raise GanlabError(f"vector-arithmetic needs at least 2 classes in the {ctx.train_split} split")
-    steps = [StandardScaler()] if ctx.options["classifier"] == "discriminator" else []
-    model = make_pipeline(*steps, PCA(min(50, X.shape[1], len(X) - 1), random_state=0),
+    model = make_pipeline(*([] if pixels else [StandardScaler()]), PCA(min(50, X.shape[1], len(X) - 1), random_state=0),
                           LogisticRegression(C=1.0, max_iter=1000)).fit(X, y)
     accuracy = None
     if ctx.heldout_split:
         test, test_labels = ctx.split(ctx.heldout_split, limit=ctx.options["train_limit"])
         if (test_labels >= 0).any():
             accuracy = float(model.score(features(test[test_labels >= 0]), test_labels[test_labels >= 0].numpy()))
-    what = "pixels / 255" if ctx.options["classifier"] == "pixels" else "D's pooled features, standardised"
-    return model, accuracy, (f"{what} -> PCA(50) -> logistic regression (C = 1), trained on {len(y)} "
-                             f"{ctx.train_split} images")
+    what = "pixels / 255" if pixels else "D's pooled features, standardised"
+    return model, features, accuracy, (f"{what} -> PCA(50) -> logistic regression (C = 1), trained on {len(y)} "
+                                       f"{ctx.train_split} images")
 
 
 def pick_concepts(probs, classes, names: dict[int, str], exemplars: int):
@@ -253,8 +252,7 @@ class VectorArithmetic(Analysis):
         import numpy as np
 
         o = ctx.options
-        classify = classifier_input(ctx)
-        classifier, accuracy, trained_on = train_classifier(ctx, classify)
+        classifier, classify, accuracy, trained_on = train_classifier(ctx)
         names = concept_names(ctx, classifier.classes_)
         bank_z = ax.make_bank(ctx.gan.config, o["bank"], ctx.seed)
         bank_u8 = draw(ctx.gan.generator, bank_z, ctx.device)

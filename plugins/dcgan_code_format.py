@@ -136,14 +136,6 @@ def first_line(exc: BaseException, limit: int = 120) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
-def _decompressed(path: Path, head: bytes) -> io.BytesIO | None:
-    """The stream of a zlib-compressed joblib file (joblib's default compressor), else None."""
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:  # a zlib header
-        with open(path, "rb") as f:
-            return io.BytesIO(zlib.decompressobj().decompress(f.read(), MAX_BYTES))
-    return None
-
-
 def read_joblib_arrays(path: Path) -> list:
     import numpy as np
 
@@ -153,12 +145,14 @@ def read_joblib_arrays(path: Path) -> list:
             if head.startswith(b"ZF"):
                 raise GanlabError(f"{path} is an old compressed joblib file, which ganlab does not read; load it "
                                   "with joblib in trusted Python and save the list with np.savez")
-            try:
-                stream = _decompressed(path, head)
-            except zlib.error as exc:
-                raise GanlabError(f"{path} is a damaged compressed file ({exc})") from None
             f.seek(0)
-            result = _ArraysOnly(stream or f, path).load()
+            stream = f
+            if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:  # zlib: joblib's default
+                try:
+                    stream = io.BytesIO(zlib.decompressobj().decompress(f.read(), MAX_BYTES))
+                except zlib.error as exc:
+                    raise GanlabError(f"{path} is a damaged compressed file ({exc})") from None
+            result = _ArraysOnly(stream, path).load()
     except OSError as exc:
         raise GanlabError(f"cannot read {path} ({exc.strerror or exc})") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,

@@ -67,9 +67,7 @@ def jump_ratio(steps):
     import torch
 
     largest, median = steps.max(1).values, torch.quantile(steps, 0.5, dim=1)
-    ratio = torch.where(median > 0, largest / torch.where(median > 0, median, 1.0),
-                        torch.where(largest > 0, float("inf"), 1.0))
-    return ratio, largest, median
+    return torch.where(largest > 0, largest / median, 1.0), largest, median  # 0 <= median <= largest: x / 0 = inf
 
 
 def verdict(metrics: dict, rows: int, points: int, worst_row: int, at: int) -> str:
