@@ -68,12 +68,13 @@ def match_config(params: list, image_size: int | None = None, source: str = "the
     from ganlab import PRESETS, Discriminator, ModelConfig
 
     convs, _, _ = split_layout(params, source)
-    k, first = int(convs[0].shape[2]), convs[0]
+    first, k = convs[0], int(convs[0].shape[2])
     wanted = [_shape(w) for w in convs] + [(1, int(convs[-1].shape[0]), 4, 4)]
     found = []
     for size in (16, 32, 64, 128) if image_size is None else (image_size,):
         for extra in range(4):
-            if (int(math.log2(size)) - 2) * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' are odd
+            strided = int(math.log2(size)) - 2
+            if strided * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' kernels are odd
                 continue
             config = ModelConfig(image_size=size, channels=int(first.shape[1]), ndf=int(first.shape[0]),
                                  ngf=int(first.shape[0]), kernel_size=k, extra_layers=extra)
