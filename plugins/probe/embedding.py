@@ -1,14 +1,13 @@
 """svm-probe's UMAP figure, with UMAP's compiled code cached across reports.
 
 Most of umap-learn's numba functions are not compiled with ``cache=True``, so every new process would compile
-them again (``import umap`` and a first ``fit_transform`` of 2,000 points: 55-80 s on the 2-core machine, 15 s of
-it the embedding). Here numba's cache is the cache's ``numba`` folder (unless numba is imported already or
-``NUMBA_CACHE_DIR`` is set) and caching is switched on for umap's functions before their first call: only the first
-report on a machine compiles them (later ones: 27 s), which is why the small ``probe-digits`` leaves it off.
+them again (55-80 s on the 2-core machine). Here numba's cache is the cache's ``numba`` folder (unless numba is
+imported already or ``NUMBA_CACHE_DIR`` is set) and caching is switched on for umap's functions before their first
+call: only the first report on a machine compiles them, which is why the small ``probe-digits`` leaves it off.
 """
 from __future__ import annotations
 
-import importlib
+import contextlib
 import os
 import sys
 
@@ -16,8 +15,7 @@ UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.sparse", "
 
 
 def import_umap(cache):
-    """``import umap`` with numba's on-disk cache in the cache's ``numba`` folder (``cache.folder``), enabled for
-    umap's own functions."""
+    """``import umap`` with numba's on-disk cache in ``cache.folder("numba")``, enabled for umap's functions."""
     if cache is not None and "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
         folder = cache.folder("numba")
         if folder is not None:
@@ -25,18 +23,12 @@ def import_umap(cache):
     import umap
     from numba.core.registry import CPUDispatcher
 
-    for name in UMAP_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
+    for module in filter(None, map(sys.modules.get, UMAP_MODULES)):  # all imported by ``import umap``
         for value in vars(module).values():
             # not yet compiled and not cached: cache it (a compiled one keeps what it has)
             if isinstance(value, CPUDispatcher) and not value.overloads and type(value._cache).__name__ == "NullCache":
-                try:
+                with contextlib.suppress(Exception):  # a function numba cannot cache stays uncached
                     value.enable_caching()
-                except Exception:  # a function numba cannot cache (e.g. defined dynamically) stays uncached
-                    pass
     return umap
 
 
@@ -56,6 +48,5 @@ def umap_figure(X_test, y_test, *, points: int, seed: int, cache):
     ax = fig.subplots()
     shown = ax.scatter(embedding[:, 0], embedding[:, 1], c=y_test[rows], cmap="tab10", s=6)
     fig.colorbar(shown, ax=ax, label="label")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     return fig, n

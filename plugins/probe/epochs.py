@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ganlab import Evaluator, Option, Result, Table, hookimpl
 
+from .presentation import ROW_NAMES, SHORT_NAMES
 from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
 
 BASELINES = ("pixels", "kmeans")
-LABELS = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels"}
 
 
 class ProbeEpochs(Evaluator):
@@ -88,7 +88,7 @@ def _chosen_C(ctx, ident, X_train, data, grid) -> list:
 
     def choose():
         X = X_train
-        if chooser is not None and ctx.gan.path is not None and not _same(chooser, ctx.gan.path):
+        if chooser is not None and not _same(chooser, ctx.gan.path):
             X = _features(ctx, load(chooser, ctx.device).discriminator, data[0], data[0])
         C = grid[0] if len(grid) == 1 else select_C(X, data[1], [data[4]], data[5], grid, ctx.options["solver"],
                                                      preprocess=None)[0]
@@ -108,49 +108,36 @@ def _chooser(path) -> Path | None:
 
 def _same(a, b) -> bool:
     """The same file (last.pt is a hard link to the newest epoch file)."""
-    import os
-
     try:
-        return os.path.samefile(a, b)
+        return Path(a).samefile(b)
     except OSError:
         return False
 
 
 def _fit_and_score(X_train, X_test, data, grid, solver, preprocess=None) -> list[float]:
     """[validation accuracy, test accuracy, C] of the SVM fitted on the pool rows at the grid's C of least
-    validation error (at its only C if it has one)."""
+    validation error."""
     from .protocol import select_C
-    from .solver import fit_linear_svm
-    from .views import Standardizer, view_of
+    from .views import FeatureView
 
     y_train, y_test, pool, val = data[1], data[3], data[4], data[5]
-    if len(grid) > 1:
-        C, _, [(probe, st)] = select_C(X_train, y_train, [pool], val, grid, solver, preprocess=preprocess,
-                                       return_fits=True)
-    else:
-        C, st = grid[0], Standardizer().fit(X_train, pool) if preprocess == "standardize" else None
-        probe = fit_linear_svm(view_of(X_train, pool, st), y_train[pool], C, solver=solver)
-    return [probe.score(view_of(X_train, val, st), y_train[val]), probe.score(view_of(X_test, None, st), y_test),
-            float(C)]
+    C, _, [(probe, st)] = select_C(X_train, y_train, [pool], val, grid, solver, preprocess=preprocess,
+                                   return_fits=True)
+    return [probe.score(FeatureView(X_train, val, st), y_train[val]),
+            probe.score(FeatureView(X_test, None, st), y_test), float(C)]
 
 
 def _baseline(ctx, name, data, grid) -> list[float]:
     """[validation accuracy, test accuracy, C] of a baseline, its own C chosen on the validation split."""
-    from ganlab import to_unit_range
+    from .kmeans_features import image_features
 
-    from .kmeans_features import kmeans_train_test
-
-    o, train, test = ctx.options, data[0], data[2]
-    if name == "pixels":
-        X_train, X_test = (to_unit_range(x).flatten(1).numpy() for x in (train, test))
-    else:
-        X_train, X_test = kmeans_train_test(train, test, k=o["kmeans_k"], seed=ctx.seed, device=ctx.device,
-                                            progress=not ctx.quiet)
-    return _fit_and_score(X_train, X_test, data, grid, o["solver"], "standardize" if name == "kmeans" else None)
+    X_train, X_test = image_features(ctx, name, data[0], data[2])
+    preprocess = "standardize" if name == "kmeans" else None
+    return _fit_and_score(X_train, X_test, data, grid, ctx.options["solver"], preprocess)
 
 
 def _result(ctx, results, C, chosen_by, data) -> Result:
-    labels = {**LABELS, "kmeans": f"K-means triangle, K = {ctx.options['kmeans_k']}, standardised"}
+    labels = {**ROW_NAMES, "kmeans": f"K-means triangle, K = {ctx.options['kmeans_k']}, standardised"}
     rows, metrics = [], {}
     for name, (val_acc, test_acc, c) in results.items():
         metrics[f"{name}.val_accuracy"], metrics[f"{name}.test_accuracy"] = val_acc, test_acc
@@ -168,8 +155,8 @@ def _result(ctx, results, C, chosen_by, data) -> Result:
 def _verdict(results: dict, labelled: int) -> str:
     """D's accuracy at this checkpoint against each baseline line, in points (one fit each: no interval)."""
     d_val, d_test, _ = results["d"]
-    short = {"pixels": "raw pixels", "kmeans": "K-means"}
-    others = ", ".join(f"{short[name]} {100 * test:.1f}%" for name, (_, test, _) in results.items() if name != "d")
+    others = ", ".join(f"{SHORT_NAMES[name]} {100 * test:.1f}%" for name, (_, test, _) in results.items()
+                       if name != "d")
     return (f"D's features: {100 * d_test:.1f}% on held-out images with {labelled} labels (validation "
             f"{100 * d_val:.1f}%)" + (f", against {others}" if others else "")
             + "; across a run folder this picks the epoch (--select-epoch probe-epochs.d.val_accuracy)")

@@ -1,14 +1,6 @@
-"""Uncertainty of the probe's numbers: an interval on every accuracy, and on every paired difference.
-
-- A single fit (all labels) is scored on N test images: its accuracy gets the 95% Wilson score interval of a
-  binomial proportion (it stays inside [0, 1] and is sound near 0 and 1, unlike p +- 1.96 sqrt(p(1-p)/N)).
-- Two feature sets compared on the same label draws: the per-draw differences' mean with a 95% Student t
-  interval over the draws.
-- Two feature sets fitted on all labels and scored on the same test images: the difference of accuracies with a
-  95% paired bootstrap interval over test images (the same resampled images for both; percentile method).
-
-``verdict`` reads an interval in words: ahead only when the whole interval is above 0.
-"""
+"""Uncertainty of the probe's numbers, each a 95% interval: Wilson's for one fit's accuracy on N test images (it
+stays inside [0, 1] and is sound near 0 and 1, unlike p +- 1.96 sqrt(p(1-p)/N)); Student's t over paired draws;
+a paired percentile bootstrap over test images for two all-label fits. ``verdict`` reads one in words."""
 from __future__ import annotations
 
 import math
@@ -51,7 +43,7 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, seed: int = 0
 
 
 def verdict(low: float, high: float) -> str:
-    """"ahead", "behind" or "within noise" (the interval includes 0, or there is none)."""
+    """"ahead" when the whole interval is above 0, "behind" below, else (or without one) "within noise"."""
     if math.isfinite(low) and low > 0:
         return "ahead"
     if math.isfinite(high) and high < 0:
@@ -61,7 +53,7 @@ def verdict(low: float, high: float) -> str:
 
 def packed(correct: np.ndarray) -> str:
     """A per-image correctness vector as a string of 0 and 1 (to keep it in a JSON cache row)."""
-    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+    return "".join(np.where(np.asarray(correct, dtype=bool), "1", "0"))
 
 
 def unpacked(text: str) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from ganlab import row_blocks, select_device, shape_of
 
 from .objective import LinearProbe, ovr_targets
-from .views import Standardizer, view_of
+from .views import FeatureView, Standardizer
 
 DEFAULT_TOL = 1e-7  # relative gradient per column (2-norm in weight space)
 GROUP_ELEMENTS = 2**22  # matrix elements factorised together in one group of columns
@@ -122,27 +122,11 @@ def newton_batched(G: torch.Tensor, T: torch.Tensor, C: torch.Tensor, *, tol: fl
     return c, {"iterations": iterations, "grad_rel": grad_rel, "objective": 0.5 * (c * S).sum(1) + C * (m * m).sum(1)}
 
 
-def _walk_grid(G, T, grid, k, tol, max_iter):
-    """Every C of the grid, ascending, each from the previous C's solution (the active sets move little between
-    neighbouring C): (c, relative gradients, objectives, Newton steps), C-major columns."""
-    B, n, _ = T.shape
-    c = torch.zeros(B, n, len(grid) * k, dtype=torch.float64, device=G.device)
-    grad, objective = (torch.zeros(B, len(grid) * k, dtype=torch.float64, device=G.device) for _ in range(2))
-    steps, previous = 0, None
-    for j in np.argsort(grid, kind="stable"):
-        cols = slice(j * k, (j + 1) * k)
-        cj, info = newton_batched(G, T, torch.full((k,), grid[j], dtype=torch.float64), tol=tol, max_iter=max_iter,
-                                  c0=previous)
-        c[:, :, cols], grad[:, cols], objective[:, cols] = cj, info["grad_rel"], info["objective"]
-        steps, previous = steps + info["iterations"], cj
-    return c, grad.cpu().numpy(), objective.cpu().numpy(), steps
-
-
 def _val_errors(X, val_idx, val_y, st, W, b, columns, device) -> np.ndarray:
     """Validation error at each C, every weight column scored in one pass over the validation rows."""
     W, b = torch.from_numpy(W).to(device), torch.from_numpy(b).to(device)
     wrong = np.zeros(W.shape[1] // columns)
-    for start, stop, block in row_blocks(view_of(X, val_idx, st), device=device, dtype=torch.float64):
+    for start, stop, block in row_blocks(FeatureView(X, val_idx, st), device=device, dtype=torch.float64):
         scores = (block @ W + b).reshape(len(block), -1, columns)
         pred = (scores[..., 0] > 0).long() if columns == 1 else scores.argmax(2)
         wrong += (pred.cpu().numpy() != val_y[start:stop, None]).sum(0)
@@ -150,15 +134,25 @@ def _val_errors(X, val_idx, val_y, st, W, b, columns, device) -> np.ndarray:
 
 
 def _fit_batch(X, y, row_sets, grid, classes, preprocess, val_idx, device, tol, s, max_iter) -> list[tuple]:
-    """Row sets of one size, gathered (standardised on their own rows when asked) and fitted together: per set,
-    (C -> probe, standardiser, validation errors or None, its share of the seconds)."""
-    start = time.perf_counter()
+    """Row sets of one size, gathered (standardised on their own rows when asked) and fitted together at every C,
+    ascending, each C from the previous one's solution (the active sets move little between neighbouring C): per
+    set, (C -> probe, standardiser, validation errors or None, its share of the seconds)."""
+    start, f64 = time.perf_counter(), torch.float64
     k = 1 if classes.size == 2 else classes.size
     sts = [Standardizer().fit(X, rows) if preprocess == "standardize" else None for rows in row_sets]
-    Xb = torch.stack([torch.from_numpy(view_of(X, rows, st).materialize()).to(device)
+    Xb = torch.stack([torch.from_numpy(FeatureView(X, rows, st).materialize()).to(device)
                       for rows, st in zip(row_sets, sts)])
     T = torch.from_numpy(np.stack([ovr_targets(np.searchsorted(classes, y[rows]), k) for rows in row_sets]))
-    c, grad, objective, steps = _walk_grid(gram(Xb, s), T.to(device), grid, k, tol, max_iter)
+    G, T = gram(Xb, s), T.to(device)
+    c = torch.zeros(len(row_sets), Xb.shape[1], len(grid) * k, dtype=f64, device=device)  # C-major columns
+    grad, objective = (torch.zeros(len(row_sets), len(grid) * k, dtype=f64, device=device) for _ in range(2))
+    steps, previous = 0, None
+    for j in np.argsort(grid, kind="stable"):
+        cols = slice(j * k, (j + 1) * k)
+        cj, info = newton_batched(G, T, torch.full((k,), grid[j], dtype=f64), tol=tol, max_iter=max_iter, c0=previous)
+        c[:, :, cols], grad[:, cols], objective[:, cols] = cj, info["grad_rel"], info["objective"]
+        steps, previous = steps + info["iterations"], cj
+    grad, objective = grad.cpu().numpy(), objective.cpu().numpy()
     W = (Xb.transpose(1, 2) @ c.float()).double().cpu().numpy()
     b = (s * s * c.sum(1)).cpu().numpy()
     seconds, out = (time.perf_counter() - start) / len(row_sets), []

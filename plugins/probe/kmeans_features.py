@@ -70,9 +70,7 @@ class KMeansFeatures:
         if H < p or W < p:
             raise ValueError(f"images {H}x{W} smaller than patch {p}")
         i, y, x = rng.integers(0, N, n), rng.integers(0, H - p + 1, n), rng.integers(0, W - p + 1, n)
-        dy, dx = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-        out = images[i[:, None, None, None], np.arange(C)[None, :, None, None], (y[:, None, None] + dy)[:, None],
-                     (x[:, None, None] + dx)[:, None]]
+        out = np.lib.stride_tricks.sliding_window_view(images, (p, p), axis=(2, 3))[i, :, y, x]  # n x C x p x p
         return self._to255(out.reshape(n, C * p * p).astype(np.float64))
 
     @staticmethod
@@ -152,3 +150,14 @@ def kmeans_train_test(train: Any, test: Any, *, k: int, seed: int, device: Any =
         while len(_MEMO) > 2:
             _MEMO.pop(next(iter(_MEMO)))
     return X_train, X_test
+
+
+def image_features(ctx, name: str, train: Any, test: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(X_train, X_test) of a baseline made from the images alone: "pixels" (in [-1, 1], flattened) or "kmeans"
+    (with the evaluator's ``kmeans_k``)."""
+    from ganlab import to_unit_range
+
+    if name == "pixels":
+        return to_unit_range(train).flatten(1).numpy(), to_unit_range(test).flatten(1).numpy()
+    return kmeans_train_test(train, test, k=ctx.options["kmeans_k"], seed=ctx.seed, device=ctx.device,
+                             progress=not ctx.quiet)

@@ -1,9 +1,6 @@
-"""Evaluator ``svm-probe``: the paper's linear L2-SVM on discriminator features, with baselines.
-
-One table: trained D, raw pixels, the same D architecture at random initialisation, single-layer K-means (Coates &
-Ng 2011) and a supervised CNN of D's architecture, each with all labels and/or N labels per class (K draws), beside
-the paper's own figures. The baseline rows do not depend on the GAN, so each is kept in the cache and reused by any
-later report on the same images, labels, settings and D architecture (``result_cache.py``).
+"""Evaluator ``svm-probe``: the paper's linear L2-SVM on D's features against raw pixels, a random D, K-means and a
+supervised CNN, with all labels and/or N per class; the baseline rows, which do not depend on the GAN, are kept in
+the cache (``result_cache.py``).
 
 CPU threads (``threads`` = 0): one per ``THREAD_ELEMENTS`` feature values (training images x D's features), at
 most the cores this process may use minus one. Small products gain nothing from more threads, and a product waits
@@ -140,16 +137,12 @@ class SvmProbe(Evaluator):
                     for name in svm_names if name == "d" or any((name, m) not in stored for m in modes)}
         rows = {}
         for mode in modes:
-            for name in self._progress(ctx, svm_names, f"L2-SVM fits, {mode_key(mode)}"):
+            shown = svm_names if ctx.progress is None or ctx.quiet else ctx.progress(
+                svm_names, desc=f"L2-SVM fits, {mode_key(mode)}", total=len(svm_names))
+            for name in shown:
                 rows[name, mode] = stored.get((name, mode)) or self._svm_row(ctx, ident, name, mode, features,
                                                                                 data, grid)
         return rows, features
-
-    @staticmethod
-    def _progress(ctx, names, desc):
-        if ctx.progress is None or ctx.quiet:
-            return names
-        return ctx.progress(names, desc=desc, total=len(names))
 
     @staticmethod
     def _where(ctx, ident, name, mode):
@@ -157,13 +150,9 @@ class SvmProbe(Evaluator):
 
     def _stored(self, ctx, ident, baselines, modes) -> dict:
         """(row, labels_per_class) -> the baseline rows an earlier report kept (checked field by field)."""
-        stored = {}
-        for name in baselines if ident is not None else ():
-            for mode in modes:
-                found = ctx.cache.json(CACHE_FOLDER, self._where(ctx, ident, name, mode))
-                if result_cache.valid_row(found, name):
-                    stored[name, mode] = found
-        return stored
+        keys = [(name, mode) for name in baselines for mode in modes] if ident is not None else []
+        found = {key: ctx.cache.json(CACHE_FOLDER, self._where(ctx, ident, *key)) for key in keys}
+        return {key: row for key, row in found.items() if result_cache.valid_row(row, key[0])}
 
     def _svm_row(self, ctx, ident, name, mode, features, data, grid) -> dict:
         """The numbers of one L2-SVM row, computed (and a baseline's kept in the cache)."""
@@ -216,18 +205,13 @@ class SvmProbe(Evaluator):
 
     def _features(self, ctx, name, train_images, test_images):
         """(X_train, X_test, seconds) of a feature set."""
-        from ganlab import to_unit_range
-
-        from .kmeans_features import kmeans_train_test
+        from .kmeans_features import image_features
 
         start = time.perf_counter()
         if name in ("d", "random-d"):
             X = self._d_features(ctx, train_images, test_images, random=name == "random-d")
-        elif name == "pixels":
-            X = [to_unit_range(images).flatten(1).numpy() for images in (train_images, test_images)]
         else:
-            X = kmeans_train_test(train_images, test_images, k=ctx.options["kmeans_k"], seed=ctx.seed,
-                                  device=ctx.device, progress=not ctx.quiet)
+            X = image_features(ctx, name, train_images, test_images)
         return X[0], X[1], time.perf_counter() - start
 
     def _d_features(self, ctx, train_images, test_images, random: bool):

@@ -13,13 +13,33 @@ import numpy as np
 from ganlab import Result, Table
 
 from .intervals import paired_bootstrap, paired_draws, unpacked, verdict, wilson
-from .paper import PAPER_TABLES
 
 ROW_NAMES = {"d": "DCGAN discriminator (this checkpoint)", "pixels": "raw pixels",
              "random-d": "same D architecture, random init", "kmeans": "K-means triangle (Coates & Ng 2011)",
              "supervised": "supervised CNN, D's architecture"}
+SHORT_NAMES = {"pixels": "raw pixels", "random-d": "a random D", "kmeans": "K-means"}
 PAIRED = ("pixels", "random-d", "kmeans")  # unsupervised features, fitted on the same draws and images as D's
 VERDICTS = {"ahead": "D ahead", "behind": "D behind", "within noise": "within noise"}
+COLUMNS = ["features", "labels", "dim", "draws", "accuracy %", "error %", "seconds per fit", "C"]
+# The paper's own figures (Radford, Metz & Chintala 2015), shown beside ours and labelled as such.
+PAPER_TABLES = {
+    "cifar10": Table(
+        "Paper figures (Radford et al. 2015, Table 1), not measured here: CIFAR-10 accuracy. "
+        "Their DCGAN's D was trained on ImageNet-1k at 32x32, not on CIFAR-10",
+        ["model", "accuracy, all labels", "accuracy, 400 per class"],
+        [["1-layer K-means (Coates & Ng 2011, 4,800 feature maps)", "80.6%", "63.7% (± 0.7)"],
+         ["3-layer K-means (learned receptive field)", "82.0%", "70.7% (± 0.7)"],
+         ["view-invariant K-means", "81.9%", "72.6% (± 0.7)"],
+         ["Exemplar CNN", "84.3%", "77.4% (± 0.2)"],
+         ["DCGAN (ours) + L2-SVM (ImageNet-1k D, 28,672 features)", "82.8%", "73.8% (± 0.4)"]]),
+    "svhn": Table(
+        "Paper figures (Radford et al. 2015, Table 2), not measured here: SVHN test error with 1000 labels "
+        "(the paper gives no spread for its DCGAN row, and does not say what data its SVHN GAN was trained on)",
+        ["model", "error"],
+        [["KNN", "77.93%"], ["TSVM", "66.55%"], ["M1+M2", "36.02%"], ["SWWAE", "23.56%"],
+         ["supervised CNN with the same architecture", "28.87% (validation)"],
+         ["DCGAN (ours) + L2-SVM", "22.48%"]]),
+}
 
 
 def mode_key(labels_per_class: int | None) -> str:
@@ -35,9 +55,7 @@ def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str
     o = ctx.options
     metrics, table = {}, []
     for mode in modes:
-        for name in [n for n, m in rows if m == mode]:
-            table.append(_table_row(name, mode, rows[name, mode], o["ci95"]))
-            _accuracy_metrics(metrics, name, mode, rows[name, mode])
+        table += [_table_row(name, mode, rows[name, mode], o["ci95"], metrics) for name, m in rows if m == mode]
     paired = differences(rows, modes, ctx.seed)
     for (name, mode), (diff, low, high) in paired.items():
         key = f"d_minus_{name}.{mode_key(mode)}"
@@ -46,7 +64,10 @@ def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str
     metrics["baseline_rows_reused"] = len(stored)
     tables = [Table("Linear L2-SVM test accuracy (ours, this run)", COLUMNS, table)]
     if paired:
-        tables.append(_paired_table(paired))
+        tables.append(Table("Trained D minus each baseline (percentage points; same draws and test images)",
+                            ["baseline", "labels", "D minus baseline", "95% interval", "reading"],
+                            [[ROW_NAMES[name], mode_words(mode), *_reading(*values)]
+                             for (name, mode), values in paired.items()]))
     paper = PAPER_TABLES.get((ctx.dataset or "").split(":")[0])
     if paper:
         tables.append(paper)
@@ -83,9 +104,6 @@ def _and(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-SHORT_NAMES = {"pixels": "raw pixels", "random-d": "a random D", "kmeans": "K-means"}
-
-
 def headline(rows: dict, modes: list, paired: dict) -> str:
     """One line for the report's first screen: D's accuracy at the scarcest labels, and how it stands against
     each baseline there (points, with the 95% interval)."""
@@ -106,9 +124,6 @@ def headline(rows: dict, modes: list, paired: dict) -> str:
     return f"D's features: {accuracy:.1f}% at {mode_words(mode)}" + (f", {'; '.join(parts)}" if parts else "")
 
 
-COLUMNS = ["features", "labels", "dim", "draws", "accuracy %", "error %", "seconds per fit", "C"]
-
-
 def legend(ci95: bool, tested: int) -> str:
     spread = "1.96 standard deviations" if ci95 else "one standard deviation"
     return (f"Bands: with N labels per class, mean ± {spread} of the accuracies over the label draws (how much the "
@@ -119,28 +134,22 @@ def legend(ci95: bool, tested: int) -> str:
             "(choosing C and extracting features not included).")
 
 
-def _table_row(name: str, mode, row: dict, ci95: bool) -> list:
-    acc = np.asarray(row["accuracies"]) * 100
+def _table_row(name: str, mode, row: dict, ci95: bool, metrics: dict) -> list:
+    """A row's line in the results table; its accuracy metrics go into ``metrics``."""
+    fractions, key = np.asarray(row["accuracies"]), f"{name}.{mode_key(mode)}"
+    metrics[f"{key}.accuracy"], metrics[f"{key}.error"] = float(fractions.mean()), float(1 - fractions.mean())
+    metrics[f"{key}.std"] = float(fractions.std(ddof=1)) if len(fractions) > 1 else 0.0
+    acc = fractions * 100
     if len(acc) > 1:
         std = acc.std(ddof=1) * (1.96 if ci95 else 1)
         accuracy, error = f"{acc.mean():.2f} ± {std:.2f}", f"{100 - acc.mean():.2f} ± {std:.2f}"
     else:
-        low, high = wilson(acc[0] / 100, row["tested"])
+        low, high = metrics[f"{key}.low"], metrics[f"{key}.high"] = wilson(float(fractions[0]), row["tested"])
         accuracy = f"{acc[0]:.2f} ({100 * low:.2f}–{100 * high:.2f})"
         error = f"{100 - acc[0]:.2f} ({100 - 100 * high:.2f}–{100 - 100 * low:.2f})"
     labels = "all" if mode is None else f"{mode} per class"
     return [ROW_NAMES[name], labels, row.get("dim", "-"), len(acc), accuracy, error, f"{row['seconds']:.2f}",
             f"{row['C']:g}" if "C" in row else "-"]
-
-
-def _accuracy_metrics(metrics: dict, name: str, mode, row: dict) -> None:
-    acc = np.asarray(row["accuracies"])
-    key = f"{name}.{mode_key(mode)}"
-    metrics[f"{key}.accuracy"] = float(acc.mean())
-    metrics[f"{key}.error"] = float(1 - acc.mean())
-    metrics[f"{key}.std"] = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
-    if len(acc) == 1:
-        metrics[f"{key}.low"], metrics[f"{key}.high"] = wilson(float(acc[0]), row["tested"])
 
 
 def differences(rows: dict, modes: list, seed: int) -> dict:
@@ -159,12 +168,10 @@ def differences(rows: dict, modes: list, seed: int) -> dict:
     return found
 
 
-def _paired_table(paired: dict) -> Table:
-    rows = [[ROW_NAMES[name], mode_words(mode), f"{100 * diff:+.2f}",
-             f"{100 * low:+.2f} to {100 * high:+.2f}" if np.isfinite(low) else "-",
-             VERDICTS[verdict(low, high)]] for (name, mode), (diff, low, high) in paired.items()]
-    return Table("Trained D minus each baseline (percentage points; same draws and test images)",
-                 ["baseline", "labels", "D minus baseline", "95% interval", "reading"], rows)
+def _reading(diff: float, low: float, high: float, no_interval: str = "-") -> list[str]:
+    """A difference's cells, in points: the difference, its 95% interval, and what it says."""
+    span = f"{100 * low:+.2f} to {100 * high:+.2f}" if np.isfinite(low) else no_interval
+    return [f"{100 * diff:+.2f}", span, VERDICTS[verdict(low, high)]]
 
 
 def _notes(ctx, rows, modes, stored, dim, test_split, tested) -> list[str]:
@@ -203,10 +210,8 @@ def seed_table(summary: dict) -> Table | None:
     for key in sorted(k for k in metrics if k.startswith("d_minus_") and k.endswith(".difference")):
         name, mode = key[len("d_minus_"):-len(".difference")].split(".")
         values = [v for v in metrics[key]["values"] if v is not None]
-        diff, low, high = paired_draws(values, [0.0] * len(values))
-        span = f"{100 * low:+.2f} to {100 * high:+.2f}" if np.isfinite(low) else "- (one seed)"
         rows.append([ROW_NAMES.get(name, name), "all labels" if mode == "all" else mode.replace("pc", " per class"),
-                     len(values), f"{100 * diff:+.2f}", span, VERDICTS[verdict(low, high)]])
+                     len(values), *_reading(*paired_draws(values, [0.0] * len(values)), "- (one seed)")])
     if not rows:
         return None
     seeds = len(summary.get("seeds", []))

@@ -4,7 +4,6 @@ All labels (CIFAR-10 style): C is chosen on a validation split held out of the t
 refitted on every training label. N labels per class (SVHN style): C is chosen by the mean validation error over
 draws of its own random stream, so no reported draw helps choose it, and every reported draw is fitted at that C.
 ``preprocess``: None, the raw features as in the paper, or "standardize" on each training subset's statistics.
-Features may be memmaps larger than RAM: a subset is held whole only where a solver needs its rows in memory.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from .kernel import fit_sets
 from .preconditioner import SHARED_RANK, PreconditionBasis, shared_basis
 from .settings import DEFAULT_C_GRID
 from .solver import feature_bytes, fit_linear_svm, resolve_solver
-from .views import Standardizer, view_of
+from .views import FeatureView, Standardizer
 
 SELECTION_STREAM = 1  # seeds C selection's draws: numpy.random.default_rng([seed, SELECTION_STREAM])
 PREPROCESS = ("standardize", None)
@@ -60,22 +59,16 @@ def validation_split(n: int, val_size: int | float | None, rng: Any) -> tuple[np
     return np.sort(perm[count:]), np.sort(perm[:count])
 
 
-def _standardizer(X: Any, rows: np.ndarray | None, preprocess: str | None) -> Standardizer | None:
-    if preprocess not in PREPROCESS:
-        raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
-    return Standardizer().fit(X, rows) if preprocess == "standardize" else None
-
-
 def _training_set(X: Any, y: np.ndarray, rows: np.ndarray | None, st: Standardizer | None, kw: dict):
     """(features, labels, fit options) for a fit on ``X[rows]``. Raw in-memory features are gathered once, so
     each pass reads contiguous blocks; a memmap or a standardised subset is read lazily, block by block."""
     if rows is None:
-        return view_of(X, None, st), y, kw
+        return FeatureView(X, None, st), y, kw
     basis = kw.get("precondition")
     if isinstance(basis, PreconditionBasis) and st is None:
         kw = {**kw, "precondition": basis.subset(rows)}
     gathered = st is None and type(X) is np.ndarray
-    return (np.ascontiguousarray(X[rows]) if gathered else view_of(X, rows, st)), y[rows], kw
+    return (np.ascontiguousarray(X[rows]) if gathered else FeatureView(X, rows, st)), y[rows], kw
 
 
 def _with_basis(X: Any, solver: str, kw: dict) -> dict:
@@ -89,33 +82,31 @@ def _with_basis(X: Any, solver: str, kw: dict) -> dict:
     return kw if basis is None else {**kw, "precondition": basis}
 
 
-def _kernel_path(X: Any, row_sets: Sequence[np.ndarray | None], solver: str) -> bool:
-    """Whether these row sets (all of one size) go to the batched kernel solver."""
-    n, d = shape_of(X)
-    sizes = {n if rows is None else len(rows) for rows in row_sets}
-    return len(sizes) == 1 and resolve_solver(solver, min(sizes) * d * 4, (min(sizes), d)) == "kernel"
-
-
 def fit_grid(X: Any, y: np.ndarray, row_sets: Sequence[np.ndarray | None], grid: Sequence[float],
              solver: str = "auto", *, preprocess: str | None = None, val_idx: np.ndarray | None = None,
              init: Any = None, **fit_kwargs) -> list[tuple]:
     """Each row set of X (None: every row) at each C: per set, (C -> probe, standardiser, validation error at each C
-    given ``val_idx``, seconds). Sets the kernel path takes are one batch; the others go C by C upwards, each fit
-    starting from the previous one's weights (``init``'s first): a regularisation path saves most passes over X."""
-    grid = [float(C) for C in grid]
-    if _kernel_path(X, row_sets, solver):
+    given ``val_idx``, seconds). Row sets of one size that the kernel path takes are one batch; the others go C by
+    C upwards, each fit starting from the previous one's weights (``init``'s first): a regularisation path saves
+    most passes over X."""
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
+    grid, (n, d) = [float(C) for C in grid], shape_of(X)
+    sizes = {n if rows is None else len(rows) for rows in row_sets}
+    if len(sizes) == 1 and resolve_solver(solver, min(sizes) * d * 4, (min(sizes), d)) == "kernel":
         classes = np.unique(y if row_sets[0] is None else y[np.concatenate(row_sets)])
         return fit_sets(X, y, row_sets, grid, classes=classes, preprocess=preprocess, val_idx=val_idx, **fit_kwargs)
     out = []
     for rows in row_sets:
         start = time.perf_counter()
-        st = _standardizer(X, rows, preprocess)
+        st = Standardizer().fit(X, rows) if preprocess == "standardize" else None
         X_fit, y_fit, kw = _training_set(X, y, rows, st, fit_kwargs)
         kw, probes, previous = _with_basis(X_fit, solver, kw), {}, init
         for C in sorted(set(grid)):
             probes[C] = previous = fit_linear_svm(X_fit, y_fit, C, solver=solver, init=previous, **kw)
         seconds = time.perf_counter() - start
-        errors = None if val_idx is None else [1 - probes[C].score(view_of(X, val_idx, st), y[val_idx]) for C in grid]
+        val = None if val_idx is None else FeatureView(X, val_idx, st)
+        errors = None if val is None else [1 - probes[C].score(val, y[val_idx]) for C in grid]
         out.append((probes, st, errors, seconds))
     return out
 
@@ -184,8 +175,6 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
     n, d = shape_of(X_train)
     if shape_of(X_test)[1] != d:
         raise ValueError("train and test features differ in dimension")
-    if preprocess not in PREPROCESS:
-        raise ValueError(f"unknown preprocess {preprocess!r} ('standardize' or None)")
     kw = {"device": device, "random_state": seed, **(fit_kwargs or {})}
     grid, rng = tuple(float(c) for c in C_grid), np.random.default_rng(seed)
     pool, val = validation_split(n, val_size, rng) if len(grid) > 1 else (np.arange(n), np.zeros(0, np.int64))
@@ -200,7 +189,7 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
         warm = chosen[0][0]
     fits = fit_grid(X_train, y_train, final_sets, [best_C], solver, preprocess=preprocess, init=warm, **kw)
     total = time.perf_counter() - start
-    hits = [probes[best_C].predict(view_of(X_test, None, st)) == y_test for probes, st, _, _ in fits]
+    hits = [probes[best_C].predict(FeatureView(X_test, None, st)) == y_test for probes, st, _, _ in fits]
     acc = np.array([h.mean() for h in hits])
     std = float(acc.std(ddof=1 if acc.size > 1 else 0))
     return ProbeResult(

@@ -10,9 +10,11 @@ from typing import Any
 
 #: Part of every svm-probe identity: raise it when a change to the protocol's code changes its numbers.
 BASELINE_VERSION = 3
+NUMBER = (int, float)
+ROW_FIELDS = {"svm": {"dim": int, "seconds": NUMBER, "C": NUMBER, "C_table": list, "solvers": list,
+                      "fit_total": NUMBER, "features_seconds": NUMBER, "tested": int},
+              "supervised": {"seconds": NUMBER, "kept": list, "tested": int}}
 
-
-# ---------------------------------------------------------------------------------- svm-probe's baseline rows
 
 def probe_ident(ctx: Any, train_images: Any, y_train: Any, test_images: Any, y_test: Any, grid: Any) -> dict:
     """What every svm-probe row depends on, the GAN aside: the images and labels, the draws, C's choice, the
@@ -42,22 +44,17 @@ def row_ident(ident: dict, name: str, labels: str, ctx: Any) -> dict:
     return {**ident, "row": name, "labels": labels, **extra}
 
 
-ROW_FIELDS = {"svm": {"dim": int, "seconds": float, "C": float, "C_table": list, "solvers": list, "fit_total": float,
-                      "features_seconds": float, "tested": int},
-              "supervised": {"seconds": float, "kept": list, "tested": int}}
-
-
 def valid_row(row: Any, name: str) -> bool:
     """A stored row with every field the table needs, of the right kind (else it is computed again)."""
-    fields = ROW_FIELDS["supervised" if name == "supervised" else "svm"]
-    if not isinstance(row, dict) or not isinstance(row.get("accuracies"), list) or not row["accuracies"]:
+    accuracies = row.get("accuracies") if isinstance(row, dict) else None
+    if not accuracies or not isinstance(accuracies, list):
         return False
-    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in row["accuracies"]):
+    if any(isinstance(a, bool) or not isinstance(a, NUMBER) for a in accuracies):
         return False
-    if not all(isinstance(row.get(k), (int, float) if kind is float else kind) for k, kind in fields.items()):
+    if not all(isinstance(row.get(k), kind) for k, kind in ROW_FIELDS[name if name == "supervised" else "svm"].items()):
         return False
     if name == "supervised":
         return all(isinstance(k, int) for k in row["kept"])
     return (all(isinstance(s, str) for s in row["solvers"])
-            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, (int, float)) for v in e)
+            and all(isinstance(e, list) and len(e) == 2 and all(isinstance(v, NUMBER) for v in e)
                     for e in row["C_table"]))

@@ -1,12 +1,12 @@
 """Fitting the probe's L2-SVM: three solvers of one objective (:mod:`.objective`), and which one ``auto`` takes.
 
-* ``liblinear``: sklearn's ``LinearSVC`` on a dense float64 copy of X: the reference, and the fastest on a few
-  dozen features, where its coordinate loops beat the others' per-pass overhead;
+* ``liblinear``: sklearn's ``LinearSVC``, the reference; fastest on a few dozen features, where its coordinate
+  loops beat the others' per-pass overhead;
 * ``kernel``: finite Newton on the rows' Gram matrix, every draw, class and C at once, for few rows (:mod:`.kernel`);
 * ``torch``: preconditioned L-BFGS over X's row blocks, for many rows and for X larger than RAM (:mod:`.torch_solver`).
 
-The crossover, measured on the 2-core CPU: seconds for one 8-value C grid (``benchmarks/probe_speed.py
---crossover``). The Gram matrix costs n^2 D and Newton ~|S|^3 per class; an L-BFGS pass costs n D K::
+The crossover, in seconds for one 8-value C grid on the 2-core CPU (``benchmarks/probe_speed.py --crossover``;
+the Gram matrix costs n^2 D and Newton ~|S|^3 per class, an L-BFGS pass n D K)::
 
     features            rows   kernel   torch   liblinear
     D, 3,584 dims        500      0.2    10.4       6.8
@@ -34,8 +34,7 @@ from .torch_solver import fit_torch
 
 AUTO_TORCH_BYTES = 1e9  # above this, "auto" is torch: the others hold the rows in memory (liblinear in float64)
 KERNEL_MAX_ROWS, KERNEL_ROW_RATIO = 2000, 4.0  # "auto": kernel up to this many rows, and rows <= ratio x dims
-LIBLINEAR_MAX_DIMS = 128  # "auto" beyond the kernel path: liblinear up to this many dims (5x faster than torch at
-#                           64, 12x slower at 256), torch above
+LIBLINEAR_MAX_DIMS = 128  # beyond the kernel path: liblinear up to this (5x faster than torch at 64, 12x slower at 256)
 
 
 def resolve_solver(solver: str, nbytes: float, shape: tuple[int, int]) -> str:

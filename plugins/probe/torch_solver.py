@@ -78,17 +78,6 @@ class _Passes:
         return self.remember(W, objective, self.C * basis.zero[key], active)
 
 
-def _initial_weights(init: LinearProbe, classes: np.ndarray, d: int, k: int, s: float,
-                     device: torch.device) -> torch.Tensor:
-    """(D+1) x K starting point from a fitted probe of the same classes (bias row = intercept / s)."""
-    coef = np.atleast_2d(np.asarray(init.coef_, dtype=np.float64))
-    if coef.shape != (k, d) or not np.array_equal(np.asarray(init.classes_), classes):
-        raise ValueError(f"init probe has weights {coef.shape} for classes {list(init.classes_)}; "
-                         f"this problem needs {(k, d)} for {list(classes)}")
-    bias = np.asarray(init.intercept_, dtype=np.float64) / s
-    return torch.from_numpy(np.vstack([coef.T, bias[None, :]])).to(device)
-
-
 def fit_torch(X: Any, y: np.ndarray, C: float, classes: np.ndarray, *, device: torch.device, max_iter: int,
               tol: float, intercept_scaling: float, chunk_rows: int | None, init: LinearProbe | None,
               basis: PreconditionBasis | None) -> LinearProbe:
@@ -102,8 +91,13 @@ def fit_torch(X: Any, y: np.ndarray, C: float, classes: np.ndarray, *, device: t
     passes = _Passes(X, torch.from_numpy(ovr_targets(labels, k)).to(device), C, s, device, chunk_rows)
     objective, grad_zero, active = passes.at_zero(k, basis, labels)
     W = torch.zeros(d + 1, k, dtype=torch.float64, device=device)
-    if init is not None:
-        W = _initial_weights(init, classes, d, k, s, device)
+    if init is not None:  # (D+1) x K from the probe's weights, the bias row intercept / s
+        coef = np.atleast_2d(np.asarray(init.coef_, dtype=np.float64))
+        if coef.shape != (k, d) or not np.array_equal(np.asarray(init.classes_), classes):
+            raise ValueError(f"init probe has weights {coef.shape} for classes {list(init.classes_)}; "
+                             f"this problem needs {(k, d)} for {list(classes)}")
+        bias = np.asarray(init.intercept_, dtype=np.float64) / s
+        W = torch.from_numpy(np.vstack([coef.T, bias[None, :]])).to(device)
         active = passes(W)[2]
     lbfgs = _Lbfgs(passes, basis, grad_zero, float(objective.sum()))
     W, iters, grad_rel, converged = lbfgs.minimise(W, active, max_iter, tol)

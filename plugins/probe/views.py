@@ -14,18 +14,19 @@ from ganlab import row_blocks, shape_of
 
 
 class FeatureView:
-    """Lazy float32 ``(X[rows] - mean) / scale`` of an N x D matrix (all rows if None). Sorted ``rows`` read a memmap
-    front to back, and a run of consecutive rows as a slice. Blocks may be views of X: callers only read them."""
+    """Lazy float32 ``X[rows]`` of an N x D matrix (all rows if None), standardised by a fitted ``standardizer``
+    if one is given. Sorted ``rows`` read a memmap front to back, and a run of consecutive rows as a slice. Blocks
+    may be views of X: callers only read them."""
 
-    def __init__(self, X: Any, rows: np.ndarray | None = None, mean: np.ndarray | None = None,
-                 scale: np.ndarray | None = None):
+    def __init__(self, X: Any, rows: np.ndarray | None = None, standardizer: Standardizer | None = None):
         self.X = X
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         n, d = shape_of(X)
         self.shape = (n if self.rows is None else self.rows.size, d)
         # float32 statistics keep the block arithmetic in float32 (they were computed in float64)
-        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
-        self.inv_scale = None if scale is None else (1.0 / np.asarray(scale, np.float64)).astype(np.float32)
+        st = standardizer
+        self.mean = None if st is None else np.asarray(st.mean_, dtype=np.float32)
+        self.inv_scale = None if st is None else (1.0 / np.asarray(st.scale_, np.float64)).astype(np.float32)
 
     def __getitem__(self, key: slice) -> np.ndarray:
         if self.rows is None:
@@ -54,13 +55,12 @@ class FeatureView:
 
 
 class Standardizer:
-    """Per-feature ``(x - mean) / sqrt(var + eps)`` fitted on some rows of X (``mean_``, ``scale_``), applied lazily.
+    """Per-feature ``(x - mean) / sqrt(var + EPS)`` fitted on some rows of X (``mean_``, ``scale_``), applied lazily.
     Block by block in float64 (Chan et al.'s merge), so a memmap is read once; ``var`` as sklearn's StandardScaler."""
 
-    def __init__(self, eps: float = 1e-8):
-        self.eps = float(eps)
-        self.mean_: np.ndarray | None = None
-        self.scale_: np.ndarray | None = None
+    EPS = 1e-8
+    mean_: np.ndarray | None = None
+    scale_: np.ndarray | None = None
 
     def fit(self, X: Any, rows: np.ndarray | None = None, *, chunk_rows: int | None = None) -> Standardizer:
         """Fit on ``X[rows]`` (every row if None); X is N x D."""
@@ -75,16 +75,11 @@ class Standardizer:
             count = total
         if count == 0:
             raise ValueError("cannot fit a Standardizer on zero rows")
-        self.mean_, self.scale_ = mean, np.sqrt(m2 / count + self.eps)
+        self.mean_, self.scale_ = mean, np.sqrt(m2 / count + self.EPS)
         return self
 
     def view(self, X: Any, rows: np.ndarray | None = None) -> FeatureView:
         """Standardised ``X[rows]``, lazily (no copy)."""
         if self.mean_ is None:
             raise RuntimeError("Standardizer is not fitted")
-        return FeatureView(X, rows, self.mean_, self.scale_)
-
-
-def view_of(X: Any, rows: np.ndarray | None, standardizer: Standardizer | None) -> FeatureView:
-    """``X[rows]``, standardised when a standardiser is given."""
-    return FeatureView(X, rows) if standardizer is None else standardizer.view(X, rows)
+        return FeatureView(X, rows, self)
