@@ -9,11 +9,10 @@ from typing import Any
 class Experiment:
     """A recipe. ``train`` holds training options (keys of ``ganlab.defaults.TrainOptions``).
 
-    ``components`` lists the evaluators/analyses to run (None: every applicable one);
-    ``component_options`` sets their options ({"svm-probe.labels_per_class": 10}).
-    ``report_dataset`` / ``report_split`` let the report use another dataset than training
-    (None: the training dataset). ``select_epoch`` ("COMPONENT.METRIC", a cheap component's validation
-    metric) reports on the epoch where it is best (by its declared direction) instead of the last
+    ``components`` lists the evaluators/analyses to run (None: every applicable one); ``component_options`` sets
+    their options ({"svm-probe.labels_per_class": 10}); ``report_dataset`` lets the report use another dataset
+    than training (None: the training dataset). ``select_epoch`` ("COMPONENT.METRIC", a cheap component's
+    validation metric) reports on the epoch where it is best (by its declared direction) instead of the last
     (``ganlab report --select-epoch``).
     """
 

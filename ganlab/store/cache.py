@@ -39,7 +39,6 @@ MEMMAP_BYTES = 1 << 30  # arrays above this are written straight into a memory-m
 
 
 def default_root() -> Path:
-    """$GANLAB_CACHE, else ~/.cache/ganlab."""
     return Path(os.environ.get("GANLAB_CACHE") or Path.home() / ".cache" / "ganlab")
 
 
