@@ -11,6 +11,8 @@ import contextlib
 import os
 import sys
 
+from ganlab import Figure
+
 UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.sparse", "umap.utils", "umap.spectral")
 
 
@@ -32,8 +34,8 @@ def import_umap(cache):
     return umap
 
 
-def umap_figure(X_test, y_test, *, points: int, seed: int, cache):
-    """(matplotlib Figure, n): UMAP of ``points`` standardised test rows, coloured by label."""
+def umap_figure(X_test, y_test, *, points: int, seed: int, cache) -> Figure:
+    """The UMAP of ``points`` standardised test rows, coloured by label."""
     import numpy as np
     from matplotlib.figure import Figure as MplFigure
 
@@ -49,4 +51,4 @@ def umap_figure(X_test, y_test, *, points: int, seed: int, cache):
     shown = ax.scatter(embedding[:, 0], embedding[:, 1], c=y_test[rows], cmap="tab10", s=6)
     fig.colorbar(shown, ax=ax, label="label")
     ax.set(xticks=[], yticks=[])
-    return fig, n
+    return Figure(f"UMAP of D features, {n} test images coloured by label", fig)

@@ -162,7 +162,7 @@ def _fit_batch(X, y, row_sets, grid, classes, preprocess, val_idx, device, tol, 
             cols = slice(j * k, (j + 1) * k)
             probes.setdefault(C, LinearProbe(
                 coef_=np.ascontiguousarray(W[q][:, cols].T), intercept_=b[q][cols], classes_=classes, C=C,
-                solver="kernel", n_iter_=steps, n_evals_=2, fit_seconds_=seconds, objective_=objective[q][cols],
+                solver="kernel", n_iter_=steps, n_evals_=2, objective_=objective[q][cols],
                 converged_=bool(np.all(grad[q][cols] <= tol)),
                 extra_={"grad_rel": float(grad[q][cols].max()), "batched": len(row_sets)}))
         errors = None if val_idx is None else _val_errors(X, val_idx, np.searchsorted(classes, y[val_idx]), st,

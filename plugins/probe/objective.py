@@ -50,7 +50,6 @@ class LinearProbe:
     solver: str
     n_iter_: int = 0
     n_evals_: int | None = None
-    fit_seconds_: float = 0.0
     objective_: np.ndarray | None = None
     converged_: bool = True
     extra_: dict = field(default_factory=dict)

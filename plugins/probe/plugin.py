@@ -14,9 +14,10 @@ import os
 import time
 import warnings
 
-from ganlab import Evaluator, Figure, GanlabError, Option, hookimpl
+from ganlab import Evaluator, GanlabError, Option, hookimpl
 
 from . import presentation, result_cache
+from .embedding import umap_figure
 from .intervals import packed
 from .presentation import mode_key
 from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
@@ -120,7 +121,8 @@ class SvmProbe(Evaluator):
             for mode in modes if "supervised" in baselines else ():  # on torch's own threads: convolutions scale
                 rows["supervised", mode] = stored.get(("supervised", mode)) or self._supervised_row(ctx, ident, mode,
                                                                                                     data)
-            figures = [self._umap(ctx, features["d"][1], data[3])] if o["umap"] else []
+            figures = [umap_figure(features["d"][1], data[3], points=o["umap_points"], seed=ctx.seed,
+                                   cache=ctx.cache)] if o["umap"] else []
         result = presentation.result(ctx, rows, modes, stored, features["d"][0].shape[1],
                                      o["test_split"] or ctx.heldout_split, len(data[3]))
         result.figures += figures
@@ -234,12 +236,6 @@ class SvmProbe(Evaluator):
                                        batch_size=o["batch_size"], progress=ctx.progress, bn_stats=o["bn_stats"],
                                        real_images=train_images))
         return out
-
-    def _umap(self, ctx, X_test, y_test):
-        from .embedding import umap_figure
-
-        figure, n = umap_figure(X_test, y_test, points=ctx.options["umap_points"], seed=ctx.seed, cache=ctx.cache)
-        return Figure(f"UMAP of D features, {n} test images coloured by label", figure)
 
 
 @hookimpl

@@ -18,7 +18,6 @@ the Gram matrix costs n^2 D and Newton ~|S|^3 per class, an L-BFGS pass n D K)::
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -102,15 +101,11 @@ def fit_liblinear(X: Any, y: np.ndarray, C: float, classes: np.ndarray, *, max_i
 
     n, d = shape_of(X)
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    start = time.perf_counter()
     clf = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=n < d, multi_class="ovr",
                     intercept_scaling=intercept_scaling, tol=tol, max_iter=max_iter, random_state=random_state)
     clf.fit(X, y)
-    seconds = time.perf_counter() - start
     coef = np.asarray(clf.coef_, dtype=np.float64)
     intercept = np.broadcast_to(np.asarray(clf.intercept_, dtype=np.float64), (coef.shape[0],)).copy()
+    objective = svm_objective(X, y, coef, intercept, C, classes=classes, intercept_scaling=intercept_scaling)
     return LinearProbe(coef_=coef, intercept_=intercept, classes_=classes, C=float(C), solver="liblinear",
-                       n_iter_=int(clf.n_iter_), fit_seconds_=seconds,
-                       objective_=svm_objective(X, y, coef, intercept, C, classes=classes,
-                                                intercept_scaling=intercept_scaling),
-                       converged_=int(clf.n_iter_) < max_iter)
+                       n_iter_=int(clf.n_iter_), objective_=objective, converged_=int(clf.n_iter_) < max_iter)
