@@ -143,15 +143,11 @@ def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir
     if best is None:
         raise GanlabError(f"--select-epoch {metric}: the metric is NaN or infinite on every epoch")
     epoch, value = best
-    files = {_epoch_number(path): path for path in epoch_checkpoints(run_dir)}
+    numbers = {path: path.stem.removeprefix("epoch_") for path in epoch_checkpoints(run_dir)}
+    files = {int(number): path for path, number in numbers.items() if number.isdigit()}
     if epoch not in files:
         raise GanlabError(f"--select-epoch: epoch {epoch}'s checkpoint is not in {run_dir}")
     return {"metric": metric, "epoch": epoch, "value": value, "direction": way, "checkpoint": files[epoch]}
-
-
-def _epoch_number(path: Path) -> int | None:
-    digits = path.stem.removeprefix("epoch_")
-    return int(digits) if digits.isdigit() else None
 
 
 def meta_int(meta: dict[str, Any], key: str) -> int | None:

@@ -171,7 +171,8 @@ def model_problems(gan: LoadedGAN, samples: torch.Tensor, settled: bool) -> list
 
 
 def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
-    """The per-step curves that are lists of numbers; the malformed ones are named as problems."""
+    """The per-step curves that are lists of numbers; the malformed ones are named as problems, and so is each
+    curve with NaN or infinite values, with the epochs they fall in."""
     history = meta.get("history")
     if history is None:
         return {}, []
@@ -183,18 +184,12 @@ def _history(meta: dict[str, Any]) -> tuple[dict[str, list[float]], list[str]]:
             kept[str(key)] = [float(v) for v in values]
         else:
             problems.append(f"the checkpoint's history entry {str(key)[:40]!r} is not a list of numbers; not drawn")
-    return kept, problems + _non_finite_history(kept)
-
-
-def _non_finite_history(history: dict[str, list[float]]) -> list[str]:
-    """A line per curve with NaN or infinite values, naming the epochs they fall in."""
-    ends = [int(s) for s in history.get("epoch_end_steps", [])]
-    problems = []
-    for key, values in history.items():
+    ends = [int(s) for s in kept.get("epoch_end_steps", [])]
+    for key, values in kept.items():
         steps = [i + 1 for i, v in enumerate(values) if not math.isfinite(v)]
         if key != "epoch_end_steps" and steps:
             where = sorted({1 + sum(step > end for end in ends) for step in steps})
             shown = ", ".join(map(str, where[:10])) + (" ..." if len(where) > 10 else "")
             problems.append(f"the training history's {key} is NaN or infinite at {len(steps)} steps (epoch"
                             f"{'s' if len(where) > 1 else ''} {shown}); training went wrong there")
-    return problems
+    return kept, problems
