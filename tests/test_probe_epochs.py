@@ -123,16 +123,16 @@ def test_c_is_chosen_by_the_last_epoch_whatever_runs_first(tiny_run, tmp_path):
 
 
 def test_a_nan_metric_never_selects_an_epoch(tmp_path):
-    from ganlab.report.epochs import _best_epoch
+    from ganlab.report.epochs import best_epoch
 
     class M(ganlab.Evaluator):
         name, directions = "m", {"x": "higher", "y": "lower"}
 
     for n in (1, 2, 3):
         (tmp_path / f"epoch_{n:04d}.pt").write_bytes(b"")
-    best = _best_epoch({"m.x": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.x", tmp_path, [M()])
+    best = best_epoch({"m.x": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.x", tmp_path, [M()])
     assert best["epoch"] == 2 and best["value"] == 0.9
-    best = _best_epoch({"m.y": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.y", tmp_path, [M()])
+    best = best_epoch({"m.y": [(1, float("nan")), (2, 0.9), (3, 0.5)]}, "m.y", tmp_path, [M()])
     assert best["epoch"] == 3 and best["value"] == 0.5
     with pytest.raises(ganlab.GanlabError, match="NaN or infinite on every epoch"):
-        _best_epoch({"m.x": [(1, float("nan"))]}, "m.x", tmp_path, [M()])
+        best_epoch({"m.x": [(1, float("nan"))]}, "m.x", tmp_path, [M()])

@@ -126,7 +126,7 @@ def best_epochs(series: dict[str, list[tuple[int, float]]], components: list[Com
     return found
 
 
-def _best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir: Path,
+def best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir: Path,
                 components: list[Component]) -> dict[str, Any]:
     """{"metric", "epoch", "value", "direction", "checkpoint"} of the epoch where ``metric`` is best by its
     declared direction (the earliest on a tie); a metric without a direction is refused."""

@@ -23,9 +23,17 @@ from ganlab.model.checkpoint import resolve
 from ganlab.model.devices import select_device
 from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.registry import get_registry
-from ganlab.report import epochs
 from ganlab.report.data import TIMED_OUT, ReportData
-from ganlab.report.run import Plan, Say, _dataset, _unmet, check_settings, run_components, select_components
+from ganlab.report.epochs import (
+    across_epochs,
+    best_epoch,
+    best_epochs,
+    check_selection,
+    epoch_checkpoints,
+    meta_int,
+    series_groups,
+)
+from ganlab.report.run import Plan, Say, check_settings, dataset_of, missing_needs, run_components, select_components
 from ganlab.store.atomic import os_error
 from ganlab.store.cache import Cache
 from ganlab.store.claims import absolute, folder_kind
@@ -97,9 +105,9 @@ def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | N
     plan.data_root = plan.data_root or (str(absolute(root)) if root else None)
     components = select_components(only, skip)
     check_settings(plan.settings)
-    source, layout = _dataset(plan.dataset, plan.data_root)
+    source, layout = dataset_of(plan.dataset, plan.data_root)
     for component in components if only else []:
-        reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
+        reasons = missing_needs(component, gan, source, layout, plan.device, plan.data_root)
         if reasons:
             raise GanlabError(f"{component.name} cannot run here: it {'; '.join(reasons)} "
                               f"(dataset: {plan.dataset or 'none'})")
@@ -117,10 +125,10 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
     problems: list[str] = []
     selected: dict[str, Any] = {}
     if select_epoch:
-        epochs.check_selection(select_epoch, run_dir, components, everything)
-        series = epochs.across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+        check_selection(select_epoch, run_dir, components, everything)
+        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
                                problems=problems)
-        selected = epochs._best_epoch(series, select_epoch, run_dir, components)
+        selected = best_epoch(series, select_epoch, run_dir, components)
         path = selected.pop("checkpoint")
         gan = plan.load(path)
     if say is not None:
@@ -132,14 +140,14 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
     problems += history_problems
     problems += [f"{run.name} {run.error.removeprefix('ComponentTimeout: ')}" for run in runs
                  if run.status == TIMED_OUT]
-    if run_dir and len(epochs.epoch_checkpoints(run_dir)) > 1 and not select_epoch:
-        series = epochs.across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+    if run_dir and len(epoch_checkpoints(run_dir)) > 1 and not select_epoch:
+        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
                                problems=problems, points=epoch_points, done=(gan, runs))
-    groups = epochs.series_groups(series, components, problems)
+    groups = series_groups(series, components, problems)
     raw = gan.sample(64, seed=plan.seed)
     problems += model_problems(gan, raw, plan.settle_batchnorm)
     options = gan.meta.get("options")
-    training = {"epoch": epochs.meta_int(gan.meta, "epoch"), "step": epochs.meta_int(gan.meta, "step"),
+    training = {"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
                 "format": str(gan.meta.get("format") or ""), "options": options if isinstance(options, dict) else None,
                 **({"selected_by": selected} if selected else {})}
     return ReportData(
@@ -147,7 +155,7 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
         seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training, history=history,
         samples=make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1)),
-        components=runs, across_epochs=series, across_groups=groups, across_best=epochs.best_epochs(series, components),
+        components=runs, across_epochs=series, across_groups=groups, across_best=best_epochs(series, components),
         problems=problems, warnings=warnings)
 
 

@@ -87,7 +87,7 @@ def check_before_training(only: list[str] | None, settings: dict[str, Any], data
     """What would refuse the report after training, checked first: every --set value, and each component in
     ``only`` against the dataset's labels and held-out split (D exists: it is about to be trained)."""
     check_settings(settings)
-    _, layout = _dataset(dataset, data_root)
+    _, layout = dataset_of(dataset, data_root)
     for component in select_components(only, None) if only else []:
         reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
                               has_heldout=bool(layout and layout.heldout), has_discriminator=True,
@@ -97,14 +97,14 @@ def check_before_training(only: list[str] | None, settings: dict[str, Any], data
                               "was trained")
 
 
-def _dataset(dataset: str | None, data_root: str | Path | None) -> tuple[DatasetSource | None, Layout | None]:
+def dataset_of(dataset: str | None, data_root: str | Path | None) -> tuple[DatasetSource | None, Layout | None]:
     if not dataset:
         return None, None
     source = get_registry().get("datasets", dataset.partition(":")[0])
     return source, source.layout(data_root, dataset.partition(":")[2] or None)
 
 
-def _unmet(component: Component, gan: LoadedGAN, source: DatasetSource | None, layout: Layout | None,
+def missing_needs(component: Component, gan: LoadedGAN, source: DatasetSource | None, layout: Layout | None,
            device: torch.device, data_root: str | None = None) -> list[str]:
     reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
                           has_heldout=bool(layout and layout.heldout), has_discriminator=gan.discriminator is not None,
@@ -123,13 +123,13 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
     Ctrl-C (KeyboardInterrupt) is not a component's failure: it ends the report.
     """
     registry = get_registry()
-    source, layout = _dataset(plan.dataset, plan.data_root)
+    source, layout = dataset_of(plan.dataset, plan.data_root)
     runs = []
     for component in components:
         run = ComponentRun(component.name, component.kind, component.description,
                            registry.component_owner(component.name), SKIPPED,
                            options=resolve_options(component, plan.settings))  # check_settings checked them first
-        reasons = _unmet(component, gan, source, layout, plan.device, plan.data_root)
+        reasons = missing_needs(component, gan, source, layout, plan.device, plan.data_root)
         run.reason = "; ".join(reasons) or component.available(run.options) or None
         if run.reason is None:
             ctx = RunContext(gan=gan, device=plan.device, seed=plan.seed, cache=plan.cache, options=run.options,
