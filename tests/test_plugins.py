@@ -497,3 +497,13 @@ def test_the_command_line_loads_every_plugin_without_torch():
     env = {**os.environ, "GANLAB_DISABLE_PLUGINS": "example, example-broken, example-half"}  # built-ins only
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert "'fid'" in out and "'dedup'" in out and out.endswith("False\n")
+
+
+def test_a_registry_built_again_lists_each_registration_once():
+    pm, plugins = registry.plugin_manager()
+    registry.Registry(pm, plugins)
+    again = registry.Registry(pm, plugins)
+    for info in again.plugins.values():
+        for kind, names in info.registers.items():
+            assert len(names) == len(set(names)), (info.name, kind, names)
+    assert again.plugins["d-score"].registers["evaluators"] == ["d-score"]

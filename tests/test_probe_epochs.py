@@ -136,3 +136,19 @@ def test_a_nan_metric_never_selects_an_epoch(tmp_path):
     assert best["epoch"] == 3 and best["value"] == 0.5
     with pytest.raises(ganlab.GanlabError, match="NaN or infinite on every epoch"):
         best_epoch({"m.x": [(1, float("nan"))]}, "m.x", tmp_path, [M()])
+
+
+def test_a_hand_set_C_needs_no_validation_split(tiny_run, tmp_path):
+    """C set by hand and val_size 0: D is fitted on every training image, as LinearSVC at that C is."""
+    registry.reset()
+    settings = {"probe-epochs.C": "0.01", "probe-epochs.val_size": "0", "probe-epochs.baselines": "",
+                "probe-epochs.solver": "liblinear"}
+    data, _ = make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, settings=settings,
+                          out=tmp_path / "r", epoch_points=1)
+    metrics = data.components[0].result.metrics
+    train, y_train = load_split("digits", "train", image_size=16, channels=1, progress=False)
+    test, y_test = load_split("digits", "test", image_size=16, channels=1, progress=False)
+    gan = ganlab.load(tiny_run)
+    F_train, F_test = (ganlab.discriminator_features(gan.discriminator, x, real_images=train) for x in (train, test))
+    expected = _svm(0.01).fit(F_train, y_train).score(F_test, y_test)
+    assert metrics["d.test_accuracy"] == pytest.approx(expected, abs=1.5 / len(y_test))

@@ -116,9 +116,12 @@ class Registry:
             except Exception as exc:  # a broken plugin must not take ganlab down
                 disable_plugin(pm, plugins, plugin, _one_line(exc))
                 continue
+            registers = _info(plugins, plugin).registers
+            for kind in KINDS:  # what this registry holds, whatever an earlier registry recorded
+                registers.pop(kind, None)
             for (kind, name), obj in found.items():
                 self.items[kind][name], self.owner[(kind, name)] = obj, plugin
-                _info(plugins, plugin).registers.setdefault(kind, []).append(name)
+                registers.setdefault(kind, []).append(name)
 
     def _check(self, plugin: str, kind: str, base: type, found: dict[tuple[str, str], Any], obj: Any) -> None:
         """Put one registration of ``plugin`` in ``found``, or raise what is wrong with it."""

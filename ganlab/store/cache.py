@@ -13,7 +13,6 @@ A cache that cannot be written only costs time: the result is computed and retur
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import re
@@ -61,7 +60,7 @@ class Cache:
     def __init__(self, root: str | Path | None = None, say: Callable[[str], None] | None = None, *,
                  enabled: bool = True):
         self.root = absolute(root if root is not None else default_root())
-        self.say = say or functools.partial(print, file=sys.stderr)
+        self.say = say or (lambda line: print(line, file=sys.stderr))  # the stream current when it says
         self.enabled = enabled
         self._verified: dict[tuple[str, int, int], bool] = {}
         self._warned = False

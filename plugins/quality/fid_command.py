@@ -188,6 +188,8 @@ def fid_command(a, b, weights, weights_sha256, download, num_samples, seed, dims
     side_a, side_b = [open_side(spec, net, num_samples, seed) for spec in (a, b)]
     side_a = side_a()
     if save_stats is not None:  # A's mu and sigma (what pytorch-fid reads), with how they were made
+        if save_stats.exists():  # made while A was embedded: still never replaced
+            raise GanlabError(f"{save_stats} exists; remove it or choose another --save-stats file")
         with atomic_file(save_stats, "wb") as handle:
             np.savez_compressed(handle, mu=side_a.mu, sigma=side_a.sigma, count=side_a.count or -1, seed=seed,
                                 **side_a.made)
