@@ -120,3 +120,27 @@ def test_report_from_another_folder_finds_the_data(tmp_path, monkeypatch):
     result = runner.invoke(cli, ["report", str(tmp_path / "run"), "--only", "d-score", "--out", "r", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((elsewhere / "r" / "metrics.json").read_text())["components"]["d-score"]["status"] == "ok"
+
+
+def _grey_copy(source, target):
+    """The same tree with each picture grey: half as one-channel PNGs, half as RGB files with equal channels."""
+    for i, path in enumerate(sorted(source.rglob("*.png"))):
+        grey = Image.open(path).convert("L")
+        out = target / path.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (grey if i % 2 else grey.convert("RGB")).save(out)
+
+
+@pytest.mark.parametrize("colour, flags, channels", [("grey", [], 1), ("colour", [], 3),
+                                                     ("grey", ["--channels", "3"], 3)])
+def test_a_folder_of_grey_images_trains_a_grey_model_unless_told(tmp_path, monkeypatch, colour, flags, channels):
+    monkeypatch.chdir(tmp_path)
+    _write_tree(tmp_path / "colour" / "train", {c: 3 for c in CLASSES})
+    _grey_copy(tmp_path / "colour", tmp_path / "grey")
+    result = CliRunner().invoke(cli, ["train", "--dataset", "folder", "--data-root", colour, "--image-size", "16",
+                                      "--ngf", "4", "--ndf", "4", "--nz", "4", "--epochs", "1", "--batch-size", "8",
+                                      "--out", "run", "--device", "cpu", *flags])
+    assert result.exit_code == 0, result.output
+    gan = ganlab.load(tmp_path / "run" / "last.pt")
+    assert gan.config.channels == channels
+    assert gan.sample(2, seed=0).shape[1] == channels

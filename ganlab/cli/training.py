@@ -19,7 +19,7 @@ TRAIN_FLAGS = {
     "limit": (click.IntRange(2), "train on N images only (a fixed random subset)"),
     "preset": (click.Choice(list(PRESETS)), "model preset; the flags below override it"),
     "image_size": (click.Choice([str(s) for s in IMAGE_SIZES]), "image side"),
-    "channels": (click.Choice(["1", "3"]), "1 or 3 (default: the dataset's)"),
+    "channels": (click.Choice(["1", "3"]), "1 or 3 (default: the dataset's; a folder's: 1 when its images are grey)"),
     "nz": (click.IntRange(1), "latent size"),
     "ngf": (click.IntRange(1), "G width"),
     "ndf": (click.IntRange(1), "D width"),

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset, StackDataset
 
 from ganlab.data.datasets import DatasetSource, missing, need_root, no_variant
-from ganlab.data.folder_dataset import folder_layout, open_folder
+from ganlab.data.folder_dataset import folder_channels, folder_layout, open_folder
 from ganlab.data.image_files import FileImages, ImageTree, decode_image
 from ganlab.data.official_formats import open_lmdb, read_celeba_partition, read_cifar_batch, read_idx, read_svhn_mat
 from ganlab.data.pixel_formats import bad_image, error_text, one_line
@@ -234,5 +234,5 @@ def builtin_sources() -> list[DatasetSource]:
                       None, "celeba/img_align_celeba/*.jpg + celeba/list_eval_partition.txt", _open_celeba),
         DatasetSource("folder", "your images: <root>/{train,test}/<class>/*.jpg, <root>/<class>/*.jpg, or *.jpg",
                       ("train", "test", "all", "*"), None, "<split>/<class>/*.jpg, <class>/*.jpg or *.jpg",
-                      open_folder, inspect=folder_layout),
+                      open_folder, inspect=folder_layout, detect_channels=folder_channels),
     ]

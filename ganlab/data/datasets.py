@@ -49,6 +49,14 @@ class DatasetSource:
     channels: int = 3  # 1 (grey) or 3 (RGB): what a model trained on it uses unless told otherwise
     heldout: str | None = "test"  # the held-out split, when it is one of ``splits``
     inspect: "Callable[[Path | None, str | None], Layout] | None" = None
+    # when the files decide (a user's folder of grey or colour images): ``detect_channels(root, split)``
+    detect_channels: "Callable[[Path | None, str], int] | None" = None
+
+    def channels_at(self, root: str | Path | None = None, split: str = "train") -> int:
+        """1 or 3: what a model trained on ``split`` of the copy at ``root`` uses unless told otherwise."""
+        if self.detect_channels is None:
+            return self.channels
+        return self.detect_channels(Path(root).expanduser() if root is not None else None, split)
 
     def layout(self, root: str | Path | None = None, variant: str | None = None) -> Layout:
         """The splits, classes and held-out split of the copy at ``root``."""

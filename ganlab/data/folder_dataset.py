@@ -15,6 +15,8 @@ from ganlab.errors import GanlabError
 
 FOLDER_TEST_FRACTION = 0.2  # held out from a folder of class folders that has no train/ and test/
 FOLDER_SPLIT_SEED = 0
+CHANNEL_SAMPLE = 32  # images, spread over the split, that tell a grey folder from a colour one
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
 def folder_layout(root: Path | None, variant: str | None) -> Layout:
@@ -76,3 +78,29 @@ def open_folder(split: str, root: Path | None, download: bool, variant: str | No
         raise missing("folder", f"image files ({', '.join(IMAGE_SUFFIXES)}) or class sub-folders", folder,
                        downloadable=False)
     return FileImages(files)
+
+
+def _is_grey(image) -> bool:
+    if image.mode in GREY_MODES:
+        return True
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def folder_channels(root: Path | None, split: str) -> int:
+    """1 when the split's images are grey (a grey file mode, or equal red, green and blue), else 3: a model of
+    grey pictures needs no colour channels. Unreadable images are left to the loader, which reports them."""
+    try:
+        dataset = open_folder(split, root, False, None)
+    except GanlabError:
+        return 3
+    looked = 0
+    for index in np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), CHANNEL_SAMPLE)).astype(int)):
+        try:
+            image = dataset[int(index)][0]
+        except GanlabError:
+            continue
+        if not _is_grey(image):
+            return 3
+        looked += 1
+    return 1 if looked else 3
