@@ -50,6 +50,9 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     "n32-b128": {"ngf": 32, "ndf": 32, "batch_size": 128, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
     "n32-lr5e-4": {"ngf": 32, "ndf": 32, "batch_size": 64, "lr": 5e-4, "beta1": 0.5, "epochs": 30},
     "n48": {"ngf": 48, "ndf": 48, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 20},
+    # the same flags as `ganlab run probe --ngf 32 --ndf 64` (the recipe with D 64 wide); its run folder can be
+    # linked in as WORK/runs/DATA-g32d64-e30-seedS instead of training again
+    "g32d64-e30": {"ngf": 32, "ndf": 64, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
 }
 VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2")
             for scale in ("raw", "layer", "std")]
@@ -159,6 +162,8 @@ def layer_blocks(D, images: np.ndarray, bn: str, real: np.ndarray):
     import ganlab
 
     x = torch.from_numpy(images)
+    if next(D.parameters()).shape[1] == 3 and x.shape[1] == 1:  # a run trained on a grey folder read as RGB
+        x, real = x.expand(-1, 3, -1, -1), np.repeat(real, 3, axis=1)
     model = ganlab.recompute_batchnorm(D, torch.from_numpy(real)) if bn == "real" else D.eval()
     blocks = []
     with torch.no_grad():
@@ -274,14 +279,14 @@ def evaluate_d(results: Results, ident: dict, D, splits, variants=VARIANTS) -> N
             results.add({**ident, "variant": "/".join(variant)}, probe(X, y), time.perf_counter() - start)
 
 
-def evaluate_run(results: Results, data: str, run: Path, splits, epochs: list[int]) -> None:
+def evaluate_run(results: Results, data: str, run: Path, splits, epochs: list[int], variants=VARIANTS) -> None:
     import ganlab
 
     for epoch in epochs:
         path = run / f"epoch_{epoch:04d}.pt"
         gan = ganlab.load(path)
         evaluate_d(results, {"data": data, "features": "d", "run": run.name, "epoch": epoch}, gan.discriminator,
-                   splits)
+                   splits, variants)
         print(f"probed {run.name} epoch {epoch}", flush=True)
 
 
@@ -323,10 +328,15 @@ def main() -> int:
     parser.add_argument("--config", default="n32", help=f"one of {', '.join(CONFIGS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", help="epochs to probe, comma-separated (default: 5 evenly spread + last)")
+    parser.add_argument("--variants", help="D's variants to probe, comma-separated BN/LAYERS/SCALE (default: all "
+                        f"{len(VARIANTS)}; e.g. real/all/raw, the recipe's, for a quick look at a new configuration)")
     parser.add_argument("--table", action="store_true", help="print the results table and stop")
     parser.add_argument("--prepare", action="store_true",
                         help="only write WORK/data/DATASET/{train,val,test} (class folders) for `ganlab run probe`")
     args = parser.parse_args()
+    variants = [tuple(v.split("/")) for v in args.variants.split(",")] if args.variants else VARIANTS
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"unknown variant {'/'.join(unknown[0])}; choose from {', '.join('/'.join(v) for v in VARIANTS)}")
     import torch
 
     torch.set_num_threads(1)
@@ -344,7 +354,7 @@ def main() -> int:
     last = CONFIGS[args.config]["epochs"]
     epochs = ([int(e) for e in args.epochs.split(",")] if args.epochs
               else sorted({max(1, round(last * k / 5)) for k in range(1, 6)} | {2}))
-    evaluate_run(results, args.dataset, run, splits, epochs)
+    evaluate_run(results, args.dataset, run, splits, epochs, variants)
     return 0
 
 
