@@ -307,7 +307,9 @@ def table(results: Results) -> str:
              "std over 20 draws) and with all 6,000 training labels. `run`: DATASET-CONFIG-seedS; `epoch` 0: a "
              "baseline that does not train. Variants: BatchNorm statistics (`real`: recomputed on the training "
              "images; `running`), layers (`all`, `last2`), scaling (`raw`, `layer`, `std`). Configurations "
-             "listed but without rows were not run.", "", configs, "",
+             "listed but without rows were not run. `g32d64-e30` rows probe the run folder of `ganlab run probe "
+             "--ngf 32 --ndf 64` linked in (its D on the grey datasets has 3 identical input channels; the "
+             "search's own runs have 1).", "", configs, "",
              "| data | features | run | epoch | variant | val 10pc | val all | test 10pc | test all |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(rows):
