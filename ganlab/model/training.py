@@ -50,7 +50,9 @@ class Trainer:
             self.config = ModelConfig.from_dict(resume_payload["config"])
             _check_resume_flags(options, self.config)
         else:
-            self.config = options.model_config(source.channels_at(options.data_root, options.split))
+            # a folder's channels come from reading some of its images: not needed when --channels is given
+            channels = options.channels or source.channels_at(options.data_root, options.split)
+            self.config = options.model_config(channels)
         self.images, _ = load_split(
             source, options.split, variant=options.dataset.partition(":")[2] or None, root=options.data_root,
             image_size=self.config.image_size, channels=self.config.channels, download=options.download,
