@@ -140,6 +140,16 @@ def test_training_into_an_existing_run_is_refused_unless_asked(tmp_path, tiny_ru
     assert (out / "notes.txt").read_text() == "mine"  # files that are not the run's stay
 
 
+def test_quiet_training_prints_the_result_without_progress_bars(tmp_path):
+    flags = ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8",
+             "--limit", "96", "--epochs", "1"]
+    loud = CliRunner().invoke(cli, [*flags, "--out", str(tmp_path / "loud")])
+    quiet = CliRunner().invoke(cli, [*flags, "--out", str(tmp_path / "quiet"), "-q"])
+    assert loud.exit_code == quiet.exit_code == 0, loud.output + quiet.output
+    assert "epoch 1/1" in loud.output and "epoch 1/1" not in quiet.output and "%|" not in quiet.output
+    assert quiet.output.strip() == f"trained 1 epochs; last checkpoint: {tmp_path / 'quiet' / 'last.pt'}"
+
+
 def test_resume_with_contradicting_model_flags_names_the_flag(tmp_path, tiny_run):
     with pytest.raises(GanlabError, match="--ngf 16 contradicts .* whose model has ngf 8; drop --ngf"):
         train(tiny_options(tmp_path / "x", epochs=3, ngf=16, resume=str(tiny_run / "last.pt")), progress=False)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ganlab.cli.training import SETTLE, _options_from_flags, train_options
+from ganlab.cli.training import QUIET, SETTLE, _options_from_flags, train_options
 from ganlab.defaults import MAX_SEED, ReportOptions, TrainOptions
 from ganlab.errors import GanlabError
 from ganlab.plugin.options import parse_settings
@@ -14,7 +14,6 @@ from ganlab.plugin.registry import get_registry
 DEFAULTS = ReportOptions()
 SET = click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE",
                    help="set a component option (see `ganlab components`)")
-QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 TIMEOUT = click.option("--component-timeout", type=click.FloatRange(min=0), default=DEFAULTS.component_timeout,
                        show_default=True, help="seconds one component may run before it is stopped and marked "
                                                "timed out (0: no limit)")

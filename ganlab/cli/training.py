@@ -37,6 +37,7 @@ TRAIN_FLAGS = {
     "skip_bad_images": (bool, "skip unreadable image files (with a count) instead of stopping"),
     "exclude": (click.Path(dir_okay=False), "file of image positions to leave out, one per line (from ganlab dedup)"),
 }
+QUIET = click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 SETTLE = click.option("--settle-batchnorm", is_flag=True,
                       help="recompute G's BatchNorm statistics from 1,024 random latent vectors first (for a "
                            "checkpoint whose eval-mode samples are flat: its running statistics never settled)")
@@ -71,12 +72,13 @@ def _options_from_flags(base: TrainOptions, flags: dict) -> TrainOptions:
 @click.option("--allow-change", multiple=True, metavar="SETTING",
               help="with --resume: let this recorded setting (e.g. batch_size) change; repeatable; the run's log "
                    "records the change")
-def train(**flags) -> None:
+@QUIET
+def train(quiet, **flags) -> None:
     """Train a DCGAN; writes checkpoints, sample grids and log.jsonl to the run folder."""
     from ganlab.api import train as run_training
 
     options = _options_from_flags(TrainOptions(), flags)
-    last = run_training(options)
+    last = run_training(options, progress=not quiet)
     click.echo(f"trained {options.epochs} epochs; last checkpoint: {last}")
 
 
