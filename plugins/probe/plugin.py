@@ -47,6 +47,24 @@ def parse_modes(values) -> list[int | None]:
     return modes
 
 
+def drawable(ctx, modes: list, labels) -> tuple[list, str | None]:
+    """The label budgets a class-balanced draw can take from the training labels, and why the others are left
+    out (None: none is); when no budget is left, a GanlabError that says which budgets would do."""
+    from .protocol import scarcest_class
+
+    label, count = scarcest_class(labels, _val_size(ctx.options["val_size"]), ctx.seed)
+    kept = [mode for mode in modes if mode is None or mode <= count]
+    if kept == modes:
+        return modes, None
+    classes = ctx.layout.classes if ctx.layout and ctx.layout.classes else ()
+    name = classes[label] if 0 <= label < len(classes) else str(label)
+    why = (f"{' and '.join(str(m) for m in modes if m not in kept)} labels per class: not run, class {name!r} has "
+           f"{count} training images outside the validation split")
+    if not kept:
+        raise GanlabError(f"{why}; give --set svm-probe.labels_per_class=all or a number up to {count}")
+    return kept, f"{why} (--set svm-probe.labels_per_class takes numbers up to {count}, and all)."
+
+
 def _val_size(value: float) -> int | float:
     return int(value) if value >= 1 else float(value)
 
@@ -104,6 +122,7 @@ class SvmProbe(Evaluator):
         train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
         test_images, y_test = ctx.split(o["test_split"] or ctx.heldout_split, limit=o["test_limit"] or None)
         data = (train_images, y_train.numpy(), test_images, y_test.numpy())
+        modes, left_out = drawable(ctx, modes, data[1])
         grid = tuple(float(c) for c in listed(o["C_grid"]))
         ident = result_cache.probe_ident(ctx, *data, grid) if o["cache_baselines"] and baselines else None
         stored = self._stored(ctx, ident, baselines, modes)
@@ -126,6 +145,7 @@ class SvmProbe(Evaluator):
         result = presentation.result(ctx, rows, modes, stored, features["d"][0].shape[1],
                                      o["test_split"] or ctx.heldout_split, len(data[3]))
         result.figures += figures
+        result.text += [left_out] if left_out else []
         unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
         if unconverged:
             result.text.append(f"liblinear stopped at its iteration limit in {unconverged} fits (their accuracy is "

@@ -59,6 +59,15 @@ def validation_split(n: int, val_size: int | float | None, rng: Any) -> tuple[np
     return np.sort(perm[count:]), np.sort(perm[:count])
 
 
+def scarcest_class(labels: np.ndarray, val_size: int | float | None, seed: int) -> tuple[int, int]:
+    """(class, rows) of the class with the fewest rows outside the validation split that ``evaluate`` cuts with
+    the same ``val_size`` and ``seed``: no class-balanced draw can take more of each class."""
+    labels = np.asarray(labels)
+    pool = labels[validation_split(labels.size, val_size, np.random.default_rng(seed))[0]]
+    count, label = min((int(np.sum(pool == c)), int(c)) for c in np.unique(labels))
+    return label, count
+
+
 def _training_set(X: Any, y: np.ndarray, rows: np.ndarray | None, st: Standardizer | None, kw: dict):
     """(features, labels, fit options) for a fit on ``X[rows]``. Raw in-memory features are gathered once, so
     each pass reads contiguous blocks; a memmap or a standardised subset is read lazily, block by block."""
