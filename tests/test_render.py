@@ -109,7 +109,7 @@ def make_report_data(*, across_epochs: dict | None = None, history: dict | None 
     failed = ComponentRun(name="broken", kind="analysis", description="always raises", plugin="tests.fake",
                           status=FAILED, seconds=0.02, error="ValueError: boom")
     skipped = ComponentRun(name="needs-labels", kind="evaluator", description="needs labels", plugin="tests.fake",
-                           status=SKIPPED, reason="needs a dataset with class labels")
+                           status=SKIPPED, reason="needs a dataset with labels of 2 classes or more")
     return ReportData(
         title="ganlab report: test", checkpoint="runs/test/last.pt",
         config={"image_size": 32, "nz": 100, "ngf": 64, "ndf": 64, "channels": 3}, dataset="cifar10",
@@ -163,7 +163,7 @@ def test_header_history_and_summary(report):
     assert [li.attrs["class"] for li in lines] == ["status-ok", "status-failed", "status-skipped"]
     assert [next(li.iter("a")).text() for li in lines] == ["fid-lite", "broken", "needs-labels"]
     assert "the fid-lite verdict" in lines[0].text() and "ValueError: boom" in lines[1].text()
-    assert "needs a dataset with class labels" in lines[2].text()
+    assert "needs a dataset with labels of 2 classes or more" in lines[2].text()
 
 
 def test_the_summary_comes_first_with_problems_on_top(tmp_path):
@@ -202,7 +202,7 @@ def test_failed_and_skipped_sections(report):
     failed = section(dom, "broken")
     alert = next(n for n in failed.iter() if n.attrs.get("role") == "alert")
     assert "ValueError" in alert.text() and "boom" in alert.text()
-    assert "needs a dataset with class labels" in section(dom, "needs-labels").text()
+    assert "needs a dataset with labels of 2 classes or more" in section(dom, "needs-labels").text()
 
 
 def test_plugin_text_is_escaped(report):

@@ -1,6 +1,7 @@
 """`ganlab report` and `ganlab run`: metrics.json, failures, skips, options, across-epochs plots."""
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -310,10 +311,15 @@ def test_run_probe_on_a_labelled_folder_gets_its_own_run_and_never_reuses_anothe
     tiny = ["--epochs", "2", "--ngf", "8", "--ndf", "8", "--image-size", "16", "--data-root", "shapes",
             *QUICK_PROBE, "--set", "probe-epochs.C=0.01", "-q"]
     # what would refuse the report is refused before any training: no labels, an unknown option
+    # (one class folder is no labels either: nothing to tell apart)
     picture_folder(in_tmp / "flat" / "all", 8)
+    for split in ("train", "test"):
+        shutil.rmtree(picture_folder(in_tmp / "single" / split, 8) / "b")
+    no_labels = "svm-probe cannot run on dataset folder: it needs a dataset with labels of 2 classes or more"
     for args, said in ((["--data-root", "flat/all/a"], "Error: svm-probe cannot run on dataset folder: it needs a "
-                        "held-out (test) split of the dataset; needs a dataset with class labels; nothing was "
-                        "trained"), (["--set", "svm-probe.drawz=3"], "no option 'drawz'")):
+                        "held-out (test) split of the dataset; needs a dataset with labels of 2 classes or more; "
+                        "nothing was trained"), (["--data-root", "single"], f"Error: {no_labels}; nothing was trained"),
+                       (["--set", "svm-probe.drawz=3"], "no option 'drawz'")):
         refused = CliRunner().invoke(cli, ["run", "probe", "--dataset", "folder", *tiny, *args])
         assert refused.exit_code == 1 and said in _errors(refused.output)[0], refused.output
         assert not (in_tmp / "runs").exists()

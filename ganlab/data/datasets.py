@@ -28,6 +28,11 @@ class Layout:
     classes: tuple[str, ...] | None
     heldout: str | None
 
+    @property
+    def labelled(self) -> bool:
+        """Labels a classifier can learn from: two classes or more (one class folder is an unlabelled set)."""
+        return len(self.classes or ()) >= 2
+
 
 @dataclass(frozen=True)
 class DatasetSource:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # What a component may need; a component whose needs are not met is skipped with the reason.
 NEEDS = {
-    "labels": "a dataset with class labels",
+    "labels": "a dataset with labels of 2 classes or more",
     "heldout": "a held-out (test) split of the dataset",
     "discriminator": "the checkpoint's discriminator",
     "train_set": "the training dataset",

@@ -89,7 +89,7 @@ def check_before_training(only: list[str] | None, settings: dict[str, Any], data
     check_settings(settings)
     _, layout = dataset_of(dataset, data_root)
     for component in select_components(only, None) if only else []:
-        reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
+        reasons = unmet_needs(component, has_labels=bool(layout and layout.labelled),
                               has_heldout=bool(layout and layout.heldout), has_discriminator=True,
                               has_dataset=True, has_gpu=True)
         if reasons:
@@ -106,7 +106,7 @@ def dataset_of(dataset: str | None, data_root: str | Path | None) -> tuple[Datas
 
 def missing_needs(component: Component, gan: LoadedGAN, source: DatasetSource | None, layout: Layout | None,
            device: torch.device, data_root: str | None = None) -> list[str]:
-    reasons = unmet_needs(component, has_labels=bool(layout and layout.classes),
+    reasons = unmet_needs(component, has_labels=bool(layout and layout.labelled),
                           has_heldout=bool(layout and layout.heldout), has_discriminator=gan.discriminator is not None,
                           has_dataset=source is not None, has_gpu=device.type == "cuda")
     if reasons and data_root and not Path(data_root).exists():
