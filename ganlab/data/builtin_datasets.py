@@ -79,7 +79,7 @@ def _open_mnist(split: str, root: Path | None, download: bool, variant: str | No
         _download("mnist", root, lambda: MNIST(str(root), train=split == "train", download=True))
     images_path, labels_path = find(names[0]), find(names[1])
     if not (images_path and labels_path):
-        raise missing("mnist", f"{names[0]}[.gz] and {names[1]}[.gz]", raw)
+        raise missing("mnist", f"{names[0]}[.gz] and {names[1]}[.gz]", f"{raw} or in {root}")
     images, labels = read_idx(images_path, 3), read_idx(labels_path, 1).astype(np.int64)
     if labels.shape != (len(images),):
         raise GanlabError(f"mnist: {images_path.name} holds {len(images)} images but {labels_path.name} "

@@ -72,7 +72,7 @@ class DatasetSource:
                       self.heldout if self.heldout in self.splits else None)
 
 
-def missing(name: str, files: str, folder: Path, downloadable: bool = True) -> GanlabError:
+def missing(name: str, files: str, folder: Path | str, downloadable: bool = True) -> GanlabError:
     hint = "give --data-root DIR, or --download to fetch it" if downloadable else "give --data-root DIR"
     return GanlabError(f"{name}: expected {files} in {folder} ({hint})")
 
