@@ -199,7 +199,11 @@ def test_hook_ganlab_register_experiments(plugin_module, tiny_run, tmp_path, in_
     assert reg.experiments["my-exp"] is exp and "probe-digits" in reg.experiments
     # the effect: `ganlab run` lists it and runs its recipe (its components, with its options)
     listing = CliRunner().invoke(cli, ["run", "--list"])
-    assert listing.exit_code == 0 and "my-exp           an experiment of mine" in listing.output.splitlines()
+    lines = listing.output.splitlines()
+    mine = "my-exp           an experiment of mine"
+    assert listing.exit_code == 0 and mine in lines
+    # what it trains with, over `ganlab train`'s defaults (which `ganlab run --help` shows), is said under it
+    assert lines[lines.index(mine) + 1].split() == ["trains", "with:", "epochs", "1"]
     out = tmp_path / "report"
     result = CliRunner().invoke(cli, ["run", "my-exp", "--checkpoint", str(tiny_run), "--report-out", str(out),
                                       "--quiet"])

@@ -93,9 +93,12 @@ def report(checkpoint, only, skip, across_epochs, settings, **flags) -> None:
 @SETTLE
 def run(experiment, list_, retrain, checkpoint, report_out, seeds, settings, quiet, component_timeout,
         settle_batchnorm, **flags) -> None:
-    """Run a registered experiment: train (unless its checkpoint exists), then write the report."""
+    """Run a registered experiment: train (unless its checkpoint exists), then write the report.
+
+    The training defaults below are `ganlab train`'s: an experiment's own settings (`ganlab run --list` shows
+    them) replace them, and the flags given replace both."""
     if list_ or not experiment:
-        click.echo("\n".join(f"{n:<16} {e.description}" for n, e in sorted(get_registry().experiments.items()))
+        click.echo("\n".join(_listing(n, e) for n, e in sorted(get_registry().experiments.items()))
                    or "no experiments registered")
         return
     exp = get_registry().get("experiments", experiment)
@@ -114,6 +117,12 @@ def run(experiment, list_, retrain, checkpoint, report_out, seeds, settings, qui
     if options.seed + seeds - 1 > MAX_SEED:
         raise GanlabError(f"--seed {options.seed} --seeds {seeds} goes past the largest seed, {MAX_SEED}")
     _run_seeds(exp, options, retrain, report_out, report, list(range(options.seed, options.seed + seeds)))
+
+
+def _listing(name, exp) -> str:
+    """An experiment's name and description, then the training settings it sets (over `ganlab train`'s)."""
+    trains = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in exp.train.items())
+    return f"{name:<16} {exp.description}" + (f"\n{'':<16} trains with: {trains}" if trains else "")
 
 
 def _run_seeds(exp, options, retrain, report_out, report, numbers) -> None:
