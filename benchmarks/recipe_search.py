@@ -53,7 +53,7 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     # the same flags as `ganlab run probe --ngf 32 --ndf 64` (the recipe with D 64 wide); its run folder can be
     # linked in as WORK/runs/DATA-g32d64-e30-seedS instead of training again
     "g32d64-e30": {"ngf": 32, "ndf": 64, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
-    # likewise `ganlab run probe --ngf 32 --ndf 128`: the width that beats K-means on all of CIFAR-10
+    # likewise `ganlab run probe` itself (the recipe, D 128 wide: the width that beats K-means on all of CIFAR-10)
     "g32d128-e30": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
 }
 VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2")
