@@ -55,6 +55,8 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     "g32d64-e30": {"ngf": 32, "ndf": 64, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
     # likewise `ganlab run probe` itself (the recipe, D 128 wide: the width that beats K-means on all of CIFAR-10)
     "g32d128-e30": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
+    # the recipe trained longer: both of its runs chose their last epoch or the one before
+    "g32d128-e40": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 40},
 }
 VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2")
             for scale in ("raw", "layer", "std")]
