@@ -7,8 +7,6 @@ BatchNorm statistics (``bn_stats``): ``"real"`` (the paper's protocol) uses stat
 training images given as ``real_images`` (on a copy of D), else D's stored ones (real-image ones when D came from
 ``recompute_batchnorm`` or ``ganlab import dcgan-code``); ``"running"``: the running averages of training.
 """
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -4,8 +4,6 @@
 speed, on the GPU when the tensors are there). That expansion loses digits to cancellation (an exact copy comes out
 at about 1e-2, not 0), so it only finds the candidates: the distances returned are recomputed in float64.
 """
-from __future__ import annotations
-
 from typing import Any
 
 import numpy as np

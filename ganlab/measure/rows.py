@@ -1,8 +1,6 @@
 """Row blocks of a feature matrix: the one way every chunked pass over N x D features reads them, so the peak
 memory is one block. A feature matrix is a numpy array, a memory-mapped ``.npy`` larger than RAM, a torch tensor,
 or any object with ``.shape == (N, D)`` whose ``X[a:b]`` gives a row block (a lazy view)."""
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Any
 

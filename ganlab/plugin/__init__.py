@@ -1,4 +1,2 @@
-"""The plugin contract: hooks (``hookspecs``), what plugins register (``components``, ``feature_spaces``,
-``detectors``, ``experiments``), component options (``options``), the registry that collects them
-(``registry``), ganlab's own hooks (``core_plugin``) and the ``new-plugin`` template (``scaffold``).
-Imports ``ganlab.model`` and below; only ``registry`` builds the plugin manager."""
+"""The plugin contract: hooks, what plugins register, component options, the registry and the ``new-plugin``
+template. Imports ``ganlab.model`` and below; only ``registry`` builds the plugin manager."""

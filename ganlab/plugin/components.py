@@ -1,10 +1,11 @@
 """What evaluators and analyses are: their interface, the context they run in, and their results. A component
 computes; it never renders: ``run(ctx)`` returns a ``Result`` of plain data that the report lays out."""
-from __future__ import annotations
-
 import logging
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,13 +49,9 @@ class Image:
 
 @dataclass
 class Result:
-    """What a component hands back: every field optional, all plain data.
-
-    ``verdict`` is one line in plain words that answers the component's question for a reader who reads
-    nothing else ("D features beat raw pixels by 4.1 ± 0.8 points at 10 labels per class"); the report puts
-    every component's verdict on its first screen. ``problems`` are lines a reader must not miss (a collapsed
-    generator, NaN weights): the report lists them at the very top.
-    """
+    """What a component hands back: every field optional, all plain data (docs/reference.md). ``verdict``: one line
+    in plain words that answers the component's question, on the report's first screen; ``problems``: lines a
+    reader must not miss (a collapsed generator, NaN weights), listed at the very top."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     tables: list[Table] = field(default_factory=list)
@@ -65,23 +62,23 @@ class Result:
     problems: list[str] = field(default_factory=list)
 
 
-class Component:
-    """Base of evaluators and analyses. Subclass ``Evaluator`` or ``Analysis``, not this.
+class Named:
+    """Base of what plugins register by name: ``name`` (lowercase, digits, dashes) and a one-line ``description``."""
 
-    Set ``name`` (lowercase, digits, dashes), a one-line ``description``, ``needs`` (keys of ``NEEDS``),
-    ``options`` (name -> default; users override them with ``--set NAME.OPTION=VALUE``) and ``cheap = True`` if
-    it is quick enough to rerun on every epoch checkpoint of a run (``default = False`` if it should run only
-    when named); ``plot_together`` lists metric-name endings whose across-epochs series share one figure (one
-    line per metric with that ending), and ``series_figures`` may group them any other way. ``directions`` says
-    which way each metric is better: a metric name or a glob over dotted names (``"*.fd"``, ``"d.*.accuracy"``)
-    -> ``"higher"``, ``"lower"`` or ``None`` (neither: a count, a spread, a value whose best is in the middle);
-    an exact name wins over globs, then the first glob that matches. Then implement ``run`` (and ``available``
-    when it needs an optional package or file).
-    """
-
-    kind = "component"
     name: str = ""
     description: str = ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class Component(Named):
+    """Base of evaluators and analyses: subclass ``Evaluator`` or ``Analysis``, not this. Set the attributes below
+    (docs/reference.md explains each: ``needs`` are keys of ``NEEDS``, users override ``options`` with ``--set
+    NAME.OPTION=VALUE``, ``cheap`` ones rerun on every epoch checkpoint, ``directions`` maps metric names or globs
+    to "higher", "lower" or None) and implement ``run`` (and ``available`` when it needs an optional package)."""
+
+    kind = "component"
     needs: frozenset[str] | set[str] | tuple[str, ...] = frozenset()
     options: dict[str, Any] = {}
     cheap: bool = False
@@ -91,8 +88,6 @@ class Component:
 
     def direction(self, metric: str) -> str | None:
         """Which way ``metric`` is better ("higher", "lower"), or None (neither, or not declared)."""
-        from fnmatch import fnmatchcase
-
         if metric in self.directions:
             return self.directions[metric]
         return next((way for pattern, way in self.directions.items() if fnmatchcase(metric, pattern)), None)
@@ -121,9 +116,6 @@ class Component:
                 figures[n if n not in figures else f"{n} (alone)"] = [n]
         return figures
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
-
 
 class Evaluator(Component):
     """Measures a model: returns metrics (and optionally tables/figures)."""
@@ -139,13 +131,8 @@ class Analysis(Component):
 
 @dataclass
 class RunContext:
-    """Everything a component may use.
-
-    ``gan`` is the loaded model pair, on ``device``. ``cache`` keeps results between runs (``ganlab.Cache``:
-    digest-verified entries; a context made without one keeps nothing). ``dataset`` is the dataset's name (or
-    None) and ``source`` its registered ``DatasetSource``; ``layout`` says which splits, classes and held-out
-    split the copy at ``data_root`` has. ``split(name)`` loads a split at the model's size.
-    """
+    """Everything a component may use (docs/reference.md describes each field): ``gan`` on ``device``, ``cache``
+    (``ganlab.Cache``; a context made without one keeps nothing), the dataset and ``split(name)``."""
 
     gan: "LoadedGAN"
     device: "torch.device"
@@ -206,8 +193,6 @@ class RunContext:
 
 def best_point(points: list[tuple[int, float]], direction: str | None) -> tuple[int, float] | None:
     """The (epoch, value) that ``direction`` calls best (the earliest on a tie; NaN and inf never), or None."""
-    import math
-
     finite = [p for p in points if math.isfinite(p[1])]
     if direction not in ("higher", "lower") or not finite:
         return None
@@ -224,14 +209,8 @@ def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, ha
 
 
 def check_result(result: Any, component: str) -> Result:
-    """``result`` as a valid ``Result``, or ``ValueError`` naming what is wrong (checked when ``run`` returns).
-
-    Metrics must be real numbers (Python, numpy or one-element torch values; converted to float; NaN and inf
-    are allowed and written to metrics.json as null). Images are float tensors C x H x W in [0, 1] with 1 or 3
-    channels, or uint8 arrays H x W x C; tables, figures and text must be of their types.
-    """
-    import numbers
-
+    """``result`` as a valid ``Result`` (metrics as Python numbers; NaN and inf allowed), or ``ValueError`` naming
+    what is wrong (checked when ``run`` returns; docs/reference.md lists the rules)."""
     import numpy as np
     import torch
 
@@ -253,7 +232,21 @@ def check_result(result: Any, component: str) -> Result:
                 raise ValueError(f"{component} returned {a(type(item).__name__)} among its {kind}s, "
                                  f"not a ganlab.{cls.__name__}")
     for image in result.images:
-        _check_image(image, component)
+        data, where = image.image, f"{component}'s image {image.title!r}"
+        if isinstance(data, torch.Tensor):
+            if data.ndim != 3 or data.shape[0] not in (1, 3):
+                raise ValueError(f"{where} has shape {tuple(data.shape)}; expected C x H x W with C = 1 or 3")
+            if not bool(torch.isfinite(data).all()):
+                raise ValueError(f"{where} contains NaN or inf")
+            low, high = float(data.min()), float(data.max())
+            if low < 0 or high > 1:
+                raise ValueError(f"{where} has values from {low:.3g} to {high:.3g}; expected [0, 1] "
+                                 "(make_grid(..., normalize=True, value_range=(-1, 1)) maps G's output there)")
+        elif isinstance(data, np.ndarray):
+            if data.dtype != np.uint8 or data.ndim not in (2, 3):
+                raise ValueError(f"{where} is a {data.dtype} array of shape {data.shape}; expected uint8 H x W x C")
+        else:
+            raise ValueError(f"{where} is {a(type(data).__name__)}; expected a tensor C x H x W or a uint8 array")
     for name in ("text", "problems"):
         if not all(isinstance(t, str) for t in getattr(result, name)):
             raise ValueError(f"{component} returned {name} that is not a list of strings")
@@ -262,24 +255,3 @@ def check_result(result: Any, component: str) -> Result:
     result.metrics = metrics
     return result
 
-
-def _check_image(image: Image, component: str) -> None:
-    import numpy as np
-    import torch
-
-    data = image.image
-    where = f"{component}'s image {image.title!r}"
-    if isinstance(data, torch.Tensor):
-        if data.ndim != 3 or data.shape[0] not in (1, 3):
-            raise ValueError(f"{where} has shape {tuple(data.shape)}; expected C x H x W with C = 1 or 3")
-        if not bool(torch.isfinite(data).all()):
-            raise ValueError(f"{where} contains NaN or inf")
-        low, high = float(data.min()), float(data.max())
-        if low < 0 or high > 1:
-            raise ValueError(f"{where} has values from {low:.3g} to {high:.3g}; expected [0, 1] "
-                             "(make_grid(..., normalize=True, value_range=(-1, 1)) maps G's output there)")
-    elif isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 or data.ndim not in (2, 3):
-            raise ValueError(f"{where} is a {data.dtype} array of shape {data.shape}; expected uint8 H x W x C")
-    else:
-        raise ValueError(f"{where} is {a(type(data).__name__)}; expected a tensor C x H x W or a uint8 array")

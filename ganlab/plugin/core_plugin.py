@@ -1,7 +1,5 @@
 """ganlab's own hook implementations, registered like any plugin. Torch is imported inside the hooks, so that
 building the plugin manager, which ``ganlab --help`` does to list plugin commands, stays fast."""
-from __future__ import annotations
-
 from ganlab.plugin.hookspecs import hookimpl
 
 

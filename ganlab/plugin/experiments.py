@@ -1,6 +1,4 @@
 """Experiments: named recipes for ``ganlab run NAME`` (what to train, then which components to run)."""
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Any
 

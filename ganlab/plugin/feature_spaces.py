@@ -1,12 +1,12 @@
 """What a feature space is: a way to turn images into vectors that sample-quality and memorisation metrics
 compare (Frechet distance, KID, precision/recall, nearest neighbours). Built-ins: the trained D's pooled
 features, a random D's, raw pixels, and Inception-v3 when the user points at a local weights file."""
-from __future__ import annotations
-
 from typing import Any
 
+from ganlab.plugin.components import Named
 
-class FeatureSpace:
+
+class FeatureSpace(Named):
     """Embeds images. Set ``name`` (lowercase, digits, dashes) and ``description``.
 
     ``embed(ctx, images)`` takes uint8 images N x C x H x W (0..255, the model's size and channels; convert
@@ -15,14 +15,8 @@ class FeatureSpace:
     discriminator", "set sample-quality.inception_weights=FILE").
     """
 
-    name: str = ""
-    description: str = ""
-
     def available(self, ctx: Any) -> str | None:
         return None
 
     def embed(self, ctx: Any, images: Any) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"

@@ -2,8 +2,6 @@
 help text, choices and a range. ``--set NAME.OPTION=VALUE`` values arrive as strings and are turned into the
 default's type; every value is checked before any component runs, so a typo fails in a second, not after an hour.
 """
-from __future__ import annotations
-
 import difflib
 import math
 from dataclasses import dataclass
@@ -14,13 +12,9 @@ from ganlab.errors import GanlabError, a
 
 @dataclass(frozen=True)
 class Option:
-    """A declared option: ``options = {"steps": Option(8, "frames between two points", min=2)}``.
-
-    ``choices`` lists the allowed values (of each item, for a list); ``min``/``max`` bound a number (inclusive);
-    ``of`` names a kind of registered thing ("feature_spaces", "detectors", "datasets") whose names a value given
-    with ``--set`` must be (checked against what is installed before anything runs). ``ctx.options`` holds the
-    plain value, never the ``Option``.
-    """
+    """A declared option: ``options = {"steps": Option(8, "frames between two points", min=2)}``. ``choices`` (of
+    each item, for a list), ``min``/``max`` (inclusive) and ``of`` (a kind such as "detectors" whose registered names
+    the value must be) are checked before anything runs; ``ctx.options`` holds the plain value, never the ``Option``."""
 
     default: Any
     help: str = ""
@@ -61,12 +55,9 @@ def declared(value: Any) -> Option:
 
 def describe(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """name -> {default, type, help, choices, min, max}, for ``ganlab components``."""
-    out = {}
-    for name, value in options.items():
-        option = declared(value)
-        out[name] = {**vars(option), "type": type(option.default).__name__,
-                     "choices": list(option.choices) if option.choices is not None else None}
-    return out
+    specs = {name: declared(value) for name, value in options.items()}
+    return {name: {**vars(spec), "type": type(spec.default).__name__,
+                   "choices": list(spec.choices) if spec.choices is not None else None} for name, spec in specs.items()}
 
 
 def parse_settings(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -1,14 +1,8 @@
-"""The plugin manager: loads plugins and keeps what each one registered.
-
-Core modules register exactly like the plugins of the ``ganlab`` entry-point group. Each plugin's register
-hooks are called on their own (pluggy's ``subset_hook_caller``) with a ``register`` callback bound to that
-plugin, so every registration belongs to a known plugin and tryfirst/trylast and wrappers work as pluggy
-documents. Registration is all or nothing per plugin: one that fails to import, raises in a hook, or registers
-something invalid or clashing is disabled whole, its error kept for ``ganlab plugins`` (in a clash between a
-built-in and a third-party plugin, the third-party one). Only the top of the house uses this module.
+"""The plugin manager: loads plugins and keeps what each one registered, all or nothing per plugin (see
+"How hooks are called" in docs/reference.md). Each plugin's register hooks are called on their own (pluggy's
+``subset_hook_caller``) with a ``register`` callback bound to that plugin, so every registration belongs to a
+known plugin and tryfirst/trylast and wrappers work as pluggy documents. Only the top of the house uses this.
 """
-from __future__ import annotations
-
 import difflib
 import functools
 import importlib
@@ -24,6 +18,7 @@ import pluggy
 
 from ganlab.errors import GanlabError
 from ganlab.plugin import hookspecs
+from ganlab.plugin.options import declared
 
 ENTRY_POINT_GROUP = "ganlab"
 # listed name -> module; the name users see in `ganlab plugins` stays put when the module moves
@@ -68,8 +63,6 @@ def _one_line(exc: BaseException) -> str:
 
 def _declaration_problem(obj: Any) -> str | None:
     """What is wrong with a component's declared ``directions`` or options' defaults, or None."""
-    from ganlab.plugin.options import declared
-
     for option, value in (getattr(obj, "options", None) or {}).items():
         spec = declared(value)
         try:
@@ -202,11 +195,9 @@ def _register_checked(pm: pluggy.PluginManager, module: Any, info: PluginInfo) -
 def _did_you_mean(message: str) -> str:
     """"; did you mean ganlab_register_evaluators?" for a hook name with a typo in ``message``."""
     specs = [name for name in dir(hookspecs) if name.startswith("ganlab_")]
-    for word in re.findall(r"ganlab_\w+", message):
-        close = difflib.get_close_matches(word, specs, n=1)
-        if word not in specs and close:
-            return f"; did you mean {close[0]}?"
-    return ""
+    close = [match for word in re.findall(r"ganlab_\w+", message) if word not in specs
+             for match in difflib.get_close_matches(word, specs, n=1)]
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
@@ -273,9 +264,8 @@ def collect_commands(cli: Any) -> dict[str, str]:
             call_one(pm, plugin, "ganlab_register_commands", cli=group)
             for name in group.commands:
                 if name in cli.commands:
-                    other = added.get(name, "ganlab")
-                    raise GanlabError(f"command {name!r} of plugin {plugin} clashes with {other}'s; {plugin} was "
-                                      "disabled")
+                    raise GanlabError(f"command {name!r} of plugin {plugin} clashes with "
+                                      f"{added.get(name, 'ganlab')}'s; {plugin} was disabled")
         except Exception as exc:
             disable_plugin(pm, plugins, plugin, _one_line(exc))
             continue
@@ -290,10 +280,9 @@ def collect_commands(cli: Any) -> dict[str, str]:
 def register_plugin(module: Any, name: str) -> Registry:
     """Register an extra plugin object in-process (tests, notebooks) and rebuild the registry."""
     global _plugins, _registry
-    pm, plugins = build_plugin_manager()
-    info = plugins[name] = PluginInfo(name, "(in-process)", "-")
-    _register_checked(pm, module, info)
-    _plugins = (pm, plugins)
+    pm, plugins = _plugins = build_plugin_manager()
+    plugins[name] = PluginInfo(name, "(in-process)", "-")
+    _register_checked(pm, module, plugins[name])
     _registry = Registry(pm, plugins)
     return _registry
 
@@ -301,5 +290,4 @@ def register_plugin(module: Any, name: str) -> Registry:
 def reset() -> None:
     """Forget plugins and registry so the next call loads them afresh."""
     global _plugins, _registry
-    _plugins = None
-    _registry = None
+    _plugins = _registry = None

@@ -1,8 +1,6 @@
 """``ganlab new-plugin DIR --name NAME``: write an installable plugin package that passes its own test: one
 evaluator, one analysis, the entry point that registers them, and a test that uses the fixtures of ganlab's
 pytest plugin (``ganlab_tiny_run``, ``ganlab_context``), from the templates in ``ganlab/templates/plugin/``."""
-from __future__ import annotations
-
 import re
 from importlib import resources
 from pathlib import Path

@@ -1,11 +1,7 @@
-"""Atomic writes: a file or a folder on disk is the old one or the complete new one, never half-written.
-
-A new file is written under a temporary name in the same folder, flushed and fsynced, renamed over the
-target with one ``os.replace`` (atomic on POSIX), and the folder is fsynced so that the rename survives a
-power cut. A failure or an interruption removes the temporary file; the old file is untouched.
+"""Atomic writes: a file or a folder on disk is the old one or the complete new one, never half-written: a
+temporary file in the same folder, fsynced, one ``os.replace`` (atomic on POSIX), then the folder fsynced so that
+the rename survives a power cut. A failure or an interruption removes the temporary file.
 """
-from __future__ import annotations
-
 import contextlib
 import errno
 import os
@@ -20,6 +16,7 @@ from ganlab.errors import GanlabError
 _UMASK = os.umask(0)  # reading the umask means setting it: put it straight back
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file; mkstemp's files are private (0600)
+OLD = ".{name}.old-"  # the prefix of the folder that holds the old output while the new one is swapped in
 
 
 def os_error(what: str, path: Path | str, exc: OSError) -> GanlabError:
@@ -42,12 +39,8 @@ def fsync_folder(folder: Path | str) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str = ".tmp", final: Callable[[Path], Path] | None = None) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write (with any library); renamed over ``path`` when the block ends,
-    or over ``final(tmp)``, a name that depends on what was written (a cache entry's digest).
-
-    The temporary file is fsynced before the rename; on an exception (or Ctrl-C) it is removed and the target
-    is left as it was.
-    """
+    """A temporary path beside ``path`` to write (with any library), fsynced and renamed over ``path`` when the
+    block ends, or over ``final(tmp)``, a name that depends on what was written (a cache entry's digest)."""
     path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -70,7 +63,6 @@ def atomic_file(path: Path | str, mode: str = "wb", **kwargs: Any) -> Iterator[I
     """``open(path, mode)`` that replaces ``path`` only once the block completes (see ``atomic_path``)."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
-        handle.flush()
 
 
 def write_atomically(path: Path | str, data: bytes | str) -> Path:
@@ -104,7 +96,7 @@ def swap_folder(staging: Path, out: Path) -> None:
     old = None
     try:
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=OLD.format(name=out.name), dir=out.parent))
             os.replace(out, old / out.name)
         os.replace(staging, out)
     except OSError:

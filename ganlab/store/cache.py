@@ -2,16 +2,11 @@
 
 ``ROOT/PART/KEY-DIGEST.EXT`` is one entry: KEY names what it was computed from (a hash of a JSON-able
 identity), DIGEST is the first 16 hex digits of the SHA-256 of the file's own bytes, written with it in one
-atomic rename. An entry is used only when its bytes still hash to its name: a flipped byte, a truncated or
-empty file, or a folder in its place is removed, recomputed and stored again, with one line on stderr saying
-so. The root holds ganlab's marker and a ``CACHEDIR.TAG`` (so backup tools skip it); a tool that keeps its own
-files (numba's compiled code) gets a marked sub-folder of its own (``folder``). Plugins cache through this
-class (``ctx.cache``), never by writing into the folder themselves.
-
-A cache that cannot be written only costs time: the result is computed and returned all the same.
+atomic rename; an entry whose bytes no longer hash to its name is removed and recomputed, with one line on
+stderr (docs/faults.md). The root holds ganlab's marker and a ``CACHEDIR.TAG`` (so backup tools skip it); a tool
+that keeps its own files (numba's) gets a marked sub-folder (``folder``). Plugins cache through this class
+(``ctx.cache``). A cache that cannot be written only costs time: the result is computed all the same.
 """
-from __future__ import annotations
-
 import contextlib
 import json
 import os
@@ -78,7 +73,6 @@ class Cache:
         """A cache that keeps nothing: every result is computed (contexts made without a cache folder)."""
         return cls(tempfile.gettempdir(), enabled=False)
 
-    # ------------------------------------------------------------------------------------- arrays, JSON, files
     def array(self, part: str, ident: Any, compute: Callable[[], Any], *, rows: int | None = None) -> Any:
         """The numpy array stored for ``ident`` (with ``rows`` rows, when given), else ``compute()``, stored.
         Arrays above 1 GiB come back memory-mapped, read-only."""
@@ -173,7 +167,6 @@ class Cache:
         folder = self._part(part)
         return folder if self._ready() and self._made(folder, "cache-folder") else None
 
-    # ------------------------------------------------------------------------------------- entries
     def find(self, part: str, key: str, ext: str) -> Path | None:
         """The verified entry for ``key``, or None; damaged candidates are removed (with a line each)."""
         folder = self._part(part)

@@ -1,17 +1,13 @@
-"""Which folders ganlab may write into, and one writer per folder.
+"""Which folders ganlab may write into, and one writer per folder (docs/faults.md).
 
-ganlab writes into a folder only when it is new, empty, or one ganlab made for the same purpose: each folder it
-makes holds a small marker file (``.ganlab``: ``{"kind": "report"}`` and the version); folders written before
-the marker are recognised by their contents (``LEGACY``). Anything else that is not empty is refused before any
-work, so a mistyped ``--out`` never replaces a dataset or a run.
+A folder is written only when it is new, empty, or one ganlab made for the same purpose: it holds a marker
+(``.ganlab``: ``{"kind": "report"}`` and the version), or for folders from before the marker, ``LEGACY`` contents.
 
 One writer per folder: an OS file lock (``flock`` through filelock), held for as long as the command writes. The
 lock files live in a folder of the user's own in the system's temporary folder, named by a hash of the folder's
 absolute path, so nothing is added to the user's folders and a crash leaves no stale lock (the OS drops the lock
 with the process). Locks are per machine.
 """
-from __future__ import annotations
-
 import hashlib
 import json
 import os
@@ -51,10 +47,8 @@ def _json_dict(path: Path) -> dict:
 
 def files_in(folder: Path) -> list[str]:
     """Every file and link under ``folder`` but the marker, as sorted relative paths (links not followed)."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        found += [os.path.relpath(os.path.join(root, n), folder) for n in names + [d for d in dirs
-                  if os.path.islink(os.path.join(root, d))]]
+    found = (os.path.relpath(os.path.join(root, n), folder) for root, dirs, names in os.walk(folder)
+             for n in names + [d for d in dirs if os.path.islink(os.path.join(root, d))])
     return sorted(f for f in found if f != MARKER)
 
 

@@ -1,7 +1,6 @@
 """Content hashes: of arrays (keys of results computed from them) and of files (cache entries, weights files)."""
-from __future__ import annotations
-
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,4 @@ def file_sha256(path: str | Path) -> str:
 
 def text_key(*parts: Any) -> str:
     """A 32-hex-digit name for a JSON-able description (a cache entry's identity)."""
-    import json
-
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

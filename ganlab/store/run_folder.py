@@ -1,14 +1,7 @@
 """A training run's folder: one writer, never mixing two runs, never written unless it is ganlab's, and
-stopping cleanly on Ctrl-C or SIGTERM.
-
-A run folder holds ``epoch_NNNN.pt``, ``last.pt``, ``samples/epoch_NNNN.png``, ``log.jsonl`` and ganlab's
-marker. ``--out`` must be new, empty or a run folder of ganlab's: a dataset folder, a home folder or ``/`` is
-refused before anything is read, and one that holds a run needs ``--resume`` or ``--overwrite``. Nothing is
-written until training starts (``begin``), so a start that fails (a missing dataset, a bad flag) leaves no
-trace; the old run that ``--overwrite`` replaces is removed only then.
+stopping cleanly on Ctrl-C or SIGTERM (docs/faults.md). Nothing is written until training starts (``begin``), so
+a start that fails (a missing dataset, a bad flag) leaves no trace; the run ``--overwrite`` replaces goes only then.
 """
-from __future__ import annotations
-
 import contextlib
 import json
 import os
@@ -28,12 +21,8 @@ SAMPLES = "samples"
 
 def run_files(out: Path) -> list[Path]:
     """The files of a ganlab run in ``out`` (checkpoints, log, sample grids); other files are not ours."""
-    if not out.is_dir():
-        return []
-    found = sorted(out.glob("epoch_*.pt")) + [out / name for name in (LAST, LOG) if (out / name).exists()]
-    if (out / SAMPLES).is_dir():
-        found += sorted((out / SAMPLES).glob("epoch_*.png"))
-    return found
+    return (sorted(out.glob("epoch_*.pt")) + [out / name for name in (LAST, LOG) if (out / name).exists()]
+            + sorted((out / SAMPLES).glob("epoch_*.png")))  # glob finds nothing in a missing folder or a file
 
 
 class RunFolder:
@@ -47,21 +36,16 @@ class RunFolder:
             raise GanlabError(f"{self.out} already holds a training run ({len(existing)} files, e.g. "
                               f"{existing[0].name}); continue it with --resume {self.out / LAST}, train into a new "
                               "--out, or give --overwrite to replace it")
-        self._check_writable()
-        self.replace = bool(existing) and overwrite and not resuming
-        self.lock = lock_folder(self.out, "training")
-
-    def _check_writable(self) -> None:
-        """Fail in a second, not after the data is decoded, where the run could not be written: probe the
-        nearest existing folder with a file that is removed at once."""
+        # fail in a second, not after the data is decoded, where the run could not be written: probe the nearest
+        # existing folder with a file that is removed at once (a file in its place fails as NotADirectoryError)
         folder = next(path for path in (self.out, *self.out.parents) if path.exists())
-        if not folder.is_dir():
-            raise GanlabError(f"cannot write the run into {self.out}: part of that path is a file")
         try:
             with open(folder / f".ganlab-write-test-{os.getpid()}", "wb") as probe:
                 os.unlink(probe.name)
         except OSError as exc:
             raise os_error("write the run into", self.out, exc) from None
+        self.replace = bool(existing) and overwrite and not resuming
+        self.lock = lock_folder(self.out, "training")
 
     def begin(self) -> None:
         """Create the folder (or remove the run ``--overwrite`` replaces) and mark it: training starts."""

@@ -1,32 +1,23 @@
 """An output folder written all at once: built in a hidden folder beside it, then swapped in whole.
 
-Reports, ``ganlab dedup`` and ``ganlab faces`` write this way. A crash, a full disk, Ctrl-C or SIGTERM while
-the folder is being written leaves the previous one as it was; the staging folder is removed on the way out,
-and one left by a process that was killed outright (``kill -9``) is removed the next time a folder is written
-there (only by the holder of the folder's lock, so never one that is still being written).
+A crash, a full disk, Ctrl-C or SIGTERM while it is written leaves the previous one as it was (docs/faults.md);
+a staging folder left by ``kill -9`` is removed by the next writer there, which holds the folder's lock.
 """
-from __future__ import annotations
-
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from ganlab.errors import GanlabError
-from ganlab.store.atomic import os_error, remove_tree, swap_folder, write_atomically
+from ganlab.store.atomic import OLD, os_error, remove_tree, swap_folder, write_atomically
 from ganlab.store.claims import absolute, check_output, files_in, lock_folder, mark
 
 STAGING = ".{name}.partial-"
-OLD = ".{name}.old-"
 
 
 class StagedFolder:
-    """``staging`` is where the writer puts files; ``commit()`` puts it in place of ``out``.
-
-    Use it as a context manager: leaving the block without ``commit()`` (an error, Ctrl-C) removes the
-    staging folder. ``out`` is checked (new, empty, or a ``kind`` folder of ganlab's, outside ``sources``) and
-    locked before any work; ``legacy(out)`` may recognise a ``kind`` folder written before ganlab marked them.
-    """
+    """``staging`` is where the writer puts files; ``commit()`` puts it in place of ``out`` (checked and locked
+    first: see ``check_output``). Leaving the ``with`` block without ``commit()`` removes the staging folder."""
 
     def __init__(self, out: str | Path, kind: str, *, sources: list[Path] = (), flag: str = "--out",
                  legacy: Callable[[Path], bool] | None = None):
@@ -36,7 +27,9 @@ class StagedFolder:
         self.committed = False
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._remove_leftovers()
+            for pattern in (STAGING, OLD):  # left by a killed process (we hold the lock: none is live)
+                for path in self.out.parent.glob(pattern.format(name=self.out.name) + "*"):
+                    remove_tree(path)
             self.staging = Path(tempfile.mkdtemp(prefix=STAGING.format(name=self.out.name), dir=self.out.parent))
             mark(self.staging, kind)
         except OSError as exc:
@@ -44,12 +37,6 @@ class StagedFolder:
             if isinstance(exc, FileExistsError):
                 raise GanlabError(f"cannot create {self.out}: a file is in the way") from None
             raise os_error(f"write the {kind} into", self.out.parent, exc) from None
-
-    def _remove_leftovers(self) -> None:
-        """Staging and swap folders of this output left by a killed process (we hold the lock: none is live)."""
-        for pattern in (STAGING, OLD):
-            for path in self.out.parent.glob(pattern.format(name=self.out.name) + "*"):
-                remove_tree(path)
 
     def write_text(self, name: str, text: str) -> Path:
         try:
