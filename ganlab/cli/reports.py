@@ -17,15 +17,19 @@ SET = click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALU
 TIMEOUT = click.option("--component-timeout", type=click.FloatRange(min=0), default=DEFAULTS.component_timeout,
                        show_default=True, help="seconds one component may run before it is stopped and marked "
                                                "timed out (0: no limit)")
-def names(text: str | None, flag: str = "--only") -> list[str] | None:
-    """"a, b" -> ["a", "b"]; None when the flag was not given; a value that names nothing is an error."""
-    if text is None:
-        return None
-    found = [t.strip() for t in text.split(",") if t.strip()]
-    if not found:
-        raise GanlabError(f"{flag} {text!r} names no component; give names separated by commas (see `ganlab "
-                          "components`)")
-    return found
+
+
+class Names(click.ParamType):
+    """"a, b" -> ["a", "b"]; a value that names nothing is an error."""
+
+    name = "text"
+
+    def convert(self, value, param, ctx) -> list[str]:
+        found = [t.strip() for t in value.split(",") if t.strip()]
+        if not found:
+            raise GanlabError(f"{param.opts[0]} {value!r} names no component; give names separated by commas (see "
+                              "`ganlab components`)")
+        return found
 
 
 def write_report(checkpoint, *, as_json=False, quiet=False, show_traceback=False, **options) -> None:
@@ -50,8 +54,8 @@ def write_report(checkpoint, *, as_json=False, quiet=False, show_traceback=False
 
 @click.command("report")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--only", help="comma-separated components to run (default: all applicable)")
-@click.option("--skip", help="comma-separated components to leave out")
+@click.option("--only", type=Names(), help="comma-separated components to run (default: all applicable)")
+@click.option("--skip", type=Names(), help="comma-separated components to leave out")
 @click.option("--dataset", help="dataset for the components (default: the one recorded in the checkpoint)")
 @click.option("--data-root", type=click.Path(file_okay=False), help="folder holding the dataset files")
 @SET
@@ -72,10 +76,9 @@ def write_report(checkpoint, *, as_json=False, quiet=False, show_traceback=False
 @click.option("--out", type=click.Path(file_okay=False), help="output folder (default reports/<checkpoint name>)")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULTS.seed, show_default=True)
 @click.option("--device", default=DEFAULTS.device, show_default=True)
-def report(checkpoint, only, skip, across_epochs, settings, **flags) -> None:
+def report(checkpoint, across_epochs, settings, **flags) -> None:
     """Run every applicable evaluator and analysis on CHECKPOINT (a file or a run folder)."""
-    write_report(checkpoint, only=names(only), skip=names(skip, "--skip"), all_across_epochs=across_epochs,
-                 settings=parse_settings(settings), **flags)
+    write_report(checkpoint, all_across_epochs=across_epochs, settings=parse_settings(settings), **flags)
 
 
 @click.command()

@@ -17,14 +17,14 @@ TRAIN_FLAGS = {
     "split": (None, "split to train on"),
     "download": (bool, "allow torchvision to download the dataset"),
     "limit": (click.IntRange(2), "train on N images only (a fixed random subset)"),
-    "preset": (click.Choice(list(PRESETS)), "model preset; the flags below override it"),
-    "image_size": (click.Choice([str(s) for s in IMAGE_SIZES]), "image side"),
-    "channels": (click.Choice(["1", "3"]), "1 or 3 (default: the dataset's; a folder's: 1 when its images are grey)"),
+    "preset": (click.Choice(PRESETS), "model preset; the flags below override it"),
+    "image_size": (click.Choice(IMAGE_SIZES), "image side"),
+    "channels": (click.Choice((1, 3)), "1 or 3 (default: the dataset's; a folder's: 1 when its images are grey)"),
     "nz": (click.IntRange(1), "latent size"),
     "ngf": (click.IntRange(1), "G width"),
     "ndf": (click.IntRange(1), "D width"),
-    "kernel_size": (click.Choice([str(k) for k in KERNEL_SIZES]), "conv kernel"),
-    "latent": (click.Choice(list(LATENTS)), "z distribution"),
+    "kernel_size": (click.Choice(KERNEL_SIZES), "conv kernel"),
+    "latent": (click.Choice(LATENTS), "z distribution"),
     "epochs": (click.IntRange(1), "epochs"),
     "batch_size": (click.IntRange(1), "batch size"),
     "lr": (click.FloatRange(min=0, min_open=True), "Adam learning rate"),
@@ -49,21 +49,16 @@ def train_options(func):
     train, model = TrainOptions(), ModelConfig()
     for name, (kind, help) in reversed(TRAIN_FLAGS.items()):
         shown = getattr(train, name) if getattr(train, name) is not None else getattr(model, name, None)
-        shown = None if name == "channels" else shown  # the dataset's, not ModelConfig's
-        flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            func = click.option(flag, is_flag=True, default=None, help=help)(func)
-        else:
-            func = click.option(flag, type=kind, default=None, help=help,
-                                show_default=str(shown) if shown not in (None, "") else False)(func)
+        # channels default to the dataset's, not ModelConfig's
+        hidden = kind is bool or shown in (None, "") or name == "channels"
+        func = click.option("--" + name.replace("_", "-"), is_flag=kind is bool, type=None if kind is bool else kind,
+                            default=None, help=help, show_default=False if hidden else str(shown))(func)
     return func
 
 
 def _options_from_flags(base: TrainOptions, flags: dict) -> TrainOptions:
     """Apply the flags the user gave (not None) on top of ``base`` TrainOptions."""
-    given = {k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v is not None}
-    to_int = ("image_size", "channels", "kernel_size")  # click.Choice gives strings
-    return base.updated(**{k: int(v) if k in to_int else v for k, v in given.items()})
+    return base.updated(**{k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v is not None})
 
 
 @click.command()

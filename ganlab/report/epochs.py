@@ -36,12 +36,9 @@ def _same_checkpoint(a: LoadedGAN, b: LoadedGAN) -> bool:
 def across_epochs(run_dir: Path, components: list[Component], plan: Plan, *, everything: bool, progress: bool,
                   problems: list[str], points: int | None = None,
                   done: tuple[LoadedGAN, list[ComponentRun]] | None = None) -> dict[str, list[tuple[int, float]]]:
-    """metric -> [(epoch, value)] for cheap components (all with ``everything``) over a run's epochs.
-
-    ``points``: at most this many epoch files, evenly spread (see :func:`spread`; None: every one). ``done``:
-    a checkpoint and its component runs already made with the same settings; the epoch file that is the
-    same checkpoint reuses them instead of running again. An epoch file that cannot be read, or a component
-    that fails on it, adds a line to ``problems``.
+    """metric -> [(epoch, value)] for cheap components (all with ``everything``) over at most ``points`` of a run's
+    epochs (see :func:`spread`). ``done``: a checkpoint and its component runs made with the same settings, reused
+    for the epoch file that is the same checkpoint. An unreadable epoch file or a failed run adds to ``problems``.
     """
     chosen = [c for c in components if everything or c.cheap]
     series: dict[str, list[tuple[int, float]]] = {}
@@ -117,13 +114,10 @@ def series_direction(name: str, components: list[Component]) -> str | None:
 
 def best_epochs(series: dict[str, list[tuple[int, float]]], components: list[Component]) -> dict[str, dict]:
     """series -> {"epoch", "value", "direction"} of its best epoch, for the series that have a direction."""
-    found = {}
-    for name, points in series.items():
-        way = series_direction(name, components)
-        best = best_point(points, way)
-        if best is not None:
-            found[name] = {"epoch": best[0], "value": best[1], "direction": way}
-    return found
+    ways = {name: series_direction(name, components) for name in series}
+    found = {name: best_point(points, ways[name]) for name, points in series.items()}
+    return {name: {"epoch": best[0], "value": best[1], "direction": ways[name]}
+            for name, best in found.items() if best is not None}
 
 
 def best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir: Path,

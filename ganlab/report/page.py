@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid
 
+import ganlab.report.epochs as epochs
 from ganlab import __version__
 from ganlab.defaults import ReportOptions
 from ganlab.errors import GanlabError, a, count
@@ -24,15 +25,6 @@ from ganlab.model.devices import select_device
 from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.registry import get_registry
 from ganlab.report.data import TIMED_OUT, ReportData
-from ganlab.report.epochs import (
-    across_epochs,
-    best_epoch,
-    best_epochs,
-    check_selection,
-    epoch_checkpoints,
-    meta_int,
-    series_groups,
-)
 from ganlab.report.run import Plan, Say, check_settings, dataset_of, missing_needs, run_components, select_components
 from ganlab.store.atomic import os_error
 from ganlab.store.cache import Cache
@@ -51,17 +43,11 @@ def make_report(checkpoint: str | Path, *, only: list[str] | None = None, skip: 
                 component_timeout: float | None = DEFAULTS.component_timeout) -> tuple[ReportData, Path]:
     """Write ``OUT/index.html`` and ``OUT/metrics.json`` for a checkpoint (or a run folder); return the data and OUT.
 
-    The report is built beside ``OUT`` (default ``reports/<checkpoint or run name>``: new, empty or a report folder
-    of ganlab's, locked meanwhile) and swapped in at the end, so a failure leaves the previous report whole. Paths
-    are made absolute before any component runs; a component named in ``only`` that cannot run here is an error
-    before anything runs.
-
-    ``select_epoch`` ("COMPONENT.METRIC" of a validation metric, e.g. ``probe-epochs.d.val_accuracy``; a run folder
-    only): the components run on the epoch checkpoint where that metric is best by its declared direction (the
-    earliest on a tie; a metric without a direction is refused), looking at every epoch; otherwise the plots across
-    training use at most ``epoch_points`` epoch files, evenly spread (None or 0: all). ``component_timeout``:
-    seconds one component may run (None or 0: no limit). ``settle_batchnorm``: recompute G's BatchNorm statistics
-    from random latent vectors first (for checkpoints whose running statistics never settled).
+    The report is built beside ``OUT`` (default ``reports/<checkpoint or run name>``) and swapped in at the end, so
+    a failure leaves the previous report whole. A component named in ``only`` that cannot run here is an error
+    before anything runs. ``select_epoch`` ("COMPONENT.METRIC", a run folder only): report on the epoch checkpoint
+    where that metric is best by its declared direction, looking at every epoch; otherwise the plots across
+    training use at most ``epoch_points`` epoch files (None or 0: all).
     """
     checkpoint = absolute(checkpoint)
     run_dir = checkpoint if checkpoint.is_dir() else None
@@ -125,10 +111,10 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
     problems: list[str] = []
     selected: dict[str, Any] = {}
     if select_epoch:
-        check_selection(select_epoch, run_dir, components, everything)
-        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
-                               problems=problems)
-        selected = best_epoch(series, select_epoch, run_dir, components)
+        epochs.check_selection(select_epoch, run_dir, components, everything)
+        series = epochs.across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+                                      problems=problems)
+        selected = epochs.best_epoch(series, select_epoch, run_dir, components)
         path = selected.pop("checkpoint")
         gan = plan.load(path)
     if say is not None:
@@ -140,14 +126,14 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
     problems += history_problems
     problems += [f"{run.name} {run.error.removeprefix('ComponentTimeout: ')}" for run in runs
                  if run.status == TIMED_OUT]
-    if run_dir and len(epoch_checkpoints(run_dir)) > 1 and not select_epoch:
-        series = across_epochs(run_dir, components, plan, everything=everything, progress=progress,
-                               problems=problems, points=epoch_points, done=(gan, runs))
-    groups = series_groups(series, components, problems)
+    if run_dir and len(epochs.epoch_checkpoints(run_dir)) > 1 and not select_epoch:
+        series = epochs.across_epochs(run_dir, components, plan, everything=everything, progress=progress,
+                                      problems=problems, points=epoch_points, done=(gan, runs))
+    groups = epochs.series_groups(series, components, problems)
     raw = gan.sample(64, seed=plan.seed)
     problems += model_problems(gan, raw, plan.settle_batchnorm)
     options = gan.meta.get("options")
-    training = {"epoch": meta_int(gan.meta, "epoch"), "step": meta_int(gan.meta, "step"),
+    training = {"epoch": epochs.meta_int(gan.meta, "epoch"), "step": epochs.meta_int(gan.meta, "step"),
                 "format": str(gan.meta.get("format") or ""), "options": options if isinstance(options, dict) else None,
                 **({"selected_by": selected} if selected else {})}
     return ReportData(
@@ -155,7 +141,7 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         versions={"ganlab": __version__, "torch": torch.__version__, "python": platform.python_version()},
         seed=plan.seed, date=_dt.datetime.now().isoformat(timespec="seconds"), training=training, history=history,
         samples=make_grid(torch.nan_to_num(raw, 0.0, 1.0, -1.0), nrow=8, normalize=True, value_range=(-1, 1)),
-        components=runs, across_epochs=series, across_groups=groups, across_best=best_epochs(series, components),
+        components=runs, across_epochs=series, across_groups=groups, across_best=epochs.best_epochs(series, components),
         problems=problems, warnings=warnings)
 
 

@@ -173,11 +173,6 @@ def _split_error(error: str | None) -> tuple[str, str]:
     return "Error", text
 
 
-def _table(table: Any) -> dict[str, Any]:
-    return {"title": table.title, "columns": [str(c) for c in table.columns],
-            "rows": [[fmt_value(cell) for cell in row] for row in table.rows]}
-
-
 def _in_tables(value: str, tables: list[dict[str, Any]]) -> bool:
     """Whether a table cell already shows this formatted number (so the metrics list need not repeat it)."""
     if not re.fullmatch(r"-?[\d.]+(e[+-]?\d+)?", value):
@@ -195,12 +190,6 @@ def _headline(run: ComponentRun) -> str:
     return run.description if run.status == OK else run.error or run.status
 
 
-def _problems(data: ReportData) -> list[str]:
-    """Every line a reader must not miss: the page's own problems, then each component's."""
-    return [*data.problems, *data.warnings,
-            *(f"{run.name}: {line}" for run in data.components for line in (run.result or Result()).problems)]
-
-
 def _pairs(mapping: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [(str(k), fmt_value(v)) for k, v in (mapping or {}).items()]
 
@@ -210,7 +199,8 @@ def _component_view(run: ComponentRun, index: int, assets: _Assets, ids: set[str
     # names slug alike never overwrite each other's files.
     stem = f"c{index:02d}-{slugify(run.name)}"
     result = run.result or Result()
-    tables = [_table(t) for t in result.tables]
+    tables = [{"title": t.title, "columns": [str(c) for c in t.columns],
+               "rows": [[fmt_value(cell) for cell in row] for row in t.rows]} for t in result.tables]
     metrics = _pairs(result.metrics)
     shown = [(k, v) for k, v in metrics if not _in_tables(v, tables)]
     return {"run": run, "anchor": _unique(f"component-{slugify(run.name)}", ids), "time": fmt_seconds(run.seconds),
@@ -252,7 +242,10 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
         config=_pairs(data.config), training=_pairs(training), training_options=_pairs(options),
         versions=[(str(k), str(v)) for k, v in (data.versions or {}).items()],
         counts={s: sum(c["run"].status == s for c in components) for s in (OK, FAILED, SKIPPED)},
-        skipped=SKIPPED, failed=FAILED, ok=OK, problems=_problems(data),
+        skipped=SKIPPED, failed=FAILED, ok=OK,
+        # every line a reader must not miss: the page's own problems, then each component's
+        problems=[*data.problems, *data.warnings, *(f"{run.name}: {line}" for run in data.components
+                                                     for line in (run.result or Result()).problems)],
         headline=[(k, v) for k, v in _pairs(training) if k in ("epoch", "step")])
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ganlab.api import dataset_source, load
 from ganlab.data.datasets import DatasetSource, Layout
 from ganlab.errors import GanlabError
 from ganlab.model.loaded_gan import LoadedGAN
@@ -46,8 +47,6 @@ class Plan:
 
     def load(self, path: Path) -> LoadedGAN:
         """The checkpoint at ``path`` on the plan's device (G's BatchNorm statistics settled if asked)."""
-        from ganlab.api import load
-
         gan = load(path, self.device)
         return gan.settle_batchnorm(seed=self.seed) if self.settle_batchnorm else gan
 
@@ -100,7 +99,7 @@ def check_before_training(only: list[str] | None, settings: dict[str, Any], data
 def dataset_of(dataset: str | None, data_root: str | Path | None) -> tuple[DatasetSource | None, Layout | None]:
     if not dataset:
         return None, None
-    source = get_registry().get("datasets", dataset.partition(":")[0])
+    source = dataset_source(dataset)
     return source, source.layout(data_root, dataset.partition(":")[2] or None)
 
 
@@ -116,12 +115,9 @@ def missing_needs(component: Component, gan: LoadedGAN, source: DatasetSource | 
 
 def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, progress: bool = True,
                    say: Say | None = None) -> list[ComponentRun]:
-    """Run each component, recording its status, time, result or error.
-
-    ``say`` gets one line per component (ok, skipped with the reason, failed with the error). A component
-    still running after ``plan.timeout`` seconds is stopped and marked timed out (``ganlab.report.time_limit``).
-    Ctrl-C (KeyboardInterrupt) is not a component's failure: it ends the report.
-    """
+    """Run each component, recording its status, time, result or error; ``say`` gets a ``status_line`` each. One
+    still running after ``plan.timeout`` seconds is stopped and marked timed out; Ctrl-C ends the report, it is
+    not a component's failure."""
     registry = get_registry()
     source, layout = dataset_of(plan.dataset, plan.data_root)
     runs = []

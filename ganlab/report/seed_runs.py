@@ -46,11 +46,8 @@ def read_metrics(reports: dict[int, Path]) -> dict[int, dict]:
 
 
 def summarise(metrics: dict[int, dict]) -> dict:
-    """Mean, std (ddof 1; 0 for one seed), min, max and n over seeds of each numeric metric of each component.
-
-    A metric missing in some seed's report (its component was skipped or failed there) is summarised over the
-    seeds that have it, and ``n`` says how many.
-    """
+    """Mean, std (ddof 1; 0 for one seed), min, max and n over seeds of each numeric metric of each component; a
+    metric missing in some seed's report (its component skipped or failed there) is summarised over the others."""
     seeds = sorted(metrics)
     values: dict[str, dict[str, list[float | None]]] = {}
     for i, seed in enumerate(seeds):
