@@ -16,7 +16,6 @@ from ganlab.errors import GanlabError
 FOLDER_TEST_FRACTION = 0.2  # held out from a folder of class folders that has no train/ and test/
 FOLDER_SPLIT_SEED = 0
 CHANNEL_SAMPLE = 32  # images, spread over the split, that tell a grey folder from a colour one
-GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
 def folder_layout(root: Path | None, variant: str | None) -> Layout:
@@ -80,13 +79,6 @@ def open_folder(split: str, root: Path | None, download: bool, variant: str | No
     return FileImages(files)
 
 
-def _is_grey(image) -> bool:
-    if image.mode in GREY_MODES:
-        return True
-    rgb = np.asarray(image.convert("RGB"))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-
-
 def folder_channels(root: Path | None, split: str) -> int:
     """1 when the split's images are grey (a grey file mode, or equal red, green and blue), else 3: a model of
     grey pictures needs no colour channels. Unreadable images are left to the loader, which reports them."""
@@ -100,7 +92,8 @@ def folder_channels(root: Path | None, split: str) -> int:
             image = dataset[int(index)][0]
         except GanlabError:
             continue
-        if not _is_grey(image):
+        pixels = np.asarray(image)  # the loader gives 'L' or 'RGB'
+        if image.mode != "L" and not (pixels.min(-1) == pixels.max(-1)).all():
             return 3
         looked += 1
     return 1 if looked else 3
