@@ -69,13 +69,13 @@ def draw(G, z, device):
     return to_uint8(generate(G, z, device, check="drawn for the arithmetic"))
 
 
-def draw_expression(G, device, bank_z, bank_u8, concepts, expression: str, seed: int, noise: float, where: str,
+def draw_expression(G, device, bank_z, bank_u8, concepts, expression: str, seed: int, noise: float,
                     unused: bool = True):
     """(coefficients, uint8 images of the result and its neighbours, the picture's rows): (label, exemplar images,
     mean image) per concept, those in the expression first."""
     import torch
 
-    coeffs = ax.parse_expression(expression, concepts, where)
+    coeffs = ax.parse_expression(expression, concepts)  # valid: checked, or made from concept names
     means = ax.concept_means(bank_z, concepts)
     block = draw(G, ax.neighbourhood(ax.combine(coeffs, means), NEIGHBOURS, noise, seed), device)
     mean_u8 = dict(zip(means, draw(G, torch.stack(list(means.values())), device)))
@@ -83,26 +83,6 @@ def draw_expression(G, device, bank_z, bank_u8, concepts, expression: str, seed:
     return coeffs, block, [(f"{coeffs[name]:+g} x {name} {concepts[name]}" if name in coeffs
                             else f"(unused) {name} {concepts[name]}", bank_u8[concepts[name]], mean_u8[name])
                            for name in order]
-
-
-def write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank, noise, device) -> None:
-    from ganlab import load, select_device
-
-    torch_device = select_device(device)
-    gan = load(checkpoint, torch_device)
-    bank_z = ax.make_bank(gan.config, bank, seed)
-    bank_u8 = draw(gan.generator, bank_z, torch_device)
-    coeffs, block, used = draw_expression(gan.generator, torch_device, bank_z, bank_u8, concepts, expression, seed + 1,
-                                          noise, "--expr")
-    ax.arithmetic_picture(expression, used, block).save(folder.staging / "arithmetic.png")
-    ax.numbered_grid(bank_u8).save(folder.staging / "bank.png")
-    rows = [{"name": name, "indices": ", ".join(map(str, idx)),
-             "coefficient": f"{coeffs[name]:+g}" if name in coeffs else "unused"} for name, idx in concepts.items()]
-    folder.write_text("index.html", page(
-        expression=expression, combination=ax.format_coeffs(coeffs), concepts=rows, notes=notes,
-        checkpoint=str(checkpoint), seed=seed, bank=bank, noise=noise,
-        arithmetic_png=(folder.staging / "arithmetic.png").read_bytes(),
-        bank_png=(folder.staging / "bank.png").read_bytes()))
 
 
 @click.command("arithmetic")
@@ -117,13 +97,27 @@ def write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank
 @click.option("--device", default="auto", show_default=True)
 def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, noise, device) -> None:
     """Concept arithmetic on z (the paper's figure 7): writes arithmetic.png, bank.png and index.html to --out."""
-    from ganlab import StagedFolder
+    from ganlab import StagedFolder, load, select_device
 
     concepts = ax.parse_concepts(concept_texts, bank)
     coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
     notes = exemplar_notes(concepts, coeffs)
     with StagedFolder(out, "arithmetic", legacy=lambda f: (f / "arithmetic.png").is_file()) as folder:
-        write_arithmetic(folder, checkpoint, concepts, expression, notes, seed, bank, noise, device)
+        device = select_device(device)
+        gan = load(checkpoint, device)
+        bank_z = ax.make_bank(gan.config, bank, seed)
+        bank_u8 = draw(gan.generator, bank_z, device)
+        _, block, used = draw_expression(gan.generator, device, bank_z, bank_u8, concepts, expression, seed + 1, noise)
+        ax.arithmetic_picture(expression, used, block).save(folder.staging / "arithmetic.png")
+        ax.numbered_grid(bank_u8).save(folder.staging / "bank.png")
+        rows = [{"name": name, "indices": ", ".join(map(str, idx)),
+                 "coefficient": f"{coeffs[name]:+g}" if name in coeffs else "unused"}
+                for name, idx in concepts.items()]
+        folder.write_text("index.html", page(
+            expression=expression, combination=ax.format_coeffs(coeffs), concepts=rows, notes=notes,
+            checkpoint=str(checkpoint), seed=seed, bank=bank, noise=noise,
+            arithmetic_png=(folder.staging / "arithmetic.png").read_bytes(),
+            bank_png=(folder.staging / "bank.png").read_bytes()))
         out = folder.commit()
     for note in notes:
         click.echo(f"note: {note}", err=True)
@@ -189,11 +183,10 @@ def train_classifier(ctx):
                                        f"{ctx.train_split} images")
 
 
-def pick_concepts(probs, classes, names: dict[int, str], exemplars: int):
+def pick_concepts(probs, pred, classes, names: dict[int, str], exemplars: int):
     """Per class its ``exemplars`` most confident bank samples: (concepts, their probabilities, classes skipped)."""
     import numpy as np
 
-    pred = classes[probs.argmax(1)]
     concepts, confidence, skipped = {}, {}, []
     for column, label in enumerate(map(int, classes)):
         members = np.flatnonzero(pred == label)
@@ -213,7 +206,7 @@ def read_expressions(ctx, bank_z, bank_u8, concepts, read):
     o, rows, images, matched, judged = ctx.options, [], [], 0, 0
     for k, (expression, picture) in enumerate(expressions(list(concepts), o["expressions"], o["pictures"])):
         coeffs, block, used = draw_expression(ctx.gan.generator, ctx.device, bank_z, bank_u8, concepts, expression,
-                                              ctx.seed + 1 + k, o["noise"], "expression", unused=False)
+                                              ctx.seed + 1 + k, o["noise"], unused=False)
         reading, expected = read(block), ax.expected_concept(coeffs)
         hits = sum(r == expected for r in reading) if expected else None
         if expected:
@@ -257,10 +250,10 @@ class VectorArithmetic(Analysis):
         bank_z = ax.make_bank(ctx.gan.config, o["bank"], ctx.seed)
         bank_u8 = draw(ctx.gan.generator, bank_z, ctx.device)
         probs = classifier.predict_proba(classify(bank_u8))
-        concepts, confidence, skipped = pick_concepts(probs, classifier.classes_, names, o["exemplars"])
+        pred = classifier.classes_[probs.argmax(1)]
+        concepts, confidence, skipped = pick_concepts(probs, pred, classifier.classes_, names, o["exemplars"])
         rows, images, matched, judged = read_expressions(
             ctx, bank_z, bank_u8, concepts, lambda u8: [names[int(c)] for c in classifier.predict(classify(u8))])
-        pred = classifier.classes_[probs.argmax(1)]
         bank_grid = ax.numbered_grid(bank_u8, [f"{i}:{int(c)}" for i, c in enumerate(pred)])
         images.insert(0, Image(f"bank of {o['bank']} samples (seed {ctx.seed}), numbered, with the classifier's "
                                "reading (index:class label)", np.asarray(bank_grid)))

@@ -228,10 +228,9 @@ def _font(size: int = 13):
 
 def _cell(image_uint8, side: int):
     from PIL import Image as PILImage
+    from torchvision.transforms.functional import to_pil_image
 
-    array = image_uint8.permute(1, 2, 0).numpy()
-    picture = PILImage.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-    return picture.convert("RGB").resize((side, side), PILImage.NEAREST)
+    return to_pil_image(image_uint8).convert("RGB").resize((side, side), PILImage.NEAREST)
 
 
 def cell_side(image_size: int) -> int:

@@ -7,6 +7,8 @@ pixels: upscale small images first (``forget-concept`` does).
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 from ganlab import Detector, GanlabError, hookimpl
 
 CASCADE = "haarcascade_frontalface_alt.xml"
@@ -16,21 +18,19 @@ WINDOW = 24  # the cascade's own size: nothing smaller is found
 class HaarFace(Detector):
     name = "haar-face"
     description = "Frontal faces: OpenCV's Haar cascade (haarcascade_frontalface_alt), on the grey image"
-    _cascade = None
 
+    @cached_property
     def cascade(self):
-        if self._cascade is None:
-            import cv2
+        import cv2
 
-            if not hasattr(cv2, "CascadeClassifier") or not getattr(getattr(cv2, "data", None), "haarcascades", ""):
-                raise GanlabError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out); "
-                                  "install opencv-python-headless<5 for the haar-face detector")
-            path = cv2.data.haarcascades + CASCADE
-            cascade = cv2.CascadeClassifier(path)
-            if cascade.empty():
-                raise GanlabError(f"could not load OpenCV's face cascade {path}; reinstall opencv-python-headless<5")
-            self._cascade = cascade
-        return self._cascade
+        if not hasattr(cv2, "CascadeClassifier") or not getattr(getattr(cv2, "data", None), "haarcascades", ""):
+            raise GanlabError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them out); "
+                              "install opencv-python-headless<5 for the haar-face detector")
+        path = cv2.data.haarcascades + CASCADE
+        cascade = cv2.CascadeClassifier(path)
+        if cascade.empty():
+            raise GanlabError(f"could not load OpenCV's face cascade {path}; reinstall opencv-python-headless<5")
+        return cascade
 
     def detect(self, image):
         import cv2
@@ -47,7 +47,7 @@ class HaarFace(Detector):
             grey = np.ascontiguousarray(image)
         else:
             raise ValueError(f"haar-face expects an H x W or H x W x 3 image, got shape {image.shape}")
-        cascade = self.cascade()  # a missing cascade is reported on tiny images too
+        cascade = self.cascade  # a missing cascade is reported on tiny images too
         if min(grey.shape) < WINDOW:
             return []
         found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(WINDOW, WINDOW))

@@ -58,7 +58,7 @@ EXPERIMENTS = [
                            "svm-probe.train_split": "train", "svm-probe.test_split": "test"},
         # the checkpoint is chosen by validation accuracy ("for all hyperparameter and model selection"), not
         # the last epoch
-        select_epoch="probe-epochs.d.val_accuracy",
+        select_epoch=SELECT,
     ),
     Experiment(
         name="probe-cifar10",
@@ -66,7 +66,7 @@ EXPERIMENTS = [
         train={"dataset": "cifar10", "preset": "dcgan32", "epochs": 10},
         component_options={"svm-probe.labels_per_class": "400,all", "svm-probe.val_size": 5000,
                            "svm-probe.draws": 10, "svm-probe.C_grid": list(PAPER_C_GRID)},
-        select_epoch="probe-epochs.d.val_accuracy",
+        select_epoch=SELECT,
     ),
 ]
 

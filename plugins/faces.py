@@ -71,10 +71,6 @@ def square_crop(box, width: int, height: int) -> tuple[int, int, int]:
     return int(left), int(top), int(side)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)[:60].strip("_") or "image"
-
-
 @click.command("faces")
 @click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
@@ -137,7 +133,8 @@ def _crop_faces(src_dir: Path, folder, find, detector_name: str, min_size: int, 
                 small += 1
                 continue
             left, top, side = square_crop(box, width, height)
-            name = f"{len(crops):06d}_{_safe(Path(where).stem)}.png"
+            safe = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(where).stem)[:60].strip("_") or "image"
+            name = f"{len(crops):06d}_{safe}.png"
             crop = Image.fromarray(image[top:top + side, left:left + side])
             crop.resize((size, size), Image.LANCZOS).save(folder.staging / name)
             crops[name] = {"source": where, "box": [int(v) for v in box], "square": [left, top, side]}

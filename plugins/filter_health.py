@@ -195,12 +195,12 @@ class FilterHealth(Analysis):
         o = ctx.options
         z = sample_latent(ctx.gan.config, o["samples"], torch.Generator().manual_seed(ctx.seed))
         real_split = ctx.heldout_split or ctx.train_split
-        real, _ = ctx.split(real_split, limit=o["samples"])
-        metrics, table = self.collapsed_maps(ctx, z, to_unit_range(real))
+        real = to_unit_range(ctx.split(real_split, limit=o["samples"])[0])
+        metrics, table = self.collapsed_maps(ctx, z, real)
         text = [f"G's maps are measured on {len(z)} random z, D's on {len(real)} real images of the "
-                f"'{real_split}' split. A collapsed map gives the same output whatever the input."]
-        text.append(self.diversity(ctx, metrics))
-        figures = self.oscillation(ctx, z, to_unit_range(real), metrics, text)
+                f"'{real_split}' split. A collapsed map gives the same output whatever the input.",
+                self.diversity(ctx, metrics)]
+        figures = self.oscillation(ctx, z, real, metrics, text)
         filters = Image("D's first-layer filters, each normalised to its own range",
                         first_filters(ctx.gan.discriminator))
         problems = [f"every map of layer {row[0]} is collapsed ({row[3]} of {row[1]}): the layer passes nothing on"

@@ -33,11 +33,11 @@ class ConceptFit(NamedTuple):
 def load_boxes(path: str, bank: int) -> dict[int, list[tuple[float, float, float, float]]]:
     import json
     import math
+    from pathlib import Path
 
     where = f"forget-concept's boxes file {path}"
     try:
-        with open(path) as f:
-            raw = json.load(f)
+        raw = json.loads(Path(path).read_text())
     except OSError as exc:
         raise GanlabError(f"forget-concept cannot read the boxes file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
@@ -67,13 +67,13 @@ def load_boxes(path: str, bank: int) -> dict[int, list[tuple[float, float, float
 
 def box_masks(boxes, n: int, image_size: int, resolution: int):
     """Bool N x r x r: the layer's cells whose centre lies in a box, and at least the cell holding the box's
-    centre. ``boxes``: {index: [(x, y, w, h), ...]} or a list of N box lists, in pixels of an image_size image."""
+    centre. ``boxes``: {index: [(x, y, w, h), ...]} in pixels of an image_size image."""
     import numpy as np
 
     cell = image_size / resolution
     centres = (np.arange(resolution) + 0.5) * cell
     masks = np.zeros((n, resolution, resolution), dtype=bool)
-    for index, image_boxes in boxes.items() if isinstance(boxes, dict) else enumerate(boxes):
+    for index, image_boxes in boxes.items():
         for x, y, w, h in image_boxes:
             masks[index] |= ((centres >= y) & (centres < y + h))[:, None] & ((centres >= x) & (centres < x + w))
             cx, cy = x + w / 2, y + h / 2

@@ -109,9 +109,7 @@ def explain_filters(D, images, n_filters: int, top: int, device, batch_size: int
 
     from ganlab import to_unit_range
 
-    activations = [m for m in D.modules() if isinstance(m, nn.LeakyReLU)]
-    if not activations:
-        raise ValueError("guided-backprop needs a discriminator with LeakyReLU layers")
+    last_activation = [m for m in D.modules() if isinstance(m, nn.LeakyReLU)][-1]
     with torch.no_grad():
         responses = torch.cat([D(to_unit_range(chunk).to(device), return_features=True)[1][-1][:, :n_filters]
                                .amax((2, 3)).float().cpu() for chunk in images.split(batch_size)])
@@ -119,7 +117,7 @@ def explain_filters(D, images, n_filters: int, top: int, device, batch_size: int
     values, indices = responses.topk(top, dim=0)  # top x filters
     x = to_unit_range(images[indices.T.flatten()])
     channels = torch.arange(n_filters).repeat_interleave(top).to(device)
-    saliency = guided_backprop(D, x.to(device), channel_max(channels), layer=activations[-1]).float().abs().amax(1)
+    saliency = guided_backprop(D, x.to(device), channel_max(channels), layer=last_activation).float().abs().amax(1)
     return {"filters": n_filters, "responses": values.T, "images": x, "saliency": saliency.cpu(),
             "mass": top_mass_fraction(saliency).cpu()}
 

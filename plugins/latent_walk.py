@@ -22,38 +22,23 @@ JUMP = 3  # a largest step above this many median steps is a jump; smooth walks 
 _EPS = 1e-6  # below this sin(angle) the great circle is undefined (identical or opposite points): use the line
 
 
-def _segment(a, b, t, mode: str):
-    """Points at fractions t of the way from a to b (each N x ...) -> T x N x ... in float64, a and b exactly."""
+def walk(points, steps: int, mode: str):
+    """A walk through ``points`` (P x N x ...) along lines (lerp) or great circles (slerp), in float64:
+    ((P - 1) * steps + 1) x N x ..., frame ``k * steps`` is ``points[k]`` exactly."""
     import torch
 
-    shape = a.shape
-    a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
-    t = t.double().view(-1, 1, 1)
+    a, b = points[:-1, None].flatten(3).double(), points[1:, None].flatten(3).double()  # P - 1 x 1 x N x D
+    t = (torch.arange(steps, dtype=torch.float64) / steps).view(1, -1, 1, 1)
     path = (1 - t) * a + t * b
     if mode == "slerp":
-        cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-30)
-        omega = torch.arccos(cos.clamp(-1, 1)).view(1, -1, 1)
+        norms = (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True)).clamp(min=1e-30)
+        omega = torch.arccos(((a * b).sum(-1, keepdim=True) / norms).clamp(-1, 1))
         sin = torch.sin(omega)
         ok = sin > _EPS
         great = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.where(ok, sin, 1.0)
         path = torch.where(ok, great, path)
-    elif mode != "lerp":
-        raise ValueError(f"mode must be lerp or slerp, not {mode!r}")
-    path[t.view(-1) == 0] = a  # the waypoints exactly, whatever the rounding
-    path[t.view(-1) == 1] = b
-    return path.view(-1, *shape)
-
-
-def walk(points, steps: int, mode: str):
-    """A walk through ``points`` (P x N x ...): ((P - 1) * steps + 1) x N x ..., frame ``k * steps`` is
-    ``points[k]`` exactly."""
-    import torch
-
-    if len(points) < 2 or steps < 1:
-        raise ValueError("a walk needs at least 2 points and 1 step between them")
-    t = torch.arange(steps + 1, dtype=torch.float64) / steps
-    pieces = [_segment(points[k], points[k + 1], t, mode)[:-1] for k in range(len(points) - 1)]
-    return torch.cat([*pieces, points[-1:].double()]).to(points.dtype)
+    path[:, 0] = a[:, 0]  # the waypoints exactly, whatever the rounding
+    return torch.cat([path.reshape(-1, *points.shape[1:]), points[-1:].double()]).to(points.dtype)
 
 
 def walk_steps(frames):
@@ -120,11 +105,10 @@ class LatentWalk(Analysis):
                       ["walk", "median step", "largest step", "largest / median", "largest step between frames"],
                       [[r + 1, round(median[r].item(), 5), round(largest[r].item(), 5), round(ratio[r].item(), 3),
                         f"{at[r].item()} and {at[r].item() + 1}"] for r in range(rows)])
-        grid = make_grid(frames, nrow=length, normalize=True, value_range=(-1, 1))
         return Result(metrics=metrics, tables=[table], problems=problems,
                       verdict=verdict(metrics, rows, points, worst + 1, at[worst].item()),
                       images=[Image(f"{rows} walks through {points} latent points, {steps} steps apart ({mode})",
-                                    grid)],
+                                    make_grid(frames, nrow=length, normalize=True, value_range=(-1, 1)))],
                       text=[f"Each row walks through {points} random latent points (frames 0, {steps}, "
                             f"{2 * steps}, ... are the points themselves). A largest step far above the median step "
                             f"(a ratio above {JUMP}) marks a jump; look at the frames the table names."])
