@@ -39,8 +39,6 @@ def build_autoencoder():
 def hash_input(images):
     """uint8 images N x 1|3 x H x W -> uint8 N x 3 x 32 x 32 as ``load_split`` reads them with PIL: resized
     (bilinear, antialiased, shorter side to 32), centre-cropped, grey repeated to RGB."""
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"expected uint8 images N x 1|3 x H x W, got {images.dtype} {tuple(images.shape)}")
     h, w = images.shape[2:]
     if (h, w) != (SIZE, SIZE):
         scale = SIZE / min(h, w)
@@ -149,7 +147,7 @@ def hex_hashes(bits) -> list[str]:
     return [row.tobytes().hex() for row in np.packbits(bits.cpu().numpy().astype(np.uint8), axis=1)]
 
 
-def members(hashes: list[str]) -> dict[str, list[int]]:
+def members(hashes: list) -> dict:
     """hash -> its positions in ``hashes``, in order of first appearance."""
     found: dict[str, list[int]] = {}
     for i, key in enumerate(hashes):
@@ -157,7 +155,7 @@ def members(hashes: list[str]) -> dict[str, list[int]]:
     return found
 
 
-def duplicate_groups(hashes: list[str]) -> list[list[int]]:
+def duplicate_groups(hashes: list) -> list[list[int]]:
     """The positions of each hash shared by two or more."""
     return [group for group in members(hashes).values() if len(group) > 1]
 

@@ -115,15 +115,11 @@ def mann_whitney_z(generated_d, test_d) -> tuple[float, float]:
 
 def c_t(train, test, generated, cells: int = 10, seed: int = 0, min_cell_fraction: float = 0.02, *,
         device="cpu") -> tuple[float, list[dict]]:
-    """The C_T statistic of ``generated`` against held-out ``test``, both relative to ``train`` (arrays N x ...).
-
-    Returns (C_T, one dict per cell: cell, train, test, generated (counts), test_fraction, generated_fraction,
-    U, Z (NaN where the cell has no held-out or no generated point) and used).
-    """
+    """(C_T of ``generated`` against held-out ``test``, both relative to ``train`` (arrays N x ...), one dict per
+    cell: cell, train, test, generated (counts), test_fraction, generated_fraction, U, Z (NaN where the cell has no
+    held-out or no generated point) and used)."""
     train, test, generated = (np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
                               for x in (train, test, generated))
-    if not 1 <= cells <= len(train):
-        raise ValueError(f"cells must be between 1 and the {len(train)} training points, not {cells}")
     if len(test) == 0 or len(generated) == 0:
         raise ValueError("c_t needs at least one held-out and one generated point")
     kmeans = KMeans(n_clusters=cells, n_init=1, random_state=seed).fit(train)

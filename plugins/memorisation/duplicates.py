@@ -76,10 +76,8 @@ def confirm_groups(images, groups: list[list[int]], max_rms: float, *, block: in
         pairs = torch.cat([(torch.cdist(x[s:s + block], x) / x.shape[1] ** 0.5 <= max_rms).nonzero()
                            + torch.tensor([s, 0]) for s in range(0, len(group), block)]).numpy()
         linked = csr_matrix((np.ones(len(pairs), dtype=bool), (pairs[:, 0], pairs[:, 1])), shape=(len(group),) * 2)
-        parts: dict[int, list[int]] = {}
-        for member, label in zip(group, connected_components(linked, directed=False)[1].tolist()):
-            parts.setdefault(label, []).append(member)
-        confirmed += [part for part in parts.values() if len(part) > 1]
+        parts = ae.duplicate_groups(connected_components(linked, directed=False)[1].tolist())
+        confirmed += [[group[i] for i in part] for part in parts]
     return sorted(confirmed, key=min)
 
 

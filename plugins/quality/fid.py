@@ -2,12 +2,10 @@
 (``pt_inception-2015-12-05``), run by pytorch-fid itself (``pip install 'ganlab[fid]'``), for the ``fid-inception``
 feature space, the ``inception-score`` evaluator and ``ganlab fid``.
 
-The weights file is the one pytorch-fid uses, found at a path the user gives or in torch's hub cache
-(``$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth``, where pytorch-fid looks), checked by SHA-256
-before it is read, and downloaded only on request. Images go in as pytorch-fid feeds files: RGB scaled to [0, 1]
-at their own size, resized to 299 x 299 bilinearly inside the network (``resize="pytorch-fid"``); or first resized
-with clean-fid's filter (PIL bicubic on float pixels, ``resize="clean-fid"``), which clean-fid's authors show moves
-FID by more than many papers' margins, so the mode is named beside every number.
+Images go in as pytorch-fid feeds files: RGB scaled to [0, 1] at their own size, resized to 299 x 299 bilinearly
+inside the network (``resize="pytorch-fid"``); or first resized with clean-fid's filter (PIL bicubic on float
+pixels, ``resize="clean-fid"``), which clean-fid's authors show moves FID by more than many papers' margins, so the
+mode is named beside every number.
 
 Inception Score follows the original protocol: softmax over the graph's 1008 logits (pool3 times the final
 layer's weights, without its bias, as the TensorFlow code reads them), the exponentiated mean KL divergence of
@@ -43,7 +41,6 @@ _NETWORKS: dict[tuple, Any] = {}
 
 
 def pytorch_fid_inception() -> Any:
-    """pytorch-fid's ``inception`` module, or a one-line error saying how to install it."""
     try:
         from pytorch_fid import inception
     except ImportError:
@@ -53,14 +50,14 @@ def pytorch_fid_inception() -> Any:
 
 
 def hub_weights() -> Path:
-    """Where pytorch-fid and torch.hub keep the weights."""
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL
 
 
 def find_weights(path: str | Path | None = None, *, download: bool = False) -> Path:
-    """The weights file: ``path`` if given, else torch's hub cache, downloaded there only if ``download``."""
+    """The weights file: ``path`` if given, else torch's hub cache (where pytorch-fid looks), downloaded there only
+    if ``download``."""
     if path and str(path).strip():
         found = Path(str(path).strip()).expanduser()
         if not found.is_file():
@@ -103,7 +100,6 @@ def checked_sha256(path: Path, expected: str | None, *, official: str = OFFICIAL
 
 
 def load_state_dict(path: Path) -> dict:
-    """A state dict read with weights_only; any unreadable or unsafe file is a one-line GanlabError."""
     import torch
 
     try:
@@ -141,17 +137,10 @@ class FidNetwork:
     resize: str = "pytorch-fid"
     device: Any = "cpu"
 
-    def __post_init__(self):
-        if self.dims not in DIMS:
-            raise GanlabError(f"FID dims {self.dims}: choose one of {', '.join(map(str, DIMS))}")
-        if self.resize not in RESIZES:
-            raise GanlabError(f"resize {self.resize!r}: choose one of {', '.join(RESIZES)}")
-
     def provenance(self) -> dict[str, Any]:
         return {"network": NETWORK, "weights_sha256": self.sha256, "resize": self.resize, "dims": self.dims}
 
     def line(self, n: int, seed: int) -> str:
-        """Which network made a number, for the report."""
         return (f"FID network: {NETWORK}, weights SHA-256 {self.sha256}, resize {self.resize}, {self.dims} dims, "
                 f"{n} images per set, seed {seed}.")
 
@@ -236,7 +225,6 @@ def missing(options: dict) -> str | None:
 
 
 def network_of(ctx) -> FidNetwork:
-    """The network a component's options name."""
     o = ctx.options
     return network(o.get("fid_weights"), o.get("fid_weights_sha256", OFFICIAL_SHA256_PREFIX),
                    dims=int(o.get("fid_dims", 2048)), resize=o.get("resize", "pytorch-fid"), device=ctx.device,
