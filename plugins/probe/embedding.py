@@ -16,8 +16,11 @@ from ganlab import Figure
 UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.sparse", "umap.utils", "umap.spectral")
 
 
-def import_umap(cache):
-    """``import umap`` with numba's on-disk cache in ``cache.folder("numba")``, enabled for umap's functions."""
+def umap_figure(X_test, y_test, *, points: int, seed: int, cache) -> Figure:
+    """The UMAP of ``points`` standardised test rows, coloured by label."""
+    import numpy as np
+    from matplotlib.figure import Figure as MplFigure
+
     if cache is not None and "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
         folder = cache.folder("numba")
         if folder is not None:
@@ -31,15 +34,6 @@ def import_umap(cache):
             if isinstance(value, CPUDispatcher) and not value.overloads and type(value._cache).__name__ == "NullCache":
                 with contextlib.suppress(Exception):  # a function numba cannot cache stays uncached
                     value.enable_caching()
-    return umap
-
-
-def umap_figure(X_test, y_test, *, points: int, seed: int, cache) -> Figure:
-    """The UMAP of ``points`` standardised test rows, coloured by label."""
-    import numpy as np
-    from matplotlib.figure import Figure as MplFigure
-
-    umap = import_umap(cache)
     rng = np.random.default_rng(seed)
     n = min(len(y_test), points)
     rows = np.sort(rng.choice(len(y_test), n, replace=False))

@@ -117,17 +117,16 @@ def _same(a, b) -> bool:
 def _fit_and_score(X_train, X_test, data, grid, solver, preprocess=None) -> list[float]:
     """[validation accuracy, test accuracy, C] of the SVM fitted on the pool rows at the grid's C of least
     validation error (at its only C if it has one: then the validation split may be empty)."""
-    from .protocol import select_C
-    from .solver import fit_linear_svm
-    from .views import FeatureView, Standardizer
+    from .protocol import fit_grid, select_C
+    from .views import FeatureView
 
     y_train, y_test, pool, val = data[1], data[3], data[4], data[5]
     if len(grid) > 1:
         C, _, [(probe, st)] = select_C(X_train, y_train, [pool], val, grid, solver, preprocess=preprocess,
                                        return_fits=True)
     else:
-        C, st = grid[0], Standardizer().fit(X_train, pool) if preprocess == "standardize" else None
-        probe = fit_linear_svm(FeatureView(X_train, pool, st), y_train[pool], C, solver=solver)
+        C, [(probes, st, _, _)] = grid[0], fit_grid(X_train, y_train, [pool], grid, solver, preprocess=preprocess)
+        probe = probes[C]
     return [probe.score(FeatureView(X_train, val, st), y_train[val]),
             probe.score(FeatureView(X_test, None, st), y_test), float(C)]
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ganlab import content_digest, select_device
 
@@ -123,11 +124,7 @@ class KMeansFeatures:
         constants += [C.T.contiguous(), (C * C).sum(1)]
         out = np.empty((len(images), 4 * self.k), dtype=np.float32)
         batch = max(1, (8 * 2**20) // (4 * hp * wp * self.k))
-        starts = range(0, len(images), batch)
-        if self.progress:
-            from tqdm.auto import tqdm
-            starts = tqdm(starts, desc="kmeans-features", unit="batch")
-        for a in starts:
+        for a in tqdm(range(0, len(images), batch), desc="kmeans-features", unit="batch", disable=not self.progress):
             x = self._to255(torch.from_numpy(np.ascontiguousarray(images[a:a + batch], dtype=np.float32)))
             out[a:a + len(x)] = self._pooled(x.to(self.device), Q, *constants).cpu().numpy()
         return out

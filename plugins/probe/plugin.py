@@ -35,16 +35,11 @@ def probe_threads(elements: int) -> int:
 
 def parse_modes(values) -> list[int | None]:
     """["10", "all"] -> [10, None] (None: every training label)."""
-    modes: list[int | None] = []
-    for part in listed(values):
-        part = str(part).lower()
-        if part in ("all", "full"):
-            modes.append(None)
-        elif not part.isdigit() or int(part) < 1:
+    parts = [str(part).lower() for part in listed(values)]
+    for part in parts:
+        if part not in ("all", "full") and (not part.isdigit() or int(part) < 1):
             raise GanlabError(f"svm-probe.labels_per_class takes whole numbers and 'all', not {part!r}")
-        else:
-            modes.append(int(part))
-    return modes
+    return [None if part in ("all", "full") else int(part) for part in parts]
 
 
 def drawable(ctx, modes: list, labels) -> tuple[list, str | None]:
@@ -226,25 +221,20 @@ class SvmProbe(Evaluator):
         return row
 
     def _features(self, ctx, name, train_images, test_images):
-        """(X_train, X_test, seconds) of a feature set."""
-        from .kmeans_features import image_features
-
-        start = time.perf_counter()
-        if name in ("d", "random-d"):
-            X = self._d_features(ctx, train_images, test_images, random=name == "random-d")
-        else:
-            X = image_features(ctx, name, train_images, test_images)
-        return X[0], X[1], time.perf_counter() - start
-
-    def _d_features(self, ctx, train_images, test_images, random: bool):
-        """D's pooled features of both splits (the same architecture at random init, seeded, with ``random``),
-        each kept in the feature cache under its own tag."""
+        """(X_train, X_test, seconds) of a feature set: a baseline made from the images, or D's pooled features of
+        both splits (for random-d the same architecture at random init, seeded), each kept in the feature cache
+        under its own tag."""
         import torch
 
         from ganlab import Discriminator, cached_features, feature_cache_key
 
+        from .kmeans_features import image_features
+
+        start = time.perf_counter()
+        if name not in ("d", "random-d"):
+            return (*image_features(ctx, name, train_images, test_images), time.perf_counter() - start)
         o, discriminator, tag = ctx.options, ctx.gan.discriminator, "D"
-        if random:
+        if name == "random-d":
             torch.manual_seed(ctx.seed)
             discriminator, tag = Discriminator(ctx.gan.config), f"random-D-seed{ctx.seed}"
         out = []
@@ -255,7 +245,7 @@ class SvmProbe(Evaluator):
             out.append(cached_features(ctx.cache, key, discriminator, images, device=ctx.device,
                                        batch_size=o["batch_size"], progress=ctx.progress, bn_stats=o["bn_stats"],
                                        real_images=train_images))
-        return out
+        return out[0], out[1], time.perf_counter() - start
 
 
 @hookimpl

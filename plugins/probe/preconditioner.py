@@ -31,10 +31,6 @@ class PreconditionBasis:
         self.U, self.lam, self.XU, self.s = U, lam, XU, s
         self.zero: dict[str, torch.Tensor] = {}
 
-    def fits(self, n: int, d: int, s: float) -> bool:
-        """Whether this basis was built for an n x d matrix with bias feature s."""
-        return self.XU.shape[0] == n and self.U.shape[0] == d + 1 and self.s == s
-
     def subset(self, rows: np.ndarray) -> PreconditionBasis:
         """The same basis for the matrix ``X[rows]``."""
         return PreconditionBasis(self.U, self.lam, self.XU[torch.as_tensor(rows, device=self.XU.device)], self.s)

@@ -60,8 +60,7 @@ def result(ctx, rows: dict, modes: list, stored: dict, dim: int, test_split: str
     for (name, mode), (diff, low, high) in paired.items():
         key = f"d_minus_{name}.{mode_key(mode)}"
         metrics.update({f"{key}.difference": diff, f"{key}.low": low, f"{key}.high": high})
-    metrics["d.feature_dim"] = dim
-    metrics["baseline_rows_reused"] = len(stored)
+    metrics.update({"d.feature_dim": dim, "baseline_rows_reused": len(stored)})
     tables = [Table("Linear L2-SVM test accuracy (ours, this run)", COLUMNS, table)]
     if paired:
         tables.append(Table("Trained D minus each baseline (percentage points; same draws and test images)",
@@ -155,16 +154,14 @@ def _table_row(name: str, mode, row: dict, ci95: bool, metrics: dict) -> list:
 def differences(rows: dict, modes: list, seed: int) -> dict:
     """(baseline, labels_per_class) -> (D minus baseline, 95% low, high), as fractions."""
     found = {}
-    for mode in modes:
-        d = rows.get(("d", mode))
-        for name in PAIRED:
-            other = rows.get((name, mode))
-            if d is None or other is None:
-                continue
-            if mode is None and "correct" in d and "correct" in other:
-                found[name, mode] = paired_bootstrap(unpacked(d["correct"]), unpacked(other["correct"]), seed)
-            elif mode is not None:
-                found[name, mode] = paired_draws(d["accuracies"], other["accuracies"])
+    for mode, name in ((mode, name) for mode in modes for name in PAIRED):
+        d, other = rows.get(("d", mode)), rows.get((name, mode))
+        if d is None or other is None:
+            continue
+        if mode is None and "correct" in d and "correct" in other:
+            found[name, mode] = paired_bootstrap(unpacked(d["correct"]), unpacked(other["correct"]), seed)
+        elif mode is not None:
+            found[name, mode] = paired_draws(d["accuracies"], other["accuracies"])
     return found
 
 

@@ -68,18 +68,6 @@ def scarcest_class(labels: np.ndarray, val_size: int | float | None, seed: int) 
     return label, count
 
 
-def _training_set(X: Any, y: np.ndarray, rows: np.ndarray | None, st: Standardizer | None, kw: dict):
-    """(features, labels, fit options) for a fit on ``X[rows]``. Raw in-memory features are gathered once, so
-    each pass reads contiguous blocks; a memmap or a standardised subset is read lazily, block by block."""
-    if rows is None:
-        return FeatureView(X, None, st), y, kw
-    basis = kw.get("precondition")
-    if isinstance(basis, PreconditionBasis) and st is None:
-        kw = {**kw, "precondition": basis.subset(rows)}
-    gathered = st is None and type(X) is np.ndarray
-    return (np.ascontiguousarray(X[rows]) if gathered else FeatureView(X, rows, st)), y[rows], kw
-
-
 def _with_basis(X: Any, solver: str, kw: dict) -> dict:
     """``kw`` with one preconditioner basis of X for every torch fit on it (a C grid, a refit)."""
     rank = kw.get("precondition", SHARED_RANK)
@@ -109,7 +97,14 @@ def fit_grid(X: Any, y: np.ndarray, row_sets: Sequence[np.ndarray | None], grid:
     for rows in row_sets:
         start = time.perf_counter()
         st = Standardizer().fit(X, rows) if preprocess == "standardize" else None
-        X_fit, y_fit, kw = _training_set(X, y, rows, st, fit_kwargs)
+        X_fit, y_fit, kw = FeatureView(X, None, st), y, fit_kwargs
+        if rows is not None:
+            # raw in-memory features are gathered once, so each pass reads contiguous blocks; a memmap or a
+            # standardised subset is read lazily, block by block
+            if isinstance(kw.get("precondition"), PreconditionBasis) and st is None:
+                kw = {**kw, "precondition": kw["precondition"].subset(rows)}
+            gathered = st is None and type(X) is np.ndarray
+            X_fit, y_fit = (np.ascontiguousarray(X[rows]) if gathered else FeatureView(X, rows, st)), y[rows]
         kw, probes, previous = _with_basis(X_fit, solver, kw), {}, init
         for C in sorted(set(grid)):
             probes[C] = previous = fit_linear_svm(X_fit, y_fit, C, solver=solver, init=previous, **kw)
@@ -160,18 +155,6 @@ class ProbeResult:
     correct: list[bool] | None = None
 
 
-def _row_sets(y, labels_per_class, draws, select_draws, pool, rng, seed) -> tuple[list, list]:
-    """(the reported fits' row sets, C selection's): all labels -> every row, and the pool; N per class ->
-    ``draws`` draws from the seed's stream, and ``select_draws`` of C selection's own stream."""
-    if labels_per_class is None:
-        return [None], [pool]
-    classes = np.unique(y)
-    final = [balanced_draw(y, labels_per_class, rng, pool=pool, classes=classes) for _ in range(draws)]
-    selection_rng = np.random.default_rng([seed, SELECTION_STREAM])
-    count = draws if select_draws is None else max(1, int(select_draws))
-    return final, [balanced_draw(y, labels_per_class, selection_rng, pool=pool, classes=classes) for _ in range(count)]
-
-
 def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray, *,
              labels_per_class: int | None = None, draws: int = 10, select_draws: int | None = None,
              C_grid: Sequence[float] = DEFAULT_C_GRID, val_size: int | float | None = None, seed: int = 0,
@@ -187,7 +170,13 @@ def evaluate(X_train: Any, y_train: np.ndarray, X_test: Any, y_test: np.ndarray,
     kw = {"device": device, "random_state": seed, **(fit_kwargs or {})}
     grid, rng = tuple(float(c) for c in C_grid), np.random.default_rng(seed)
     pool, val = validation_split(n, val_size, rng) if len(grid) > 1 else (np.arange(n), np.zeros(0, np.int64))
-    final_sets, selection_sets = _row_sets(y_train, labels_per_class, draws, select_draws, pool, rng, seed)
+    final_sets, selection_sets = [None], [pool]  # all labels: every row, C chosen on the pool
+    if labels_per_class is not None:  # C chosen on draws of its own stream
+        classes = np.unique(y_train)
+        final_sets = [balanced_draw(y_train, labels_per_class, rng, pool=pool, classes=classes) for _ in range(draws)]
+        selection_rng = np.random.default_rng([seed, SELECTION_STREAM])
+        selection_sets = [balanced_draw(y_train, labels_per_class, selection_rng, pool=pool, classes=classes)
+                          for _ in range(draws if select_draws is None else max(1, int(select_draws)))]
     start = time.perf_counter()
     if preprocess is None and labels_per_class is None:
         kw = _with_basis(X_train, solver, kw)  # one basis for the grid on the pool and the refit on every row

@@ -47,11 +47,10 @@ def row_ident(ident: dict, name: str, labels: str, ctx: Any) -> dict:
 def valid_row(row: Any, name: str) -> bool:
     """A stored row with every field the table needs, of the right kind (else it is computed again)."""
     accuracies = row.get("accuracies") if isinstance(row, dict) else None
-    if not accuracies or not isinstance(accuracies, list):
-        return False
-    if any(isinstance(a, bool) or not isinstance(a, NUMBER) for a in accuracies):
-        return False
-    if not all(isinstance(row.get(k), kind) for k, kind in ROW_FIELDS[name if name == "supervised" else "svm"].items()):
+    fields = ROW_FIELDS[name if name == "supervised" else "svm"]
+    if (not accuracies or not isinstance(accuracies, list)
+            or any(isinstance(a, bool) or not isinstance(a, NUMBER) for a in accuracies)
+            or not all(isinstance(row.get(k), kind) for k, kind in fields.items())):
         return False
     if name == "supervised":
         return all(isinstance(k, int) for k in row["kept"])

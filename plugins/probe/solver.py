@@ -1,12 +1,9 @@
-"""Fitting the probe's L2-SVM: three solvers of one objective (:mod:`.objective`), and which one ``auto`` takes.
-
-* ``liblinear``: sklearn's ``LinearSVC``, the reference; fastest on a few dozen features, where its coordinate
-  loops beat the others' per-pass overhead;
-* ``kernel``: finite Newton on the rows' Gram matrix, every draw, class and C at once, for few rows (:mod:`.kernel`);
-* ``torch``: preconditioned L-BFGS over X's row blocks, for many rows and for X larger than RAM (:mod:`.torch_solver`).
-
-The crossover, in seconds for one 8-value C grid on the 2-core CPU (``benchmarks/probe_speed.py --crossover``;
-the Gram matrix costs n^2 D and Newton ~|S|^3 per class, an L-BFGS pass n D K)::
+"""Fitting the probe's L2-SVM: three solvers of one objective (:mod:`.objective`), and which one ``auto`` takes:
+``liblinear`` (sklearn's ``LinearSVC``, the reference; its coordinate loops win on a few dozen features), ``kernel``
+(finite Newton on the rows' Gram matrix, every draw, class and C at once, for few rows: :mod:`.kernel`) and ``torch``
+(preconditioned L-BFGS over X's row blocks, for many rows and X larger than RAM: :mod:`.torch_solver`). The
+crossover, in seconds for one 8-value C grid on the 2-core CPU (``benchmarks/probe_speed.py --crossover``; the Gram
+matrix costs n^2 D and Newton ~|S|^3 per class, an L-BFGS pass n D K)::
 
     features            rows   kernel   torch   liblinear
     D, 3,584 dims        500      0.2    10.4       6.8
@@ -87,7 +84,7 @@ def fit_linear_svm(X: Any, y: np.ndarray, C: float, *, solver: str = "auto", dev
     basis = precondition if isinstance(precondition, PreconditionBasis) else (
         shared_basis(X, rank=precondition, intercept_scaling=s, device=device, chunk_rows=chunk_rows)
         if precondition else None)
-    if basis is not None and not basis.fits(n, d, s):
+    if basis is not None and (basis.XU.shape[0], basis.U.shape[0], basis.s) != (n, d + 1, s):
         raise ValueError("the preconditioner's basis was built for another feature matrix (see shared_basis)")
     return fit_torch(X, y, C, classes, device=device, max_iter=max_iter or 500, tol=1e-5 if tol is None else tol,
                      intercept_scaling=s, chunk_rows=chunk_rows, init=init, basis=basis)

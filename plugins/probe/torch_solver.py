@@ -150,15 +150,13 @@ class _Lbfgs:
 
     def round(self, budget: int) -> tuple[int, bool]:
         """Up to ``budget`` L-BFGS iterations: (iterations done, whether L-BFGS stopped before its budget)."""
-        P, V, scale, passes = self.P, self.V, self.scale, self.passes
-
         def closure():
-            objective, grad, _ = passes(P.apply(V.detach()) if P else V.detach())
-            V.grad = ((P.apply(grad) if P else grad) / scale).contiguous()
-            return (objective.sum() / scale).detach()
+            objective, grad, _ = self.passes(self.weights())
+            self.V.grad = ((self.P.apply(grad) if self.P else grad) / self.scale).contiguous()
+            return (objective.sum() / self.scale).detach()
 
         self.optimiser.param_groups[0].update(max_iter=budget, max_eval=2 * budget)
-        state = self.optimiser.state[V]
+        state = self.optimiser.state[self.V]
         iters, evals = state.get("n_iter", 0), state.get("func_evals", 0)
         self.optimiser.step(closure)
         done = state.get("n_iter", 0) - iters

@@ -43,8 +43,7 @@ class FeatureView:
         return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.materialize()
-        return out if dtype is None else out.astype(dtype, copy=False)
+        return self.materialize().astype(dtype or np.float32, copy=False)
 
     def materialize(self) -> np.ndarray:
         """The whole view as one dense float32 N x D array."""
