@@ -1,8 +1,6 @@
 """The Python API's entry points (``ganlab.load``, ``train``, ``open_split``, ``load_split``, ``dataset_source``,
 ``detector``): they look names up in the plugin registry and hand the results down, so that the modules below
 (checkpoint, datasets, training) never ask the registry themselves."""
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -1,7 +1,5 @@
 """The one home of defaults: the model's shape (``ModelConfig``), training (``TrainOptions``) and reports
 (``ReportOptions``), read by the Python API, the command line (``--help`` shows them) and plugins. No torch."""
-from __future__ import annotations
-
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any

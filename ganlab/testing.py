@@ -9,8 +9,6 @@ installed) whose fixtures need no conftest:
 The plain functions (``train_tiny_gan``, ``make_context``, ``run_component``, ``registered``, ``plugin``) work
 with any test runner.
 """
-from __future__ import annotations
-
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path

@@ -9,8 +9,6 @@ On a labelled dataset the report section picks the concepts itself: a classifier
 concept is its ``exemplars`` most confident samples. ``match_rate``: for each class c and the next one d, the share
 of the images of ``c - c + d`` and ``c - d + d`` (result and 8 neighbours) read as d and c; chance is 1/classes.
 """
-from __future__ import annotations
-
 import re
 
 import click

@@ -4,8 +4,6 @@ Expressions are linear: concept names, numbers, ``+ - * /`` and parentheses (``0
 Python's ``ast`` and a walk that accepts only those; nothing is evaluated. A sign may only open the expression or
 follow ``(``; two concepts never multiply, and a number is never added to a concept. Positions count from 1.
 """
-from __future__ import annotations
-
 import ast
 import keyword
 import math

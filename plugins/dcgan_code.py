@@ -7,8 +7,6 @@ product on the C-order flattened 4 x 4 map) becomes D's 4x4 convolution. The aut
 extracting features. The authors' G is not converted (its first layer normalises each 4x4 position separately,
 which ganlab's G cannot express). The checkpoint is written atomically and read back with ``ganlab.load`` first.
 """
-from __future__ import annotations
-
 import math
 from pathlib import Path
 

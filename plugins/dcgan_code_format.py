@@ -9,8 +9,6 @@ joblib files are pickles, and unpickling runs whatever the file names: a restric
 only (joblib's records become inert stand-ins) and refuses anything else before it is called, as well as object
 arrays and companion files outside the model folder.
 """
-from __future__ import annotations
-
 import io
 import os
 import pickle

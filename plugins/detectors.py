@@ -5,8 +5,6 @@
 ``_default`` cascade also finds false ones (3 in ``flower.jpg``, 6 in ``coins``). The cascade's window is 24 x 24
 pixels: upscale small images first (``forget-concept`` does).
 """
-from __future__ import annotations
-
 from functools import cached_property
 
 from ganlab import Detector, GanlabError, hookimpl

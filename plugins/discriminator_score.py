@@ -1,6 +1,4 @@
 """Evaluator ``d-score``: how well D separates held-out real images from G's samples."""
-from __future__ import annotations
-
 from ganlab import Evaluator, Figure, GanlabError, Option, Result, hookimpl
 
 

@@ -1,6 +1,4 @@
 """Built-in experiments for ``ganlab run NAME``: the paper's probe protocols."""
-from __future__ import annotations
-
 from ganlab import Experiment, hookimpl
 
 from .probe.settings import PAPER_C_GRID

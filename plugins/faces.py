@@ -7,8 +7,6 @@ centre, moved inside the image, resized to ``--size`` and written as ``OUT_DIR/N
 unlabelled folder dataset. ``OUT_DIR/index.json`` maps each crop to its source, box and square, and lists the
 files that could not be decoded (counted and skipped, never fatal).
 """
-from __future__ import annotations
-
 import os
 import re
 from pathlib import Path

@@ -16,8 +16,6 @@ Diversity: ``*_distance_generated``/``_train``, the mean pairwise L2 distance of
 training images, in pixels and D's pooled features; ``_ratio`` near 1 for a G as varied as its data, well below 1
 for mode collapse.
 """
-from __future__ import annotations
-
 import re
 from pathlib import Path
 

@@ -13,8 +13,6 @@ Metrics: ``maps_dropped`` of ``maps_total``; ``images_with_boxes``, ``positives`
 fitted on); ``fit_accuracy``; ``pixel_change`` (mean |difference| of the new samples with and without the maps,
 [0, 1] units); ``detections_before``/``_after`` (the share of new samples with a detection).
 """
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl

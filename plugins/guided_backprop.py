@@ -10,8 +10,6 @@ filter's top images; a flat map gives about 0.05, mass in a few pixels 1. Guided
 even for random networks (Adebayo et al. 2018), so ``top5_mass_difference`` (trained minus random) > 0 is what
 says the trained filters look at more localised structure.
 """
-from __future__ import annotations
-
 import math
 
 from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl

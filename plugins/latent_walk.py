@@ -11,8 +11,6 @@ does), mean over walks, and ``_worst``, the largest; ``max_step_over_endpoint_ch
 waypoints the largest step between them / the change from one waypoint's image to the next, mean over pairs
 (about 1 / ``steps`` when smooth, 1 when the whole change is one step).
 """
-from __future__ import annotations
-
 from ganlab import Analysis, Image, Option, Result, Table, hookimpl
 
 from . import generate

@@ -1,8 +1,6 @@
 """The ``ganlab`` command line: one click group, a module per family of commands, plugin commands last.
 
 torch is imported inside commands so ``ganlab --help`` stays fast."""
-from __future__ import annotations
-
 import signal
 import sys
 

@@ -7,8 +7,6 @@ Reports keep work there between runs ($GANLAB_CACHE, else ~/.cache/ganlab), one 
 its parts), deletes only entries ganlab wrote (by their names; a tool's marked sub-folder whole) and never
 follows a link: a link, or a file ganlab did not write, is left where it is and counted.
 """
-from __future__ import annotations
-
 import contextlib
 import os
 import re

@@ -1,6 +1,4 @@
 """``ganlab plugins``, ``ganlab components`` and ``ganlab new-plugin``: what is installed, and a start on a new one."""
-from __future__ import annotations
-
 import json
 from dataclasses import asdict
 

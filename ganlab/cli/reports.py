@@ -1,6 +1,4 @@
 """``ganlab report`` and ``ganlab run``: components on a checkpoint, and experiments (train, then report)."""
-from __future__ import annotations
-
 from pathlib import Path
 
 import click

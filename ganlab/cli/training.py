@@ -1,7 +1,5 @@
 """``ganlab train`` and ``ganlab sample`` (a grid or one PNG per sample), and the training flags ``ganlab run``
 shares."""
-from __future__ import annotations
-
 from dataclasses import fields
 from pathlib import Path
 

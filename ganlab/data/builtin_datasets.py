@@ -1,7 +1,5 @@
 """The built-in datasets' openers. ganlab parses the files itself (``official_formats``) where torchvision refuses
 usable ones (MNIST, SVHN, CelebA) or misbehaves (LSUN and CIFAR-10 unpickle files that may run code)."""
-from __future__ import annotations
-
 import os
 import re
 from collections.abc import Callable

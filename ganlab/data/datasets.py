@@ -1,7 +1,5 @@
 """Datasets: where images come from, as uint8 tensors of one size and channel count. Functions here take a
 :class:`DatasetSource`, never a name (the entry points look names up); nothing is downloaded unless asked."""
-from __future__ import annotations
-
 import os
 import sys
 from collections.abc import Callable, Collection

@@ -2,8 +2,6 @@
 torchvision's ``ImageFolder``). Layouts, in the order they are recognised: ``ROOT/train/<class>/*`` (and
 ``ROOT/test/<class>/*`` with the same classes, held out); ``ROOT/<class>/*`` (``test`` a seeded, stratified 20% of
 each class, ``train`` the rest, ``all`` everything); ``ROOT/*.jpg`` or ``ROOT/train/*.jpg`` (unlabelled)."""
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np

@@ -1,8 +1,6 @@
 """Image files on disk: which files count as images, listing folders of them and decoding them. A file that
 cannot be used raises a one-line ``BadImageError`` naming it and the problem. Symlinked folders are followed, each
 real folder listed once, so a symlink loop ends; names starting with '.' (``._*`` resource forks) are ignored."""
-from __future__ import annotations
-
 import errno
 import io
 import os

@@ -1,7 +1,5 @@
 """The official dataset files (MNIST, SVHN, CIFAR-10, LSUN, CelebA), parsed and checked: each reader returns plain
 data or raises a one-line ``GanlabError`` naming the file, what is wrong with it and what to do."""
-from __future__ import annotations
-
 import codecs
 import gzip
 import math

@@ -9,8 +9,6 @@ The rules of ``to_8bit`` (PIL images), ``array_to_8bit`` and ``values_to_8bit`` 
 - Alpha is dropped, colours kept as stored; palettes, 'CMYK', 'YCbCr', 'HSV' and 'LAB' go through PIL's conversion
   to RGB; any other mode is refused.
 """
-from __future__ import annotations
-
 import numpy as np
 from PIL import Image
 

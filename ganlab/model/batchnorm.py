@@ -5,8 +5,6 @@ them on the real training images (``infer_bnorm_stats`` in their SVHN code) with
 pooled exactly over the pass (float64), each image counting the same; with one batch they equal PyTorch's
 ``momentum=None`` averages. Deeper layers see each batch's own normalisation, so theirs move with the batch size.
 """
-from __future__ import annotations
-
 import copy
 from collections.abc import Callable, Iterable
 from typing import Any

@@ -5,8 +5,6 @@ crash mid-save leaves the previous checkpoint intact. Reads use ``torch.load(wei
 run code is refused, never executed; files that are not torch files at all go to the plugins' readers
 (``ganlab_load_checkpoint``) unread.
 """
-from __future__ import annotations
-
 import pickle
 import re
 import zipfile

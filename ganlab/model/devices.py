@@ -1,6 +1,4 @@
 """Which torch device to run on: one small module so that reports and commands need not import training."""
-from __future__ import annotations
-
 import torch
 
 from ganlab.errors import GanlabError

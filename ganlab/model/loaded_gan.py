@@ -1,6 +1,4 @@
 """``LoadedGAN``: a generator and (optionally) a discriminator ready to use, whatever file they came from."""
-from __future__ import annotations
-
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -8,8 +8,6 @@ conv weights N(0, 0.02), BatchNorm weight N(1, 0.02) and bias 0.
 Both networks are an ``nn.Sequential`` called ``main`` with the layer order of the pytorch/examples DCGAN script,
 so its checkpoints load into ``dcgan64`` unchanged. ``ModelConfig`` and ``PRESETS`` live in ``ganlab.defaults``.
 """
-from __future__ import annotations
-
 import torch
 from torch import nn
 

@@ -4,8 +4,6 @@ Each file is a plain state dict of an ``nn.Sequential`` called ``main``, laid ou
 (no biases); its D ends in a Sigmoid, which has no weights, so the logit ganlab's D returns is that Sigmoid's
 input. nz, ngf, ndf, channels, kernel and image size are inferred from the weight shapes.
 """
-from __future__ import annotations
-
 import re
 from pathlib import Path
 from typing import Any

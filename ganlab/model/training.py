@@ -4,8 +4,6 @@ The dataset is decoded once into a uint8 tensor and batches are sliced from it, 
 during training. Under ``torchrun`` the same loop runs DistributedDataParallel with a DistributedSampler; only
 rank 0 writes files.
 """
-from __future__ import annotations
-
 import math
 import os
 import signal

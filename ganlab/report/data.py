@@ -2,8 +2,6 @@
 
 The runner fills these; ``ganlab.report.render`` lays them out; ``metrics.json`` serialises them.
 """
-from __future__ import annotations
-
 import json
 import math
 from dataclasses import dataclass, field

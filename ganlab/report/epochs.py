@@ -1,7 +1,5 @@
 """A run folder's epochs: the cheap components' metrics across training, how they are grouped into figures, and
 the epoch a validation metric chooses (``--select-epoch``)."""
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 

@@ -3,8 +3,6 @@
 Data flows one way: checkpoint -> LoadedGAN -> RunContext -> component.run(ctx) -> Result ->
 ReportData -> renderer.
 """
-from __future__ import annotations
-
 import datetime as _dt
 import functools
 import math

@@ -4,8 +4,6 @@ The renderer computes nothing: it formats the numbers it is given, writes the im
 figures it is given as PNGs, and plots the recorded training history and across-epochs series.
 Every string that may come from a plugin goes through Jinja2's autoescape; nothing is ``|safe``.
 """
-from __future__ import annotations
-
 import math
 import numbers
 import re

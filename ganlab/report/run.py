@@ -3,8 +3,6 @@
 A component that raises is recorded as failed and the rest still run; one past its time limit is stopped and
 marked timed out; Ctrl-C ends the report (it is not a component's failure).
 """
-from __future__ import annotations
-
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

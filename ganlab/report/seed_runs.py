@@ -6,8 +6,6 @@ every numeric metric's mean and sample standard deviation (ddof 1) over seeds; c
 own through the ``ganlab_summarise_seeds`` hook. Every seed's report uses the same report seed, so label draws
 are the same images in each.
 """
-from __future__ import annotations
-
 import json
 import math
 import statistics

@@ -7,8 +7,6 @@ long as the limit itself, at most ``GRACE`` seconds), ``abandon()`` runs (it rem
 the process exits with status 1. Where there is no SIGALRM (Windows) or outside the main thread, components run
 without a limit.
 """
-from __future__ import annotations
-
 import contextlib
 import os
 import signal

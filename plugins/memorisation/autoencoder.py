@@ -11,8 +11,6 @@ weight lengths from 0, and ``calibrate_thresholds`` then moves each threshold in
 a straddling pair of copies is not split. A stronger hinge (weight 5) keeps more planted copies together on
 CIFAR-10 but also groups many different pictures with a similar layout of colour, hence 2.
 """
-from __future__ import annotations
-
 import numpy as np
 import torch
 import torch.nn.functional as F

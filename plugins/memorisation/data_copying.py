@@ -8,8 +8,6 @@ continuity or tie correction): below 0, samples closer to T than held-out images
 holding a held-out point and at least ``min_cell_fraction`` of the samples (the paper's tau), weighted by each
 cell's share of the held-out points; ``C_T_null_sd`` is its spread if every Z_c were N(0, 1).
 """
-from __future__ import annotations
-
 import math
 
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl

@@ -8,8 +8,6 @@ linked by a pixel RMS difference of at most ``--max-rms``: 0.04 on a 0-1 scale, 
 grey levels of noise are 0.006 and a JPEG re-encoding at quality 90 at most 0.019. ``--max-rms 1`` is the paper's
 rule. ``hash-collisions`` reads G's samples against the training set's own rates the same way.
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 import click

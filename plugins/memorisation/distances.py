@@ -1,7 +1,5 @@
 """What ``nearest-neighbours`` and ``data-copying`` compute: exact distances from G's samples and held-out images to
 their nearest training images (``ganlab.nearest_neighbours``), in pixels and in D's pooled features."""
-from __future__ import annotations
-
 import warnings
 
 import numpy as np

@@ -1,7 +1,5 @@
 """What ``ganlab dedup`` and ``hash-collisions`` compute: hash groups confirmed in pixels, the command's files, and
 the collisions of G's samples with the training set."""
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path

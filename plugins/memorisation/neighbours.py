@@ -7,8 +7,6 @@ distances (about ``copy_fraction_expected`` for samples like held-out images, up
 median distances; ``sample_nn_rmse`` is the mean pixel distance / sqrt(C H W), an RMS per value;
 ``exact_copies`` counts samples at pixel distance 0 from a training image.
 """
-from __future__ import annotations
-
 from ganlab import Analysis, Figure, Image, Option, Result, Table, hookimpl
 
 SPACES = {"pixels": "pixel space (L2 in [-1, 1] units)", "features": "D's feature space (L2 of pooled features)"}

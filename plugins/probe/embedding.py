@@ -5,8 +5,6 @@ them again (55-80 s on the 2-core machine). Here numba's cache is the cache's ``
 imported already or ``NUMBA_CACHE_DIR`` is set) and caching is switched on for umap's functions before their first
 call: only the first report on a machine compiles them, which is why the small ``probe-digits`` leaves it off.
 """
-from __future__ import annotations
-
 import contextlib
 import os
 import sys

@@ -9,8 +9,6 @@ C (cached under that file's size and time, so a retrained run chooses again; ``C
 baselines do not change with the epoch: each is computed once with its own C and cached. Choose an epoch by
 ``d.val_accuracy``; ``d.test_accuracy`` is the figure to report for it.
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 from ganlab import Evaluator, Option, Result, Table, hookimpl

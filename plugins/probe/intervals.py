@@ -1,8 +1,6 @@
 """Uncertainty of the probe's numbers, each a 95% interval: Wilson's for one fit's accuracy on N test images (it
 stays inside [0, 1] and is sound near 0 and 1, unlike p +- 1.96 sqrt(p(1-p)/N)); Student's t over paired draws;
 a paired percentile bootstrap over test images for two all-label fits. ``verdict`` reads one in words."""
-from __future__ import annotations
-
 import math
 
 import numpy as np

@@ -6,8 +6,6 @@ c)_i)^2`` is exactly the primal objective of ``w~``. Finite Newton (Keerthi & De
 one factorisation of ``I/(2C) + G_SS`` over the active rows S (Woodbury); an exact line search keeps every step a
 descent, so a fit takes a handful of steps. All row sets (label draws) x classes are columns of one batch.
 """
-from __future__ import annotations
-
 import time
 from collections.abc import Sequence
 from typing import Any

@@ -6,8 +6,6 @@ image's features are the triangle activations ``max(0, mean_j(z_j) - z_k)`` (``z
 to centroid k) at every location, summed over the 4 quadrants: 4K features, quadrant-major. K = 200 and 100,000
 patches keep it to minutes on a CPU; the paper's row used K = 1,600 and 400,000 patches.
 """
-from __future__ import annotations
-
 import math
 from typing import Any
 
@@ -80,7 +78,7 @@ class KMeansFeatures:
         d, V = np.linalg.eigh(np.cov(patches, rowvar=False))  # ddof=1, as MATLAB's cov
         return patches.mean(0), (V * (1.0 / np.sqrt(np.clip(d, 0.0, None) + eps))) @ V.T  # clip: round-off
 
-    def fit(self, images: Any) -> KMeansFeatures:
+    def fit(self, images: Any) -> "KMeansFeatures":
         """Learn the whitening and the centroids from N x C x H x W training images."""
         from sklearn.cluster import MiniBatchKMeans
 

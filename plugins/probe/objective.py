@@ -3,8 +3,6 @@ k (``y_ik`` = +1 for its rows, else -1), the bias a constant feature ``s = inter
 
     f_k(w, w_b) = 0.5 * (||w||^2 + w_b^2) + C * sum_i max(0, 1 - y_ik (w . x_i + s * w_b))^2,  intercept = s w_b
 """
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -8,8 +8,6 @@ for its slowest thread, so one that shares a core with other work stalls them al
 threads made every phase 2-5x slower than one. The supervised CNN trains on torch's own setting, as GAN training
 does: its convolutions scale with threads.
 """
-from __future__ import annotations
-
 import os
 import time
 import warnings

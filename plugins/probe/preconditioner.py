@@ -8,8 +8,6 @@ passes. The top right singular vectors U of a row sample hold most of that sprea
 directions, which one scale per class misses: on 4,800 x 3,584 D features they cut the condition number 8-25x.
 W = P V with P symmetric and invertible: L-BFGS on V finds the same minimiser by a shorter path.
 """
-from __future__ import annotations
-
 from typing import Any
 
 import numpy as np
@@ -31,7 +29,7 @@ class PreconditionBasis:
         self.U, self.lam, self.XU, self.s = U, lam, XU, s
         self.zero: dict[str, torch.Tensor] = {}
 
-    def subset(self, rows: np.ndarray) -> PreconditionBasis:
+    def subset(self, rows: np.ndarray) -> "PreconditionBasis":
         """The same basis for the matrix ``X[rows]``."""
         return PreconditionBasis(self.U, self.lam, self.XU[torch.as_tensor(rows, device=self.XU.device)], self.s)
 
@@ -64,7 +62,7 @@ class SubspacePreconditioner:
         self.U, self.R, self.R_inverse, self.c = U, R, R_inverse, c  # (D+1) x r, K x r x r (twice), K
 
     @classmethod
-    def build(cls, basis: PreconditionBasis, C: float, active: torch.Tensor) -> SubspacePreconditioner:
+    def build(cls, basis: PreconditionBasis, C: float, active: torch.Tensor) -> "SubspacePreconditioner":
         """For the rows with an active margin per class (``active``: N x K bool)."""
         XU, r = basis.XU, basis.XU.shape[1]
         eye = torch.eye(r, dtype=torch.float64, device=XU.device)

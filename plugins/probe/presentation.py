@@ -6,8 +6,6 @@ all labels), ``tested`` (test images), ``correct`` (all labels: each test image 
 L2-SVM rows ``dim``, ``seconds`` (one final fit), ``C``, ``C_table``, ``solvers``, ``fit_total``,
 ``features_seconds``; for the supervised CNN ``kept`` (the steps whose weights were kept).
 """
-from __future__ import annotations
-
 import numpy as np
 
 from ganlab import Result, Table

@@ -5,8 +5,6 @@ refitted on every training label. N labels per class (SVHN style): C is chosen b
 draws of its own random stream, so no reported draw helps choose it, and every reported draw is fitted at that C.
 ``preprocess``: None, the raw features as in the paper, or "standardize" on each training subset's statistics.
 """
-from __future__ import annotations
-
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -4,8 +4,6 @@ They depend on the images, labels, settings and D's architecture only, not on th
 seed and later report on the same data shares them: each is stored under everything it was computed from, as FID
 tools keep reference statistics, and checked field by field when read back (``valid_row``).
 """
-from __future__ import annotations
-
 from typing import Any
 
 #: Part of every svm-probe identity: raise it when a change to the protocol's code changes its numbers.

@@ -1,6 +1,4 @@
 """Option values the probe's evaluators and the paper's experiments share: the C grids, and list options."""
-from __future__ import annotations
-
 from typing import Any
 
 from ganlab import GanlabError

@@ -13,8 +13,6 @@ matrix costs n^2 D and Newton ~|S|^3 per class, an L-BFGS pass n D K)::
     K-means, 800 dims   4800     39.1     3.9      81.8
     digits, 64 dims     1200     12.2     6.3       1.3
 """
-from __future__ import annotations
-
 from typing import Any
 
 import numpy as np

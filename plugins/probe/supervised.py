@@ -1,8 +1,6 @@
 """The supervised baseline (the paper's SVHN Table 2 row): D's architecture, its one-logit output conv made a
 K-logit conv, trained from the paper's initialisation with cross-entropy on the labelled images alone.
 """
-from __future__ import annotations
-
 from typing import Any
 
 import numpy as np

@@ -6,8 +6,6 @@ blocks stay there between passes when X fits in 40% of its free memory). L-BFGS 
 the stopping test is ``max|grad f(W)| <= tol * max|grad f(0)|``, and the preconditioner is rebuilt when the active
 rows it was built for have moved.
 """
-from __future__ import annotations
-
 import hashlib
 import math
 from typing import Any

@@ -4,8 +4,6 @@ Feature matrices may be memmaps larger than RAM, so every pass reads them in row
 ``view[a:b]`` reads only the rows the view selects and standardises just that block, so neither a training subset
 nor its standardised copy is held whole unless a solver asks for the rows in memory (``np.asarray(view)``).
 """
-from __future__ import annotations
-
 from typing import Any
 
 import numpy as np
@@ -18,7 +16,7 @@ class FeatureView:
     if one is given. Sorted ``rows`` read a memmap front to back, and a run of consecutive rows as a slice. Blocks
     may be views of X: callers only read them."""
 
-    def __init__(self, X: Any, rows: np.ndarray | None = None, standardizer: Standardizer | None = None):
+    def __init__(self, X: Any, rows: np.ndarray | None = None, standardizer: "Standardizer | None" = None):
         self.X = X
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         n, d = shape_of(X)
@@ -61,7 +59,7 @@ class Standardizer:
     mean_: np.ndarray | None = None
     scale_: np.ndarray | None = None
 
-    def fit(self, X: Any, rows: np.ndarray | None = None, *, chunk_rows: int | None = None) -> Standardizer:
+    def fit(self, X: Any, rows: np.ndarray | None = None, *, chunk_rows: int | None = None) -> "Standardizer":
         """Fit on ``X[rows]`` (every row if None); X is N x D."""
         d = shape_of(X)[1]
         count, mean, m2 = 0, np.zeros(d), np.zeros(d)

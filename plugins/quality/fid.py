@@ -11,8 +11,6 @@ Inception Score follows the original protocol: softmax over the graph's 1008 log
 layer's weights, without its bias, as the TensorFlow code reads them), the exponentiated mean KL divergence of
 each split from its marginal, over 10 splits; ``is_mean`` and ``is_std`` are the mean and std over splits.
 """
-from __future__ import annotations
-
 import string
 from dataclasses import dataclass
 from pathlib import Path

@@ -4,8 +4,6 @@ A ``.npz`` side is statistics (``mu`` and ``sigma``, as pytorch-fid writes them;
 made), a folder is images (read as RGB, subfolders included), any other file is a checkpoint that any installed
 loader reads, and ``--num-samples`` images are drawn from its generator with ``--seed``.
 """
-from __future__ import annotations
-
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field

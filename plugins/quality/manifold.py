@@ -7,8 +7,6 @@ half the work of ``ganlab.nearest_neighbours``, which took 3x as long for these 
 metrics share one pass over the real x generated blocks, with squared distances against squared radii from the
 same formula, so that equal distances compare equal.
 """
-from __future__ import annotations
-
 import time
 from typing import Any
 

@@ -7,8 +7,6 @@ features: 7,168 dims against 2,000 images) the covariances are singular and slow
 the singular values of A B^T, A and B the centred sets over sqrt(N - 1). KID: the unbiased MMD^2 with the kernel
 (x.y / D + 1)^3 on seeded subsets, its mean and population std (ddof 0, as torchmetrics) over subsets.
 """
-from __future__ import annotations
-
 import contextlib
 import math
 import os

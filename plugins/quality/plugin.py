@@ -1,8 +1,6 @@
 """Evaluator ``sample-quality``: G's samples against the training set in several feature spaces (``spaces.py``),
 beside a reference row of held-out images against the same training images, so the numbers have a scale. Both
 rows use N = min(``n``, both splits) images per set, so they compare like for like."""
-from __future__ import annotations
-
 from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
 
 from .fid import DIMS, WEIGHT_OPTIONS, InceptionScore

@@ -7,8 +7,6 @@ percent, so its FD is not a published FID. Images go in as 299 x 299 RGB in [-1,
 exactly what torchvision's own pipeline for these weights (ImageNet mean/std, then ``transform_input=True``) feeds
 the first convolution.
 """
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
