@@ -42,18 +42,18 @@ def open_split(name: str, split: str = "train", *, data_root: str | Path | None 
 
 def load_split(name: str, split: str = "train", *, data_root: str | Path | None = None, image_size: int = 32,
                channels: int = 3, download: bool = False, limit: int | None = None, progress: bool = True,
-               skip_bad: bool = False, exclude: "Collection[int] | None" = None,
+               skip_bad: bool = False, exclude: "Collection[int] | None" = None, report: dict | None = None,
                ) -> tuple["torch.Tensor", "torch.Tensor"]:
     """``open_split`` decoded into memory: (uint8 N x C x H x W in 0..255, int64 N labels, -1 = unlabelled).
 
     ``limit`` keeps the first N of a fixed permutation, the same on every call; ``exclude`` leaves out positions
     (e.g. the duplicates ``ganlab dedup`` found); ``skip_bad`` drops unreadable images with one line on stderr
-    instead of stopping with a one-line error."""
+    instead of stopping with a one-line error; ``report``, a dict, gets the positions kept and dropped."""
     from ganlab.data import datasets
 
     return datasets.load_split(dataset_source(name), split, variant=name.partition(":")[2] or None, root=data_root,
                                image_size=image_size, channels=channels, download=download, limit=limit,
-                               progress=progress, skip_bad=skip_bad, exclude=exclude)
+                               progress=progress, skip_bad=skip_bad, exclude=exclude, report=report)
 
 
 def _read_foreign(path: Path, state: Any) -> "LoadedGAN | None":

@@ -165,13 +165,14 @@ def test_skip_bad_drops_images_keeps_labels_aligned_and_reports(tmp_path, capsys
     assert labels.tolist() == [0, 0, 1]
     assert [images[i][:, 0, 0].tolist() for i in range(3)] == [[250, 0, 0], [200, 0, 0], [0, 0, 250]]
     assert report["skipped"] == 2 and report["total"] == 5
+    assert report["positions"] == [0, 2, 4] and report["unreadable"] == [1, 3]  # in the whole split
     assert report["first"].startswith(f"{root / 'cat' / '1.jpg'}: truncated or corrupt image (")
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"skipped 2 unreadable images of 5 in folder/all (first: {report['first']})"]
     clean = {}
     ds.load_split(api.dataset_source("folder"), root=root / "cat", image_size=8, progress=False, report=clean,
                   limit=1)
-    assert clean == {"skipped": 0, "total": 1, "first": None}
+    assert clean == {"skipped": 0, "total": 1, "first": None, "positions": [2], "unreadable": []}
 
 
 def test_skip_bad_with_nothing_readable_is_an_error(tmp_path):

@@ -62,13 +62,17 @@ def planted(tmp_path_factory):
     return root
 
 
+def _cli() -> GanlabGroup:
+    group = GanlabGroup()
+    dedup.ganlab_register_commands(group)
+    return group
+
+
 @pytest.fixture(scope="module")
 def deduped(planted, tmp_path_factory):
     out = tmp_path_factory.mktemp("dedup") / "out"
-    group = GanlabGroup()
-    dedup.ganlab_register_commands(group)
-    result = CliRunner().invoke(group, ["dedup", "--dataset", "folder", "--data-root", str(planted), "--out", str(out),
-                                        "--device", "cpu", "--seed", "0"])
+    result = CliRunner().invoke(_cli(), ["dedup", "--dataset", "folder", "--data-root", str(planted), "--out",
+                                         str(out), "--device", "cpu", "--seed", "0"])
     assert result.exit_code == 0, result.output
     return out, result.stdout
 
@@ -225,19 +229,26 @@ def test_on_cuda_the_planted_pairs_hash_together_and_the_bits_match_the_cpu(plan
 
 
 def test_limit_reads_the_subset_that_training_uses_and_positions_skip_unreadable_files(tmp_path):
-    images, positions, unreadable, _ = duplicates.read_positions("digits", "train", limit=50, progress=False)
-    subset, _ = ganlab.load_split("digits", "train", image_size=32, channels=3, limit=50, progress=False)
-    everything, _ = ganlab.load_split("digits", "train", image_size=32, channels=3, progress=False)
-    assert torch.equal(images, subset) and torch.equal(everything[positions], subset) and unreadable == []
+    read = {}
+    subset, _ = ganlab.load_split("digits", "train", channels=3, limit=50, progress=False, report=read)
+    everything, _ = ganlab.load_split("digits", "train", channels=3, progress=False)
+    assert torch.equal(everything[read["positions"]], subset) and read["unreadable"] == []
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
     for i in range(4):
-        Image.fromarray(shapes_image(i)).save(tmp_path / f"img_{i}.png")
-    (tmp_path / "img_2.png").write_bytes(b"not a picture")
-    images, positions, unreadable, first = duplicates.read_positions("folder", "train", root=tmp_path,
-                                                                     skip_bad=True, progress=False)
-    assert positions == [0, 1, 3] and unreadable == [2] and "img_2.png" in first
-    assert np.array_equal(images[2].permute(1, 2, 0).numpy(), shapes_image(3))
-    with pytest.raises(GanlabError, match="--skip-bad-images"):
-        duplicates.read_positions("folder", "train", root=tmp_path, progress=False)
+        Image.fromarray(shapes_image(i)).save(pictures / f"img_{i}.png")
+    Image.fromarray(shapes_image(1)).save(pictures / "img_4.png")  # a copy of img_1, after the unreadable file
+    (pictures / "img_2.png").write_bytes(b"not a picture")
+    out = tmp_path / "dedup"
+    result = CliRunner().invoke(_cli(), ["dedup", "--dataset", "folder", "--data-root", str(pictures), "--out",
+                                         str(out), "--epochs", "1", "--skip-bad-images"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "duplicates.json").read_text())
+    assert report["unreadable"] == [2] and report["count"] == 4 and report["groups"] == [[1, 4]]
+    assert read_exclusion_list(out / "exclude.txt") == {4}  # a position in the folder, counting the unreadable one
+    result = CliRunner().invoke(_cli(), ["dedup", "--dataset", "folder", "--data-root", str(pictures), "--out",
+                                         str(tmp_path / "again"), "--epochs", "1"])
+    assert result.exit_code == 1 and "--skip-bad-images" in result.output
 
 
 def test_a_bad_autoencoder_file_is_a_one_line_error(tmp_path):

@@ -156,7 +156,8 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
     ``limit`` keeps the first ``limit`` of a fixed permutation (``default_rng(SUBSET_SEED)``) in dataset order (a
     smaller limit gives a subset of a larger one); then the positions in ``exclude`` are left out. An unusable image
     raises a one-line ``BadImageError``; ``skip_bad`` drops them instead (after ``limit``) with one line on stderr,
-    unless none is readable. ``report`` gets ``{"skipped": int, "total": int, "first": "PATH: why" or None}``.
+    unless none is readable. ``report`` gets ``{"skipped": int, "total": int, "first": "PATH: why" or None,
+    "positions": [int], "unreadable": [int]}``: positions in the whole split of the images returned and dropped.
     """
     dataset = open_split(source, split, variant=variant, root=root, image_size=image_size, channels=channels,
                          download=download)
@@ -167,7 +168,9 @@ def load_split(source: DatasetSource, split: str = "train", *, variant: str | No
     images, labels, good, first = _decode(dataset, (channels, image_size, image_size), where, progress, skip_bad)
     total, skipped = len(good), len(good) - int(good.sum())
     if report is not None:
-        report.update(skipped=skipped, total=total, first=first)
+        good_at = good.numpy()
+        report.update(skipped=skipped, total=total, first=first, positions=keep[good_at].tolist(),
+                      unreadable=keep[~good_at].tolist())
     if skipped:
         if skipped == total:
             raise GanlabError(f"all {skipped} images in {where} are unreadable (first: {first})")

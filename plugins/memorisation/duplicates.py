@@ -1,65 +1,22 @@
 """What ``ganlab dedup`` and ``hash-collisions`` compute: hash groups confirmed in pixels, the command's files, and
 the collisions of G's samples with the training set."""
 import json
-import os
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
-from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from ganlab import GanlabError, open_split
+from ganlab import load_split
 
 from . import MAX_RMS
 from . import autoencoder as ae
 
 GRID_GROUPS = 16  # groups drawn in groups.png
 GRID_IMAGES = 8  # images per group drawn
-
-
-class _Positions:
-    """Items (uint8 3 x 32 x 32, why the image is unreadable or "") at chosen positions of a split."""
-
-    def __init__(self, dataset, positions: list[int]):
-        self.dataset, self.positions = dataset, positions
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.dataset[self.positions[index]][0], ""
-        except GanlabError as exc:
-            return torch.zeros(3, ae.SIZE, ae.SIZE, dtype=torch.uint8), str(exc) or type(exc).__name__
-
-
-def read_positions(dataset: str, split: str, *, root=None, limit: int | None = None, skip_bad: bool = False,
-                   progress: bool = True):
-    """(uint8 N x 3 x 32 x 32, positions in the whole split (list), unreadable positions (list), first reason)."""
-    data = open_split(dataset, split, data_root=root, image_size=ae.SIZE, channels=3)
-    positions = list(range(len(data)))
-    if limit is not None and limit < len(data):  # load_split's subset: the first `limit` of a fixed permutation
-        positions = np.sort(np.random.default_rng(0).permutation(len(data))[:limit]).tolist()
-    workers = min(2, os.cpu_count() or 1) if len(positions) > 2000 else 0
-    images, reasons = [], []
-    with tqdm(total=len(positions), desc=f"reading {dataset}/{split}", unit="img", disable=not progress) as bar:
-        for batch, why in DataLoader(_Positions(data, positions), batch_size=256, num_workers=workers):
-            bad = [reason for reason in why if reason]
-            if bad and not skip_bad:
-                raise GanlabError(f"{bad[0]} (give --skip-bad-images to skip unreadable images)")
-            images.append(batch[torch.tensor([not reason for reason in why])])
-            reasons += why
-            bar.update(len(why))
-    kept, unreadable = ([p for p, reason in zip(positions, reasons) if bool(reason) == bad] for bad in (False, True))
-    first = next((reason for reason in reasons if reason), None)
-    if not kept:
-        raise GanlabError(f"no readable images in {dataset}/{split}" + (f" (first: {first})" if first else ""))
-    return torch.cat(images), kept, unreadable, first
 
 
 def confirm_groups(images, groups: list[list[int]], max_rms: float, *, block: int = 1024) -> list[list[int]]:
@@ -93,10 +50,10 @@ def _group_grid(images, groups: list[list[int]]):
 def deduplicate(folder, dataset, split, data_root, limit, skip_bad, epochs, seed, max_rms, device) -> dict:
     """Train the autoencoder on the split, hash every image, group the duplicates (confirmed in pixels) and write
     the command's files into ``folder``; returns what duplicates.json holds."""
-    images, positions, unreadable, first = read_positions(dataset, split, root=data_root, limit=limit,
-                                                          skip_bad=skip_bad)
-    if unreadable:
-        click.echo(f"skipped {len(unreadable)} unreadable images (first: {first})", err=True)
+    read: dict = {}  # which positions of the split the images are, and which were unreadable
+    images, _ = load_split(dataset, split, data_root=data_root, image_size=ae.SIZE, channels=3,
+                           limit=limit, skip_bad=skip_bad, report=read)
+    positions, unreadable = read["positions"], read["unreadable"]
     model, info = ae.train_autoencoder(images, epochs=epochs, seed=seed, device=device, progress=tqdm)
     bits = ae.code_bits(model, images, device=device)
     hashes = ae.hex_hashes(bits)
