@@ -351,24 +351,31 @@ def test_the_kmeans_row_is_standardised_as_coates_and_ng_do(tiny_run, tmp_path):
 
 def test_a_label_budget_larger_than_a_class_is_left_out_and_said(tiny_run, tmp_path):
     """Budgets a class cannot fill are not run, the report says which class and how many it has, and that
-    number is the boundary: a draw of that many per class runs, one more is refused with what to give."""
+    number is the boundary: a draw of that many per class runs, one more is refused with what to give. With one
+    hand-set C there is no validation split, so the whole class counts."""
     registry.reset()
-    base = {**QUICK, "svm-probe.C_grid": "0.01", "svm-probe.baselines": "pixels", "svm-probe.umap": "false"}
+    base = {**QUICK, "svm-probe.baselines": "pixels", "svm-probe.umap": "false"}
 
-    def probe(budgets, out):
+    def probe(budgets, out, grid="0.01"):
         data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tmp_path / out,
-                              settings={**base, "svm-probe.labels_per_class": budgets})
+                              settings={**base, "svm-probe.labels_per_class": budgets, "svm-probe.C_grid": grid})
         return data.components[0]
+
+    def boundary(run):
+        said = [line for line in run.result.text if "5000 labels per class: not run" in line]
+        assert len(said) == 1, run.result.text
+        found = re.search(r"class '(\d)' has (\d+) training images( outside the validation split)?", said[0])
+        return int(found.group(2)), bool(found.group(3))
 
     run = probe("5,5000,all", "mixed")
     assert run.status == "ok", run.error
     assert sorted({row[1] for row in run.result.tables[0].rows}) == ["5 per class", "all"]
     assert not any(key.startswith("d.5000pc") for key in run.result.metrics)
-    said = [line for line in run.result.text if "5000 labels per class: not run" in line]
-    assert len(said) == 1, run.result.text
-    found = re.search(r"class '(\d)' has (\d+) training images outside the validation split", said[0])
-    count = int(found.group(2))
-    assert 10 < count < 90  # digits' training split holds about 90 of each class, a fifth of them validation
+    _, labels = load_split("digits", "train", progress=False)
+    count, said_split = boundary(run)
+    assert count == np.bincount(labels.numpy()).min() and not said_split
     assert probe(str(count), "fits").status == "ok"
     refused = probe(str(count + 1), "one-more")
     assert refused.status == "failed" and f"a number up to {count}" in refused.error
+    chosen, said_split = boundary(probe("5,5000", "grid", grid="0.01,0.1"))  # C chosen on a fifth of the rows
+    assert said_split and 0.7 * count < chosen < 0.9 * count

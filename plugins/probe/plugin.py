@@ -45,14 +45,15 @@ def drawable(ctx, modes: list, labels) -> tuple[list, str | None]:
     out (None: none is); when no budget is left, a GanlabError that says which budgets would do."""
     from .protocol import scarcest_class
 
-    label, count = scarcest_class(labels, _val_size(ctx.options["val_size"]), ctx.seed)
+    one_C = len(ctx.options["C_grid"]) == 1  # a hand-set C needs no validation split: evaluate cuts none
+    label, count = scarcest_class(labels, 0 if one_C else _val_size(ctx.options["val_size"]), ctx.seed)
     kept = [mode for mode in modes if mode is None or mode <= count]
     if kept == modes:
         return modes, None
     classes = ctx.layout.classes if ctx.layout and ctx.layout.classes else ()
     name = classes[label] if 0 <= label < len(classes) else str(label)
     why = (f"{' and '.join(str(m) for m in modes if m not in kept)} labels per class: not run, class {name!r} has "
-           f"{count} training images outside the validation split")
+           f"{count} training images" + ("" if one_C else " outside the validation split"))
     if not kept:
         raise GanlabError(f"{why}; give --set svm-probe.labels_per_class=all or a number up to {count}")
     return kept, f"{why} (--set svm-probe.labels_per_class takes numbers up to {count}, and all)."
