@@ -199,7 +199,14 @@ def variant_features(blocks: dict[str, list[np.ndarray]], layers: str, scale: st
 
 # ------------------------------------------------------------------------------------------------ probing
 
-def probe(X: dict[str, np.ndarray], y: dict[str, np.ndarray], *, preprocess=None, modes=(10, None), draws=20):
+GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-1)  # svm-probe's C grid
+# --wide-c: two more decades below and one above, for features whose C was chosen at an end of GRID
+WIDE_GRID = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, *GRID, 0.2, 0.5, 1.0)
+WIDE = "/wide-C"  # the suffix of a variant probed with WIDE_GRID
+
+
+def probe(X: dict[str, np.ndarray], y: dict[str, np.ndarray], *, preprocess=None, modes=(10, None), draws=20,
+          wide=False):
     """{(split, mode): (mean accuracy, std, C)} with svm-probe's protocol, on val and on test."""
     from ganlab_plugins.probe.protocol import evaluate
 
@@ -207,7 +214,7 @@ def probe(X: dict[str, np.ndarray], y: dict[str, np.ndarray], *, preprocess=None
     for mode in modes:
         for split in ("val", "test"):
             r = evaluate(X["train"], y["train"], X[split], y[split], labels_per_class=mode, draws=draws,
-                         C_grid=(1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-1), val_size=0.2, seed=0,
+                         C_grid=WIDE_GRID if wide else GRID, val_size=0.2, seed=0,
                          preprocess=preprocess)
             out[split, "all" if mode is None else f"{mode}pc"] = (r.accuracy_mean, r.accuracy_std, r.best_C)
     return out
@@ -239,7 +246,7 @@ class Results:
                 f.write(json.dumps(row) + "\n")
 
 
-def baselines(work: Path, results: Results, data: str, splits, ndf_configs, variants=VARIANTS) -> None:
+def baselines(work: Path, results: Results, data: str, splits, ndf_configs, variants=VARIANTS, wide=False) -> None:
     import torch
 
     import ganlab
@@ -247,12 +254,14 @@ def baselines(work: Path, results: Results, data: str, splits, ndf_configs, vari
     y = {s: v[1] for s, v in splits.items()}
     channels = splits["train"][0].shape[1]
     ident = {"data": data, "run": "-", "epoch": 0}
-    if not results.has(**ident, features="pixels", variant="raw"):
+    suffix = WIDE if wide else ""
+    if not results.has(**ident, features="pixels", variant="raw" + suffix):
         start = time.perf_counter()
         X = {s: (v[0].reshape(len(v[0]), -1) / 127.5 - 1).astype(np.float32) for s, v in splits.items()}
-        results.add({**ident, "features": "pixels", "variant": "raw"}, probe(X, y), time.perf_counter() - start)
+        results.add({**ident, "features": "pixels", "variant": "raw" + suffix}, probe(X, y, wide=wide),
+                    time.perf_counter() - start)
     for how in ("standardize", "std-unlabelled"):
-        if results.has(**ident, features="kmeans200", variant=how):
+        if results.has(**ident, features="kmeans200", variant=how + suffix):
             continue
         from ganlab_plugins.probe.kmeans_features import KMeansFeatures
 
@@ -262,38 +271,41 @@ def baselines(work: Path, results: Results, data: str, splits, ndf_configs, vari
         if how == "std-unlabelled":
             mean, std = X["train"].mean(0), X["train"].std(0) + 1e-6
             X = {s: (v - mean) / std for s, v in X.items()}
-        found = probe(X, y, preprocess="standardize" if how == "standardize" else None)
-        results.add({**ident, "features": "kmeans200", "variant": how}, found, time.perf_counter() - start)
+        found = probe(X, y, preprocess="standardize" if how == "standardize" else None, wide=wide)
+        results.add({**ident, "features": "kmeans200", "variant": how + suffix}, found, time.perf_counter() - start)
     for config in ndf_configs:
         flags = CONFIGS[config]
         cfg = ganlab.ModelConfig(image_size=32, channels=channels, ngf=flags["ngf"], ndf=flags["ndf"])
         torch.manual_seed(0)
         D = ganlab.Discriminator(cfg)
         name = f"random-d-ndf{flags['ndf']}"
-        evaluate_d(results, {"data": data, "features": name, "run": "-", "epoch": 0}, D, splits, variants)
+        evaluate_d(results, {"data": data, "features": name, "run": "-", "epoch": 0}, D, splits, variants, wide)
 
 
-def evaluate_d(results: Results, ident: dict, D, splits, variants=VARIANTS) -> None:
+def evaluate_d(results: Results, ident: dict, D, splits, variants=VARIANTS, wide=False) -> None:
     y = {s: v[1] for s, v in splits.items()}
+    suffix = WIDE if wide else ""
     for bn in sorted({v[0] for v in variants}):
-        todo = [v for v in variants if v[0] == bn and not results.has(**ident, variant="/".join(v))]
+        todo = [v for v in variants if v[0] == bn and not results.has(**ident, variant="/".join(v) + suffix)]
         if not todo:
             continue
         blocks = {s: layer_blocks(D, v[0], bn, splits["train"][0]) for s, v in splits.items()}
         for variant in todo:
             start = time.perf_counter()
             X = variant_features(blocks, variant[1], variant[2])
-            results.add({**ident, "variant": "/".join(variant)}, probe(X, y), time.perf_counter() - start)
+            results.add({**ident, "variant": "/".join(variant) + suffix}, probe(X, y, wide=wide),
+                        time.perf_counter() - start)
 
 
-def evaluate_run(results: Results, data: str, run: Path, splits, epochs: list[int], variants=VARIANTS) -> None:
+def evaluate_run(results: Results, data: str, run: Path, splits, epochs: list[int], variants=VARIANTS,
+                 wide=False) -> None:
     import ganlab
 
     for epoch in epochs:
         path = run / f"epoch_{epoch:04d}.pt"
         gan = ganlab.load(path)
         evaluate_d(results, {"data": data, "features": "d", "run": run.name, "epoch": epoch}, gan.discriminator,
-                   splits, variants)
+                   splits, variants, wide)
         print(f"probed {run.name} epoch {epoch}", flush=True)
 
 
@@ -313,7 +325,8 @@ def table(results: Results) -> str:
              "recipe was chosen on) and `test` (recorded, never used to choose), at 10 labels per class (mean ± "
              "std over 20 draws) and with all 6,000 training labels. `run`: DATASET-CONFIG-seedS; `epoch` 0: a "
              "baseline that does not train. Variants: BatchNorm statistics (`real`: recomputed on the training "
-             "images; `running`), layers (`all`, `last2`), scaling (`raw`, `layer`, `std`). Configurations "
+             "images; `running`), layers (`all`, `last2`), scaling (`raw`, `layer`, `std`); `/wide-C`: C chosen "
+             "from 1e-6 to 1 instead of svm-probe's 1e-4 to 0.1 (`--wide-c`). Configurations "
              "listed but without rows were not run. `g32d64-e30` and `g32d128-e30` rows probe the run folder of "
              "`ganlab run probe` with that D width linked in (`g32d64-e30`'s D on the grey datasets has 3 identical "
              "input channels; the other runs have 1).", "", configs, "",
@@ -339,6 +352,8 @@ def main() -> int:
     parser.add_argument("--epochs", help="epochs to probe, comma-separated (default: 5 evenly spread + last)")
     parser.add_argument("--variants", help="D's variants to probe, comma-separated BN/LAYERS/SCALE (default: all "
                         f"{len(VARIANTS)}; e.g. real/all/raw, the recipe's, for a quick look at a new configuration)")
+    parser.add_argument("--wide-c", action="store_true", help="choose C from WIDE_GRID (1e-6 to 1) instead of "
+                        "svm-probe's 1e-4 to 0.1; rows get the variant suffix /wide-C")
     parser.add_argument("--table", action="store_true", help="print the results table and stop")
     parser.add_argument("--prepare", action="store_true",
                         help="only write WORK/data/DATASET/{train,val,test} (class folders) for `ganlab run probe`")
@@ -358,12 +373,12 @@ def main() -> int:
     if args.prepare:
         print(f"wrote {args.work / 'data' / args.dataset}: train/, val/ and test/ class folders")
         return 0
-    baselines(args.work, results, args.dataset, splits, [args.config], variants)
+    baselines(args.work, results, args.dataset, splits, [args.config], variants, args.wide_c)
     run = train(args.work, args.dataset, args.config, args.seed)
     last = CONFIGS[args.config]["epochs"]
     epochs = ([int(e) for e in args.epochs.split(",")] if args.epochs
               else sorted({max(1, round(last * k / 5)) for k in range(1, 6)} | {2}))
-    evaluate_run(results, args.dataset, run, splits, epochs, variants)
+    evaluate_run(results, args.dataset, run, splits, epochs, variants, args.wide_c)
     return 0
 
 
