@@ -57,7 +57,7 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     "g32d128-e30": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
     # the recipe trained longer: both of its runs chose their last epoch or the one before
     "g32d128-e40": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 40},
-    # G as wide as D's first layer: a 128-wide D's step costs about the same with G 64 wide (1.08-1.14 s against
+    # G twice as wide as the recipe's: a 128-wide D's step costs about the same with G 64 wide (1.08-1.14 s against
     # 1.02-1.20 s a step on one thread here), so the recipe's time budget allows it
     "g64d128-e30": {"ngf": 64, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
 }

@@ -241,13 +241,14 @@ def test_limit_reads_the_subset_that_training_uses_and_positions_skip_unreadable
     (pictures / "img_2.png").write_bytes(b"not a picture")
     out = tmp_path / "dedup"
     result = CliRunner().invoke(_cli(), ["dedup", "--dataset", "folder", "--data-root", str(pictures), "--out",
-                                         str(out), "--epochs", "1", "--skip-bad-images"])
+                                         str(out), "--epochs", "1", "--device", "cpu", "--skip-bad-images"])
     assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable image of 5 in folder/train (first: " in result.stderr
     report = json.loads((out / "duplicates.json").read_text())
     assert report["unreadable"] == [2] and report["count"] == 4 and report["groups"] == [[1, 4]]
     assert read_exclusion_list(out / "exclude.txt") == {4}  # a position in the folder, counting the unreadable one
     result = CliRunner().invoke(_cli(), ["dedup", "--dataset", "folder", "--data-root", str(pictures), "--out",
-                                         str(tmp_path / "again"), "--epochs", "1"])
+                                         str(tmp_path / "again"), "--epochs", "1", "--device", "cpu"])
     assert result.exit_code == 1 and "--skip-bad-images" in result.output
 
 

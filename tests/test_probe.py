@@ -352,7 +352,7 @@ def test_the_kmeans_row_is_standardised_as_coates_and_ng_do(tiny_run, tmp_path):
 def test_a_label_budget_larger_than_a_class_is_left_out_and_said(tiny_run, tmp_path):
     """Budgets a class cannot fill are not run, the report says which class and how many it has, and that
     number is the boundary: a draw of that many per class runs, one more is refused with what to give. With one
-    hand-set C there is no validation split, so the whole class counts."""
+    hand-set C and no supervised row there is no validation split, so the whole class counts."""
     registry.reset()
     base = {**QUICK, "svm-probe.baselines": "pixels", "svm-probe.umap": "false"}
 
@@ -379,3 +379,6 @@ def test_a_label_budget_larger_than_a_class_is_left_out_and_said(tiny_run, tmp_p
     assert refused.status == "failed" and f"a number up to {count}" in refused.error
     chosen, said_split = boundary(probe("5,5000", "grid", grid="0.01,0.1"))  # C chosen on a fifth of the rows
     assert said_split and 0.7 * count < chosen < 0.9 * count
+    base["svm-probe.baselines"] = "supervised"  # the CNN stops on the validation split, even with one C
+    assert boundary(probe("5,5000", "supervised")) == (chosen, True)
+    assert probe(str(chosen), "supervised-fits").status == "ok"

@@ -40,20 +40,21 @@ def parse_modes(values) -> list[int | None]:
     return [None if part in ("all", "full") else int(part) for part in parts]
 
 
-def drawable(ctx, modes: list, labels) -> tuple[list, str | None]:
+def drawable(ctx, modes: list, labels, baselines: list[str]) -> tuple[list, str | None]:
     """The label budgets a class-balanced draw can take from the training labels, and why the others are left
     out (None: none is); when no budget is left, a GanlabError that says which budgets would do."""
     from .protocol import scarcest_class
 
-    one_C = len(ctx.options["C_grid"]) == 1  # a hand-set C needs no validation split: evaluate cuts none
-    label, count = scarcest_class(labels, 0 if one_C else _val_size(ctx.options["val_size"]), ctx.seed)
+    # a validation split is cut to choose C among several, and for the supervised CNN's stopping step
+    split = len(listed(ctx.options["C_grid"])) > 1 or "supervised" in baselines
+    label, count = scarcest_class(labels, _val_size(ctx.options["val_size"]) if split else 0, ctx.seed)
     kept = [mode for mode in modes if mode is None or mode <= count]
     if kept == modes:
         return modes, None
     classes = ctx.layout.classes if ctx.layout and ctx.layout.classes else ()
     name = classes[label] if 0 <= label < len(classes) else str(label)
     why = (f"{' and '.join(str(m) for m in modes if m not in kept)} labels per class: not run, class {name!r} has "
-           f"{count} training images" + ("" if one_C else " outside the validation split"))
+           f"{count} training images" + (" outside the validation split" if split else ""))
     if not kept:
         raise GanlabError(f"{why}; give --set svm-probe.labels_per_class=all or a number up to {count}")
     return kept, f"{why} (--set svm-probe.labels_per_class takes numbers up to {count}, and all)."
@@ -116,7 +117,7 @@ class SvmProbe(Evaluator):
         train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
         test_images, y_test = ctx.split(o["test_split"] or ctx.heldout_split, limit=o["test_limit"] or None)
         data = (train_images, y_train.numpy(), test_images, y_test.numpy())
-        modes, left_out = drawable(ctx, modes, data[1])
+        modes, left_out = drawable(ctx, modes, data[1], baselines)
         grid = tuple(float(c) for c in listed(o["C_grid"]))
         ident = result_cache.probe_ident(ctx, *data, grid) if o["cache_baselines"] and baselines else None
         stored = self._stored(ctx, ident, baselines, modes)
@@ -206,7 +207,7 @@ class SvmProbe(Evaluator):
         for draw in range(1 if labels_per_class is None else o["supervised_draws"]):
             rows = pool if labels_per_class is None else balanced_draw(y_train, labels_per_class, rng, pool=pool)
             start = time.perf_counter()
-            # the same validation images that choose the SVM's C choose the CNN's stopping step
+            # the validation images that choose the SVM's C (when it has several) choose the CNN's stopping step
             model, step = train_classifier(ctx.gan.config, train_images[rows], y_train[rows],
                                            num_classes=int(y_train.max()) + 1, steps=o["supervised_steps"],
                                            seed=ctx.seed + draw, device=ctx.device, val_images=train_images[val],
