@@ -40,13 +40,12 @@ def parse_modes(values) -> list[int | None]:
     return [None if part in ("all", "full") else int(part) for part in parts]
 
 
-def drawable(ctx, modes: list, labels, baselines: list[str]) -> tuple[list, str | None]:
-    """The label budgets a class-balanced draw can take from the training labels, and why the others are left
-    out (None: none is); when no budget is left, a GanlabError that says which budgets would do."""
+def drawable(ctx, modes: list, labels, split: bool) -> tuple[list, str | None]:
+    """The label budgets a class-balanced draw can take from the training labels (those outside the validation
+    split, when one is cut), and why the others are left out (None: none is); when no budget is left, a
+    GanlabError that says which budgets would do."""
     from .protocol import scarcest_class
 
-    # a validation split is cut to choose C among several, and for the supervised CNN's stopping step
-    split = len(listed(ctx.options["C_grid"])) > 1 or "supervised" in baselines
     label, count = scarcest_class(labels, _val_size(ctx.options["val_size"]) if split else 0, ctx.seed)
     kept = [mode for mode in modes if mode is None or mode <= count]
     if kept == modes:
@@ -117,8 +116,9 @@ class SvmProbe(Evaluator):
         train_images, y_train = ctx.split(o["train_split"], limit=o["train_limit"] or None)
         test_images, y_test = ctx.split(o["test_split"] or ctx.heldout_split, limit=o["test_limit"] or None)
         data = (train_images, y_train.numpy(), test_images, y_test.numpy())
-        modes, left_out = drawable(ctx, modes, data[1], baselines)
         grid = tuple(float(c) for c in listed(o["C_grid"]))
+        # a validation split is cut to choose C among several, and for the supervised CNN's stopping step
+        modes, left_out = drawable(ctx, modes, data[1], split=len(grid) > 1 or "supervised" in baselines)
         ident = result_cache.probe_ident(ctx, *data, grid) if o["cache_baselines"] and baselines else None
         stored = self._stored(ctx, ident, baselines, modes)
         before = torch.get_num_threads()
