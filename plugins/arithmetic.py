@@ -19,36 +19,19 @@ from . import arithmetic_expr as ax
 from . import generate
 
 NEIGHBOURS = 8
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ganlab arithmetic: {{ expression }}</title>
-<style>body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}img{max-width:100%}
-table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .6em;text-align:left}.note{color:#a40}</style>
-</head><body><h1>Vector arithmetic</h1>
-<p>Expression: <code>{{ expression }}</code> = <code>{{ combination }}</code> (net coefficient of each concept)</p>
-<p>Checkpoint <code>{{ checkpoint }}</code>, bank of {{ bank }} latent vectors drawn with seed {{ seed }},
-neighbour noise uniform in [-{{ noise }}, {{ noise }}].</p>
-{% for note in notes %}<p class="note">{{ note }}</p>
-{% endfor %}<table><tr><th>concept</th><th>bank indices</th><th>coefficient</th></tr>
-{% for c in concepts %}<tr><td>{{ c.name }}</td><td>{{ c.indices }}</td><td>{{ c.coefficient }}</td></tr>
-{% endfor %}</table>
-<h2>Result</h2><p>One row per concept: its exemplars, then the image of their mean z. Below: the result vector's image
-in the centre (outlined) and 8 images of the result plus uniform noise around it.</p>
-<img src="data:image/png;base64,{{ arithmetic_png }}" alt="concepts and the result of {{ expression }}">
-<h2>Bank</h2><p>Every sample of the bank with its index: pick exemplars for <code>--concept NAME=I,J,K</code> here.</p>
-<img src="data:image/png;base64,{{ bank_png }}" alt="numbered bank of {{ bank }} samples">
-</body></html>
-"""
 
 
 def page(*, arithmetic_png: bytes, bank_png: bytes, **fields) -> str:
-    """The self-contained index.html, every string escaped by jinja2's autoescape."""
+    """The self-contained index.html (``arithmetic.html``), every string escaped by jinja2's autoescape."""
     import base64
+    from importlib import resources
 
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(PAGE).render(**fields, arithmetic_png=base64.b64encode(arithmetic_png).decode(),
-                                        bank_png=base64.b64encode(bank_png).decode())
+    template = resources.files(__package__).joinpath("arithmetic.html").read_text(encoding="utf-8")
+    return env.from_string(template).render(**fields, arithmetic_png=base64.b64encode(arithmetic_png).decode(),
+                                            bank_png=base64.b64encode(bank_png).decode())
 
 
 def exemplar_notes(concepts: dict[str, list[int]], coeffs: dict[str, float]) -> list[str]:

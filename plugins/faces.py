@@ -7,6 +7,7 @@ centre, moved inside the image, resized to ``--size`` and written as ``OUT_DIR/N
 unlabelled folder dataset. ``OUT_DIR/index.json`` maps each crop to its source, box and square, and lists the
 files that could not be decoded (counted and skipped, never fatal).
 """
+import json
 import os
 import re
 from pathlib import Path
@@ -33,8 +34,7 @@ def find_images(src: Path) -> list[Path]:
             first.setdefault(os.path.realpath(os.path.join(folder, name)), name)
         dirs[:] = [name for real, name in first.items() if real not in visited]
         visited.update(first)
-        found += [Path(folder, f) for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in
-                  SUFFIXES]
+        found += [Path(folder, f) for f in files if not f.startswith(".") and f.lower().endswith(SUFFIXES)]
     return sorted(found)
 
 
@@ -102,8 +102,6 @@ def faces_command(src_dir: Path, out_dir: Path, min_size: int, size: int, detect
 
 def _earlier_output(folder: Path) -> bool:
     """A `ganlab faces` output that carries no ganlab marker: an index.json that lists its crops."""
-    import json
-
     try:
         return isinstance(json.loads((folder / INDEX).read_text())["crops"], dict)
     except (OSError, ValueError, KeyError, TypeError):
@@ -111,8 +109,6 @@ def _earlier_output(folder: Path) -> bool:
 
 
 def _crop_faces(src_dir: Path, folder, find, detector_name: str, min_size: int, size: int):
-    import json
-
     from PIL import Image
     from tqdm import tqdm
 

@@ -13,6 +13,9 @@ Metrics: ``maps_dropped`` of ``maps_total``; ``images_with_boxes``, ``positives`
 fitted on); ``fit_accuracy``; ``pixel_change`` (mean |difference| of the new samples with and without the maps,
 [0, 1] units); ``detections_before``/``_after`` (the share of new samples with a detection).
 """
+import json
+import math
+from pathlib import Path
 from typing import NamedTuple
 
 from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
@@ -29,10 +32,6 @@ class ConceptFit(NamedTuple):
 
 
 def load_boxes(path: str, bank: int) -> dict[int, list[tuple[float, float, float, float]]]:
-    import json
-    import math
-    from pathlib import Path
-
     where = f"forget-concept's boxes file {path}"
     try:
         raw = json.loads(Path(path).read_text())
@@ -150,8 +149,6 @@ def detect_boxes(detector, images, size: int = 0, progress=None) -> list[list[tu
 
 
 def outline(images, boxes):
-    import math
-
     rgb = ((images.float() + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1).clone()
     red = rgb.new_tensor([1.0, 0.0, 0.0]).view(3, 1)
     height, width = rgb.shape[-2:]

@@ -56,8 +56,7 @@ class GanlabGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """A command from a plugin that failed to register elsewhere is refused with that plugin's error."""
         name, command, rest = super().resolve_command(ctx, args)
-        failed = self._failed_plugin(name)
-        if failed:
+        if failed := self._failed_plugin(name):
             raise GanlabError(f"command {name!r} comes from plugin {failed[0]}, which failed: {failed[1]}")
         return name, command, rest
 

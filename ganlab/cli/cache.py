@@ -98,8 +98,7 @@ def clear(names: tuple[str, ...], yes: bool) -> None:
         raise GanlabError(f"refusing to clear {folder}: it is not a folder ganlab made as its cache (no {MARKER} "
                           "marker); nothing was deleted. Point GANLAB_CACHE at ganlab's cache folder")
     found = parts(folder)
-    unknown = [n for n in names if n not in found]
-    if unknown:
+    if unknown := [n for n in names if n not in found]:
         raise GanlabError(f"no cache part named {', '.join(unknown)} in {folder}; it holds: "
                           f"{', '.join(found) or 'nothing'}")
     chosen = {n: ours(found[n]) for n in (names or found)}

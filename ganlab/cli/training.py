@@ -137,8 +137,7 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
         for start in range(0, count, chunk):
             # seed + start: chunk k holds the same images whatever the chunk size of an earlier call
             images = gan.sample(min(chunk, count - start), seed=seed + start)
-            bad = int((~torch.isfinite(images)).sum())
-            if bad:
+            if bad := int((~torch.isfinite(images)).sum()):
                 raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or "
                                   f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
             if out_dir is None:

@@ -131,7 +131,7 @@ def _open_cifar10(split: str, root: Path | None, download: bool, variant: str | 
     return _arrays(np.concatenate(images), np.concatenate(labels), CIFAR10_CLASSES)
 
 
-_LMDB_ENVS: dict[str, Any] = {}  # path -> open lmdb environment, shared by every dataset in this process
+_LMDB_ENVS: dict[Path, Any] = {}  # data.mdb -> open lmdb environment, shared by every dataset in this process
 
 
 def _close_lmdb_envs() -> None:
@@ -147,7 +147,7 @@ class _LmdbImages(Dataset):
     """LSUN lmdb (key -> webp/jpeg bytes); keys listed once, in memory; the shared environment is never pickled."""
 
     def __init__(self, folder: Path):
-        self.path, self.data_file = str(folder), folder / "data.mdb"
+        self.data_file = folder / "data.mdb"
         self.keys = self._read(lambda txn: list(txn.cursor().iternext(keys=True, values=False)))
         if not self.keys:
             raise GanlabError(f"lsun: {folder} holds no images (an empty lmdb database); fetch and unzip it again")
@@ -158,9 +158,9 @@ class _LmdbImages(Dataset):
         except ImportError:
             raise GanlabError("lsun needs the lmdb package: pip install lmdb") from None
         try:
-            if self.path not in _LMDB_ENVS:
-                _LMDB_ENVS[self.path] = open_lmdb(self.data_file)  # checked: a truncated file would SIGBUS
-            with _LMDB_ENVS[self.path].begin(write=False) as txn:
+            if self.data_file not in _LMDB_ENVS:
+                _LMDB_ENVS[self.data_file] = open_lmdb(self.data_file)  # checked: a truncated file would SIGBUS
+            with _LMDB_ENVS[self.data_file].begin(write=False) as txn:
                 return action(txn)
         except lmdb.Error as exc:
             raise GanlabError(f"lsun: cannot read the lmdb database {self.data_file} ({error_text(exc)}); "
@@ -188,7 +188,7 @@ def _open_lsun(split: str, root: Path | None, download: bool, variant: str | Non
         raise GanlabError("lsun cannot be downloaded by ganlab; fetch it with LSUN's download.py "
                           "(github.com/fyu/lsun), unzip it, and give --data-root DIR")
     if not (root / folder_name / "data.mdb").is_file():
-        found = ", ".join(sorted(p.name for p in root.glob("*_lmdb"))) if root.is_dir() else ""
+        found = ", ".join(sorted(p.name for p in root.glob("*_lmdb")))
         raise GanlabError(f"lsun: expected {folder_name}/data.mdb in {root} (found: {found or 'no *_lmdb folders'}; "
                           f"give --data-root DIR, pick the category with lsun:CATEGORY)")
     return _LmdbImages(root / folder_name)

@@ -84,7 +84,7 @@ def values_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise bad_image(where, f"array of dtype {array.dtype} is not an image; expected integers or floats")
     expected = "expected values in [0, 1] or [0, 255]"
-    if array.size and not np.isfinite(array).all():
+    if not np.isfinite(array).all():
         raise bad_image(where, f"float pixels contain {'NaN' if np.isnan(array).any() else 'infinite values'}; "
                                f"{expected}")
     low, high = _range(array)

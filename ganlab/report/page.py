@@ -91,8 +91,7 @@ def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | N
     check_settings(plan.settings)
     source, layout = dataset_of(plan.dataset, plan.data_root)
     for component in components if only else []:
-        reasons = missing_needs(component, gan, source, layout, plan.device, plan.data_root)
-        if reasons:
+        if reasons := missing_needs(component, gan, source, layout, plan.device, plan.data_root):
             raise GanlabError(f"{component.name} cannot run here: it {'; '.join(reasons)} "
                               f"(dataset: {plan.dataset or 'none'})")
     return gan, components
@@ -146,13 +145,11 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
 def model_problems(gan: LoadedGAN, samples: torch.Tensor, settled: bool) -> list[str]:
     """What is wrong with the models themselves: NaN or infinite samples or D weights, G's BatchNorm unsettled."""
     problems = []
-    bad = int((~torch.isfinite(samples)).sum())
-    if bad:
+    if bad := int((~torch.isfinite(samples)).sum()):
         problems.append(f"the generator is broken: {bad} of {samples.numel()} sample values are NaN or infinite")
     weights = [] if gan.discriminator is None else gan.discriminator.state_dict().values()
     values = [t for t in weights if t.is_floating_point()]
-    bad = sum(int((~torch.isfinite(t)).sum()) for t in values)
-    if bad:
+    if bad := sum(int((~torch.isfinite(t)).sum()) for t in values):
         problems.append(f"the discriminator is broken: {bad} of {sum(t.numel() for t in values)} weight values "
                         "are NaN or infinite, so every number made with D is meaningless")
     why = None if settled else gan.unsettled_batchnorm()

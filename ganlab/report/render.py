@@ -124,8 +124,7 @@ def history_figure(history: dict[str, list[float]]) -> MplFigure | None:
     axes = fig.subplots(1, 2)
     for ax, (title, series) in zip(axes, panels):
         for key, label in series:
-            values = history.get(key) or []
-            if values:
+            if values := history.get(key):
                 ax.plot(range(1, len(values) + 1), values, label=label, linewidth=0.9)
         for step in history.get("epoch_end_steps") or []:
             ax.axvline(step, color="0.6", linestyle=":", linewidth=0.8)
@@ -148,8 +147,7 @@ def series_figure(name: str, lines: dict[str, list[tuple[int, float]]],
         points = sorted(points)
         line, = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                         markersize=3 if len(lines) > 1 else 6, linewidth=1.2, label=label)
-        mark = (best or {}).get(label)
-        if mark:
+        if mark := (best or {}).get(label):
             ax.plot([mark["epoch"]], [mark["value"]], marker="*", markersize=13, color=line.get_color(),
                     markeredgecolor="black", linestyle="none",
                     label=None if starred else f"best epoch ({mark['direction']} is better)")
@@ -226,9 +224,8 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
     across = [{"name": title, **assets.figure(f"across-epochs-{i:02d}-{slugify(title)}",
                                               series_figure(title, lines, data.across_best))}
               for i, (title, lines) in enumerate(plots, 1) if any(lines.values())]
-    training = dict(data.training or {})
-    options = training.pop("options", None)
-    training = {k: v for k, v in training.items() if v is not None}
+    options = (data.training or {}).get("options")
+    training = {k: v for k, v in (data.training or {}).items() if k != "options" and v is not None}
     environment = Environment(loader=PackageLoader("ganlab", "templates"), autoescape=True, trim_blocks=True,
                               lstrip_blocks=True)
     page = environment.get_template("report.html").render(

@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from ganlab.errors import GanlabError
+from ganlab.store.staged import StagedFolder
 
 
 def seed_folders(base: str | Path, seeds: list[int]) -> dict[int, Path]:
@@ -85,8 +86,6 @@ def _table(columns: list, rows: list[list]) -> list[str]:
 def write_summary(out: str | Path, summary: dict, experiment: str, reports: dict[int, Path],
                   tables: list | None = None) -> Path:
     """seeds.json and seeds.md in ``out``, written as one folder (``ganlab.StagedFolder``); returns seeds.md."""
-    from ganlab.store.staged import StagedFolder
-
     data = {**summary, "experiment": experiment, "reports": {str(k): str(v) for k, v in reports.items()},
             "tables": [{"title": t.title, "columns": list(t.columns), "rows": t.rows} for t in tables or []]}
     with StagedFolder(out, "seed summary") as folder:

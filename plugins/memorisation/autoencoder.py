@@ -92,7 +92,7 @@ def train_autoencoder(images, *, epochs: int = 5, seed: int = 0, device="cpu", p
 
 
 def pre_activations(model, images, *, device="cpu"):
-    """The code layer before its ReLU, float64 N x 128 (eval: no noise)."""
+    """The code layer before its ReLU, float64 N x 128 (eval: no noise); images N x ... (flattened here)."""
     weight, bias = (p.detach().to(device, torch.float64) for p in (model[0].weight, model[0].bias))
     with torch.no_grad():
         return torch.cat([(chunk.reshape(len(chunk), -1).to(device, torch.float64) / 127.5 - 1) @ weight.T + bias
@@ -107,7 +107,7 @@ def calibrate_thresholds(model, images, *, device="cpu") -> None:
     flat = torch.unique(images.reshape(len(images), -1), dim=0)
     if len(flat) < 3:
         return
-    ordered = pre_activations(model, flat.view(-1, *images.shape[1:]), device=device).T.contiguous().sort().values
+    ordered = pre_activations(model, flat, device=device).T.contiguous().sort().values
     reach = MARGIN / 2 * model[0].weight.detach().to(torch.float64).norm(dim=1)
     shifts = torch.zeros(CODE, dtype=torch.float64)
     for j, unit in enumerate(ordered):
@@ -130,7 +130,7 @@ def code_bits(model, images, *, device="cpu"):
     if not len(images):
         return torch.zeros(0, CODE, dtype=torch.bool)
     distinct, inverse = torch.unique(images.reshape(len(images), -1), dim=0, return_inverse=True)
-    return (pre_activations(model, distinct.view(-1, *images.shape[1:]), device=device) > 0)[inverse]
+    return (pre_activations(model, distinct, device=device) > 0)[inverse]
 
 
 def relative_margins(model, images, *, device="cpu"):

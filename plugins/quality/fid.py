@@ -11,7 +11,7 @@ Inception Score follows the original protocol: softmax over the graph's 1008 log
 layer's weights, without its bias, as the TensorFlow code reads them), the exponentiated mean KL divergence of
 each split from its marginal, over 10 splits; ``is_mean`` and ``is_std`` are the mean and std over splits.
 """
-import string
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ def checked_sha256(path: Path, expected: str | None, *, official: str = OFFICIAL
     """The file's SHA-256, refused in one line when it does not start with ``expected`` (64 hex digits or at least
     the first 8, any case; empty: no check)."""
     expected = str(expected or "").strip().lower()
-    if expected and (not 8 <= len(expected) <= 64 or set(expected) - set(string.hexdigits.lower())):
+    if expected and not re.fullmatch("[0-9a-f]{8,64}", expected):
         raise GanlabError(f"{option} {expected!r}: give the weights file's SHA-256 (64 hex digits, or at least the "
                           "first 8), or an empty value to skip the check")
     stat = path.stat()
@@ -236,8 +236,6 @@ def progress_of(ctx):
 class InceptionScore(Evaluator):
     name = "inception-score"
     description = "Inception Score (IS) of G's samples on pytorch-fid's FID Inception network: mean ± std over splits"
-    needs = ()
-    cheap = False
     default = False  # thousands of 299 x 299 Inception passes, and IS means little beyond ImageNet-like pictures
     directions = {"is_mean": "higher", "*": None}
     options = {

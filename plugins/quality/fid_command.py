@@ -14,6 +14,7 @@ from typing import Any
 import click
 import numpy as np
 
+import ganlab
 from ganlab import GanlabError, atomic_file
 
 from . import fid
@@ -58,8 +59,6 @@ def checkpoint_batches(gan: Any, n: int, seed: int, batch: int):
     """The images ``gan.sample(n, seed)`` gives, made ``batch`` at a time."""
     import torch
 
-    import ganlab
-
     z = ganlab.sample_latent(gan.config, n, torch.Generator().manual_seed(seed))
     gan.generator.eval()
     with torch.no_grad():
@@ -94,8 +93,6 @@ def read_statistics(path: Path, net: fid.FidNetwork) -> Side:
 def open_side(spec: str, net: fid.FidNetwork, num_samples: int, seed: int) -> Callable[[], Side]:
     """What gives a side's statistics: everything a side needs is checked here, before either side's images are
     embedded."""
-    import ganlab
-
     path = Path(spec).expanduser()
     if not path.exists():
         raise GanlabError(f"{spec}: no such file or folder")
@@ -171,8 +168,6 @@ def _line(result: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def fid_command(a, b, weights, weights_sha256, download, num_samples, seed, dims, resize, save_stats, as_json):
     """FID between A and B: image folders, checkpoints, or .npz statistics (pytorch-fid's network)."""
-    from ganlab import select_device
-
     if save_stats is not None:
         if save_stats.exists():
             raise GanlabError(f"{save_stats} exists; remove it or choose another --save-stats file")
@@ -181,7 +176,7 @@ def fid_command(a, b, weights, weights_sha256, download, num_samples, seed, dims
                               "suffix)")
         if not save_stats.resolve().parent.is_dir():
             raise GanlabError(f"--save-stats {save_stats}: the folder {save_stats.resolve().parent} does not exist")
-    net = fid.network(weights, weights_sha256, dims=int(dims), resize=resize, device=select_device("auto"),
+    net = fid.network(weights, weights_sha256, dims=int(dims), resize=resize, device=ganlab.select_device("auto"),
                       download=download)
     side_a, side_b = [open_side(spec, net, num_samples, seed) for spec in (a, b)]
     side_a = side_a()

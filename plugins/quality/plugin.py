@@ -1,7 +1,7 @@
 """Evaluator ``sample-quality``: G's samples against the training set in several feature spaces (``spaces.py``),
 beside a reference row of held-out images against the same training images, so the numbers have a scale. Both
 rows use N = min(``n``, both splits) images per set, so they compare like for like."""
-from ganlab import Evaluator, GanlabError, Option, Result, Table, hookimpl
+from ganlab import Evaluator, GanlabError, Option, Result, Table, content_digest, hookimpl
 
 from .fid import DIMS, WEIGHT_OPTIONS, InceptionScore
 
@@ -16,8 +16,6 @@ def compare_sets(real, others: dict, *, k: int = 3, density_k: int = 5, kid_subs
     """Every metric of each set in ``others`` (name -> features) against ``real``, whose radii and moments are
     computed once. A pair compared before is answered from memory: the pixel and random-D spaces' held-out row is
     the same on every epoch of a run."""
-    from ganlab import content_digest
-
     from . import metrics
     from .manifold import manifold_metrics, self_knn
 

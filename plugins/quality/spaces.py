@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganlab import FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key
+from ganlab import Discriminator, FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key
 
 from . import fid
 
@@ -71,8 +71,6 @@ class RandomDiscriminatorSpace(DiscriminatorSpace):
     def discriminator(self, ctx):
         """The paper's random initialisation for this config and the report's seed, seeded inside ``fork_rng`` so
         that the caller's random state is left alone."""
-        from ganlab import Discriminator
-
         def build():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(ctx.seed))
