@@ -20,10 +20,6 @@ GENERATOR_NOTE = ("not converted (the authors' G normalises each 4x4 position of
                   "this G is ganlab's initialisation with seed 0")
 
 
-def _shape(a) -> tuple:
-    return tuple(int(s) for s in a.shape)
-
-
 def split_layout(params: list, source: str = "the parameter list"):
     """(conv weights, [(BatchNorm gain, bias) of each but the first], dense weight), the list's structure checked.
 
@@ -43,19 +39,19 @@ def split_layout(params: list, source: str = "the parameter list"):
         w = params[position]
         if w.ndim != 4 or w.shape[2] != w.shape[3]:
             raise GanlabError(f"{source}: array {position} should be a convolution's weights (out x in x k x k), "
-                              f"not shape {_shape(w)}")
+                              f"not shape {w.shape}")
         if previous is not None and w.shape[1] != previous:
             raise GanlabError(f"{source}: array {position} takes {w.shape[1]} channels but the layer before "
                               f"gives {previous}")
         previous = w.shape[0]
         for offset, what in ((1, "gain"), (2, "bias")) if position else ():
-            if _shape(params[position + offset]) != (previous,):
+            if params[position + offset].shape != (previous,):
                 raise GanlabError(f"{source}: array {position + offset} should be a BatchNorm {what} of shape "
-                                  f"({previous},), not {_shape(params[position + offset])}")
+                                  f"({previous},), not {params[position + offset].shape}")
     dense = params[-1]
     if dense.size != previous * 16 or dense.ndim not in (1, 2) or (dense.ndim == 2 and dense.shape[1] != 1):
         raise GanlabError(f"{source}: the last array should be the dense layer on the {previous} x 4 x 4 map, "
-                          f"shape ({previous * 16}, 1), not {_shape(dense)}")
+                          f"shape ({previous * 16}, 1), not {dense.shape}")
     return [params[0], *params[1:n - 1:3]], [(params[i + 1], params[i + 2]) for i in range(1, n - 1, 3)], dense
 
 
@@ -66,22 +62,22 @@ def match_config(params: list, image_size: int | None = None, source: str = "the
     from ganlab import PRESETS, Discriminator, ModelConfig
 
     convs, _, _ = split_layout(params, source)
-    first, k = convs[0], int(convs[0].shape[2])
-    wanted = [_shape(w) for w in convs] + [(1, int(convs[-1].shape[0]), 4, 4)]
+    first, k = convs[0], convs[0].shape[2]
+    wanted = [w.shape for w in convs] + [(1, convs[-1].shape[0], 4, 4)]
     found = []
     for size in (16, 32, 64, 128) if image_size is None else (image_size,):
         for extra in range(4):
             strided = int(math.log2(size)) - 2
             if strided * (extra + 1) != len(convs) or k not in (3, 5):  # the authors' kernels are odd
                 continue
-            config = ModelConfig(image_size=size, channels=int(first.shape[1]), ndf=int(first.shape[0]),
-                                 ngf=int(first.shape[0]), kernel_size=k, extra_layers=extra)
+            config = ModelConfig(image_size=size, channels=first.shape[1], ndf=first.shape[0],
+                                 ngf=first.shape[0], kernel_size=k, extra_layers=extra)
             D = Discriminator(config)
             if [tuple(m.weight.shape) for m in D.modules() if isinstance(m, torch.nn.Conv2d)] == wanted:
                 found.append(config)
     if not found:
         raise GanlabError(f"{source}: no ganlab discriminator has these layers (kernel {k}, widths "
-                          f"{[int(w.shape[0]) for w in convs]}{f', image size {image_size}' if image_size else ''})")
+                          f"{[w.shape[0] for w in convs]}{f', image size {image_size}' if image_size else ''})")
     if len(found) > 1:
         raise GanlabError(f"{source} fits image sizes {[c.image_size for c in found]}; give --image-size")
     preset = PRESETS["imagenet32"]
@@ -114,7 +110,7 @@ def discriminator_from_params(params: list, image_size: int | None = None, sourc
             norm.bias.copy_(tensor(b))
             norm.reset_running_stats()
         # T.flatten(h, 2) on N x C x 4 x 4 is C-order: unit c * 16 + 4 * y + x; a dot product, so no flip
-        convs[-1].weight.copy_(tensor(dense).reshape(1, int(theano_convs[-1].shape[0]), 4, 4))
+        convs[-1].weight.copy_(tensor(dense).reshape(1, theano_convs[-1].shape[0], 4, 4))
     return config, D.eval()
 
 

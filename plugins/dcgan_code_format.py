@@ -10,6 +10,7 @@ only (joblib's records become inert stand-ins) and refuses anything else before 
 arrays and companion files outside the model folder.
 """
 import io
+import math
 import os
 import pickle
 import re
@@ -97,7 +98,7 @@ class _ArraysOnly(pickle._Unpickler):  # the pure-Python unpickler: its BUILD st
             self.refuse(f"an array has dtype {dtype!r}, not a numeric one")
         if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
             raise GanlabError(f"{self.path} is damaged: an array record has shape {shape!r}")
-        size = (int(np.prod(shape, dtype=np.int64)) if shape else 1) * dtype.itemsize
+        size = math.prod(shape) * dtype.itemsize
         if size > MAX_BYTES:
             raise GanlabError(f"{self.path}: an array of shape {shape} is larger than ganlab reads")
         if getattr(record, "numpy_array_alignment_bytes", None) is not None:

@@ -93,7 +93,7 @@ class Trainer:
         """Write everything needed to rebuild the models and to resume bit-for-bit to ``path``."""
         o = self.options
         payload = checkpoint.build_payload(
-            self.config, self.parts, {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step},
+            self.config, self.parts, {key: getattr(self, key) for key in checkpoint.COUNTER_KEYS},
             rng={"noise": self.noise.get_state().cpu(), "torch": torch.get_rng_state()},
             dataset={"name": o.dataset, "split": o.split, "size": len(self.images), "root": _absolute(o.data_root)},
             options={**o.to_dict(), **{k: _absolute(getattr(o, k)) for k in PATHS}}, history=self.history)

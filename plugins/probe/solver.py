@@ -94,13 +94,11 @@ def fit_liblinear(X: Any, y: np.ndarray, C: float, classes: np.ndarray, *, max_i
     otherwise (sklearn's rule). Its ConvergenceWarning reaches the caller (svm-probe counts them)."""
     from sklearn.svm import LinearSVC
 
-    n, d = shape_of(X)
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    clf = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=n < d, multi_class="ovr",
+    clf = LinearSVC(C=C, loss="squared_hinge", penalty="l2", dual=X.shape[0] < X.shape[1], multi_class="ovr",
                     intercept_scaling=intercept_scaling, tol=tol, max_iter=max_iter, random_state=random_state)
     clf.fit(X, y)
-    coef = np.asarray(clf.coef_, dtype=np.float64)
-    intercept = np.broadcast_to(np.asarray(clf.intercept_, dtype=np.float64), (coef.shape[0],)).copy()
+    coef, intercept = clf.coef_.astype(np.float64), clf.intercept_.astype(np.float64)
     objective = svm_objective(X, y, coef, intercept, C, classes=classes, intercept_scaling=intercept_scaling)
     return LinearProbe(coef_=coef, intercept_=intercept, classes_=classes, C=float(C), solver="liblinear",
                        n_iter_=int(clf.n_iter_), objective_=objective, converged_=int(clf.n_iter_) < max_iter)

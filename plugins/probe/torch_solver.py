@@ -6,14 +6,13 @@ blocks stay there between passes when X fits in 40% of its free memory). L-BFGS 
 the stopping test is ``max|grad f(W)| <= tol * max|grad f(0)|``, and the preconditioner is rebuilt when the active
 rows it was built for have moved.
 """
-import hashlib
 import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from ganlab import row_blocks, shape_of
+from ganlab import content_digest, row_blocks, shape_of
 
 from .objective import LinearProbe, ovr_targets
 from .preconditioner import PreconditionBasis, SubspacePreconditioner
@@ -64,7 +63,7 @@ class _Passes:
     def at_zero(self, k: int, basis: PreconditionBasis | None, labels: np.ndarray):
         """The pass at W = 0; with a basis, its gradient is remembered per labels for the rest of a C grid."""
         W = torch.zeros(self.d + 1, k, dtype=torch.float64, device=self.device)
-        key = hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
+        key = content_digest(labels)
         if basis is None or key not in basis.zero:
             objective, grad, active = self(W)
             if basis is not None:
