@@ -26,46 +26,46 @@ def is_concept_name(name: str) -> bool:
     return bool(NAME.match(name)) and not keyword.iskeyword(name)
 
 
-def _scan(text: str, where: str) -> None:
+def _scan(text: str) -> None:
     """Refusals a pass over the characters words better than ``ast``: a foreign character, a doubled sign,
     unbalanced or too deeply nested parentheses."""
     open_at, previous = [], "("
     for position, char in enumerate(text, 1):
         if not CHARACTER.fullmatch(char):
-            raise GanlabError(f"unexpected character {char!r} at position {position} in {where}: {HINT}")
+            raise GanlabError(f"unexpected character {char!r} at position {position} in --expr: {HINT}")
         if char in "+-" and previous in "+-*/":
-            raise GanlabError(f"unexpected {char!r} at position {position} in {where}: a sign may only open the "
+            raise GanlabError(f"unexpected {char!r} at position {position} in --expr: a sign may only open the "
                               "expression or follow '(' (write a - b, not a + -b)")
         if char == "(":
             open_at.append(position)
             if len(open_at) > MAX_DEPTH:
-                raise GanlabError(f"{where} is nested more than {MAX_DEPTH} parentheses deep; write it flatter")
+                raise GanlabError(f"--expr is nested more than {MAX_DEPTH} parentheses deep; write it flatter")
         elif char == ")":
             if not open_at:
-                raise GanlabError(f"unexpected ')' at position {position} in {where}: no '(' is open")
+                raise GanlabError(f"unexpected ')' at position {position} in --expr: no '(' is open")
             open_at.pop()
         previous = previous if char.isspace() else char
     if open_at:
-        raise GanlabError(f"missing ')' for the '(' at position {open_at[-1]} in {where}")
+        raise GanlabError(f"missing ')' for the '(' at position {open_at[-1]} in --expr")
 
 
-def _syntax_error(text: str, where: str, exc: SyntaxError) -> GanlabError:
+def _syntax_error(text: str, exc: SyntaxError) -> GanlabError:
     end = len(text.rstrip())
     position = max(1, (exc.offset or 1) - 1)  # Python counts in the parenthesised text
     if position > end:
-        return GanlabError(f"{where} ends after {text.rstrip()[-1]!r} at position {end}: expected a concept name, "
+        return GanlabError(f"--expr ends after {text.rstrip()[-1]!r} at position {end}: expected a concept name, "
                            "a number or '('")
     span = text[position - 1:max(position, (exc.end_offset or 0) - 1)].strip()
-    return GanlabError(f"cannot read {where} at position {position} ({span!r}: {exc.msg.split('. ')[0]}): {HINT}")
+    return GanlabError(f"cannot read --expr at position {position} ({span!r}: {exc.msg.split('. ')[0]}): {HINT}")
 
 
 def _scaled(value, factor: float):
     return {name: c * factor for name, c in value.items()} if isinstance(value, dict) else value * factor
 
 
-def _apply(node, left, right, flat: str, where: str):
+def _apply(node, left, right, flat: str):
     op = OPERATORS[type(node.op)]
-    at = f"at position {len(flat) - len(flat[node.left.end_col_offset:].lstrip(' )'))} in {where}"
+    at = f"at position {len(flat) - len(flat[node.left.end_col_offset:].lstrip(' )'))} in --expr"
     left_is, right_is = isinstance(left, dict), isinstance(right, dict)
     if op in "+-":
         if left_is != right_is:
@@ -87,48 +87,46 @@ def _apply(node, left, right, flat: str, where: str):
     return _scaled(left, 1.0 / right)
 
 
-def _value(node, flat: str, concepts: list[str], where: str):
+def _value(node, flat: str, concepts: list[str]):
     """A node's number (float) or combination of concepts (dict name -> coefficient)."""
-    at = f"at position {node.col_offset} in {where}"  # flat's index = text's position counted from 1
+    at = f"at position {node.col_offset} in --expr"  # flat's index = text's position counted from 1
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        number = float(node.value) if abs(node.value) <= sys.float_info.max else math.inf
-        if not math.isfinite(number):
+        if abs(node.value) > sys.float_info.max:  # an int too large for a float, or a float literal read as inf
             raise GanlabError(f"number {flat[node.col_offset:node.end_col_offset]!r} {at} is too large")
-        return number
+        return float(node.value)
     if isinstance(node, ast.Name):
         if node.id not in concepts:
             raise GanlabError(f"unknown concept {node.id!r} {at}; concepts: "
                               f"{', '.join(concepts) or 'none (give --concept NAME=I,J,K)'}")
         return {node.id: 1.0}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        return _scaled(_value(node.operand, flat, concepts, where), -1.0 if isinstance(node.op, ast.USub) else 1.0)
+        return _scaled(_value(node.operand, flat, concepts), -1.0 if isinstance(node.op, ast.USub) else 1.0)
     if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
-        left = _value(node.left, flat, concepts, where)
-        return _apply(node, left, _value(node.right, flat, concepts, where), flat, where)
+        return _apply(node, _value(node.left, flat, concepts), _value(node.right, flat, concepts), flat)
     raise GanlabError(f"unexpected {flat[node.col_offset:node.end_col_offset]!r} {at}: {HINT}")
 
 
-def parse_expression(text: str, concepts, where: str = "--expr") -> dict[str, float]:
+def parse_expression(text: str, concepts) -> dict[str, float]:
     """Net coefficient of each concept named in ``text``, in order of first appearance."""
     concepts = list(concepts)
     if not text or not text.strip():
-        raise GanlabError(f"{where} is empty: write concept names joined by + and -, e.g. 'a - b + c'")
-    _scan(text, where)
+        raise GanlabError("--expr is empty: write concept names joined by + and -, e.g. 'a - b + c'")
+    _scan(text)
     flat = "(" + re.sub(r"\s", " ", text) + ")"  # one line, and leading spaces are no indentation
     try:
         with warnings.catch_warnings():  # Python's hints about literals ("1 is a") are not ours to print
             warnings.simplefilter("ignore")
             tree = ast.parse(flat, mode="eval")
-        value = _value(tree.body, flat, concepts, where)
+        value = _value(tree.body, flat, concepts)
     except SyntaxError as exc:
-        raise _syntax_error(text, where, exc) from None
+        raise _syntax_error(text, exc) from None
     except (RecursionError, MemoryError):  # a chain of thousands of terms
-        raise GanlabError(f"{where} is too long to read; write it shorter") from None
+        raise GanlabError("--expr is too long to read; write it shorter") from None
     if not isinstance(value, dict):
-        raise GanlabError(f"{where} {text.strip()!r} names no concept; concepts: {', '.join(concepts) or 'none'}")
+        raise GanlabError(f"--expr {text.strip()!r} names no concept; concepts: {', '.join(concepts) or 'none'}")
     wild = [name for name, c in value.items() if not math.isfinite(c)]
     if wild:
-        raise GanlabError(f"{where} gives {wild[0]} the coefficient {value[wild[0]]}: the numbers overflow a float; "
+        raise GanlabError(f"--expr gives {wild[0]} the coefficient {value[wild[0]]}: the numbers overflow a float; "
                           "use smaller ones")
     return value
 
@@ -156,7 +154,7 @@ def parse_concept(text: str) -> tuple[str, list[int]]:
         raise GanlabError(f"--concept {text!r} has no indices: give bank indices, e.g. {name}=12,40,77")
     indices = []
     for part in (p.strip() for p in rest.split(",")):
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):
             raise GanlabError(f"--concept {text!r}: {part!r} is not a bank index (a whole number from 0; "
                               "separate indices with commas)")
         if int(part) in indices:
@@ -188,7 +186,7 @@ def make_bank(config, n: int, seed: int):
     from ganlab import sample_latent
 
     gen = torch.Generator().manual_seed(seed)
-    return torch.cat([sample_latent(config, BANK_CHUNK, gen) for _ in range(-(-n // BANK_CHUNK))])[:n]
+    return torch.cat([sample_latent(config, BANK_CHUNK, gen) for _ in range(math.ceil(n / BANK_CHUNK))])[:n]
 
 
 def concept_means(bank, concepts: dict[str, list[int]]) -> dict:
@@ -197,12 +195,7 @@ def concept_means(bank, concepts: dict[str, list[int]]) -> dict:
 
 def combine(coeffs: dict[str, float], means: dict):
     """Accumulated in the expression's order, so that a - a + b is b exactly."""
-    import torch
-
-    total = torch.zeros_like(next(iter(means.values())))
-    for name, c in coeffs.items():
-        total = total + c * means[name]
-    return total
+    return sum(c * means[name] for name, c in coeffs.items())
 
 
 def neighbourhood(vector, count: int, scale: float, seed: int):
@@ -280,11 +273,9 @@ def arithmetic_picture(title: str, rows: list[tuple[str, object, object]], block
         y += side + gap
     draw.text((gap, y), f"= result (centre) and {len(block_uint8) - 1} neighbours", fill="black", font=font)
     y += line
-    # block index per 3x3 position: the result (0) in the centre when there are 8 neighbours
-    order = [1, 2, 3, 4, 0, 5, 6, 7, 8] if len(block_uint8) == 9 else list(range(len(block_uint8)))
-    for position, index in enumerate(order):
+    # block index per 3x3 position: the result (0) in the centre
+    for position, index in enumerate([1, 2, 3, 4, 0, 5, 6, 7, 8]):
         canvas.paste(_cell(block_uint8[index], side), (label_w + (position % 3) * (side + 2),
                                                        y + (position // 3) * (side + 2)))
-    if len(block_uint8) == 9:
-        draw.rectangle((label_w + side + 1, y + side + 1, label_w + 2 * side + 2, y + 2 * side + 2), outline="red")
+    draw.rectangle((label_w + side + 1, y + side + 1, label_w + 2 * side + 2, y + 2 * side + 2), outline="red")
     return canvas

@@ -16,12 +16,9 @@ Diversity: ``*_distance_generated``/``_train``, the mean pairwise L2 distance of
 training images, in pixels and D's pooled features; ``_ratio`` near 1 for a G as varied as its data, well below 1
 for mode collapse.
 """
-import re
 from pathlib import Path
 
-from ganlab import Analysis, Figure, Image, Option, Result, Table, hookimpl
-
-EPOCH = re.compile(r"epoch_(\d+)\.pt")
+from ganlab import Analysis, Figure, Image, Option, Result, Table, epoch_files, hookimpl
 
 
 def map_variance(model, inputs, batch_size: int = 256):
@@ -80,16 +77,16 @@ def mean_pairwise_distance(x, chunk: int = 1024) -> float:
     return total / (n * (n - 1) / 2)
 
 
-def epoch_files(path, max_epochs: int):
+def compared_epochs(path, max_epochs: int):
     """[(epoch, path)] of the run's epoch checkpoints up to ``path``'s epoch (all for last.pt), evenly capped."""
     import numpy as np
 
     path = Path(path)
-    own = EPOCH.fullmatch(path.name)
-    if path.name != "last.pt" and own is None:
+    found = epoch_files(path.parent)
+    own = [epoch for epoch, p in found if p.name == path.name]
+    if path.name != "last.pt" and not own:
         return []
-    found = sorted((int(m.group(1)), p) for p in path.parent.glob("epoch_*.pt") if (m := EPOCH.fullmatch(p.name)))
-    found = [(e, p) for e, p in found if own is None or e <= int(own.group(1))]
+    found = [(e, p) for e, p in found if not own or e <= own[0]]
     if len(found) > max_epochs:
         found = [found[i] for i in sorted(set(np.linspace(0, len(found) - 1, max_epochs).round().astype(int)))]
     return found
@@ -249,7 +246,7 @@ class FilterHealth(Analysis):
 
     @staticmethod
     def oscillation(ctx, z, real, metrics, text) -> list:
-        o, files = ctx.options, epoch_files(ctx.gan.path, ctx.options["max_epochs"])
+        o, files = ctx.options, compared_epochs(ctx.gan.path, ctx.options["max_epochs"])
         if len(files) < 3:
             text.append(f"Oscillation across epochs skipped: it needs at least 3 epoch checkpoints beside the "
                         f"checkpoint ({ctx.gan.path.name}); found {len(files)}.")

@@ -115,6 +115,7 @@ def test_bad_expressions_are_refused_naming_the_token(expr, message):
     (["a=1,x,3"], "'x' is not a bank index"),
     (["a=1,-2,3"], "'-2' is not a bank index"),
     (["a=1,,3"], "'' is not a bank index"),
+    (["a=1,\u00b2"], "'\u00b2' is not a bank index"),  # a digit to str.isdigit, not to int
     (["a=4,4,5"], "index 4 is given twice"),
     (["a=1,2,3", "a=4,5,6"], "--concept a is given twice"),
     (["a=1,2,140"], "index 140 of concept a is outside the bank of 100 (0..99)"),

@@ -14,7 +14,7 @@ from ganlab.plugin import registry
 from ganlab.report import make_report
 from ganlab_plugins.filter_health import (
     collapsed,
-    epoch_files,
+    compared_epochs,
     map_variance,
     mean_pairwise_distance,
     oscillating,
@@ -91,14 +91,15 @@ def test_mean_pairwise_distance_matches_scipy():
     assert mean_pairwise_distance(far, chunk=8) == pytest.approx(expected, rel=1e-9)
 
 
-def test_epoch_files_up_to_the_checkpoint_and_evenly_capped(tmp_path):
+def test_compared_epochs_up_to_the_checkpoint_and_evenly_capped(tmp_path):
     for e in range(1, 11):
         (tmp_path / f"epoch_{e:04d}.pt").touch()
     (tmp_path / "last.pt").touch()
-    assert [e for e, _ in epoch_files(tmp_path / "last.pt", 20)] == list(range(1, 11))
-    assert [e for e, _ in epoch_files(tmp_path / "last.pt", 4)] == [1, 4, 7, 10]
-    assert [e for e, _ in epoch_files(tmp_path / "epoch_0005.pt", 20)] == [1, 2, 3, 4, 5]
-    assert epoch_files(tmp_path / "other.pt", 20) == []
+    (tmp_path / "epoch_best.pt").touch()  # not a name the trainer writes
+    assert [e for e, _ in compared_epochs(tmp_path / "last.pt", 20)] == list(range(1, 11))
+    assert [e for e, _ in compared_epochs(tmp_path / "last.pt", 4)] == [1, 4, 7, 10]
+    assert [e for e, _ in compared_epochs(tmp_path / "epoch_0005.pt", 20)] == [1, 2, 3, 4, 5]
+    assert compared_epochs(tmp_path / "other.pt", 20) == []
 
 
 def _report(checkpoint, out, **settings):

@@ -349,6 +349,15 @@ def test_the_kmeans_row_is_standardised_as_coates_and_ng_do(tiny_run, tmp_path):
         assert got == pytest.approx(expected, abs=1.5 / len(y_test)), preprocess
 
 
+def test_label_budgets_that_are_not_whole_numbers_are_refused_in_words(tiny_run, tmp_path):
+    registry.reset()
+    for budget in ("0", "ten", "\u00b2"):  # a superscript two is a digit to str.isdigit, not to int
+        data, _ = make_report(tiny_run, only=["svm-probe"], device="cpu", progress=False, out=tmp_path / "r",
+                              settings={**QUICK, "svm-probe.labels_per_class": budget})
+        run = data.components[0]
+        assert run.status == "failed" and f"takes whole numbers and 'all', not {budget!r}" in run.error, run.error
+
+
 def test_a_label_budget_larger_than_a_class_is_left_out_and_said(tiny_run, tmp_path):
     """Budgets a class cannot fill are not run, the report says which class and how many it has, and that
     number is the boundary: a draw of that many per class runs, one more is refused with what to give. With one

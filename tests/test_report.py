@@ -502,6 +502,28 @@ def test_select_epoch_follows_the_declared_direction(five_epochs, epoch_counter,
                                                                      "loss": "lower"}
 
 
+def test_select_epoch_ignores_files_that_only_look_numbered(five_epochs, epoch_counter, tmp_path):
+    """A stray epoch_*.pt whose "number" is not ASCII digits (a superscript two is a digit to str.isdigit, not to
+    int) is not one of the run's epochs."""
+    run = tmp_path / "run"
+    shutil.copytree(five_epochs, run)
+    shutil.copy(run / "epoch_0003.pt", run / "epoch_\u00b2.pt")
+    data, _ = make_report(run, only=["epoch-counter"], out=tmp_path / "r", device="cpu", progress=False,
+                          select_epoch="epoch-counter.score")
+    assert data.training["selected_by"]["epoch"] == 3 and data.checkpoint == str(run / "epoch_0003.pt")
+    assert [e for e, _ in data.across_epochs["epoch-counter.score"]] == [1, 2, 3, 4, 5]
+
+
+def test_epoch_files_are_the_names_the_trainer_writes(tmp_path):
+    for name in ("epoch_0003.pt", "epoch_9999.pt", "epoch_10000.pt", "epoch_best.pt", "epoch_7.pt",
+                 "epoch_\u00b2\u00b2\u00b2\u00b2.pt", "epoch_\u0663\u0663\u0663\u0663.pt", "epoch_0004.png"):
+        (tmp_path / name).touch()
+    assert ganlab.epoch_files(tmp_path) == [(3, tmp_path / "epoch_0003.pt"), (9999, tmp_path / "epoch_9999.pt"),
+                                            (10000, tmp_path / "epoch_10000.pt")]  # by epoch, not by name
+    assert ganlab.epoch_files(tmp_path, "png") == [(4, tmp_path / "epoch_0004.png")]
+    assert ganlab.epoch_files(tmp_path / "missing") == []
+
+
 def test_the_best_epoch_of_each_metric_follows_its_direction(five_epochs, epoch_counter, tmp_path):
     data, out = make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r", device="cpu", progress=False,
                             epoch_points=0)

@@ -168,7 +168,8 @@ def test_two_trainings_into_one_folder_the_second_fails_at_once(work):
 def test_two_reports_into_one_folder_the_second_fails_at_once(work):
     first = _runner(work, ["report", "run", "--only", "slow", "--out", "r", "--quiet"])
     try:
-        _wait_for(lambda: list(work.glob(".r.partial-*")))
+        # its staging marked: from then on it sleeps, so the files the second report must not touch stay still
+        _wait_for(lambda: list(work.glob(".r.partial-*/.ganlab")))
         line = run_cli(["report", "run", *QUICK, "--out", "r"], work)
         assert "is in use: another ganlab process is writing a report there" in line
     finally:

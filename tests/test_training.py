@@ -131,13 +131,16 @@ def test_training_into_an_existing_run_is_refused_unless_asked(tmp_path, tiny_ru
     assert result.exit_code == 1 and "already holds a training run" in result.output
     assert "--resume" in result.output and "--overwrite" in result.output
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
-    (out / "notes.txt").write_text("mine")
+    mine = {out / "notes.txt": b"mine", out / "epoch_best.pt": (out / "last.pt").read_bytes(),
+            out / "samples" / "epoch_final.png": b"mine"}  # named like the run's files, but not what it writes
+    for path, data in mine.items():
+        path.write_bytes(data)
     result = runner.invoke(cli, ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8",
                                  "--nz", "8", "--limit", "96", "--epochs", "1", "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_0001.pt", "last.pt"]  # the old epoch 2 is gone
+    assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_0001.pt", "epoch_best.pt", "last.pt"]  # epoch 2 went
     assert len((out / "log.jsonl").read_text().splitlines()) == 1  # one run's one step, not two runs' seven
-    assert (out / "notes.txt").read_text() == "mine"  # files that are not the run's stay
+    assert {path: path.read_bytes() for path in mine} == mine  # files that are not the run's stay
 
 
 def test_quiet_training_prints_the_result_without_progress_bars(tmp_path):
@@ -350,6 +353,7 @@ def test_exclude_leaves_the_listed_images_out(tmp_path):
     expected = torch.cat([everything[:3], everything[4:5], everything[6:700], everything[701:]])
     assert torch.equal(kept, expected)
     for text, message in [("3\nfive\n", "line 2: 'five' is not an image position"),
+                          ("\u00b2\n", "line 1: '\u00b2' is not an image position"),
                           ("9000\n", "names image 9000, but digits/train has 898 images")]:
         listed.write_text(text)
         with pytest.raises(GanlabError, match=message):

@@ -8,6 +8,7 @@ from ganlab.defaults import MAX_SEED, ReportOptions, TrainOptions
 from ganlab.errors import GanlabError
 from ganlab.plugin.options import parse_settings
 from ganlab.plugin.registry import get_registry
+from ganlab.store.run_folder import epoch_files
 
 DEFAULTS = ReportOptions()
 SET = click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE",
@@ -167,7 +168,7 @@ def _run_experiment(exp, options, retrain, checkpoint, report_out, report) -> No
                  dataset=exp.report_dataset, data_root=options.data_root, device=options.device,
                  skip_bad_images=bool(options.skip_bad_images), **report,
                  # a run of one epoch has nothing to choose from
-                 select_epoch=exp.select_epoch if len(list(Path(checkpoint).glob("epoch_*.pt"))) > 1 else None)
+                 select_epoch=exp.select_epoch if len(epoch_files(checkpoint)) > 1 else None)
 
 
 def _check_existing(last: Path, options) -> int:

@@ -227,6 +227,6 @@ def read_exclusion_list(path: str | Path) -> set[int]:
         raise GanlabError(f"cannot read the exclusion list {path}: {one_line(exc)}") from None
     texts = [line.split("#", 1)[0].strip() for line in lines]
     for number, text in enumerate(texts, 1):
-        if text and not text.isdigit():
+        if text and not (text.isascii() and text.isdigit()):
             raise GanlabError(f"{path}, line {number}: {text[:40]!r} is not an image position (a whole number >= 0)")
     return {int(text) for text in texts if text}

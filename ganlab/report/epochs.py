@@ -10,10 +10,11 @@ from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.components import Component, best_point
 from ganlab.report.data import FAILED, TIMED_OUT, ComponentRun
 from ganlab.report.run import Plan, run_components
+from ganlab.store.run_folder import epoch_files
 
 
 def epoch_checkpoints(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("epoch_*.pt"))
+    return [path for _, path in epoch_files(run_dir)]
 
 
 def spread(paths: list[Path], points: int | None) -> list[Path]:
@@ -135,8 +136,7 @@ def best_epoch(series: dict[str, list[tuple[int, float]]], metric: str, run_dir:
     if best is None:
         raise GanlabError(f"--select-epoch {metric}: the metric is NaN or infinite on every epoch")
     epoch, value = best
-    numbers = {path: path.stem.removeprefix("epoch_") for path in epoch_checkpoints(run_dir)}
-    files = {int(number): path for path, number in numbers.items() if number.isdigit()}
+    files = dict(epoch_files(run_dir))
     if epoch not in files:
         raise GanlabError(f"--select-epoch: epoch {epoch}'s checkpoint is not in {run_dir}")
     return {"metric": metric, "epoch": epoch, "value": value, "direction": way, "checkpoint": files[epoch]}

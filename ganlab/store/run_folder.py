@@ -5,6 +5,7 @@ a start that fails (a missing dataset, a bad flag) leaves no trace; the run ``--
 import contextlib
 import json
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -19,10 +20,18 @@ LOG = "log.jsonl"
 SAMPLES = "samples"
 
 
+def epoch_files(folder: str | Path, ext: str = "pt") -> list[tuple[int, Path]]:
+    """(epoch, path) of the epoch files the trainer writes in ``folder`` (epoch_0007.pt), by epoch. Files that
+    only look alike (epoch_best.pt, epoch_7.pt, a superscript digit) are not a run's: nothing reads or removes them."""
+    found = [(int(m[1]), path) for path in Path(folder).glob(f"epoch_*.{ext}")  # nothing in a missing folder
+             if (m := re.fullmatch(rf"epoch_([0-9]{{4,}})\.{re.escape(ext)}", path.name))]
+    return sorted(found)
+
+
 def run_files(out: Path) -> list[Path]:
     """The files of a ganlab run in ``out`` (checkpoints, log, sample grids); other files are not ours."""
-    return (sorted(out.glob("epoch_*.pt")) + [out / name for name in (LAST, LOG) if (out / name).exists()]
-            + sorted((out / SAMPLES).glob("epoch_*.png")))  # glob finds nothing in a missing folder or a file
+    return ([path for _, path in epoch_files(out)] + [out / name for name in (LAST, LOG) if (out / name).exists()]
+            + [path for _, path in epoch_files(out / SAMPLES, "png")])
 
 
 class RunFolder:

@@ -11,7 +11,7 @@ baselines do not change with the epoch: each is computed once with its own C and
 """
 from pathlib import Path
 
-from ganlab import Evaluator, Option, Result, Table, hookimpl
+from ganlab import Evaluator, Option, Result, Table, epoch_files, hookimpl
 
 from .presentation import ROW_NAMES, SHORT_NAMES
 from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
@@ -100,8 +100,8 @@ def _chooser(path) -> Path | None:
     if path is None:
         return None
     path = Path(path).resolve()
-    epochs = sorted(p for p in path.parent.glob("epoch_*.pt") if p.stem.removeprefix("epoch_").isdigit())
-    return max(epochs, key=lambda p: int(p.stem.removeprefix("epoch_"))) if epochs else path
+    epochs = epoch_files(path.parent)
+    return epochs[-1][1] if epochs else path
 
 
 def _same(a, b) -> bool:

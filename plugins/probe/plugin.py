@@ -35,7 +35,7 @@ def parse_modes(values) -> list[int | None]:
     """["10", "all"] -> [10, None] (None: every training label)."""
     parts = [str(part).lower() for part in listed(values)]
     for part in parts:
-        if part not in ("all", "full") and (not part.isdigit() or int(part) < 1):
+        if part not in ("all", "full") and (not (part.isascii() and part.isdigit()) or int(part) < 1):
             raise GanlabError(f"svm-probe.labels_per_class takes whole numbers and 'all', not {part!r}")
     return [None if part in ("all", "full") else int(part) for part in parts]
 
