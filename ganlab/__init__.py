@@ -29,8 +29,7 @@ _LAZY = {name: module for module, names in {
     "ganlab.store.digest": ("content_digest", "file_sha256"),
     "ganlab.store.atomic": ("atomic_file", "write_atomically"),
     "ganlab.store.staged": ("StagedFolder",),
-    "ganlab.store.run_folder": ("epoch_files",),
-    "ganlab.store.claims": ("check_outside",),
+    "ganlab.store.claims": ("check_outside", "epoch_files"),
     "ganlab.store.cache": ("Cache",),
 }.items() for name in names}
 

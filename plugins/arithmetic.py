@@ -10,6 +10,7 @@ concept is its ``exemplars`` most confident samples. ``match_rate``: for each cl
 of the images of ``c - c + d`` and ``c - d + d`` (result and 8 neighbours) read as d and c; chance is 1/classes.
 """
 import re
+from importlib import resources
 
 import click
 
@@ -24,7 +25,6 @@ NEIGHBOURS = 8
 def page(*, arithmetic_png: bytes, bank_png: bytes, **fields) -> str:
     """The self-contained index.html (``arithmetic.html``), every string escaped by jinja2's autoescape."""
     import base64
-    from importlib import resources
 
     import jinja2
 

@@ -83,10 +83,10 @@ def compared_epochs(path, max_epochs: int):
 
     path = Path(path)
     found = epoch_files(path.parent)
-    own = [epoch for epoch, p in found if p.name == path.name]
-    if path.name != "last.pt" and not own:
+    own = next((epoch for epoch, p in found if p.name == path.name), None)
+    if path.name != "last.pt" and own is None:
         return []
-    found = [(e, p) for e, p in found if not own or e <= own[0]]
+    found = [(e, p) for e, p in found if own is None or e <= own]
     if len(found) > max_epochs:
         found = [found[i] for i in sorted(set(np.linspace(0, len(found) - 1, max_epochs).round().astype(int)))]
     return found

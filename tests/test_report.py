@@ -515,9 +515,10 @@ def test_select_epoch_ignores_files_that_only_look_numbered(five_epochs, epoch_c
 
 
 def test_epoch_files_are_the_names_the_trainer_writes(tmp_path):
-    for name in ("epoch_0003.pt", "epoch_9999.pt", "epoch_10000.pt", "epoch_best.pt", "epoch_7.pt",
+    for name in ("epoch_0003.pt", "epoch_9999.pt", "epoch_10000.pt", "epoch_best.pt", "epoch_7.pt", "epoch_00003.pt",
                  "epoch_\u00b2\u00b2\u00b2\u00b2.pt", "epoch_\u0663\u0663\u0663\u0663.pt", "epoch_0004.png"):
         (tmp_path / name).touch()
+    (tmp_path / "epoch_0005.pt").mkdir()
     assert ganlab.epoch_files(tmp_path) == [(3, tmp_path / "epoch_0003.pt"), (9999, tmp_path / "epoch_9999.pt"),
                                             (10000, tmp_path / "epoch_10000.pt")]  # by epoch, not by name
     assert ganlab.epoch_files(tmp_path, "png") == [(4, tmp_path / "epoch_0004.png")]

@@ -143,6 +143,20 @@ def test_training_into_an_existing_run_is_refused_unless_asked(tmp_path, tiny_ru
     assert {path: path.read_bytes() for path in mine} == mine  # files that are not the run's stay
 
 
+def test_a_folder_of_another_tool_is_not_taken_for_a_run(tmp_path):
+    """A log.jsonl beside a checkpoint named like ganlab's but not as ganlab names them: someone else's folder,
+    which --overwrite must not touch."""
+    out = tmp_path / "theirs"
+    out.mkdir()
+    mine = {out / "log.jsonl": b'{"loss": 1}\n', out / "epoch_best.pt": b"weights"}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    result = CliRunner().invoke(cli, ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf",
+                                      "8", "--limit", "96", "--epochs", "1", "--out", str(out), "--overwrite"])
+    assert result.exit_code == 1 and "is not a ganlab run folder" in result.output, result.output
+    assert {path: path.read_bytes() for path in out.iterdir()} == mine
+
+
 def test_quiet_training_prints_the_result_without_progress_bars(tmp_path):
     flags = ["train", "--dataset", "digits", "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "8",
              "--limit", "96", "--epochs", "1"]

@@ -49,8 +49,9 @@ def wheel_env(tmp_path_factory):
 
 def test_wheel_holds_every_plugin_subpackage(wheel_env):
     names = set(zipfile.ZipFile(wheel_env[2]).namelist())
-    for path in (REPO / "plugins").rglob("*.py"):
-        assert "ganlab_plugins/" + path.relative_to(REPO / "plugins").as_posix() in names
+    for path in (REPO / "plugins").rglob("*"):
+        if path.is_file() and path.suffix in (".py", ".html"):
+            assert "ganlab_plugins/" + path.relative_to(REPO / "plugins").as_posix() in names
     for path in (REPO / "ganlab").rglob("*"):
         if path.is_file() and path.suffix in (".py", ".html", ".css"):
             assert "ganlab/" + path.relative_to(REPO / "ganlab").as_posix() in names

@@ -8,7 +8,7 @@ from ganlab.defaults import MAX_SEED, ReportOptions, TrainOptions
 from ganlab.errors import GanlabError
 from ganlab.plugin.options import parse_settings
 from ganlab.plugin.registry import get_registry
-from ganlab.store.run_folder import epoch_files
+from ganlab.store.claims import epoch_files
 
 DEFAULTS = ReportOptions()
 SET = click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE",

@@ -24,6 +24,7 @@ from ganlab.model.devices import select_device
 from ganlab.model.networks import PRESETS, ModelConfig, build, sample_latent
 from ganlab.store import run_folder
 from ganlab.store.atomic import link_atomically, os_error
+from ganlab.store.claims import epoch_name
 
 HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
 PATHS = ("data_root", "exclude")  # recorded as absolute paths, so a resume from another folder compares them
@@ -216,12 +217,12 @@ class Trainer:
             with torch.no_grad():
                 grid = self.G(self.fixed_noise).float().cpu()
             self.G.train()
-            path = self.out / run_folder.SAMPLES / f"epoch_{self.epoch:04d}.png"
+            path = self.out / run_folder.SAMPLES / epoch_name(self.epoch, "png")
             try:
                 save_image(grid, path, nrow=8, normalize=True, value_range=(-1, 1))
             except OSError as exc:
                 raise os_error("write the sample grid", path, exc) from None
-        link_atomically(self._save(self.out / f"epoch_{self.epoch:04d}.pt"), self.last)
+        link_atomically(self._save(self.out / epoch_name(self.epoch)), self.last)
 
 
 def _process_device(name: str) -> tuple[torch.device, int, int]:

@@ -10,7 +10,7 @@ from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.components import Component, best_point
 from ganlab.report.data import FAILED, TIMED_OUT, ComponentRun
 from ganlab.report.run import Plan, run_components
-from ganlab.store.run_folder import epoch_files
+from ganlab.store.claims import epoch_files
 
 
 def epoch_checkpoints(run_dir: Path) -> list[Path]:
@@ -95,7 +95,7 @@ def check_selection(metric: str, run_dir: Path | None, components: list[Componen
     """Before any work: --select-epoch needs a run folder with epochs and a component that runs on each."""
     name = metric.split(".", 1)[0]
     if run_dir is None or len(epoch_checkpoints(run_dir)) < 2:
-        raise GanlabError(f"--select-epoch {metric} needs a run folder with two or more epoch_*.pt checkpoints")
+        raise GanlabError(f"--select-epoch {metric} needs a run folder with two or more epoch_NNNN.pt checkpoints")
     found = [c for c in components if c.name == name]
     if not found or "." not in metric:
         raise GanlabError(f"--select-epoch {metric}: give COMPONENT.METRIC of a component in this report "

@@ -63,9 +63,26 @@ def _legacy_report(folder: Path) -> bool:
     return (folder / "index.html").is_file() and isinstance(versions, dict) and "ganlab" in versions
 
 
+def epoch_name(epoch: int, ext: str = "pt") -> str:
+    """The name the trainer gives an epoch's checkpoint (``pt``) or sample grid (``png``): epoch_0007.pt."""
+    return f"epoch_{epoch:04d}.{ext}"
+
+
+def epoch_files(folder: str | Path, ext: str = "pt") -> list[tuple[int, Path]]:
+    """(epoch, path) of the files in ``folder`` named as the trainer names them, by epoch. Those that only look
+    alike (epoch_best.pt, epoch_7.pt, epoch_00007.pt, a superscript digit, a folder) are not a run's: nothing
+    reads or removes them as one."""
+    found = []
+    for path in Path(folder).glob(f"epoch_*.{ext}"):  # nothing in a missing folder
+        number = path.name[len("epoch_"):-len(ext) - 1]
+        if number.isascii() and number.isdigit() and path.name == epoch_name(int(number), ext) and path.is_file():
+            found.append((int(number), path))
+    return sorted(found)
+
+
 LEGACY = {  # what a folder of each kind written before the marker existed holds
     "report": _legacy_report,
-    "run": lambda f: (f / "log.jsonl").is_file() and (any(f.glob("epoch_*.pt")) or (f / "last.pt").is_file()),
+    "run": lambda f: (f / "log.jsonl").is_file() and (bool(epoch_files(f)) or (f / "last.pt").is_file()),
     "seed summary": lambda f: (f / "seeds.json").is_file() and (f / "seeds.md").is_file(),
 }
 

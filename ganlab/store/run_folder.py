@@ -5,7 +5,6 @@ a start that fails (a missing dataset, a bad flag) leaves no trace; the run ``--
 import contextlib
 import json
 import os
-import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -13,19 +12,11 @@ from pathlib import Path
 
 from ganlab.errors import GanlabError
 from ganlab.store.atomic import os_error, write_atomically
-from ganlab.store.claims import absolute, check_output, lock_folder, mark
+from ganlab.store.claims import absolute, check_output, epoch_files, lock_folder, mark
 
 LAST = "last.pt"
 LOG = "log.jsonl"
 SAMPLES = "samples"
-
-
-def epoch_files(folder: str | Path, ext: str = "pt") -> list[tuple[int, Path]]:
-    """(epoch, path) of the epoch files the trainer writes in ``folder`` (epoch_0007.pt), by epoch. Files that
-    only look alike (epoch_best.pt, epoch_7.pt, a superscript digit) are not a run's: nothing reads or removes them."""
-    found = [(int(m[1]), path) for path in Path(folder).glob(f"epoch_*.{ext}")  # nothing in a missing folder
-             if (m := re.fullmatch(rf"epoch_([0-9]{{4,}})\.{re.escape(ext)}", path.name))]
-    return sorted(found)
 
 
 def run_files(out: Path) -> list[Path]:

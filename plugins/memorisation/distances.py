@@ -57,15 +57,16 @@ def summarise(found: dict, metrics: dict, percentile: float) -> list[list]:
     rows = []
     for space, entry in found.items():
         gen = entry["generated"][:, 0].numpy()
-        median = metrics[f"median_distance_generated_{space}"] = float(np.median(gen))
-        rows.append([space, round(median, 4)])
+        metrics[f"median_distance_generated_{space}"] = float(np.median(gen))
+        rows.append([space, round(float(np.median(gen)), 4)])
         if entry["test"] is not None:
-            threshold = entry["threshold"] = float(np.percentile(entry["test"].astype(np.float64), percentile))
-            fraction = float((gen.astype(np.float64) < threshold).mean())
-            test_median = metrics[f"median_distance_test_{space}"] = float(np.median(entry["test"]))
-            metrics[f"copy_threshold_{space}"] = threshold
+            entry["threshold"] = float(np.percentile(entry["test"].astype(np.float64), percentile))
+            fraction = float((gen.astype(np.float64) < entry["threshold"]).mean())
+            metrics[f"median_distance_test_{space}"] = float(np.median(entry["test"]))
+            metrics[f"copy_threshold_{space}"] = entry["threshold"]
             metrics[f"copy_fraction_{space}"] = fraction
-            rows[-1] += [round(test_median, 4), round(threshold, 4), round(fraction, 4), percentile / 100]
+            rows[-1] += [round(float(np.median(entry["test"])), 4), round(entry["threshold"], 4), round(fraction, 4),
+                         percentile / 100]
     return rows
 
 

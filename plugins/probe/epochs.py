@@ -3,7 +3,7 @@
 ``svm-probe`` is too slow to rerun on every epoch checkpoint; ``probe-epochs`` is ``cheap``, so ``ganlab report
 RUN_FOLDER`` plots D's probe accuracy across training against flat lines for raw pixels and K-means. One label
 budget (the training images kept by ``train_limit``, minus a ``val_size`` validation split seeded by the report's
-seed), one C: chosen once on the validation split by the run's last epoch file (the highest ``epoch_*.pt``
+seed), one C: chosen once on the validation split by the run's last epoch file (the highest ``epoch_NNNN.pt``
 beside the checkpoint, else the checkpoint) and kept for every epoch, so the curve shows D's features changing, not
 C (cached under that file's size and time, so a retrained run chooses again; ``C`` > 0 fixes it by hand). The
 baselines do not change with the epoch: each is computed once with its own C and cached. Choose an epoch by
@@ -96,7 +96,7 @@ def _chosen_C(ctx, ident, X_train, data, grid) -> list:
 
 
 def _chooser(path) -> Path | None:
-    """The checkpoint that chooses C: the highest-numbered epoch_*.pt beside ``path``, else ``path`` itself."""
+    """The checkpoint that chooses C: the highest-numbered epoch_NNNN.pt beside ``path``, else ``path`` itself."""
     if path is None:
         return None
     path = Path(path).resolve()
