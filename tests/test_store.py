@@ -204,6 +204,24 @@ def test_a_report_killed_outright_leaves_staging_that_the_next_report_removes(wo
     assert not list(work.glob(".r.*")) and (work / "r" / "index.html").is_file()
 
 
+def test_only_what_a_writer_left_is_cleared_not_what_carries_its_name(tmp_path):
+    """A writer clears staging and old folders that a killed one left beside its output; a user's file or folder
+    that merely has such a name stays, byte for byte."""
+    import ganlab
+
+    theirs = {tmp_path / ".r.partial-notes.txt": b"mine", tmp_path / ".r.old-photos" / "cat.png": b"cat"}
+    for path, data in theirs.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    (tmp_path / ".r.partial-abc12345").mkdir()  # what mkdtemp made before the writer was killed
+    with ganlab.StagedFolder(tmp_path / "r", "report") as folder:
+        folder.write_text("index.html", "<p>new</p>")
+        folder.commit()
+    assert {path: path.read_bytes() for path in theirs} == theirs
+    assert not (tmp_path / ".r.partial-abc12345").exists()
+    assert (tmp_path / "r" / "index.html").read_text() == "<p>new</p>"
+
+
 # ------------------------------------------------------------------------------------------ time limits
 
 def test_a_component_that_never_returns_is_timed_out_and_the_report_written(work):

@@ -10,9 +10,18 @@ from pathlib import Path
 
 from ganlab.errors import GanlabError
 from ganlab.store.atomic import OLD, os_error, remove_tree, swap_folder, write_atomically
-from ganlab.store.claims import absolute, check_output, files_in, lock_folder, mark
+from ganlab.store.claims import absolute, check_output, files_in, folder_kind, lock_folder, mark
 
 STAGING = ".{name}.partial-"
+
+
+def _left_by_a_writer(path: Path) -> bool:
+    """Whether ``path``, named like a staging or old folder, is one: a real folder, empty (made, then killed) or
+    marked by ganlab, or holding only folders ganlab made (the output a swap was replacing). Anything else that
+    happens to carry the name is the user's and stays."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    return folder_kind(path) is not None or all(folder_kind(entry) is not None for entry in path.iterdir())
 
 
 class StagedFolder:
@@ -29,7 +38,8 @@ class StagedFolder:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             for pattern in (STAGING, OLD):  # left by a killed process (we hold the lock: none is live)
                 for path in self.out.parent.glob(pattern.format(name=self.out.name) + "*"):
-                    remove_tree(path)
+                    if _left_by_a_writer(path):
+                        remove_tree(path)
             self.staging = Path(tempfile.mkdtemp(prefix=STAGING.format(name=self.out.name), dir=self.out.parent))
             mark(self.staging, kind)
         except OSError as exc:
