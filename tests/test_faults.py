@@ -247,7 +247,26 @@ def test_a_real_full_disk_while_training(small_disk):
     from ganlab.model.checkpoint import read_checkpoint
 
     for path in checkpoints + [small_disk / "run" / "last.pt"]:
+
         assert read_checkpoint(path)["format"] == "ganlab"  # loads: nothing half-written
+
+
+def test_a_sample_grid_replaces_its_file_whole(work, small_disk):
+    """`sample --out` swaps the new grid in: a full disk leaves the previous picture byte for byte, and a hard link
+    the user made to it keeps its bytes when the grid is rewritten."""
+    grid, run = small_disk / "g.png", str(work / "run")
+    sample = [sys.executable, "-m", "ganlab", "sample", run, "-n", "4", "--out", "g.png"]
+    assert subprocess.run(sample, cwd=small_disk, capture_output=True).returncode == 0
+    before = grid.read_bytes()
+    free = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(bytes(free.f_bavail * free.f_frsize - 8192))
+    line = _cli(["sample", run, "-n", "4096", "--out", "g.png"], small_disk)
+    assert line.endswith("the disk is full"), line
+    assert grid.read_bytes() == before and sorted(p.name for p in small_disk.iterdir()) == ["filler", "g.png"]
+    (small_disk / "filler").unlink()
+    os.link(grid, small_disk / "kept.png")
+    assert subprocess.run([*sample, "--seed", "1"], cwd=small_disk, capture_output=True).returncode == 0
+    assert (small_disk / "kept.png").read_bytes() == before != grid.read_bytes()
 
 
 def test_a_corrupt_image_names_the_file_and_can_be_skipped(work):

@@ -128,7 +128,7 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
     from torchvision.utils import save_image
 
     from ganlab.data.pixel_ranges import to_uint8
-    from ganlab.store.atomic import os_error
+    from ganlab.store.atomic import atomic_path, os_error
 
     target = out_dir or out
     try:
@@ -140,12 +140,15 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
             if bad := int((~torch.isfinite(images)).sum()):
                 raise GanlabError(f"the generator is broken: {bad} of {images.numel()} output values are NaN or "
                                   f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
+            # each file is swapped in whole: a full disk or a kill leaves the previous file, never half of one
             if out_dir is None:
-                save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+                with atomic_path(out, suffix=out.suffix) as tmp:
+                    save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
                 continue
             pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
             for i, array in enumerate(pixels, start):
-                Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(out_dir / f"sample_{i:06d}.png")
+                with atomic_path(out_dir / f"sample_{i:06d}.png", suffix=".png") as tmp:
+                    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(tmp)
     except OSError as exc:
         raise os_error("write", target, exc) from None
     return target

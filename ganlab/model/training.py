@@ -23,7 +23,7 @@ from ganlab.model import checkpoint
 from ganlab.model.devices import select_device
 from ganlab.model.networks import PRESETS, ModelConfig, build, sample_latent
 from ganlab.store import run_folder
-from ganlab.store.atomic import link_atomically, os_error
+from ganlab.store.atomic import atomic_path, link_atomically, os_error
 from ganlab.store.claims import epoch_name
 
 HISTORY_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z")
@@ -219,7 +219,8 @@ class Trainer:
             self.G.train()
             path = self.out / run_folder.SAMPLES / epoch_name(self.epoch, "png")
             try:
-                save_image(grid, path, nrow=8, normalize=True, value_range=(-1, 1))
+                with atomic_path(path, suffix=".png") as tmp:
+                    save_image(grid, tmp, nrow=8, normalize=True, value_range=(-1, 1))
             except OSError as exc:
                 raise os_error("write the sample grid", path, exc) from None
         link_atomically(self._save(self.out / epoch_name(self.epoch)), self.last)

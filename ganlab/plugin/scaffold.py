@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from ganlab.errors import GanlabError
+from ganlab.store.atomic import write_atomically
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -26,7 +27,7 @@ def new_plugin(folder: str | Path, name: str) -> list[Path]:
     try:
         for path, text in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            write_atomically(path, text)
     except OSError as exc:
         raise GanlabError(f"cannot write the plugin into {folder}: {exc.strerror or exc}") from None
     return list(files)
