@@ -16,7 +16,8 @@ same variants of a random D of the same architecture, standardised K-means (K = 
 
 - ``bn``: D's BatchNorm statistics recomputed on the training images (``real``, the authors' protocol) or the
   running averages training left (``running``);
-- ``layers``: every conv layer (the paper) or the last two;
+- ``layers``: every conv layer max-pooled to 4x4 (the paper, ``all``), the last two (``last2``), or every layer
+  average-pooled to 4x4 (``avg``);
 - ``scale``: the features as they are (``raw``), each layer's block divided by its RMS over the (unlabelled)
   training images (``layer``), or each feature standardised with the training images' mean and std (``std``).
 
@@ -63,7 +64,8 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     # the recipe with Adam's own default momentum: the paper lowered beta1 to 0.5 for stability, not for features
     "g32d128-b09": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.9, "epochs": 30},
 }
-VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2")
+# LAYERS: every layer max-pooled to 4x4 (the paper's), the last two, or every layer average-pooled to 4x4
+VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2", "avg")
             for scale in ("raw", "layer", "std")]
 
 
@@ -163,8 +165,8 @@ def train(work: Path, data: str, config: str, seed: int) -> Path:
 
 # ------------------------------------------------------------------------------------------------ features
 
-def layer_blocks(D, images: np.ndarray, bn: str, real: np.ndarray):
-    """Per conv layer, float32 N x (16 C) of D's post-activation maps max-pooled to 4x4."""
+def layer_blocks(D, images: np.ndarray, bn: str, real: np.ndarray, pool: str = "max"):
+    """Per conv layer, float32 N x (16 C) of D's post-activation maps max- (or average-) pooled to 4x4."""
     import torch
     import torch.nn.functional as F
 
@@ -178,7 +180,8 @@ def layer_blocks(D, images: np.ndarray, bn: str, real: np.ndarray):
     with torch.no_grad():
         for start in range(0, len(x), 500):
             _, maps = model(ganlab.to_unit_range(x[start:start + 500]), return_features=True)
-            blocks.append([F.adaptive_max_pool2d(m, 4).flatten(1).numpy() for m in maps])
+            pooled = F.adaptive_avg_pool2d if pool == "avg" else F.adaptive_max_pool2d
+            blocks.append([pooled(m, 4).flatten(1).numpy() for m in maps])
     return [np.concatenate([b[i] for b in blocks]) for i in range(len(blocks[0]))]
 
 
@@ -287,11 +290,13 @@ def baselines(work: Path, results: Results, data: str, splits, ndf_configs, vari
 def evaluate_d(results: Results, ident: dict, D, splits, variants=VARIANTS, wide=False) -> None:
     y = {s: v[1] for s, v in splits.items()}
     suffix = WIDE if wide else ""
-    for bn in sorted({v[0] for v in variants}):
-        todo = [v for v in variants if v[0] == bn and not results.has(**ident, variant="/".join(v) + suffix)]
+    pool_of = {"all": "max", "last2": "max", "avg": "avg"}
+    for bn, pool in sorted({(v[0], pool_of[v[1]]) for v in variants}):
+        todo = [v for v in variants if (v[0], pool_of[v[1]]) == (bn, pool)
+                and not results.has(**ident, variant="/".join(v) + suffix)]
         if not todo:
             continue
-        blocks = {s: layer_blocks(D, v[0], bn, splits["train"][0]) for s, v in splits.items()}
+        blocks = {s: layer_blocks(D, v[0], bn, splits["train"][0], pool) for s, v in splits.items()}
         for variant in todo:
             start = time.perf_counter()
             X = variant_features(blocks, variant[1], variant[2])
@@ -327,11 +332,11 @@ def table(results: Results) -> str:
              "recipe was chosen on) and `test` (recorded, never used to choose), at 10 labels per class (mean ± "
              "std over 20 draws) and with all 6,000 training labels. `run`: DATASET-CONFIG-seedS; `epoch` 0: a "
              "baseline that does not train. Variants: BatchNorm statistics (`real`: recomputed on the training "
-             "images; `running`), layers (`all`, `last2`), scaling (`raw`, `layer`, `std`); `/wide-C`: C chosen "
-             "from 1e-6 to 1 instead of svm-probe's 1e-4 to 0.1 (`--wide-c`). Configurations "
-             "listed but without rows were not run. `g32d64-e30` and `g32d128-e30` rows probe the run folder of "
-             "`ganlab run probe` with that D width linked in (`g32d64-e30`'s D on the grey datasets has 3 identical "
-             "input channels; the other runs have 1).", "", configs, "",
+             "images; `running`), layers (`all`, `last2`; `avg`: all, average-pooled), scaling (`raw`, `layer`, "
+             "`std`); `/wide-C`: C chosen from 1e-6 to 1 instead of svm-probe's 1e-4 to 0.1 (`--wide-c`). "
+             "Configurations listed but without rows were not run. `g32d64-e30` and `g32d128-e30` rows probe the "
+             "run folder of `ganlab run probe` with that D width linked in (`g32d64-e30`'s D on the grey datasets "
+             "has 3 identical input channels; the other runs have 1).", "", configs, "",
              "| data | features | run | epoch | variant | val 10pc | val all | test 10pc | test all |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(rows):
