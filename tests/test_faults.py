@@ -247,7 +247,6 @@ def test_a_real_full_disk_while_training(small_disk):
     from ganlab.model.checkpoint import read_checkpoint
 
     for path in checkpoints + [small_disk / "run" / "last.pt"]:
-
         assert read_checkpoint(path)["format"] == "ganlab"  # loads: nothing half-written
 
 
