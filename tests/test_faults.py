@@ -254,8 +254,8 @@ def test_a_sample_grid_replaces_its_file_whole(work, small_disk):
     """`sample --out` swaps the new grid in: a full disk leaves the previous picture byte for byte, and a hard link
     the user made to it keeps its bytes when the grid is rewritten."""
     grid, run = small_disk / "g.png", str(work / "run")
-    sample = [sys.executable, "-m", "ganlab", "sample", run, "-n", "4", "--out", "g.png"]
-    assert subprocess.run(sample, cwd=small_disk, capture_output=True).returncode == 0
+    sample = ["sample", run, "-n", "4", "--out", str(grid)]
+    assert CliRunner().invoke(cli, sample).exit_code == 0
     before = grid.read_bytes()
     free = os.statvfs(small_disk)
     (small_disk / "filler").write_bytes(bytes(free.f_bavail * free.f_frsize - 8192))
@@ -264,7 +264,7 @@ def test_a_sample_grid_replaces_its_file_whole(work, small_disk):
     assert grid.read_bytes() == before and sorted(p.name for p in small_disk.iterdir()) == ["filler", "g.png"]
     (small_disk / "filler").unlink()
     os.link(grid, small_disk / "kept.png")
-    assert subprocess.run([*sample, "--seed", "1"], cwd=small_disk, capture_output=True).returncode == 0
+    assert CliRunner().invoke(cli, [*sample, "--seed", "1"]).exit_code == 0
     assert (small_disk / "kept.png").read_bytes() == before != grid.read_bytes()
 
 
