@@ -101,6 +101,9 @@ class TrainOptions:
     exclude: str | None = None  # a file of image positions to leave out (e.g. from ganlab dedup)
     sample_every: int = 1  # epochs between sample grids
     allow_change: tuple[str, ...] = ()  # recorded settings that --resume may change (see RECORDED)
+    # settings given on purpose (the flags typed): with ``resume`` each is checked against the record even when
+    # it equals its default, which is otherwise taken as left alone
+    given: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.epochs >= 1 and self.batch_size >= 1 and math.isfinite(self.lr) and self.lr > 0

@@ -259,8 +259,9 @@ def test_paths_are_fixed_before_any_component_runs(work):
 # ------------------------------------------------------------------------------------------ resume
 
 def test_resume_checks_every_recorded_setting(work):
+    # --batch-size 128 is the default: typed, it still contradicts the recorded 32
     for flag, value in (("--batch-size", "16"), ("--dataset", "mnist"), ("--lr", "0.001"), ("--limit", "50"),
-                        ("--seed", "3")):
+                        ("--seed", "3"), ("--batch-size", "128")):
         line = run_cli(["train", "--resume", "run/last.pt", "--epochs", "3", flag, value], work)
         setting = flag[2:].replace("-", "_")
         assert f"{flag} {value} contradicts" in line and f"--allow-change {setting}" in line, line

@@ -55,8 +55,9 @@ def train_options(func):
 
 
 def _options_from_flags(base: TrainOptions, flags: dict) -> TrainOptions:
-    """Apply the flags the user gave (not None) on top of ``base`` TrainOptions."""
-    return base.updated(**{k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v is not None})
+    """Apply the flags the user gave (not None) on top of ``base`` TrainOptions, and name them in ``given``."""
+    typed = {k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v is not None}
+    return base.updated(**typed, given=tuple(typed))
 
 
 @click.command()

@@ -264,7 +264,8 @@ def run_out(options: TrainOptions) -> str:
 def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
     """With ``resume``: (the options, recorded settings filling those left at their defaults; the checkpoint's
     content; the settings changed on purpose: name -> (recorded, new)). A setting given that contradicts the
-    recorded one is an error unless named in ``allow_change``. Without ``resume``: (options, None, {})."""
+    recorded one (or one named in ``given`` that differs from it) is an error unless named in ``allow_change``.
+    Without ``resume``: (options, None, {})."""
     unknown = sorted(set(options.allow_change) - set(RECORDED))
     if unknown:
         raise GanlabError(f"--allow-change {unknown[0]}: not a recorded setting; choose from {', '.join(RECORDED)}")
@@ -278,7 +279,7 @@ def resume_state(options: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | 
     recorded = {**recorded, "data_root": _part(payload, "dataset").get("root", recorded.get("data_root"))}
     defaults, filled, changed = TrainOptions(), {}, {}
     for name, was, given in _recorded_pairs(options, recorded):
-        if given == getattr(defaults, name) or given == was:
+        if given == was or (given == getattr(defaults, name) and name not in options.given):
             filled[name] = was
         elif name in options.allow_change:
             changed[name] = (was, given)
