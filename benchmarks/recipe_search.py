@@ -64,7 +64,6 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     # the recipe with Adam's own default momentum: the paper lowered beta1 to 0.5 for stability, not for features
     "g32d128-b09": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.9, "epochs": 30},
 }
-# LAYERS: every layer max-pooled to 4x4 (the paper's), the last two, or every layer average-pooled to 4x4
 VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2", "avg")
             for scale in ("raw", "layer", "std")]
 

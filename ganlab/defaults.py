@@ -113,6 +113,8 @@ class TrainOptions:
                               f"beta1 {self.beta1})")
         if not 0 <= self.seed <= MAX_SEED:
             raise GanlabError(f"seed must be between 0 and {MAX_SEED} (2^63 - 1), not {self.seed}")
+        if isinstance(self.given, str) or not set(self.given) <= {f.name for f in fields(self)}:
+            raise GanlabError(f"given must name TrainOptions settings (a tuple of names), not {self.given!r}")
         if self.preset is not None and self.preset not in PRESETS:
             raise GanlabError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
 
@@ -123,7 +125,8 @@ class TrainOptions:
         return replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings a checkpoint records: which flags one command typed (``given``) is not one of them."""
+        return {k: v for k, v in asdict(self).items() if k != "given"}
 
     def updated(self, **changes: Any) -> "TrainOptions":
         unknown = sorted(set(changes) - {f.name for f in fields(self)})

@@ -252,7 +252,7 @@ def test_a_real_full_disk_while_training(small_disk):
 
 def test_a_sample_grid_replaces_its_file_whole(work, small_disk):
     """`sample --out` swaps the new grid in: a full disk leaves the previous picture byte for byte, and a hard link
-    the user made to it keeps its bytes when the grid is rewritten."""
+    the user made to it keeps its bytes when the grid is rewritten; its permissions stay."""
     grid, run = small_disk / "g.png", str(work / "run")
     sample = ["sample", run, "-n", "4", "--out", str(grid)]
     assert CliRunner().invoke(cli, sample).exit_code == 0
@@ -264,8 +264,11 @@ def test_a_sample_grid_replaces_its_file_whole(work, small_disk):
     assert grid.read_bytes() == before and sorted(p.name for p in small_disk.iterdir()) == ["filler", "g.png"]
     (small_disk / "filler").unlink()
     os.link(grid, small_disk / "kept.png")
-    assert CliRunner().invoke(cli, [*sample, "--seed", "1"]).exit_code == 0
+    grid.chmod(0o640)
+    (small_disk / "link.png").symlink_to("g.png")  # a link named as --out is written through
+    assert CliRunner().invoke(cli, [*sample[:-1], str(small_disk / "link.png"), "--seed", "1"]).exit_code == 0
     assert (small_disk / "kept.png").read_bytes() == before != grid.read_bytes()
+    assert (small_disk / "link.png").is_symlink() and grid.stat().st_mode & 0o777 == 0o640
 
 
 def test_a_corrupt_image_names_the_file_and_can_be_skipped(work):

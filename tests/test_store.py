@@ -276,6 +276,12 @@ def test_resume_checks_every_recorded_setting(work):
     assert [(e["setting"], e["from"], e["to"]) for e in changed] == [("batch_size", 32, 16)]
     options = ganlab.load(work / "run" / "last.pt").meta["options"]
     assert options["batch_size"] == 16 and options["limit"] == 96  # the rest as recorded, not the defaults
+    assert "given" not in options  # which flags one command typed is not a setting of the run
+    resume = ganlab.TrainOptions(resume=str(work / "run" / "last.pt"), epochs=4, batch_size=128)
+    with pytest.raises(ganlab.GanlabError, match="--batch-size 128 contradicts"):
+        ganlab.train(resume.updated(given=("batch_size",)), progress=False)
+    with pytest.raises(ganlab.GanlabError, match="given must name TrainOptions settings"):
+        resume.updated(given=("lrr",))
 
 
 # ------------------------------------------------------------------------------------------ verified caches

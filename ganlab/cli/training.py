@@ -56,7 +56,7 @@ def train_options(func):
 
 def _options_from_flags(base: TrainOptions, flags: dict) -> TrainOptions:
     """Apply the flags the user gave (not None) on top of ``base`` TrainOptions, and name them in ``given``."""
-    typed = {k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v is not None}
+    typed = {k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v not in (None, ())}
     return base.updated(**typed, given=tuple(typed))
 
 
@@ -143,7 +143,8 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
                                   f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
             # each file is swapped in whole: a full disk or a kill leaves the previous file, never half of one
             if out_dir is None:
-                with atomic_path(out, suffix=out.suffix) as tmp:
+                # a link named as --out is written through, as before: its target is the picture replaced
+                with atomic_path(out.resolve() if out.is_symlink() else out, suffix=out.suffix) as tmp:
                     save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
                 continue
             pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,15 @@ def fsync_folder(folder: Path | str) -> None:
             os.close(fd)
 
 
+def _mode_of(path: Path) -> int:
+    """The permissions a replaced file keeps; a new file gets what open() would give it."""
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode):
+            return stat.S_IMODE(info.st_mode)
+    return FILE_MODE
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str = ".tmp", final: Callable[[Path], Path] | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` to write (with any library), fsynced and renamed over ``path`` when the
@@ -49,7 +59,7 @@ def atomic_path(path: Path | str, suffix: str = ".tmp", final: Callable[[Path], 
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, _mode_of(path))
         os.replace(tmp, final(tmp) if final else path)
     except BaseException:
         with contextlib.suppress(OSError):
