@@ -143,7 +143,7 @@ def write_samples(gan, count, seed, out, out_dir, nrow):
                                   f"infinite; {'nothing was written' if start == 0 else f'wrote {start} images'}")
             # each file is swapped in whole: a full disk or a kill leaves the previous file, never half of one
             if out_dir is None:
-                # a link named as --out is written through, as before: its target is the picture replaced
+                # a link named as --out is written through: its target is the picture meant, the link stays
                 with atomic_path(out.resolve() if out.is_symlink() else out, suffix=out.suffix) as tmp:
                     save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1))
                 continue
