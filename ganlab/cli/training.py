@@ -55,7 +55,7 @@ def train_options(func):
 
 
 def _options_from_flags(base: TrainOptions, flags: dict) -> TrainOptions:
-    """Apply the flags the user gave (not None) on top of ``base`` TrainOptions, and name them in ``given``."""
+    """Apply the flags the user gave (not None, not an empty repeatable) on top of ``base``; name them in ``given``."""
     typed = {k: v for k, v in flags.items() if k in {f.name for f in fields(base)} and v not in (None, ())}
     return base.updated(**typed, given=tuple(typed))
 
