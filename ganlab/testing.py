@@ -33,9 +33,8 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
                  device: str = "cpu", cache_dir: str | Path | None = None) -> Any:
     """A ``ganlab.RunContext`` as the report builds it. ``gan``: a ``LoadedGAN``, checkpoint or run folder; the
     component's option defaults are merged with ``options`` (checked like ``--set`` values); ``dataset`` is looked
-    up in the registry (None: no dataset); ``cache_dir`` defaults to a fresh temporary folder."""
-    import tempfile
-
+    up in the registry (None: no dataset); ``cache_dir`` defaults to a fresh temporary folder that is removed
+    with the context's cache."""
     import ganlab
     from ganlab.plugin.options import resolve_options
     from ganlab.plugin.registry import get_registry
@@ -48,10 +47,24 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
         merged = resolve_options(component, {f"{component.name}.{k}": v for k, v in merged.items()})
     source = ganlab.dataset_source(dataset) if dataset else None
     return ganlab.RunContext(
-        gan=gan, device=device_, seed=seed, cache=ganlab.Cache(cache_dir or tempfile.mkdtemp(prefix="ganlab-cache-")),
+        gan=gan, device=device_, seed=seed, cache=ganlab.Cache(cache_dir) if cache_dir else _temporary_cache(),
         options=merged, dataset=dataset, data_root=Path(data_root) if data_root else None, quiet=True,
         detectors=dict(get_registry().detectors), feature_spaces=dict(get_registry().feature_spaces),
         source=source, layout=source.layout(data_root, (dataset or "").partition(":")[2] or None) if source else None)
+
+
+def _temporary_cache() -> Any:
+    """A cache in a fresh temporary folder that goes with the object: a plugin's test suite that makes a context
+    per test would otherwise leave a folder in the temporary directory for each."""
+    import shutil
+    import tempfile
+    import weakref
+
+    import ganlab
+
+    cache = ganlab.Cache(tempfile.mkdtemp(prefix="ganlab-cache-"))
+    weakref.finalize(cache, shutil.rmtree, cache.root, True)
+    return cache
 
 
 def registered(kind: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """`ganlab new-plugin` writes a package that installs, is listed, and passes its own test; ganlab.testing helpers."""
+import gc
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,14 +59,18 @@ class Echo(ganlab.Evaluator):
         return ganlab.Result(metrics={**ctx.options, "heldout_is_test": float(ctx.heldout_split == "test")})
 
 
-def test_make_context_merges_declared_defaults(tiny_run, tmp_path):
-    ctx = make_context(tiny_run, Echo(), options={"count": 7}, cache_dir=tmp_path)
+def test_make_context_merges_declared_defaults(tiny_run, tmp_path, monkeypatch):
+    ctx = make_context(tiny_run, Echo(), options={"count": 7}, cache_dir=tmp_path / "mine")
     assert ctx.options == {"count": 7, "scale": 0.5} and ctx.dataset == "digits" and ctx.layout.classes
     assert ctx.gan.config.image_size == 16 and ctx.split("test", limit=5)[0].shape == (5, 1, 16, 16)
     with pytest.raises(ganlab.GanlabError, match="must be >= 1"):
         make_context(tiny_run, Echo(), options={"count": 0})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     result = run_component(Echo(), tiny_run, options={"scale": 2.0})
     assert result.metrics == {"count": 3, "scale": 2.0, "heldout_is_test": 1.0}
+    gc.collect()
+    assert list((tmp_path / "tmp").iterdir()) == []  # the context's own cache folder went with it
 
 
 def test_pytest_plugin_fixtures_are_available(ganlab_tiny_run, ganlab_context):

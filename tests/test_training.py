@@ -320,7 +320,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     record.mkdir()
     script = tmp_path / "rank.py"
     script.write_text(DDP_RANK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()  # torchrun leaves a torchelastic_* folder in the temporary directory
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     # python -m torch.distributed.run is torchrun; each process runs the script, which runs the ganlab CLI
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              str(script), str(record), "train", "--dataset", "digits", "--image-size", "16",
