@@ -19,7 +19,9 @@ same variants of a random D of the same architecture, standardised K-means (K = 
 - ``layers``: every conv layer max-pooled to 4x4 (the paper, ``all``), the last two (``last2``), or every layer
   average-pooled to 4x4 (``avg``);
 - ``scale``: the features as they are (``raw``), each layer's block divided by its RMS over the (unlabelled)
-  training images (``layer``), or each feature standardised with the training images' mean and std (``std``).
+  training images (``layer``), each feature standardised with the training images' mean and std (``std``), each
+  image's vector scaled to one length (``l2``), or that after a signed square root of every feature (``sqrt``,
+  the power normalisation of Perronnin et al., 2010).
 
 Results are appended to ``WORK/results.jsonl`` (one line per feature set, dataset, run, epoch, split and label
 budget); a finished line is never computed again, so the script can be stopped and started.
@@ -69,7 +71,7 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     "g32d128-b09": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.9, "epochs": 30},
 }
 VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2", "avg")
-            for scale in ("raw", "layer", "std")]
+            for scale in ("raw", "layer", "std", "l2", "sqrt")]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -242,6 +244,12 @@ def variant_features(blocks: dict[str, list[np.ndarray]], layers: str, scale: st
                 block = (block - ref.mean(0)) / (ref.std(0) + 1e-6)
             parts.append(block.astype(np.float32))
         out[split] = np.concatenate(parts, 1)
+    if scale in ("l2", "sqrt"):
+        signed_root = (lambda x: np.sign(x) * np.sqrt(np.abs(x))) if scale == "sqrt" else (lambda x: x)
+        out = {split: signed_root(x) for split, x in out.items()}
+        # every image's vector to one length: the training images' mean length, so svm-probe's C grid still fits
+        length = np.linalg.norm(out["train"], axis=1).mean()
+        out = {split: x * (length / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)) for split, x in out.items()}
     return out
 
 
@@ -376,7 +384,8 @@ def table(results: Results) -> str:
              "std over 20 draws) and with all 6,000 training labels. `run`: DATASET-CONFIG-seedS; `epoch` 0: a "
              "baseline that does not train. Variants: BatchNorm statistics (`real`: recomputed on the training "
              "images; `running`), layers (`all`, `last2`; `avg`: all, average-pooled), scaling (`raw`, `layer`, "
-             "`std`); `/wide-C`: C chosen from 1e-6 to 1 instead of svm-probe's 1e-4 to 0.1 (`--wide-c`). "
+             "`std`; `l2`: each image's vector to one length; `sqrt`: signed square root, then `l2`); `/wide-C`: "
+             "C chosen from 1e-6 to 1 instead of svm-probe's 1e-4 to 0.1 (`--wide-c`). "
              "Configurations listed but without rows were not run. `g32d64-e30` and `g32d128-e30` rows probe the "
              "run folder of `ganlab run probe` with that D width linked in (`g32d64-e30`'s D on the grey datasets "
              "has 3 identical input channels; the other runs have 1).", "", configs, "",
