@@ -64,12 +64,16 @@ CONFIGS = {  # training flags; every run: --image-size 32, Adam, BCE, the paper'
     # 1.02-1.20 s a step on one thread here), so the recipe's time budget allows it
     "g64d128-e30": {"ngf": 64, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30},
     # the recipe with Adam's own default momentum: the paper lowered beta1 to 0.5 for stability, not for features
-    # the recipe with DiffAugment's translation and cutout on every image D sees in training (train_augmented):
+    "g32d128-b09": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.9, "epochs": 30},
+    # the recipe with DiffAugment's translation and cutout on every image D sees in training (train_hooked):
     # augmentation made GANs trained on a few thousand images better in FID; does it make D's features better?
     "g32d128-aug": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "epochs": 30,
                     "augment": True},
-    "g32d128-b09": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr": 2e-4, "beta1": 0.9, "epochs": 30},
+    # the two time-scale update rule of Heusel et al. (2017): D learns 4x faster than G (train_hooked)
+    "g32d128-ttur": {"ngf": 32, "ndf": 128, "batch_size": 64, "lr_d": 4e-4, "lr_g": 1e-4, "beta1": 0.5,
+                     "epochs": 30},
 }
+HOOKED = ("augment", "lr_d", "lr_g")  # CONFIGS keys ganlab train has no flag for: train_hooked applies them
 VARIANTS = [(bn, layers, scale) for bn in ("real", "running") for layers in ("all", "last2", "avg")
             for scale in ("raw", "layer", "std", "l2", "sqrt")]
 
@@ -157,7 +161,8 @@ def train(work: Path, data: str, config: str, seed: int) -> Path:
     if (run / f"epoch_{flags['epochs']:04d}.pt").is_file():
         return run
     channels = "1" if data in ("mnist", "cifar-grey") else "3"
-    ganlab = [__file__, "--train-augmented"] if flags.pop("augment", False) else ["-m", "ganlab"]
+    hooked = {k: flags.pop(k) for k in HOOKED if k in flags}
+    ganlab = [__file__, "--train-hooked", json.dumps(hooked)] if hooked else ["-m", "ganlab"]
     args = [sys.executable, *ganlab, "train", "--dataset", "folder", "--data-root", str(work / "data" / data),
             "--image-size", "32", "--channels", channels, "--seed", str(seed), "--out", str(run)]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
@@ -191,20 +196,32 @@ def diff_augment(x):
     return (x * mask.unsqueeze(1)).contiguous(memory_format=torch.channels_last)
 
 
-def train_augmented(argv: list[str]) -> int:
-    """``ganlab train ARGV`` with every image a Discriminator sees in training mode passed through
-    ``diff_augment`` first: a torch forward pre-hook on every module, so ganlab itself is unchanged."""
+def train_hooked(hooked: dict, argv: list[str]) -> int:
+    """``ganlab train ARGV`` with the ``HOOKED`` settings applied through torch's global hooks, so ganlab itself is
+    unchanged: ``augment`` passes every image a Discriminator sees in training through ``diff_augment`` first;
+    ``lr_d`` and ``lr_g`` set the learning rate of the optimizer over D's parameters and of the other one."""
     import torch
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     import ganlab
     from ganlab.cli import cli
 
-    def augment_d_input(module, inputs):
+    d_params: set[int] = set()
+
+    def on_d_input(module, inputs):
         if isinstance(module, ganlab.Discriminator) and module.training:
-            return (diff_augment(inputs[0]),)
+            d_params.update(id(p) for p in module.parameters())  # D runs before any optimizer steps
+            return (diff_augment(inputs[0]),) if hooked.get("augment") else None
         return None
 
-    torch.nn.modules.module.register_module_forward_pre_hook(augment_d_input)
+    def set_lr(optimizer, args, kwargs):
+        is_d = any(id(p) in d_params for group in optimizer.param_groups for p in group["params"])
+        lr = hooked.get("lr_d" if is_d else "lr_g")
+        for group in optimizer.param_groups if lr else ():
+            group["lr"] = lr
+
+    torch.nn.modules.module.register_module_forward_pre_hook(on_d_input)
+    register_optimizer_step_pre_hook(set_lr)
     return cli.main(argv, prog_name="ganlab", standalone_mode=False) or 0
 
 
@@ -403,8 +420,8 @@ def table(results: Results) -> str:
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--train-augmented"]:
-        return train_augmented(sys.argv[2:])
+    if sys.argv[1:2] == ["--train-hooked"]:
+        return train_hooked(json.loads(sys.argv[2]), sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for data, runs and results.jsonl")
     parser.add_argument("--dataset", choices=("mnist", "cifar", "cifar-grey"), default="mnist")
