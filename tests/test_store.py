@@ -107,6 +107,21 @@ def test_report_replaces_its_own_reports_old_and_new(work):
         assert json.loads((old / ".ganlab").read_text())["kind"] == "report"
 
 
+def test_names_as_long_as_the_file_system_allows_and_names_that_are_not_utf8(work):
+    long_grid, long_report = "g" * 251 + ".png", "p" * 250  # 255 bytes is the limit of a name
+    result = subprocess.run([sys.executable, "-m", "ganlab", "sample", "run/last.pt", "-n", "4", "--out", long_grid],
+                            cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0 and (work / long_grid).read_bytes().startswith(b"\x89PNG"), result.stderr
+    foreign = work / os.fsdecode(b"run-\xff")  # Linux names are bytes; this one is not UTF-8
+    shutil.copytree(work / "run", foreign)
+    for _ in range(2):  # the second replaces the first through the hidden old-report folder
+        result = subprocess.run([sys.executable, "-m", "ganlab", "report", foreign.name, *QUICK, "--out",
+                                 long_report], cwd=work, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert b"run-\xff" in (work / long_report / "index.html").read_bytes()  # the name as it is on disk
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []
+
+
 def test_train_out_refuses_folders_that_are_not_runs_and_a_failed_start_leaves_nothing(work, monkeypatch):
     picture_folder(work / "pictures")
     home = work / "home"

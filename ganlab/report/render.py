@@ -243,5 +243,5 @@ def render_report(data: ReportData, out_dir: Path) -> Path:
                                                      for line in (run.result or Result()).problems)],
         headline=[(k, v) for k, v in _pairs(training) if k in ("epoch", "step")])
     index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index.write_text(page, encoding="utf-8", errors="surrogateescape")  # a path that is not UTF-8 keeps its bytes
     return index

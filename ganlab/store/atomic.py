@@ -4,6 +4,7 @@ the rename survives a power cut. A failure or an interruption removes the tempor
 """
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -17,7 +18,18 @@ from ganlab.errors import GanlabError
 _UMASK = os.umask(0)  # reading the umask means setting it: put it straight back
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file; mkstemp's files are private (0600)
-OLD = ".{name}.old-"  # the prefix of the folder that holds the old output while the new one is swapped in
+OLD_TAG = "old-"  # marks the folder that holds the old output while the new one is swapped in
+NAME_BYTES = 160  # of a name in a hidden temporary's: with its tag and random part it stays under 255 bytes
+
+
+def hidden_prefix(name: str, tag: str = "") -> str:
+    """``.NAME.TAG``, the start of a temporary's name beside ``NAME``. A longer name is cut, so that the temporary's
+    fits the file system's 255-byte limit wherever ``NAME`` does, and ends in a digest of the whole: two names that
+    share their first bytes never share temporaries."""
+    raw = os.fsencode(name)
+    if len(raw) > NAME_BYTES:  # cut at a character's edge
+        name = raw[:NAME_BYTES - 9].decode("utf-8", "ignore") + "~" + hashlib.sha256(raw).hexdigest()[:8]
+    return f".{name}.{tag}"
 
 
 def os_error(what: str, path: Path | str, exc: OSError) -> GanlabError:
@@ -52,7 +64,7 @@ def atomic_path(path: Path | str, suffix: str = ".tmp", final: Callable[[Path], 
     """A temporary path beside ``path`` to write (with any library), fsynced and renamed over ``path`` when the
     block ends, or over ``final(tmp)``, a name that depends on what was written (a cache entry's digest)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=hidden_prefix(path.name), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -76,9 +88,9 @@ def atomic_file(path: Path | str, mode: str = "wb", **kwargs: Any) -> Iterator[I
 
 
 def write_atomically(path: Path | str, data: bytes | str) -> Path:
-    """Replace ``path`` with ``data`` (text is written as UTF-8) in one atomic step."""
+    """Replace ``path`` with ``data`` in one atomic step (text as UTF-8; a file name's undecodable bytes kept)."""
     with atomic_file(path, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
+        handle.write(data.encode(errors="surrogateescape") if isinstance(data, str) else data)
     return Path(path)
 
 
@@ -106,7 +118,7 @@ def swap_folder(staging: Path, out: Path) -> None:
     old = None
     try:
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=OLD.format(name=out.name), dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=hidden_prefix(out.name, OLD_TAG), dir=out.parent))
             os.replace(out, old / out.name)
         os.replace(staging, out)
     except OSError:

@@ -137,7 +137,7 @@ def lock_folder(folder: Path, doing: str) -> Any:
 
     locks = Path(tempfile.gettempdir()) / f"ganlab-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
     locks.mkdir(mode=0o700, exist_ok=True)
-    lock = FileLock(str(locks / f"{hashlib.sha256(str(folder).encode()).hexdigest()[:32]}.lock"), timeout=0)
+    lock = FileLock(str(locks / f"{hashlib.sha256(os.fsencode(folder)).hexdigest()[:32]}.lock"), timeout=0)
     try:
         lock.acquire()
     except Timeout:

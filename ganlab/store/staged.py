@@ -3,16 +3,17 @@
 A crash, a full disk, Ctrl-C or SIGTERM while it is written leaves the previous one as it was (docs/faults.md);
 a staging folder left by ``kill -9`` is removed by the next writer there, which holds the folder's lock.
 """
+import glob
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from ganlab.errors import GanlabError
-from ganlab.store.atomic import OLD, os_error, remove_tree, swap_folder, write_atomically
+from ganlab.store.atomic import OLD_TAG, hidden_prefix, os_error, remove_tree, swap_folder, write_atomically
 from ganlab.store.claims import absolute, check_output, files_in, folder_kind, lock_folder, mark
 
-STAGING = ".{name}.partial-"
+TAGS = ("partial-", OLD_TAG)  # a staging folder; the old output while the new one is swapped in
 
 
 def _left_by_a_writer(path: Path) -> bool:
@@ -36,11 +37,11 @@ class StagedFolder:
         self.committed = False
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            for pattern in (STAGING, OLD):  # left by a killed process (we hold the lock: none is live)
-                for path in self.out.parent.glob(pattern.format(name=self.out.name) + "*"):
+            for tag in TAGS:  # left by a killed process (we hold the lock: none is live)
+                for path in self.out.parent.glob(glob.escape(hidden_prefix(self.out.name, tag)) + "*"):
                     if _left_by_a_writer(path):
                         remove_tree(path)
-            self.staging = Path(tempfile.mkdtemp(prefix=STAGING.format(name=self.out.name), dir=self.out.parent))
+            self.staging = Path(tempfile.mkdtemp(prefix=hidden_prefix(self.out.name, TAGS[0]), dir=self.out.parent))
             mark(self.staging, kind)
         except OSError as exc:
             self.lock.release()
