@@ -254,6 +254,17 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
     assert _grey_through_split(tmp_path, image)[0].tolist() == [[0, 128], [255, 1]]
 
 
+@pytest.mark.parametrize("maxval, dark", [(65535, [[0, 100], [200, 240]]), (1023, [[0, 1], [2, 3]])])
+def test_a_dark_16bit_pgm_is_scaled_by_its_maxval_not_read_as_8bit(tmp_path, maxval, dark):
+    """Pillow reads a PGM deeper than 8 bits as 'I' on a 0..65535 scale; a dark one holds no value over 255 there."""
+    for folder, pixels in (("dark", dark), ("bright", [[0, 100], [200, maxval]])):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.pgm").write_bytes(b"P5\n2 2\n%d\n" % maxval + np.array(pixels, ">u2").tobytes())
+        image, _ = api.open_split("folder", data_root=tmp_path / folder, image_size=2, channels=1)[0]
+        expected = np.array(pixels) / maxval * 255
+        assert np.abs(image[0].numpy() - expected).max() <= 0.51, folder
+
+
 def test_16bit_rgb_png_keeps_the_high_byte(tmp_path):
     """Pillow opens 16-bit colour PNGs as 8-bit RGB itself, taking the high byte: scaled, not clipped."""
     import struct
@@ -379,6 +390,7 @@ MNIST_BAD = {  # case -> (images bytes, labels bytes, words)
     "trailing": (_idx(np.zeros((3, 28, 28))) + b"xx", None, "has 2 bytes after the data"),
     "count mismatch": (None, _idx(np.array([1, 2], np.uint8)), "holds 3 images but t10k-labels-idx1-ubyte 2"),
     "label 12": (None, _idx(np.array([1, 12, 3], np.uint8)), "labels above 9 (1 of them, first 12 at index 1)"),
+    "no pixels": (_idx(np.zeros((3, 28, 0), np.uint8)), None, "holds items of shape [28, 0], which have no pixels"),
 }
 
 
@@ -428,6 +440,7 @@ SVHN_BAD = {  # case -> (variables, words)
     "text y": ({"y": np.array(["a", "b", "c", "d"])}, "not the digits 1..10 (4 of them, first a at index 0)"),
     "X uint16": ({"X": np.full((32, 32, 3, 4), 300, np.uint16)}, "X: uint16 pixels range 300..300"),
     "X float": ({"X": np.full((32, 32, 3, 4), -1.0)}, "X: float pixels range -1..-1"),
+    "X empty": ({"X": np.zeros((32, 0, 3, 4), np.uint8)}, "has X [32, 0, 3, 4] and y [4, 1]; expected X [32, 32"),
 }
 
 

@@ -67,6 +67,25 @@ def test_class_folders_without_splits_get_a_seeded_stratified_split(tmp_path):
     assert again.base.indices == test.base.indices  # seeded: the same every time
 
 
+def test_folders_that_cannot_be_split_as_meant_are_one_line_errors(tmp_path):
+    _write_tree(tmp_path / "mixed", {"cat": 4, "dog": 4})  # the classes were never moved into train/
+    _write_tree(tmp_path / "mixed" / "test", {"cat": 2, "dog": 2})
+    small = tmp_path / "small"
+    _write_tree(small, {c: 2 for c in CLASSES})  # 20% of 6 images cannot hold one of each of 3 classes
+    for root, words in ((tmp_path / "mixed", "beside a test/ folder but no train/ folder"),
+                        (small, "6 images in 3 class folders are too few to hold out 20% of each class")):
+        result = CliRunner().invoke(cli, ["train", "--dataset", "folder", "--data-root", str(root), "--epochs", "1",
+                                          "--out", str(tmp_path / "run")])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_class_named_all_is_a_class_in_a_folder_of_classes(tmp_path):
+    _write_tree(tmp_path, {"all": 5, "none": 5})
+    whole = ganlab.open_split("folder", "all", data_root=tmp_path, image_size=16)
+    assert sorted(whole.base.targets) == [0] * 5 + [1] * 5
+
+
 def test_unlabelled_folder_has_no_labels_and_no_held_out_split(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
@@ -108,6 +127,29 @@ def test_probe_runs_end_to_end_on_a_labelled_tree(tmp_path, monkeypatch):
     # three easy classes: both the pixels and D's features separate them far above chance (1/3)
     assert probe["metrics"]["pixels.all.accuracy"] > 0.9 and probe["metrics"]["d.all.accuracy"] > 0.8
     assert "  svm-probe: ok" in result.stderr
+
+
+def test_held_out_numbers_of_a_model_that_saw_the_held_out_images_are_flagged(tmp_path, monkeypatch):
+    """Trained on a split that holds the test images: a problem (exit 1). Trained on a folder that has grown since
+    (its seeded held-out split is drawn over the new count): a warning on the page, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    _write_tree(tmp_path / "pictures", {c: 10 for c in CLASSES})
+    runner = CliRunner()
+    for split in ("all", "train"):
+        trained = runner.invoke(cli, ["train", "--dataset", "folder", "--data-root", "pictures", "--split", split,
+                                      "--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--epochs", "1",
+                                      "--out", f"run-{split}", "--device", "cpu"])
+        assert trained.exit_code == 0, trained.output
+    report = ["--only", "d-score", "--quiet", "--device", "cpu"]
+    result = runner.invoke(cli, ["report", "run-all", *report, "--out", "r1"])
+    assert result.exit_code == 1
+    assert "were trained on the 'all' split, which holds the held-out 'test'" in result.output
+    assert runner.invoke(cli, ["report", "run-train", *report, "--out", "r2"]).exit_code == 0
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["warnings"] == []
+    _write_tree(tmp_path / "pictures", {"circle": 12})  # two more circles: the seeded split is drawn anew
+    assert runner.invoke(cli, ["report", "run-train", *report, "--out", "r3"]).exit_code == 0
+    warnings = json.loads((tmp_path / "r3" / "metrics.json").read_text())["warnings"]
+    assert warnings and "holds 25 images, 24 when G and D were trained" in warnings[0]
 
 
 def test_report_from_another_folder_finds_the_data(tmp_path, monkeypatch):

@@ -23,6 +23,9 @@ def folder_layout(root: Path | None, variant: str | None) -> Layout:
     train, test = root / "train", root / "test"
     if not train.is_dir():  # class folders and no split folders: a seeded, stratified held-out split
         classes = tuple(class_folders(root))
+        if "test" in classes:  # a test/ beside the classes it holds out would be trained on as one more class
+            raise GanlabError(f"folder: {root} holds class folders beside a test/ folder but no train/ folder; move "
+                              f"the training classes into {train}, or rename test/ if it is a class")
         return Layout(("train", "test", "all"), classes, "test") if classes else Layout(("train",), None, None)
     classes = class_folders(train)
     if not test.is_dir():
@@ -42,8 +45,13 @@ def _held_out_split(dataset: Dataset, split: str) -> Dataset:
 
     targets = np.asarray(dataset.targets)
     stratify = targets if np.bincount(targets).min() >= 2 else None  # a class of one image cannot be stratified
-    train, test = train_test_split(np.arange(len(targets)), test_size=FOLDER_TEST_FRACTION,
-                                   random_state=FOLDER_SPLIT_SEED, stratify=stratify)
+    try:
+        train, test = train_test_split(np.arange(len(targets)), test_size=FOLDER_TEST_FRACTION,
+                                       random_state=FOLDER_SPLIT_SEED, stratify=stratify)
+    except ValueError:  # fewer images than a held-out share needs, or than one held out per class
+        raise GanlabError(f"folder: {len(targets)} images in {len(dataset.classes)} class folders are too few to "
+                          f"hold out {FOLDER_TEST_FRACTION:.0%} of each class; add images, or give train/ and test/ "
+                          "sub-folders") from None
     subset = Subset(dataset, np.sort(train if split == "train" else test).tolist())
     subset.classes = dataset.classes
     return subset
@@ -57,11 +65,11 @@ def open_folder(split: str, root: Path | None, download: bool, variant: str | No
     if not root.is_dir():
         raise missing("folder", "a folder of images", root, downloadable=False)
     layout = folder_layout(root, variant)
-    if (root / split).is_dir():
-        folder = root / split
-    elif layout.classes and not (root / "train").is_dir() and split in layout.splits:
+    if layout.classes and not (root / "train").is_dir() and split in layout.splits:  # an all/ folder is a class
         dataset = ImageTree(root)
         return dataset if split == "all" else _held_out_split(dataset, split)
+    if (root / split).is_dir():
+        folder = root / split
     elif split == "train":  # no split folders: the folder itself is the training set
         folder = root
     else:

@@ -42,10 +42,13 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     else:
         dims = np.frombuffer(data, ">u4", count=ndim, offset=4).tolist()
         size, expected = len(data) - header, math.prod(dims)
-        if size == expected:
+        if 0 in dims[1:]:
+            problem = f"holds items of shape {dims[1:]}, which have no pixels"
+        elif size == expected:
             return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-        problem = (f"is truncated ({size} bytes for shape {dims}, which needs {expected})" if size < expected
-                   else f"has {size - expected} bytes after the data of shape {dims}")
+        else:
+            problem = (f"is truncated ({size} bytes for shape {dims}, which needs {expected})" if size < expected
+                       else f"has {size - expected} bytes after the data of shape {dims}")
     raise _damaged("mnist", path, problem)
 
 
@@ -63,7 +66,8 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise _damaged("svhn", path, f"has no {' or '.join(absent)} (variables found: {found}); "
                                      "expected X [32, 32, 3, N] and y [N, 1]")
     images, y = np.asarray(mat["X"]), np.asarray(mat["y"])
-    if images.ndim != 4 or images.shape[2] != 3 or y.size != images.shape[3] or y.ndim > 2 or y.squeeze().ndim > 1:
+    if (images.ndim != 4 or images.shape[2] != 3 or 0 in images.shape[:2] or y.size != images.shape[3] or y.ndim > 2
+            or y.squeeze().ndim > 1):
         raise _damaged("svhn", path, f"has X {list(images.shape)} and y {list(y.shape)}; expected X [32, 32, 3, N] "
                                      "and y [N, 1] (format 2, cropped)")
     y = y.reshape(-1)

@@ -3,8 +3,8 @@
 The rules of ``to_8bit`` (PIL images), ``array_to_8bit`` and ``values_to_8bit`` (H x W or H x W x C arrays, C = 1,
 2 (grey + alpha), 3 or 4 (RGBA)), rounding half up where they scale; a refusal is a ``BadImageError``:
 - 'L', 'RGB' and uint8 are kept; '1' and bool become 0 / 255; other integer arrays must lie in 0..255.
-- 16-bit grey ('I;16*') is scaled by 255 / 65535 (PIL's ``convert("L")`` would clip it); 'I' (32-bit) must lie in
-  0..65535: kept when at most 255, else scaled as 16-bit.
+- 16-bit grey ('I;16*', and 'I' read from a PNG or a PGM) is scaled by 255 / 65535 (PIL's ``convert("L")`` would
+  clip it); any other 'I' (32-bit) must lie in 0..65535: kept when at most 255, else scaled as 16-bit.
 - Floats: NaN and infinity refused; all in [0, 1] scaled by 255; all in [0, 255] kept; anything else refused.
 - Alpha is dropped, colours kept as stored; palettes, 'CMYK', 'YCbCr', 'HSV' and 'LAB' go through PIL's conversion
   to RGB; any other mode is refused.
@@ -17,6 +17,7 @@ from ganlab.errors import GanlabError
 SKIP_HINT = "give --skip-bad-images to skip unreadable files"
 
 _WIDE_INT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_FORMATS = ("PNG", "PPM")  # whose 'I' is always 16-bit: PIL puts a PGM's maxval on that scale
 _CONVERTED = {"1": "L", "LA": "L", "La": "L", "RGBA": "RGB", "RGBa": "RGB", "RGBX": "RGB", "P": "RGB", "PA": "RGB",
               "CMYK": "RGB", "YCbCr": "RGB", "HSV": "RGB", "LAB": "RGB"}
 
@@ -67,6 +68,8 @@ def array_to_8bit(array: np.ndarray, where: object) -> np.ndarray:
     elif array.ndim != 2 and channels != 3:
         raise bad_image(where, f"array of shape {tuple(array.shape)} is not an image; expected H x W or H x W x C "
                                "with C = 1, 3 or 4")
+    if 0 in array.shape[:2]:
+        raise bad_image(where, f"array of shape {tuple(array.shape)} has no pixels")
     return values_to_8bit(array, where)
 
 
@@ -103,7 +106,7 @@ def to_8bit(image: Image.Image, where: object) -> Image.Image:
         low, high = _range(array)
         if low < 0 or high > 65535:
             raise bad_image(where, f"{mode} pixels range {low}..{high}; expected 0..65535")
-        keep = mode == "I" and high <= 255  # 8-bit data stored wide
+        keep = mode == "I" and high <= 255 and image.format not in SIXTEEN_BIT_FORMATS  # 8-bit data stored wide
         return Image.fromarray(array.astype(np.uint8) if keep else _round_half_up(array, 255.0 / 65535.0))
     if mode == "F":
         return Image.fromarray(values_to_8bit(np.asarray(image), where))

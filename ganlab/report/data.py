@@ -54,7 +54,8 @@ class ReportData:
     across_best: dict[str, dict[str, Any]] = field(default_factory=dict)
     # faults outside any component (an unreadable epoch file, a broken generator, malformed metadata)
     problems: list[str] = field(default_factory=list)
-    # shown beside the problems without failing the report: plugins that failed to load (their parts are missing)
+    # shown beside the problems without failing the report: plugins that failed to load (their parts are missing),
+    # a dataset that changed since training
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -23,7 +23,16 @@ from ganlab.model.devices import select_device
 from ganlab.model.loaded_gan import LoadedGAN
 from ganlab.plugin.registry import get_registry
 from ganlab.report.data import TIMED_OUT, ReportData
-from ganlab.report.run import Plan, Say, check_settings, dataset_of, missing_needs, run_components, select_components
+from ganlab.report.run import (
+    Plan,
+    Say,
+    check_settings,
+    dataset_of,
+    heldout_problems,
+    missing_needs,
+    run_components,
+    select_components,
+)
 from ganlab.store.atomic import os_error
 from ganlab.store.cache import Cache
 from ganlab.store.claims import absolute, folder_kind
@@ -120,7 +129,9 @@ def _report_data(path: Path, run_dir: Path | None, name: str, plan: Plan, *, onl
         say(f"report for {path}{chosen} ({count(len(components), 'component')}, dataset {plan.dataset or 'none'})")
     runs = run_components(gan, components, plan, progress=progress, say=say)
     history, history_problems = _history(gan.meta)
-    problems += history_problems
+    data_problems, data_warnings = heldout_problems(gan, components, runs, plan)
+    problems += history_problems + data_problems
+    warnings += data_warnings
     problems += [f"{run.name} {run.error.removeprefix('ComponentTimeout: ')}" for run in runs
                  if run.status == TIMED_OUT]
     if run_dir and len(epochs.epoch_checkpoints(run_dir)) > 1 and not select_epoch:

@@ -170,3 +170,30 @@ def status_line(run: ComponentRun) -> str:
         return f"  {run.name}: TIMED OUT ({run.error.removeprefix('ComponentTimeout: ')})"
     first = (str(run.error).strip().splitlines() or ["?"])[0]
     return f"  {run.name}: FAILED ({first})"
+
+
+def heldout_problems(gan: LoadedGAN, components: list[Component], runs: list[ComponentRun],
+                     plan: Plan) -> tuple[list[str], list[str]]:
+    """(problems, warnings) about held-out numbers that may not be held out: G and D trained on a split that holds
+    the held-out images, or on a split whose size has changed since (a split drawn by seed moves with it)."""
+    used = [run.name for run, component in zip(runs, components) if run.status == OK and "heldout" in component.needs]
+    recorded = gan.meta.get("dataset")
+    source, layout = dataset_of(plan.dataset, plan.data_root)
+    if not used or not isinstance(recorded, dict) or recorded.get("name") != plan.dataset or not layout:
+        return [], []
+    split, size, heldout = recorded.get("split") or "train", recorded.get("size"), layout.heldout
+    if split in (heldout, "all") or heldout in str(split).split("+"):
+        return [f"G and D were trained on the {split!r} split, which holds the held-out {heldout!r} images: "
+                f"{', '.join(used)} measured images they were trained on; train on 'train' for held-out numbers"], []
+    options = gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else {}
+    if any(options.get(k) for k in ("limit", "exclude", "skip_bad_images")) or not isinstance(size, int):
+        return [], []
+    try:
+        now = len(source.open(split, Path(plan.data_root) if plan.data_root else None, False,
+                              plan.dataset.partition(":")[2] or None))
+    except GanlabError:
+        return [], []
+    if now == size:
+        return [], []
+    return [], [f"the {split!r} split of {plan.dataset} holds {now} images, {size} when G and D were trained: if a "
+                f"held-out split is drawn from the same images, {', '.join(used)} may have measured images they saw"]
