@@ -64,7 +64,13 @@ def _read_foreign(path: Path, state: Any) -> "LoadedGAN | None":
 
     pm = plugin_manager()[0]
     for plugin in call_order(pm, ["ganlab_load_checkpoint"]):
-        loaded = call_one(pm, plugin, "ganlab_load_checkpoint", path=str(path), state=state)
+        try:
+            loaded = call_one(pm, plugin, "ganlab_load_checkpoint", path=str(path), state=state)
+        except GanlabError:
+            raise
+        except Exception as exc:
+            raise GanlabError(f"plugin {plugin} failed to read {path} ({type(exc).__name__}: {exc}); its "
+                              "ganlab_load_checkpoint should return None for a file it does not know") from None
         if loaded is not None and not isinstance(loaded, LoadedGAN):
             raise GanlabError(f"plugin {plugin} read {path} as {a(type(loaded).__name__)}, not a ganlab.LoadedGAN; "
                               f"its ganlab_load_checkpoint must return a LoadedGAN or None (see `ganlab plugins`)")

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+RECORDED = "<recorded>"  # make_context's default dataset: the checkpoint's, as the report takes it
 TINY = {"dataset": "digits", "image_size": 16, "ngf": 8, "ndf": 8, "nz": 8, "epochs": 2, "batch_size": 32,
         "limit": 96, "device": "cpu", "seed": 0}
 
@@ -29,12 +30,15 @@ def train_tiny_gan(out: str | Path, **changes: Any) -> Path:
 
 
 def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | None = None,
-                 dataset: str | None = "digits", data_root: str | Path | None = None, seed: int = 0,
+                 dataset: str | None = RECORDED, data_root: str | Path | None = None, seed: int = 0,
                  device: str = "cpu", cache_dir: str | Path | None = None) -> Any:
     """A ``ganlab.RunContext`` as the report builds it. ``gan``: a ``LoadedGAN``, checkpoint or run folder; the
     component's option defaults are merged with ``options`` (checked like ``--set`` values); ``dataset`` is looked
-    up in the registry (None: no dataset); ``cache_dir`` defaults to a fresh temporary folder that is removed
-    with the context's cache."""
+    up in the registry (by default the dataset and data root the checkpoint recorded, as ``ganlab report`` takes
+    them, else digits; None: no dataset); ``cache_dir`` defaults to a fresh temporary folder that is removed with
+    the context's cache."""
+    from tqdm.auto import tqdm
+
     import ganlab
     from ganlab.plugin.options import resolve_options
     from ganlab.plugin.registry import get_registry
@@ -42,6 +46,10 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
     device_ = ganlab.select_device(device)
     if not isinstance(gan, ganlab.LoadedGAN):
         gan = ganlab.load(gan, device_)
+    if dataset == RECORDED:
+        recorded = gan.meta.get("dataset") if isinstance(gan.meta.get("dataset"), dict) else {}
+        dataset = gan.dataset or "digits"
+        data_root = data_root or (recorded.get("root") if gan.dataset else None)
     merged = dict(options or {})
     if component is not None:
         merged = resolve_options(component, {f"{component.name}.{k}": v for k, v in merged.items()})
@@ -49,6 +57,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
     return ganlab.RunContext(
         gan=gan, device=device_, seed=seed, cache=ganlab.Cache(cache_dir) if cache_dir else _temporary_cache(),
         options=merged, dataset=dataset, data_root=Path(data_root) if data_root else None, quiet=True,
+        progress=lambda it=None, **kw: tqdm(it, disable=True, **kw),
         detectors=dict(get_registry().detectors), feature_spaces=dict(get_registry().feature_spaces),
         source=source, layout=source.layout(data_root, (dataset or "").partition(":")[2] or None) if source else None)
 
@@ -80,20 +89,29 @@ def registered(kind: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def plugin(module: Any, name: str) -> Iterator[Any]:
     """Register ``module`` (with ``@ganlab.hookimpl`` functions) as plugin ``name`` for the block, as if it were
-    installed; yields the registry; the plugins are loaded afresh afterwards."""
+    installed; yields the registry (a plugin that fails to register raises, with why); the plugins are loaded
+    afresh afterwards, and ``registered`` inside the block loads them afresh too."""
+    import ganlab
     from ganlab.plugin import registry
 
     try:
-        yield registry.register_plugin(module, name)
+        loaded = registry.register_plugin(module, name)
+        if loaded.plugins[name].error:
+            raise ganlab.GanlabError(f"plugin {name} failed: {loaded.plugins[name].error}")
+        yield loaded
     finally:
         registry.reset()
 
 
 def run_component(component: Any, gan: Any, **kwargs: Any) -> Any:
     """Run ``component`` on ``gan`` (see ``make_context`` for ``kwargs``); returns its checked ``Result``."""
+    import torch
+
     from ganlab.plugin.components import check_result
 
-    return check_result(component.run(make_context(gan, component, **kwargs)), component.name)
+    ctx = make_context(gan, component, **kwargs)
+    torch.manual_seed(ctx.seed)  # as the report seeds each component
+    return check_result(component.run(ctx), component.name)
 
 
 @pytest.fixture(scope="session")

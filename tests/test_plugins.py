@@ -130,6 +130,27 @@ def test_hook_ganlab_register_datasets(plugin_module, tmp_path):
     assert images[1].min() == 255 and images[0].max() == 0
 
 
+def test_a_plugin_hook_that_raises_is_one_line_naming_the_plugin(plugin_module, tmp_path):
+    from ganlab import DatasetSource, load, open_split
+
+    def missing_files(split, root, download, variant):
+        raise FileNotFoundError(f"no files at {root}")
+
+    def strict_reader(path, state):
+        return {"mu": 0}["image_size"]  # a reader that takes every file for its own
+
+    source = DatasetSource("fragile", "raises when opened", ("train",), None, "nothing", missing_files)
+    plugin_module("raisers", ganlab_register_datasets=lambda register: register(source),
+                  ganlab_load_checkpoint=strict_reader)
+    with pytest.raises(ganlab.GanlabError, match=r"^fragile: cannot open split 'train' \(FileNotFoundError: no "
+                                                 r"files at None\); check --data-root$"):
+        open_split("fragile")
+    (tmp_path / "stats.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(ganlab.GanlabError, match=r"plugin raisers failed to read .*stats.npz \(KeyError: "
+                                                 r"'image_size'\); its ganlab_load_checkpoint should return None"):
+        load(tmp_path / "stats.npz")
+
+
 def test_hook_ganlab_register_detectors(plugin_module, tiny_run, tmp_path):
     class Corner(ganlab.Detector):
         name, description = "corner", "a box in the top-left corner of every image"
@@ -267,10 +288,19 @@ def _badly_directed():
     return c
 
 
+def _needing(needs):
+    c = Constant("needy")
+    c.needs = needs
+    return c
+
+
 @pytest.mark.parametrize("bad, message", [
     (Constant("Bad Name"), "lowercase"),
-    (object(), "not a Evaluator"),
+    (object(), "not an Evaluator"),
+    (Constant, "not an Evaluator; register an instance, Constant()"),
     (_badly_directed(), "directions *.fd: 'smaller': use 'higher', 'lower' or None"),
+    (_needing("heldout"), "needs 'heldout': give a tuple of 'labels', 'heldout'"),  # ("heldout") is no tuple
+    (_needing(("held-out",)), "needs ('held-out',): give a tuple of"),
 ])
 def test_register_checks_name_and_base_class(plugin_module, bad, message):
     reg = plugin_module("sloppy",
@@ -290,6 +320,14 @@ def test_name_clash_names_both_plugins_and_the_builtin_keeps_its_name(plugin_mod
     assert reg.owner[("evaluators", "d-score")] == "d-score"
     assert "copycat-extra" not in reg.components()  # all or nothing: its other hook's registration is gone too
     assert reg.pm.get_plugin("copycat") is None
+
+
+def test_an_analysis_named_like_a_builtin_evaluator_is_refused(plugin_module):
+    """Evaluators and analyses share one name space: --only, --set and metrics.json name components."""
+    reg = plugin_module("shadow", ganlab_register_analyses=lambda register: register(ConstantAnalysis("d-score")))
+    assert "'d-score' is registered by both d-score and shadow; shadow was disabled" in reg.plugins["shadow"].error
+    assert type(reg.components()["d-score"]).__name__ == "DiscriminatorScore"
+    assert reg.component_owner("d-score") == "d-score"
 
 
 def test_two_third_party_plugins_clash(plugin_module):
@@ -352,10 +390,14 @@ def test_installed_plugin_listed_with_import_failure(example_plugin):
                                             "analyses": ["example-histogram"], "commands": ["example-hello"]}
     assert rows["example-broken"]["error"].startswith("import failed: ModuleNotFoundError")
     assert rows["d-score"]["registers"] == {"evaluators": ["d-score"]} and rows["d-score"]["error"] is None
+    assert rows["d-score"]["distribution"] == "ganlab"  # the built-in keeps its name; the other one is refused
+    assert "'d-score' is ganlab's plugin's already" in rows["d-score (ganlab-example-plugin)"]["error"]
+    assert rows["example-exits"]["error"] == "import failed: SystemExit: 3"
     text = subprocess.run([GANLAB, "plugins"], capture_output=True, text=True).stdout
     assert "example-broken (ganlab-example-plugin 0.2.0) [FAILED]" in text
     checked = subprocess.run([GANLAB, "plugins", "--check"], capture_output=True, text=True)
-    assert checked.returncode == 1 and "plugins failed: example-broken" in checked.stderr
+    assert checked.returncode == 1 and "plugins failed: d-score (ganlab-example-plugin), example-broken, " \
+        "example-exits, example-half" in checked.stderr
 
 
 def test_disabled_plugins(example_plugin, monkeypatch):
@@ -498,7 +540,7 @@ def test_components_lists_loaders_spaces_datasets_and_every_builtin_option_says_
 def test_the_command_line_loads_every_plugin_without_torch():
     """``ganlab --help`` imports every plugin's hook module and commands; torch loads only when work runs."""
     code = "import sys, ganlab.cli; print(sorted(ganlab.cli.cli.commands)); print('torch' in sys.modules)"
-    env = {**os.environ, "GANLAB_DISABLE_PLUGINS": "example, example-broken, example-half"}  # built-ins only
+    env = {**os.environ, "GANLAB_DISABLE_PLUGINS": "example, example-broken, example-half, example-exits"}  # built-ins
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert "'fid'" in out and "'dedup'" in out and out.endswith("False\n")
 

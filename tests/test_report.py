@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -381,6 +382,11 @@ class Misbehaving(Evaluator):
     def run(self, ctx):
         return self.behaviour()
 
+    def available(self, options):
+        if self.behaviour is None:  # an optional package that is not installed
+            import not_installed  # noqa: F401
+        return None
+
 
 def _exit():
     import sys
@@ -399,6 +405,12 @@ MISBEHAVIOURS = {
                   "has values from 2 to 2; expected [0, 1]"),
     "bad-shape": (lambda: Result(images=[ganlab.Image("grid", torch.zeros(4, 4))]), "expected C x H x W"),
     "calls-exit": (_exit, "SystemExit: calls-exit called sys.exit(3)"),
+    "chw-array": (lambda: Result(images=[ganlab.Image("grid", np.zeros((3, 16, 16), np.uint8))]),
+                  "uint8 array of shape (3, 16, 16); expected uint8 H x W or H x W x C"),
+    "axes-figure": (lambda: Result(figures=[ganlab.Figure("plot", object())]), "expected a matplotlib Figure"),
+    "text-string": (lambda: Result(text="one paragraph"), "returned text that is not a list of strings"),
+    "columns-string": (lambda: Result(tables=[ganlab.Table("t", "ab", [[1, 2]])]), "give columns as a list"),
+    "unavailable": (None, "ModuleNotFoundError in available(): No module named 'not_installed'"),
 }
 
 

@@ -4,15 +4,20 @@ import json
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
+from PIL import Image
 
 import ganlab
 from ganlab.cli import cli
 from ganlab.plugin import registry
-from ganlab.testing import make_context, run_component
+from ganlab.report import make_report
+from ganlab.testing import make_context, plugin, run_component, train_tiny_gan
 
 BIN = Path(sys.executable).parent
 
@@ -42,6 +47,7 @@ def test_new_plugin_installs_is_listed_and_passes_its_own_test(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--name", "Bad_Name"], "use lowercase letters, digits and dashes"),
     (["--name", "ok"], "is not an empty folder"),
+    (["--name", "svm-probe"], "an installed plugin has that name already"),  # it would disable the built-in
 ])
 def test_new_plugin_refuses_bad_names_and_used_folders(tmp_path, args, message):
     (tmp_path / "used").mkdir()
@@ -71,6 +77,45 @@ def test_make_context_merges_declared_defaults(tiny_run, tmp_path, monkeypatch):
     assert result.metrics == {"count": 3, "scale": 2.0, "heldout_is_test": 1.0}
     gc.collect()
     assert list((tmp_path / "tmp").iterdir()) == []  # the context's own cache folder went with it
+
+
+class Draws(ganlab.Evaluator):
+    name, description = "draws", "a random number, the held-out size and the classes, through ctx.progress"
+
+    def run(self, ctx):
+        images, labels = ctx.split(ctx.heldout_split)
+        steps = sum(1 for _ in ctx.progress(range(3), desc="steps"))
+        return ganlab.Result(metrics={"r": float(torch.rand(1)), "n": len(images), "classes": len(set(labels.tolist())),
+                                      "steps": steps})
+
+
+def test_run_component_gives_what_the_report_gives(tmp_path):
+    """The checkpoint's recorded dataset (not digits), torch seeded as the report seeds it, a working progress."""
+    folder = tmp_path / "pictures"
+    for kind in ("a", "b"):
+        (folder / kind).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(folder / kind / f"{i}.png")
+    run = train_tiny_gan(tmp_path / "run", dataset="folder", data_root=str(folder), limit=None, epochs=1)
+    module = types.ModuleType("draws")
+    module.ganlab_register_evaluators = ganlab.hookimpl(lambda register: register(Draws()))
+    with plugin(module, "draws") as loaded:
+        assert "draws" in loaded.evaluators
+        data, _ = make_report(run / "last.pt", only=["draws"], out=tmp_path / "r", device="cpu", progress=False)
+    first, second = (run_component(Draws(), run / "last.pt").metrics for _ in range(2))
+    assert first == second == data.components[0].result.metrics
+    assert first["classes"] == 2 and first["n"] == 4 and first["steps"] == 3  # 20% of 20 pictures held out
+
+
+def test_plugin_block_raises_when_the_module_fails_to_register():
+    def broken(register):
+        raise RuntimeError("a bug in my hook")
+
+    module = types.ModuleType("broken")
+    module.ganlab_register_evaluators = ganlab.hookimpl(broken)
+    with pytest.raises(ganlab.GanlabError, match="plugin broken failed: RuntimeError: a bug in my hook"):
+        with plugin(module, "broken"):
+            pass
 
 
 def test_pytest_plugin_fixtures_are_available(ganlab_tiny_run, ganlab_context):

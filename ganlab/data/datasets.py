@@ -123,7 +123,14 @@ def open_split(source: DatasetSource, split: str = "train", *, variant: str | No
     for part in split.split("+"):
         if part not in source.splits and "*" not in source.splits:
             raise GanlabError(f"{source.name}: unknown split '{part}'; choose from {', '.join(source.splits)}")
-        bases.append(source.open(part, Path(root).expanduser() if root is not None else None, download, variant))
+        try:
+            bases.append(source.open(part, Path(root).expanduser() if root is not None else None, download, variant))
+        except GanlabError:
+            raise
+        except Exception as exc:  # a plugin's dataset: name it and what it said, not its traceback
+            said = " ".join(str(exc).split())
+            raise GanlabError(f"{source.name}: cannot open split '{part}' ({type(exc).__name__}: {said}); check "
+                              "--data-root") from None
     base = bases[0] if len(bases) == 1 else ConcatDataset(bases)
     return PreparedSplit(base, source.name, split, image_size, channels)
 

@@ -208,6 +208,28 @@ def unmet_needs(component: Component, *, has_labels: bool, has_heldout: bool, ha
     return [f"needs {NEEDS.get(need, need)}" for need in sorted(component.needs) if not have.get(need, False)]
 
 
+def _check_image(data: Any, where: str) -> None:
+    """Raise ValueError unless ``data`` is an image the page can show (see ``Image``)."""
+    import numpy as np
+    import torch
+
+    if isinstance(data, torch.Tensor):
+        if data.ndim != 3 or data.shape[0] not in (1, 3):
+            raise ValueError(f"{where} has shape {tuple(data.shape)}; expected C x H x W with C = 1 or 3")
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError(f"{where} contains NaN or inf")
+        low, high = float(data.min()), float(data.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{where} has values from {low:.3g} to {high:.3g}; expected [0, 1] "
+                             "(make_grid(..., normalize=True, value_range=(-1, 1)) maps G's output there)")
+    elif isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or not (data.ndim == 2 or data.ndim == 3 and data.shape[2] in (1, 3, 4)):
+            raise ValueError(f"{where} is a {data.dtype} array of shape {data.shape}; expected uint8 H x W or "
+                             "H x W x C with C = 1, 3 or 4")
+    else:
+        raise ValueError(f"{where} is {a(type(data).__name__)}; expected a tensor C x H x W or a uint8 array")
+
+
 def check_result(result: Any, component: str) -> Result:
     """``result`` as a valid ``Result`` (metrics as Python numbers; NaN and inf allowed), or ``ValueError`` naming
     what is wrong (checked when ``run`` returns; docs/reference.md lists the rules)."""
@@ -232,24 +254,19 @@ def check_result(result: Any, component: str) -> Result:
                 raise ValueError(f"{component} returned {a(type(item).__name__)} among its {kind}s, "
                                  f"not a ganlab.{cls.__name__}")
     for image in result.images:
-        data, where = image.image, f"{component}'s image {image.title!r}"
-        if isinstance(data, torch.Tensor):
-            if data.ndim != 3 or data.shape[0] not in (1, 3):
-                raise ValueError(f"{where} has shape {tuple(data.shape)}; expected C x H x W with C = 1 or 3")
-            if not bool(torch.isfinite(data).all()):
-                raise ValueError(f"{where} contains NaN or inf")
-            low, high = float(data.min()), float(data.max())
-            if low < 0 or high > 1:
-                raise ValueError(f"{where} has values from {low:.3g} to {high:.3g}; expected [0, 1] "
-                                 "(make_grid(..., normalize=True, value_range=(-1, 1)) maps G's output there)")
-        elif isinstance(data, np.ndarray):
-            if data.dtype != np.uint8 or data.ndim not in (2, 3):
-                raise ValueError(f"{where} is a {data.dtype} array of shape {data.shape}; expected uint8 H x W x C")
-        else:
-            raise ValueError(f"{where} is {a(type(data).__name__)}; expected a tensor C x H x W or a uint8 array")
+        _check_image(image.image, f"{component}'s image {image.title!r}")
+    for figure in result.figures:
+        if not callable(getattr(figure.figure, "savefig", None)):
+            raise ValueError(f"{component}'s figure {figure.title!r} is {a(type(figure.figure).__name__)}; expected "
+                             "a matplotlib Figure (an Axes' .figure)")
+    for table in result.tables:
+        if isinstance(table.columns, str) or not all(isinstance(row, (list, tuple)) for row in table.rows):
+            raise ValueError(f"{component}'s table {table.title!r}: give columns as a list of names and rows as "
+                             "lists of cells")
     for name in ("text", "problems"):
-        if not all(isinstance(t, str) for t in getattr(result, name)):
-            raise ValueError(f"{component} returned {name} that is not a list of strings")
+        lines = getattr(result, name)
+        if isinstance(lines, str) or not all(isinstance(t, str) for t in lines):
+            raise ValueError(f"{component} returned {name} that is not a list of strings (give [{name}] for one)")
     if not isinstance(result.verdict, str) or "\n" in result.verdict.strip():
         raise ValueError(f"{component} returned a verdict that is not one line of text")
     result.metrics = metrics

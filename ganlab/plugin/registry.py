@@ -16,7 +16,7 @@ from typing import Any
 
 import pluggy
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, a
 from ganlab.plugin import hookspecs
 from ganlab.plugin.options import declared
 
@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "ganlab"
 CORE_PLUGINS = {"ganlab.core_plugin": "ganlab.plugin.core_plugin"}
 BUILTIN_DISTRIBUTION = "ganlab"
 DISABLE_ENV = "GANLAB_DISABLE_PLUGINS"
+COMPONENT_KINDS = ("evaluators", "analyses")  # one name space: --only, --set and metrics.json name components
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 KINDS = {  # kind -> (hook, base class as "module:name", imported late so `ganlab --help` stays light)
     "datasets": ("ganlab_register_datasets", "ganlab.data.datasets:DatasetSource"),
@@ -62,7 +63,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _declaration_problem(obj: Any) -> str | None:
-    """What is wrong with a component's declared ``directions`` or options' defaults, or None."""
+    """What is wrong with a component's declared ``needs``, options' defaults or ``directions``, or None."""
+    from ganlab.plugin.components import NEEDS
+
+    needs = getattr(obj, "needs", ())
+    if isinstance(needs, str) or not all(need in NEEDS for need in needs):
+        return f"needs {needs!r}: give a tuple of {', '.join(map(repr, NEEDS))}"
     for option, value in (getattr(obj, "options", None) or {}).items():
         spec = declared(value)
         try:
@@ -78,6 +84,11 @@ def _declaration_problem(obj: Any) -> str | None:
         return "directions must map metric names or globs to 'higher', 'lower' or None"
     wrong = [f"{k}: {v!r}" for k, v in directions.items() if v not in ("higher", "lower", None)]
     return f"directions {', '.join(wrong)}: use 'higher', 'lower' or None" if wrong else None
+
+
+def _clashing(kind: str, name: str) -> list[tuple[str, str]]:
+    """The registrations ``name`` may not share: its own kind's, and for a component every component's."""
+    return [(k, name) for k in COMPONENT_KINDS] if kind in COMPONENT_KINDS else [(kind, name)]
 
 
 def call_order(pm: pluggy.PluginManager, hook_names: list[str]) -> list[str]:
@@ -120,14 +131,17 @@ class Registry:
         """Put one registration of ``plugin`` in ``found``, or raise what is wrong with it."""
         name = getattr(obj, "name", None)
         if not isinstance(obj, base):
-            raise GanlabError(f"plugin {plugin} registered {obj!r} as one of {kind}, but it is not a {base.__name__}")
+            a_class = isinstance(obj, type) and issubclass(obj, base)
+            hint = f"; register an instance, {obj.__name__}()" if a_class else ""
+            raise GanlabError(f"plugin {plugin} registered {obj!r} as one of {kind}, but it is not "
+                              f"{a(base.__name__)}{hint}")
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise GanlabError(f"plugin {plugin} registered {kind[:-1]} name {name!r}: use lowercase letters, "
                               "digits and dashes")
         problem = _declaration_problem(obj)
         if problem:
             raise GanlabError(f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
-        other = self.owner.get((kind, name))
+        other = next((self.owner[k] for k in _clashing(kind, name) if k in self.owner), None)
         if other is not None:  # a clash: the third-party side is disabled (a built-in keeps its name)
             loser = other if _info(self.plugins, plugin).builtin and not _info(self.plugins, other).builtin else plugin
             message = (f"{kind[:-1]} name {name!r} is registered by both {other} and {plugin}; {loser} was disabled "
@@ -192,6 +206,15 @@ def _register_checked(pm: pluggy.PluginManager, module: Any, info: PluginInfo) -
         info.error = f"{type(exc).__name__}: {exc}{_did_you_mean(str(exc))}"
 
 
+def _load_and_register(pm: pluggy.PluginManager, ep: metadata.EntryPoint, info: PluginInfo) -> None:
+    try:
+        module = ep.load()
+    except (Exception, SystemExit) as exc:  # kedro-style: name the plugin, keep going (argparse at import exits)
+        info.error = f"import failed: {type(exc).__name__}: {exc}"
+        return
+    _register_checked(pm, module, info)
+
+
 def _did_you_mean(message: str) -> str:
     """"; did you mean ganlab_register_evaluators?" for a hook name with a typo in ``message``."""
     specs = [name for name in dir(hookspecs) if name.startswith("ganlab_")]
@@ -211,17 +234,20 @@ def build_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]
     for name, module_name in CORE_PLUGINS.items():
         info = plugins[name] = PluginInfo(name, BUILTIN_DISTRIBUTION, __version__)
         _register_checked(pm, importlib.import_module(module_name), info)
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        info = plugins[ep.name] = PluginInfo(ep.name, getattr(ep.dist, "name", "?"), getattr(ep.dist, "version", "?"))
-        if ep.name in disabled:
+    builtin_first = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                           key=lambda ep: getattr(ep.dist, "name", "?") != BUILTIN_DISTRIBUTION)
+    for ep in builtin_first:
+        distribution = getattr(ep.dist, "name", "?")
+        taken = plugins.get(ep.name)
+        name = ep.name if taken is None else f"{ep.name} ({distribution})"
+        info = plugins[name] = PluginInfo(name, distribution, getattr(ep.dist, "version", "?"))
+        if taken is not None:  # the plugin already listed keeps its name, a built-in always
+            info.error = (f"its entry-point name {ep.name!r} is {taken.distribution}'s plugin's already; rename it "
+                          "in its pyproject.toml")
+        elif ep.name in disabled:
             info.disabled = True
-            continue
-        try:
-            module = ep.load()
-        except Exception as exc:  # kedro-style: name the plugin, keep going
-            info.error = f"import failed: {type(exc).__name__}: {exc}"
-            continue
-        _register_checked(pm, module, info)
+        else:
+            _load_and_register(pm, ep, info)
     unknown = sorted(disabled - set(plugins))
     if unknown:
         print(f"ganlab: warning: {DISABLE_ENV} names unknown plugins: {', '.join(unknown)} (see `ganlab plugins`)",

@@ -2,7 +2,7 @@
 evaluator, one analysis, the entry point that registers them, and a test that uses the fixtures of ganlab's
 pytest plugin (``ganlab_tiny_run``, ``ganlab_context``), from the templates in ``ganlab/templates/plugin/``."""
 import re
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from ganlab.errors import GanlabError
@@ -15,6 +15,9 @@ def new_plugin(folder: str | Path, name: str) -> list[Path]:
     """Write the plugin package into ``folder`` (which must not exist or be empty); returns the files written."""
     if not NAME.match(name):
         raise GanlabError(f"--name {name!r}: use lowercase letters, digits and dashes, starting with a letter")
+    if name in {ep.name for ep in metadata.entry_points(group="ganlab")}:
+        raise GanlabError(f"--name {name!r}: an installed plugin has that name already (see `ganlab plugins`); "
+                          "choose another")
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise GanlabError(f"{folder} exists and is not an empty folder; choose a new one")

@@ -124,8 +124,11 @@ def run_components(gan: LoadedGAN, components: list[Component], plan: Plan, *, p
                            registry.component_owner(component.name), SKIPPED,
                            options=resolve_options(component, plan.settings))  # check_settings checked them first
         reasons = missing_needs(component, gan, source, layout, plan.device, plan.data_root)
-        run.reason = "; ".join(reasons) or component.available(run.options) or None
-        if run.reason is None:
+        try:
+            run.reason = "; ".join(reasons) or component.available(run.options) or None
+        except Exception as exc:  # an optional package a plugin cannot import, say: that component fails alone
+            run.status, run.error = FAILED, f"{type(exc).__name__} in available(): {exc}"
+        if run.reason is None and run.status != FAILED:
             ctx = RunContext(gan=gan, device=plan.device, seed=plan.seed, cache=plan.cache, options=run.options,
                              dataset=plan.dataset, data_root=Path(plan.data_root) if plan.data_root else None,
                              progress=lambda it=None, **kw: tqdm(it, disable=not progress, leave=False, **kw),
