@@ -83,7 +83,7 @@ def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, n
     concepts = ax.parse_concepts(concept_texts, bank)
     coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
     notes = exemplar_notes(concepts, coeffs)
-    with StagedFolder(out, "arithmetic", legacy=lambda f: (f / "arithmetic.png").is_file()) as folder:
+    with StagedFolder(out, "arithmetic", legacy=("arithmetic.png", "bank.png", "index.html")) as folder:
         device = select_device(device)
         gan = load(checkpoint, device)
         bank_z = ax.make_bank(gan.config, bank, seed)

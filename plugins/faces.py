@@ -85,7 +85,8 @@ def faces_command(src_dir: Path, out_dir: Path, min_size: int, size: int, detect
     from ganlab import StagedFolder, detector
 
     find = detector(detector_name)
-    with StagedFolder(out_dir, "faces", sources=[src_dir], flag="OUT_DIR", legacy=_earlier_output) as folder:
+    earlier = (INDEX, "[0-9]" * 6 + "_*.png")  # an output from before the marker: the index and its crops
+    with StagedFolder(out_dir, "faces", sources=[src_dir], flag="OUT_DIR", legacy=earlier) as folder:
         if any(p.name != ".ganlab" for p in folder.out.glob("*")) and not overwrite:
             raise GanlabError(f"{folder.out} already holds crops of an earlier run; give --overwrite to replace "
                               "them, or another folder")
@@ -98,14 +99,6 @@ def faces_command(src_dir: Path, out_dir: Path, min_size: int, size: int, detect
         click.echo(f"no faces of at least {min_size} pixels found; nothing to train on in {out}")
     click.echo(f"{counts['images_read']} images read, {len(crops)} faces kept, {counts['faces_too_small']} faces "
                f"too small (< {min_size} px), {counts['unreadable']} unreadable files")
-
-
-def _earlier_output(folder: Path) -> bool:
-    """A `ganlab faces` output that carries no ganlab marker: an index.json that lists its crops."""
-    try:
-        return isinstance(json.loads((folder / INDEX).read_text())["crops"], dict)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 def _crop_faces(src_dir: Path, folder, find, detector_name: str, min_size: int, size: int):

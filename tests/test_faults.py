@@ -315,6 +315,7 @@ def test_sample_out_dir_writes_one_png_per_image(work, tiny_run):
     expected = ganlab.to_uint8(ganlab.load(tiny_run).sample(5, seed=0))[:, 0].numpy()
     assert np.array_equal(np.stack([np.asarray(Image.open(f)) for f in files]), expected)
     assert "already holds sample_*.png" in _cli(["sample", "run", "-n", "5", "--out-dir", "pngs"], work)
+    assert "run already holds files; give an empty" in _cli(["sample", "run", "-n", "5", "--out-dir", "run"], work)
 
 
 # ------------------------------------------------------------------------------- no confident wrong number
@@ -374,6 +375,8 @@ def test_an_unsettled_generator_says_so_and_can_be_settled(work):
     (["--only", "latent-walk", "--skip", "latent-walk"], "nothing to run"),
     (["--only", "latent-walk", "--set", "svm-probe.draws=many"], "--set svm-probe.draws=many: expected an int"),
     (["--only", "latent-walk", "--set", "sample-quality.n=1"], "--set sample-quality.n=1: must be >= 4"),
+    (["--only", "latent-walk", "--set", "svm-probe.C_grid=0.1,0"],  # C = 0 would score every row at chance
+     "--set svm-probe.C_grid=0.1,0.0: each value must be >= 1e-12"),
     (["--only", "latent-walk", "--seed", str(10**23)], "'--seed': 100000000000000000000000 is not in the range"),
     (["--only", "latent-walk", "--set", "sample-quality.spaces=pixels,inception"],
      "no feature space named 'inception' (did you mean fid-inception or torchvision-inception?)"),
@@ -385,6 +388,15 @@ def test_report_values_that_would_be_ignored_or_misread(work, args, message):
     code = 2 if "--seed" in args else 1
     assert message in _cli(["report", "run", "--out", "r", *args], work, code=code)
     assert not (work / "r").exists()
+
+
+def test_a_usage_error_names_the_whole_command_whose_help_to_read():
+    from click.testing import CliRunner
+
+    from ganlab.cli import cli
+
+    result = CliRunner().invoke(cli, ["cache", "clear", "--bogus"], prog_name="ganlab")
+    assert result.exit_code == 2 and "(see `ganlab cache clear --help`)" in result.output
 
 
 def test_sample_refuses_two_outputs_and_a_moved_dataset_is_named(work, tiny_run):

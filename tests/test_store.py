@@ -107,6 +107,36 @@ def test_report_replaces_its_own_reports_old_and_new(work):
         assert json.loads((old / ".ganlab").read_text())["kind"] == "report"
 
 
+def test_a_folder_that_only_looks_like_an_earlier_output_keeps_the_users_files(work):
+    """Outputs from before the marker listed its files are recognised by their contents; one that holds anything
+    else is refused, never replaced whole."""
+    earlier = {"index.html": "<html></html>", "metrics.json": json.dumps({"versions": {"ganlab": "0.0.9"}})}
+    for name, extra in (("old", {}), ("marked", {".ganlab": json.dumps({"kind": "report", "ganlab": "0.0.9"})})):
+        for file, text in {**earlier, **extra, "thesis.tex": "mine"}.items():
+            (work / name / file).parent.mkdir(parents=True, exist_ok=True)
+            (work / name / file).write_text(text)
+        line = run_cli(["report", "run", *QUICK, "--out", name], work)
+        assert "holds thesis.tex, which ganlab did not write there" in line, line
+    figures = work / "figures"
+    figures.mkdir()
+    shutil.copy(work / "run" / "samples" / "epoch_0001.png", figures / "arithmetic.png")
+    (figures / "chapter3.tex").write_text("mine")
+    line = run_cli(["arithmetic", "run/last.pt", "--concept", "a=1,2,3", "--concept", "b=4,5,6", "--expr", "a - b",
+                    "--out", "figures"], work)
+    assert "holds chapter3.tex, which ganlab did not write there" in line, line
+
+
+def test_a_report_keeps_its_folders_permissions_and_never_replaces_the_working_folder(work):
+    private = work / "private"
+    private.mkdir(mode=0o700)
+    assert subprocess.run([sys.executable, "-m", "ganlab", "report", "run", *QUICK, "--out", "private"], cwd=work,
+                          capture_output=True).returncode == 0
+    assert (private / "index.html").is_file() and private.stat().st_mode & 0o777 == 0o700
+    (work / "empty").mkdir()
+    line = run_cli(["report", "../run", *QUICK, "--out", "."], work / "empty")
+    assert "holds the working folder" in line and (work / "empty").is_dir()
+
+
 def test_names_as_long_as_the_file_system_allows_and_names_that_are_not_utf8(work):
     long_grid, long_report = "g" * 251 + ".png", "p" * 250  # 255 bytes is the limit of a name
     result = subprocess.run([sys.executable, "-m", "ganlab", "sample", "run/last.pt", "-n", "4", "--out", long_grid],
@@ -272,6 +302,23 @@ def test_paths_are_fixed_before_any_component_runs(work):
 
 
 # ------------------------------------------------------------------------------------------ resume
+
+def test_a_resume_never_mixes_two_runs_in_one_folder(work):
+    """Into another run's folder, or from an epoch its own folder holds later epochs of: refused, nothing changed;
+    with --overwrite the other run, or the later epochs, are removed once training starts."""
+    from conftest import tiny_options
+
+    ganlab.train(tiny_options(work / "other", epochs=1, seed=1), progress=False)
+    line = run_cli(["train", "--resume", "run/last.pt", "--out", "other", "--epochs", "3"], work)
+    assert "other already holds another training run" in line, line
+    line = run_cli(["train", "--resume", "run/epoch_0001.pt", "--epochs", "2"], work)
+    assert "holds epochs after epoch 1 of epoch_0001.pt (e.g. epoch_0002.pt)" in line, line
+    before = (work / "run" / "epoch_0002.pt").read_bytes()
+    ganlab.train(tiny_options(work / "run", resume=str(work / "run" / "epoch_0001.pt"), epochs=2, overwrite=True),
+                 progress=False)
+    steps = [json.loads(line)["step"] for line in (work / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and (work / "run" / "epoch_0002.pt").read_bytes() != before
+
 
 def test_resume_checks_every_recorded_setting(work):
     # --batch-size 128 is the default: typed, it still contradicts the recorded 32

@@ -28,7 +28,7 @@ class GanlabGroup(click.Group):
         except GanlabError as exc:
             raise click.ClickException(str(exc)) from None
         except click.UsageError as exc:  # one line, not click's usage block
-            where = f"ganlab {exc.ctx.info_name} --help" if exc.ctx and exc.ctx.parent else "ganlab --help"
+            where = f"{exc.ctx.command_path} --help" if exc.ctx and exc.ctx.parent else "ganlab --help"
             error = click.ClickException(f"{exc.format_message()} (see `{where}`)")
             error.exit_code = exc.exit_code
             raise error from None

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ganlab.errors import GanlabError
-from ganlab.store.atomic import remove_tree
+from ganlab.store.atomic import os_error, remove_tree
 from ganlab.store.cache import ENTRY, PART, default_root, is_cache
 from ganlab.store.claims import MARKER, absolute, folder_kind
 
@@ -111,7 +111,10 @@ def clear(names: tuple[str, ...], yes: bool) -> None:
         click.confirm(f"Delete {what} from {folder}?", abort=True)
     for name, (paths, others) in chosen.items():
         for path in paths:
-            remove_tree(path)
+            try:
+                remove_tree(path)
+            except OSError as exc:  # a read-only cache, an entry of another user's: stop, saying where
+                raise os_error("clear the cache entry", path, exc) from None
         _prune(found[name])
         if others:
             click.echo(f"  {name}: left {others} entr{'ies' if others > 1 else 'y'} ganlab did not write (links or "

@@ -105,8 +105,9 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
         raise GanlabError(f"--out {out}: unknown image extension {out.suffix or '(none)'!r}; use .png or .jpg")
     if out_dir is None and count > 4096:
         raise GanlabError(f"-n {count}: a grid holds at most 4096 images; give --out-dir DIR for one file each")
-    if out_dir is not None and out_dir.is_dir() and any(out_dir.glob("sample_*.png")):
-        raise GanlabError(f"{out_dir} already holds sample_*.png files; give an empty or new --out-dir")
+    if out_dir is not None and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        held = "sample_*.png files" if any(out_dir.glob("sample_*.png")) else "files"
+        raise GanlabError(f"{out_dir} already holds {held}; give an empty or new --out-dir")
     if checkpoint and generator:
         raise GanlabError("give a checkpoint or --generator, not both")
     if not checkpoint and not generator:

@@ -324,7 +324,9 @@ def train(options: TrainOptions, source: DatasetSource, progress: bool = True, *
     and locked) before the data is read, and written only once training starts."""
     folder = None
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes
-        folder = run_folder.RunFolder(run_out(options), resuming=bool(options.resume), overwrite=options.overwrite,
+        epoch = (resume_payload or {}).get("epoch", 0)  # a malformed one is named when the state is restored
+        folder = run_folder.RunFolder(run_out(options), resume=options.resume, overwrite=options.overwrite,
+                                      resumed_epoch=epoch if isinstance(epoch, int) else 0,
                                       sources=[Path(options.data_root)] if options.data_root else [])
     try:
         return Trainer(options, source, progress=progress, folder=folder, resume_payload=resume_payload,

@@ -18,6 +18,7 @@ from ganlab.errors import GanlabError
 _UMASK = os.umask(0)  # reading the umask means setting it: put it straight back
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file; mkstemp's files are private (0600)
+FOLDER_MODE = 0o777 & ~_UMASK  # what mkdir would give a new folder; mkdtemp's are private (0700)
 OLD_TAG = "old-"  # marks the folder that holds the old output while the new one is swapped in
 NAME_BYTES = 160  # of a name in a hidden temporary's: with its tag and random part it stays under 255 bytes
 
@@ -50,13 +51,13 @@ def fsync_folder(folder: Path | str) -> None:
             os.close(fd)
 
 
-def _mode_of(path: Path) -> int:
-    """The permissions a replaced file keeps; a new file gets what open() would give it."""
+def mode_of(path: Path, folder: bool = False) -> int:
+    """The permissions a replaced file (or folder) keeps; a new one gets what open() (or mkdir) would give it."""
     with contextlib.suppress(OSError):
         info = os.stat(path)
-        if stat.S_ISREG(info.st_mode):
+        if stat.S_ISDIR(info.st_mode) if folder else stat.S_ISREG(info.st_mode):
             return stat.S_IMODE(info.st_mode)
-    return FILE_MODE
+    return FOLDER_MODE if folder else FILE_MODE
 
 
 @contextlib.contextmanager
@@ -71,7 +72,7 @@ def atomic_path(path: Path | str, suffix: str = ".tmp", final: Callable[[Path], 
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, _mode_of(path))
+        os.chmod(tmp, mode_of(path))
         os.replace(tmp, final(tmp) if final else path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,14 @@ def files_in(folder: Path) -> list[str]:
     return sorted(f for f in found if f != MARKER)
 
 
-def strangers(folder: Path) -> list[str]:
-    """Files in a folder ganlab wrote whole that are not among the files it wrote there (someone else's)."""
+def strangers(folder: Path, patterns: Sequence[str] = ()) -> list[str]:
+    """Files in a folder ganlab wrote whole that it did not write there (someone else's): those its marker does
+    not list, or, in a folder from before the marker listed them, those that no glob of ``patterns`` matches (a
+    kind with none, a run folder, is written file by file and keeps what else it holds)."""
     listed = _json_dict(folder / MARKER).get("files")
-    return sorted(set(files_in(folder)) - set(map(str, listed))) if isinstance(listed, list) else []
+    if isinstance(listed, list):
+        return sorted(set(files_in(folder)) - set(map(str, listed)))
+    return [name for name in files_in(folder) if patterns and not any(fnmatchcase(name, p) for p in patterns)]
 
 
 def _legacy_report(folder: Path) -> bool:
@@ -80,10 +85,14 @@ def epoch_files(folder: str | Path, ext: str = "pt") -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-LEGACY = {  # what a folder of each kind written before the marker existed holds
+LEGACY = {  # how a folder of each kind written before the marker existed is recognised
     "report": _legacy_report,
     "run": lambda f: (f / "log.jsonl").is_file() and (bool(epoch_files(f)) or (f / "last.pt").is_file()),
     "seed summary": lambda f: (f / "seeds.json").is_file() and (f / "seeds.md").is_file(),
+}
+LEGACY_FILES = {  # all that such a folder that is replaced whole may hold: anything else is the user's
+    "report": ("index.html", "metrics.json", "assets/*"),
+    "seed summary": ("seeds.json", "seeds.md"),
 }
 
 
@@ -109,9 +118,10 @@ def check_outside(out: Path, sources: list[Path], flag: str = "--out") -> None:
 
 
 def check_output(out: Path, kind: str, *, sources: list[Path] = (), flag: str = "--out",
-                 legacy: Callable[[Path], bool] | None = None) -> None:
+                 legacy: Sequence[str] = ()) -> None:
     """Before any work: ``out`` (absolute) is new, empty or a ``kind`` folder of ganlab's, outside ``sources``.
-    ``legacy(out)`` may recognise such a folder written before the marker existed."""
+    ``legacy``: globs of all that such a folder written before the marker existed holds (the first names a file
+    it always has): one is recognised by them, and one holding anything else is refused."""
     if out.exists() and not out.is_dir():
         raise GanlabError(f"{flag} {out} is a file, not a folder; give a folder for the {kind}")
     check_outside(out, list(sources), flag)
@@ -120,10 +130,13 @@ def check_output(out: Path, kind: str, *, sources: list[Path] = (), flag: str = 
     except OSError:
         entries = []  # a new folder (or an unreadable one: writing into it fails, saying why)
     found = folder_kind(out) if entries else kind  # an empty folder holds nothing to lose
-    if found == kind and strangers(out):
-        raise GanlabError(f"{flag} {out} holds {strangers(out)[0]}, which ganlab did not write there; move it out "
+    if found is None and legacy and (out / legacy[0]).is_file():
+        found = kind
+    patterns = tuple(legacy) or LEGACY_FILES.get(kind, ())
+    if found == kind and (others := strangers(out, patterns)):
+        raise GanlabError(f"{flag} {out} holds {others[0]}, which ganlab did not write there; move it out "
                           f"(ganlab replaces the whole {kind} folder) or give another folder")
-    if found == kind or (found is None and legacy is not None and legacy(out)):
+    if found == kind:
         return
     what = f"a ganlab {found}" if found else f"{len(entries)} entries, e.g. {entries[0]}"
     raise GanlabError(f"{flag} {out} is not a ganlab {kind} folder (it holds {what}); ganlab writes only into a "

@@ -28,14 +28,11 @@ def run_files(out: Path) -> list[Path]:
 class RunFolder:
     """Claims ``out`` for a training run: checked and locked at once, written from ``begin()`` on."""
 
-    def __init__(self, out: str | Path, *, resuming: bool, overwrite: bool, sources: list[Path] = ()):
+    def __init__(self, out: str | Path, *, resume: str | Path | None, resumed_epoch: int = 0, overwrite: bool,
+                 sources: list[Path] = ()):
         self.out = absolute(out)
         check_output(self.out, "run", sources=list(sources))
-        existing = run_files(self.out)
-        if existing and not resuming and not overwrite:
-            raise GanlabError(f"{self.out} already holds a training run ({len(existing)} files, e.g. "
-                              f"{existing[0].name}); continue it with --resume {self.out / LAST}, train into a new "
-                              "--out, or give --overwrite to replace it")
+        self.replace = self._replaced(resume, resumed_epoch, overwrite)
         # fail in a second, not after the data is decoded, where the run could not be written: probe the nearest
         # existing folder with a file that is removed at once (a file in its place fails as NotADirectoryError)
         folder = next(path for path in (self.out, *self.out.parents) if path.exists())
@@ -44,13 +41,31 @@ class RunFolder:
                 os.unlink(probe.name)
         except OSError as exc:
             raise os_error("write the run into", self.out, exc) from None
-        self.replace = bool(existing) and overwrite and not resuming
         self.lock = lock_folder(self.out, "training")
 
+    def _replaced(self, resume: str | Path | None, resumed_epoch: int, overwrite: bool) -> list[Path]:
+        """The run files ``--overwrite`` removes once training starts; without it, why the folder is refused: it
+        holds a run that this training would mix with its own."""
+        existing = run_files(self.out)
+        own = resume is not None and absolute(resume).parent == self.out
+        if existing and not own:
+            if not overwrite:
+                raise GanlabError(f"{self.out} already holds {'another' if resume else 'a'} training run "
+                                  f"({len(existing)} files, e.g. {existing[0].name}); continue it with --resume "
+                                  f"{self.out / LAST}, train into a new --out, or give --overwrite to replace it")
+            return existing
+        later = [path for ext, folder in (("pt", self.out), ("png", self.out / SAMPLES))
+                 for epoch, path in epoch_files(folder, ext) if own and epoch > resumed_epoch]
+        if later and not overwrite:  # the epochs of an abandoned continuation
+            raise GanlabError(f"{self.out} holds epochs after epoch {resumed_epoch} of {Path(resume).name} (e.g. "
+                              f"{later[0].name}), which this training would sit beside; resume into a new --out, "
+                              "or give --overwrite to remove them")
+        return later
+
     def begin(self) -> None:
-        """Create the folder (or remove the run ``--overwrite`` replaces) and mark it: training starts."""
+        """Create the folder (or remove the run files ``--overwrite`` replaces) and mark it: training starts."""
         try:
-            for path in run_files(self.out) if self.replace else ():
+            for path in self.replace:
                 path.unlink()
             (self.out / SAMPLES).mkdir(parents=True, exist_ok=True)
             mark(self.out, "run")

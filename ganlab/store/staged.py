@@ -6,11 +6,11 @@ a staging folder left by ``kill -9`` is removed by the next writer there, which 
 import glob
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 from ganlab.errors import GanlabError
-from ganlab.store.atomic import OLD_TAG, hidden_prefix, os_error, remove_tree, swap_folder, write_atomically
+from ganlab.store.atomic import OLD_TAG, hidden_prefix, mode_of, os_error, remove_tree, swap_folder, write_atomically
 from ganlab.store.claims import absolute, check_output, files_in, folder_kind, lock_folder, mark
 
 TAGS = ("partial-", OLD_TAG)  # a staging folder; the old output while the new one is swapped in
@@ -30,9 +30,12 @@ class StagedFolder:
     first: see ``check_output``). Leaving the ``with`` block without ``commit()`` removes the staging folder."""
 
     def __init__(self, out: str | Path, kind: str, *, sources: list[Path] = (), flag: str = "--out",
-                 legacy: Callable[[Path], bool] | None = None):
+                 legacy: Sequence[str] = ()):
         self.out, self.kind = absolute(out), kind
         check_output(self.out, kind, sources=list(sources), flag=flag, legacy=legacy)
+        here = absolute(".")
+        if self.out == here or self.out in here.parents:  # swapped whole, it would leave the shell nowhere
+            raise GanlabError(f"{flag} {self.out} holds the working folder; give a folder beside or inside it")
         self.lock = lock_folder(self.out, f"writing a {kind}")
         self.committed = False
         try:
@@ -59,7 +62,7 @@ class StagedFolder:
         """Swap the finished folder in; the previous one is removed only once the new one is in place."""
         try:
             mark(self.staging, self.kind, files=files_in(self.staging))
-            os.chmod(self.staging, 0o755)  # mkdtemp makes it private; an output is meant to be read
+            os.chmod(self.staging, mode_of(self.out, folder=True))  # mkdtemp's is private: the folder's own
             swap_folder(self.staging, self.out)
         except OSError as exc:
             raise os_error(f"replace the {self.kind}", self.out, exc) from None

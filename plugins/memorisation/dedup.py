@@ -36,7 +36,7 @@ def dedup_command(dataset, data_root, split, out, epochs, limit, seed, max_rms, 
 
     from .duplicates import deduplicate
 
-    legacy = lambda f: (f / "duplicates.json").is_file() and (f / "exclude.txt").is_file()  # noqa: E731
+    legacy = ("duplicates.json", "exclude.txt", "autoencoder.pt", "groups.png")
     with StagedFolder(out, "dedup", sources=[Path(data_root)] if data_root else [], legacy=legacy) as folder:
         report = deduplicate(folder, dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms,
                              select_device(device))
