@@ -152,6 +152,27 @@ def test_held_out_numbers_of_a_model_that_saw_the_held_out_images_are_flagged(tm
     assert warnings and "holds 25 images, 24 when G and D were trained" in warnings[0]
 
 
+def test_features_cached_for_one_folder_are_never_used_for_another(tmp_path, monkeypatch):
+    """Two folders with the same splits and counts but other pictures: the second report's numbers are its own."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    runner = _train_on_pictures(tmp_path, per_class=6, width=4, epochs=1)
+    shutil.copytree(tmp_path / "pictures", tmp_path / "other")
+    for path in (tmp_path / "other").rglob("*.png"):
+        Image.fromarray(255 - np.asarray(Image.open(path))).save(path)
+    args = ["report", "run", "--only", "nearest-neighbours", "--set", "nearest-neighbours.samples=20", "--quiet",
+            "--device", "cpu"]
+
+    def metrics(out, *more):
+        assert runner.invoke(cli, [*args, *more, "--out", out]).exit_code == 0
+        return json.loads((tmp_path / out / "metrics.json").read_text())["components"]["nearest-neighbours"]["metrics"]
+
+    first, warm = metrics("r1"), metrics("r2", "--data-root", "other")
+    monkeypatch.setenv("GANLAB_CACHE", str(tmp_path / "fresh-cache"))
+    assert warm == metrics("r3", "--data-root", "other") != first
+
+
 def test_report_from_another_folder_finds_the_data(tmp_path, monkeypatch):
     """The data root is recorded as an absolute path, so a report started elsewhere still finds the images."""
     monkeypatch.chdir(tmp_path)

@@ -74,11 +74,12 @@ def test_it_follows_the_epochs_with_flat_baselines(across):
     assert Image.open(picture).size[0] > 100
 
 
-def test_a_bad_option_is_a_one_line_error(tiny_run, tmp_path):
+def test_a_bad_option_is_a_one_line_error_before_anything_runs(tiny_run, tmp_path):
     registry.reset()
-    data, _ = make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, out=tmp_path / "r",
-                          settings={**SETTINGS, "probe-epochs.baselines": "pixels,nope"})
-    assert data.components[0].status == "failed" and "probe-epochs.baselines" in data.components[0].error
+    with pytest.raises(ganlab.GanlabError, match=r"^--set probe-epochs.baselines=pixels,nope: choose one of pixels"):
+        make_report(tiny_run, only=["probe-epochs"], device="cpu", progress=False, out=tmp_path / "r",
+                    settings={**SETTINGS, "probe-epochs.baselines": "pixels,nope"})
+    assert not (tmp_path / "r").exists()
 
 
 def test_select_epoch_reports_on_the_epoch_with_the_best_validation_accuracy(tiny_run, tmp_path):

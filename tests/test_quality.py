@@ -305,3 +305,10 @@ def test_a_pair_compared_again_is_answered_from_memory(monkeypatch):
     assert again["b"] == first["a"] and len(calls) == 1  # only the new pair was computed
     changed = plugin.compare_sets(real, {"a": fake}, **{**opts, "kid_subsets": 5})
     assert len(calls) == 2 and changed["a"]["fd"] == first["a"]["fd"]  # other settings: computed again
+
+
+def test_the_reference_row_is_a_scale_never_the_best_epoch():
+    """Held-out images against the training images: the same at every epoch, so no epoch is best by it."""
+    quality = plugin.SampleQuality()
+    assert quality.direction("pixels.reference.fd") is None and quality.direction("pixels.reference.kid") is None
+    assert quality.direction("pixels.fd") == "lower" and quality.direction("discriminator.recall") == "higher"

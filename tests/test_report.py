@@ -414,6 +414,12 @@ MISBEHAVIOURS = {
 }
 
 
+def test_a_component_named_twice_runs_once(tiny_run, tmp_path):
+    data, _ = make_report(tiny_run, only=["latent-walk", "latent-walk"], out=tmp_path / "r", device="cpu",
+                          progress=False)
+    assert [run.name for run in data.components] == ["latent-walk"]
+
+
 def test_results_are_checked_at_the_boundary(tiny_run, tmp_path):
     import types
 

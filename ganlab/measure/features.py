@@ -89,8 +89,9 @@ def cached_features(cache: Any, key: str, discriminator: torch.nn.Module, images
                     progress: Callable[..., Any] | None = None, bn_stats: str = "real",
                     real_images: torch.Tensor | None = None) -> np.ndarray:
     """``discriminator_features`` kept in ``cache`` (a ``ganlab.Cache``, e.g. ``ctx.cache``; None: computed every
-    time) under ``key`` (from ``feature_cache_key``, given the same ``bn_stats``). Recomputed statistics add a digest
-    of ``real_images`` and the batch size to the key. Large arrays are returned memory-mapped (read-only)."""
+    time) under ``key`` (from ``feature_cache_key``, given the same ``bn_stats``) and a digest of ``images``;
+    recomputed statistics add a digest of ``real_images`` and the batch size. Large arrays are returned
+    memory-mapped (read-only)."""
     _check_bn_stats(bn_stats)
     options = dict(device=device, batch_size=batch_size, progress=progress, bn_stats=bn_stats, real_images=real_images)
     if cache is None:
@@ -98,6 +99,7 @@ def cached_features(cache: Any, key: str, discriminator: torch.nn.Module, images
     # deeper BatchNorm layers' statistics depend on the pass's batch size as well as on the real images
     statistics = (f"{content_digest(real_images)}b{batch_size}" if bn_stats == "real" and real_images is not None
                   else None)
-    return cache.filled_array("features", {"features": key, "bn": statistics, "rows": len(images)},
+    # the images' own digest: the key names the data by dataset and split, and a folder's images can change
+    return cache.filled_array("features", {"features": key, "bn": statistics, "images": content_digest(images)},
                               (len(images), feature_dim(discriminator)),
                               lambda out: discriminator_features(discriminator, images, out=out, **options))

@@ -26,15 +26,19 @@ class Option:
     def check(self, value: Any, where: str) -> None:
         """A one-line ``GanlabError`` when ``value`` breaks a declared rule."""
         about = f" ({self.help})" if self.help else ""
-        items = value if isinstance(value, (list, tuple)) else [value]
+        many = isinstance(value, (list, tuple))
+        items = [v for v in value if v != ""] if many else [value]  # '': none of a list
+        shown = ",".join(map(str, value)) if many else value  # as it was typed
         if self.choices is not None and any(item not in self.choices for item in items):
-            raise GanlabError(f"--set {where}={value}: choose one of {', '.join(map(str, self.choices))}{about}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            broken = ("must be a finite number" if isinstance(value, float) and not math.isfinite(value)
-                      else f"must be >= {self.min:g}" if self.min is not None and value < self.min
-                      else f"must be <= {self.max:g}" if self.max is not None and value > self.max else None)
+            raise GanlabError(f"--set {where}={shown}: choose one of {', '.join(map(str, self.choices))}{about}")
+        for item in items:  # each number of a list, too (a C grid)
+            if not isinstance(item, (int, float)) or isinstance(item, bool):
+                continue
+            broken = ("must be a finite number" if isinstance(item, float) and not math.isfinite(item)
+                      else f"must be >= {self.min:g}" if self.min is not None and item < self.min
+                      else f"must be <= {self.max:g}" if self.max is not None and item > self.max else None)
             if broken:
-                raise GanlabError(f"--set {where}={value}: {broken}{about}")
+                raise GanlabError(f"--set {where}={shown}: {'each value ' if many else ''}{broken}{about}")
 
 
 def check_names(option: Option, value: Any, where: str, known: dict[str, Any]) -> None:

@@ -56,8 +56,9 @@ def select_components(only: list[str] | None, skip: list[str] | None) -> list[Co
         if name not in available:
             raise GanlabError(f"unknown component {name!r}; available: {', '.join(sorted(available)) or 'none'}"
                               f"{registry.failed_hint()}")
-    names = only if only else sorted((n for n in available if getattr(available[n], "default", True)),
-                                     key=lambda n: (available[n].kind != "evaluator", n))
+    names = list(dict.fromkeys(only)) if only else sorted(  # a name given twice runs once
+        (n for n in available if getattr(available[n], "default", True)),
+        key=lambda n: (available[n].kind != "evaluator", n))
     chosen = [available[n] for n in names if n not in (skip or [])]
     if not chosen:
         raise GanlabError("nothing to run: --skip leaves out every component --only names")

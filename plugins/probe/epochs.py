@@ -14,7 +14,7 @@ from pathlib import Path
 from ganlab import Evaluator, Option, Result, Table, epoch_files, hookimpl
 
 from .presentation import ROW_NAMES, SHORT_NAMES
-from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
+from .settings import DEFAULT_C_GRID, MIN_POSITIVE, SOLVERS, listed, names
 
 BASELINES = ("pixels", "kmeans")
 
@@ -28,12 +28,13 @@ class ProbeEpochs(Evaluator):
     plot_together = ("val_accuracy", "test_accuracy")  # D's line against the pixel and K-means lines
     directions = {"*.val_accuracy": "higher", "*.test_accuracy": "higher"}
     options = {
-        "train_limit": Option(2000, "training images (0: all); the validation split comes out of these"),
-        "test_limit": Option(1000, "held-out images scored (0: all)"),
-        "val_size": Option(0.2, "the validation split, out of the training images: a fraction, or a count"),
-        "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from"),
-        "C": Option(0.0, "> 0: this C for D, no selection"),
-        "baselines": Option(list(BASELINES), "the flat lines D is compared with"),
+        "train_limit": Option(2000, "training images (0: all); the validation split comes out of these", min=0),
+        "test_limit": Option(1000, "held-out images scored (0: all)", min=0),
+        "val_size": Option(0.2, "the validation split, out of the training images: a fraction, or a count",
+                           min=0),
+        "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from", min=MIN_POSITIVE),
+        "C": Option(0.0, "> 0: this C for D, no selection", min=0),
+        "baselines": Option(list(BASELINES), "the flat lines D is compared with", choices=BASELINES),
         "kmeans_k": Option(200, "K-means centroids of the baseline row", min=2),
         "bn_stats": Option("real", "D's BatchNorm statistics: real (recomputed on the training images) or running",
                            choices=("real", "running")),

@@ -18,7 +18,7 @@ from . import presentation, result_cache
 from .embedding import umap_figure
 from .intervals import packed
 from .presentation import mode_key
-from .settings import DEFAULT_C_GRID, SOLVERS, listed, names
+from .settings import DEFAULT_C_GRID, MIN_POSITIVE, SOLVERS, listed, names
 
 CACHE_FOLDER = "svm-probe"  # baseline rows, under the cache folder
 BASELINES = ("pixels", "random-d", "kmeans", "supervised")
@@ -71,17 +71,19 @@ class SvmProbe(Evaluator):
     directions = {"*.accuracy": "higher", "*.error": "lower", "d_minus_*.difference": "higher", "*": None}
     options = {
         "labels_per_class": Option(["10", "all"], "label-scarce sizes (labels per class) and/or all"),
-        "draws": Option(10, "class-balanced draws per label-scarce size"),
-        "select_draws": Option(0, "draws that choose C, from a random stream of their own (0: as many as draws)"),
-        "val_size": Option(0.2, "the validation split, out of the training split: a fraction, or a count"),
-        "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from"),
+        "draws": Option(10, "class-balanced draws per label-scarce size", min=1),
+        "select_draws": Option(0, "draws that choose C, from a random stream of their own (0: as many as draws)",
+                               min=0),
+        "val_size": Option(0.2, "the validation split, out of the training split: a fraction, or a count",
+                           min=0),
+        "C_grid": Option(list(DEFAULT_C_GRID), "the C values to choose from", min=MIN_POSITIVE),
         "solver": Option("auto", "auto: kernel (batched Newton) up to 2,000 rows and 4 x dims, liblinear up to "
                          "128 dims, torch L-BFGS otherwise and above 1 GB (solver.py)", choices=SOLVERS),
         "tol": Option(1e-4, "liblinear's tol; torch: max |gradient| relative to its value at w = 0"),
         "preprocess": Option("none", "none (the paper: raw features) or standardize (on each training subset; it "
                              "flatters weak features such as a random D's)", choices=("none", "standardize")),
         "ci95": Option(False, "report mean +- 1.96 std over the draws (SVHN Table 2 style)"),
-        "baselines": Option(list(BASELINES), "the rows D is compared with"),
+        "baselines": Option(list(BASELINES), "the rows D is compared with", choices=BASELINES),
         "kmeans_k": Option(200, "K-means centroids (Coates & Ng's 80.6% used 1,600; 200 keeps the CPU cost modest)"),
         "kmeans_preprocess": Option("standardize", "the K-means row: standardize (Coates & Ng) or none",
                                     choices=("none", "standardize")),
@@ -94,7 +96,7 @@ class SvmProbe(Evaluator):
                                       "every supervised_steps step and keep the last", min=0),
         "train_split": Option("train", "the split the probe trains on (and its validation part is cut from)"),
         "test_split": Option("", "the split to test on ('': the dataset's held-out split)"),
-        "train_limit": Option(0, "training images (0: every image of the split)"),
+        "train_limit": Option(0, "training images (0: every image of the split)", min=0),
         "test_limit": Option(0, "test images (0: every image of the split)", min=0),
         "umap": Option(True, "draw the UMAP figure (numba: the first report on a machine compiles it, ~40 s)"),
         "umap_points": Option(2000, "test images drawn in the UMAP figure", min=10),

@@ -8,6 +8,7 @@ DEFAULT_C_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 1e-1)
 #: The authors' C values (dcgan_code, svhn/svhn_semisup_analysis.py), for the paper-reproduction experiments.
 PAPER_C_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
 SOLVERS = ("auto", "kernel", "liblinear", "torch")  # what svm-probe.solver takes (solver.py)
+MIN_POSITIVE = 1e-12  # the least C a grid takes: at C = 0 the SVM learns nothing
 
 
 def listed(value: Any) -> list:

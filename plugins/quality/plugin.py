@@ -66,9 +66,10 @@ class SampleQuality(Evaluator):
                    "space, beside held-out images")
     needs = ("train_set",)
     cheap = True
-    # density's ideal is about 1 (above: samples crowd dense regions), KID's std and the count have no best
-    directions = {"*.fd": "lower", "*.kid": "lower", "*.precision": "higher", "*.recall": "higher",
-                  "*.coverage": "higher", "*": None}
+    # density's ideal is about 1 (above: samples crowd dense regions), KID's std and the count have no best; the
+    # reference row scores held-out images, not G: it is a scale, the same at every epoch, never "best"
+    directions = {"*.reference.*": None, "*.fd": "lower", "*.kid": "lower", "*.precision": "higher",
+                  "*.recall": "higher", "*.coverage": "higher", "*": None}
     options = {
         "spaces": Option(list(DEFAULT_SPACES), "feature spaces, comma-separated (see `ganlab components`); "
                          "fid-inception gives the FID papers print, and joins the default when fid_weights is set, "

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ganlab import Discriminator, FeatureSpace, GanlabError, cached_features, discriminator_features, feature_cache_key
+from ganlab import content_digest as digest
 
 from . import fid
 
@@ -35,7 +36,8 @@ def _cached_split(space, ctx, images, split: str, weights: Path, tag: str):
     size = "x".join(str(s) for s in images.shape[1:])
     root = Path(ctx.data_root).resolve() if ctx.data_root else ""
     key = feature_cache_key(weights, f"{tag}:{size}:{root}", ctx.dataset, split, len(images))
-    return ctx.cache.array("features", {tag.split(":")[0]: key}, lambda: space.embed(ctx, images), rows=len(images))
+    ident = {tag.split(":")[0]: key, "images": digest(images)}  # a folder's images can change
+    return ctx.cache.array("features", ident, lambda: space.embed(ctx, images), rows=len(images))
 
 
 class DiscriminatorSpace(FeatureSpace):
