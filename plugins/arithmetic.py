@@ -72,7 +72,7 @@ def draw_expression(G, device, bank_z, bank_u8, concepts, expression: str, seed:
               help="a concept: its name (letters, digits, _) and bank indices of its exemplars (3 recommended)")
 @click.option("--expr", "expression", required=True, help="e.g. 'smiling_woman - neutral_woman + neutral_man'")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="folder for the page and images")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="seed of the bank")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="seed of the bank")
 @click.option("--bank", type=click.IntRange(1, 1024), default=100, show_default=True, help="samples in the bank")
 @click.option("--noise", type=click.FloatRange(0), default=0.25, show_default=True, help="neighbours' noise scale")
 @click.option("--device", default="auto", show_default=True)

@@ -397,6 +397,18 @@ def test_a_usage_error_names_the_whole_command_whose_help_to_read():
 
     result = CliRunner().invoke(cli, ["cache", "clear", "--bogus"], prog_name="ganlab")
     assert result.exit_code == 2 and "(see `ganlab cache clear --help`)" in result.output
+    for value, words in (("nan", "nan is not a number of seconds"), ("inf", "inf is not in the range")):
+        result = CliRunner().invoke(cli, ["report", "run", "--component-timeout", value], prog_name="ganlab")
+        assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_any_seed_the_command_line_takes_trains(tmp_path):
+    from conftest import tiny_options
+
+    import ganlab
+
+    for seed in (2**62, 2**63 - 1):  # the trainer's noise seed, seed * 1000 + rank, overflowed torch's range
+        assert ganlab.train(tiny_options(tmp_path / str(seed), epochs=1, seed=seed), progress=False).is_file()
 
 
 def test_sample_refuses_two_outputs_and_a_moved_dataset_is_named(work, tiny_run):

@@ -191,11 +191,17 @@ def test_bad_weights_and_statistics_are_one_line_each(world, tmp_path):
     a, b = world["a"], world["b"]
     np.savez(tmp_path / "wide.npz", mu=np.zeros(2048), sigma=np.eye(2048))
     np.savez(tmp_path / "other.npz", mean=np.zeros(64))
+    np.savez(tmp_path / "negative.npz", mu=np.zeros(64), sigma=-np.eye(64))  # FID 0 against the identity
+    np.savez(tmp_path / "infinite.npz", mu=np.full(64, np.inf), sigma=np.eye(64))
+    np.savez(tmp_path / "counts.npz", mu=np.zeros(64), sigma=np.eye(64), count=np.array([1, 2]))
     (tmp_path / "exists.npz").write_bytes(b"mine")
     cases = [
         ([a, b, "--weights", tmp_path / "nothing.pth"], "no such weights file"),
         ([a, tmp_path / "wide.npz", "--dims", "64"], "statistics of 2048 features, but --dims is 64"),
         ([a, tmp_path / "other.npz"], "need arrays 'mu' and 'sigma'"),
+        ([a, tmp_path / "negative.npz", "--dims", "64"], "'sigma' is not a covariance matrix"),
+        ([a, tmp_path / "infinite.npz", "--dims", "64"], "'mu' or 'sigma' holds NaN or infinite values"),
+        ([a, tmp_path / "counts.npz", "--dims", "64"], "'count' holds 2 values, not one"),
         ([a, b, "--save-stats", tmp_path / "exists.npz"], "exists; remove it or choose another --save-stats file"),
         ([a, tmp_path / "absent"], "no such file or folder"),
     ]

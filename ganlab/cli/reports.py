@@ -13,9 +13,18 @@ from ganlab.store.claims import epoch_files
 DEFAULTS = ReportOptions()
 SET = click.option("--set", "settings", multiple=True, metavar="NAME.OPTION=VALUE",
                    help="set a component option (see `ganlab components`)")
-TIMEOUT = click.option("--component-timeout", type=click.FloatRange(min=0), default=DEFAULTS.component_timeout,
-                       show_default=True, help="seconds one component may run before it is stopped and marked "
-                                               "timed out (0: no limit)")
+MAX_TIMEOUT = 1e8  # seconds, three years: setitimer refuses infinity
+
+
+def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN passes every range check
+        raise click.BadParameter("nan is not a number of seconds")
+    return value
+
+
+TIMEOUT = click.option("--component-timeout", type=click.FloatRange(min=0, max=MAX_TIMEOUT), callback=_a_number,
+                       default=DEFAULTS.component_timeout, show_default=True,
+                       help="seconds one component may run before it is stopped and marked timed out (0: no limit)")
 
 
 class Names(click.ParamType):

@@ -82,7 +82,7 @@ class Trainer:
         self.opt_G, self.opt_D = (torch.optim.Adam(m.parameters(), lr=o.lr, betas=(o.beta1, 0.999), fused=fused)
                                   for m in (self.G, self.D))
         self.loss = torch.nn.BCEWithLogitsLoss()
-        self.noise = torch.Generator(device=self.device).manual_seed(o.seed * 1000 + self.rank)
+        self.noise = torch.Generator(device=self.device).manual_seed((o.seed * 1000 + self.rank) % 2**63)
         self.fixed_noise = sample_latent(self.config, 64, torch.Generator().manual_seed(o.seed), self.device)
         bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
         self.amp_dtype = (torch.bfloat16 if bf16 else torch.float16) if o.amp else None

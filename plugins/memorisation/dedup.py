@@ -25,7 +25,7 @@ from . import MAX_RMS, MIN_STEPS
 @click.option("--epochs", type=click.IntRange(1), default=5, show_default=True,
               help=f"autoencoder training epochs (at least {MIN_STEPS} steps)")
 @click.option("--limit", type=click.IntRange(1), default=None, help="hash the N images `ganlab train --limit N` uses")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="training seed")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="training seed")
 @click.option("--max-rms", type=click.FloatRange(0), default=MAX_RMS, show_default=True,
               help="a hash group's images must differ by at most this pixel RMS (0-1 scale); 1: the hash alone")
 @click.option("--skip-bad-images", is_flag=True, help="skip unreadable image files (listed) instead of stopping")

@@ -66,6 +66,24 @@ def checkpoint_batches(gan: Any, n: int, seed: int, batch: int):
             yield ganlab.to_uint8(gan.generator(chunk))
 
 
+def _moments(path: Path, stored: dict, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """mu and sigma as float64, or a one-line refusal: a broken file would give a confident FID (0 from a
+    negative sigma, infinity from an infinite mu)."""
+    try:
+        mu, sigma = stored["mu"].astype(np.float64), stored["sigma"].astype(np.float64)
+    except (TypeError, ValueError):
+        raise GanlabError(f"{path}: 'mu' and 'sigma' must hold numbers") from None
+    if mu.shape != (dims,) or sigma.shape != (dims, dims):
+        raise GanlabError(f"{path}: statistics of {mu.shape[0] if mu.ndim == 1 else mu.shape} features, but --dims "
+                          f"is {dims}; give the matching --dims")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise GanlabError(f"{path}: 'mu' or 'sigma' holds NaN or infinite values; compute the statistics again")
+    if (np.diag(sigma) < 0).any() or not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * np.abs(sigma).max()):
+        raise GanlabError(f"{path}: 'sigma' is not a covariance matrix (it is not symmetric, or has a negative "
+                          "variance); compute the statistics again")
+    return mu, sigma
+
+
 def read_statistics(path: Path, net: fid.FidNetwork) -> Side:
     """A pytorch-fid (or ganlab) ``.npz``; one whose dims or recorded network differ from ``net`` is refused."""
     try:
@@ -76,17 +94,20 @@ def read_statistics(path: Path, net: fid.FidNetwork) -> Side:
     if "mu" not in stored or "sigma" not in stored:
         raise GanlabError(f"{path}: FID statistics need arrays 'mu' and 'sigma'; this file holds "
                           f"{', '.join(stored) or 'nothing'}")
-    mu, sigma = stored["mu"].astype(np.float64), stored["sigma"].astype(np.float64)
-    if mu.shape != (net.dims,) or sigma.shape != (net.dims, net.dims):
-        raise GanlabError(f"{path}: statistics of {mu.shape[0] if mu.ndim == 1 else mu.shape} features, but --dims "
-                          f"is {net.dims}; give the matching --dims")
+    mu, sigma = _moments(path, stored, net.dims)
     ours = net.provenance()
+    wrong = [key for key in (*ours, "count") if key in stored and stored[key].size != 1]
+    if wrong:
+        raise GanlabError(f"{path}: '{wrong[0]}' holds {stored[wrong[0]].size} values, not one")
     made = {key: stored[key].item() for key in ours if key in stored}
     for key, value in made.items():
         if value != ours[key]:
             raise GanlabError(f"{path}: made with {key} {value}, but this comparison uses {ours[key]}; "
                               "statistics from different settings do not compare")
-    count = int(stored["count"]) if "count" in stored and int(stored["count"]) > 0 else None
+    try:
+        count = int(stored["count"]) if "count" in stored and int(stored["count"]) > 0 else None
+    except (TypeError, ValueError):
+        raise GanlabError(f"{path}: 'count' is {stored['count'].item()!r}, not a number of images") from None
     return Side(mu, sigma, count, made=made)
 
 
