@@ -197,8 +197,10 @@ def test_two_trainings_into_one_folder_the_second_fails_at_once(work):
     try:
         _wait_for(lambda: (work / "busy" / "log.jsonl").is_file())
         start = time.monotonic()
+        (work / "job-tmp").mkdir()  # a batch system's per-job temporary folder: the lock is still the same
         second = subprocess.run([sys.executable, "-m", "ganlab", "train", "--dataset", "digits", *TINY, "--out",
-                                 "busy", "--overwrite"], cwd=work, capture_output=True, text=True)
+                                 "busy", "--overwrite"], cwd=work, capture_output=True, text=True,
+                                env={**os.environ, "TMPDIR": str(work / "job-tmp")})
         assert second.returncode == 1 and "Traceback" not in second.stderr
         assert f"{(work / 'busy').resolve()} is in use: another ganlab process is training there" in second.stderr
         assert time.monotonic() - start < 60

@@ -4,7 +4,7 @@ A folder is written only when it is new, empty, or one ganlab made for the same 
 (``.ganlab``: ``{"kind": "report"}`` and the version), or for folders from before the marker, ``LEGACY`` contents.
 
 One writer per folder: an OS file lock (``flock`` through filelock), held for as long as the command writes. The
-lock files live in a folder of the user's own in the system's temporary folder, named by a hash of the folder's
+lock files live in a folder of the user's own in /tmp (whatever $TMPDIR says), named by a hash of the folder's
 absolute path, so nothing is added to the user's folders and a crash leaves no stale lock (the OS drops the lock
 with the process). Locks are per machine.
 """
@@ -148,7 +148,9 @@ def lock_folder(folder: Path, doing: str) -> Any:
     fails at once if another process holds it."""
     from filelock import FileLock, Timeout
 
-    locks = Path(tempfile.gettempdir()) / f"ganlab-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    # one place for every process of the user: not $TMPDIR, which a batch system sets per job
+    shared = Path("/tmp") if os.access("/tmp", os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+    locks = shared / f"ganlab-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
     locks.mkdir(mode=0o700, exist_ok=True)
     lock = FileLock(str(locks / f"{hashlib.sha256(os.fsencode(folder)).hexdigest()[:32]}.lock"), timeout=0)
     try:
