@@ -512,9 +512,12 @@ def test_select_epoch_follows_the_declared_direction(five_epochs, epoch_counter,
     assert data.training["selected_by"] == {"metric": "epoch-counter.loss", "epoch": 2, "value": 0,
                                             "direction": "lower"}
     assert data.components[0].result.metrics["epoch"] == 2
-    with pytest.raises(ganlab.GanlabError, match="does not say whether higher or lower is better"):
-        make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r2", device="cpu", progress=False,
-                    select_epoch="epoch-counter.epoch")
+    EpochCounter.seen.clear()
+    for metric in ("epoch", "nope"):  # no direction, or no such metric: refused before any epoch is measured
+        with pytest.raises(ganlab.GanlabError, match="does not say whether higher or lower is better"):
+            make_report(five_epochs, only=["epoch-counter"], out=tmp_path / "r2", device="cpu", progress=False,
+                        select_epoch=f"epoch-counter.{metric}")
+    assert EpochCounter.seen == []
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["components"]["epoch-counter"]["directions"] == {"epoch": None, "score": "higher",
                                                                      "loss": "lower"}

@@ -3,6 +3,7 @@
 A crash, a full disk, Ctrl-C or SIGTERM while it is written leaves the previous one as it was (docs/faults.md);
 a staging folder left by ``kill -9`` is removed by the next writer there, which holds the folder's lock.
 """
+import contextlib
 import glob
 import os
 import tempfile
@@ -38,6 +39,8 @@ class StagedFolder:
             raise GanlabError(f"{flag} {self.out} holds the working folder; give a folder beside or inside it")
         self.lock = lock_folder(self.out, f"writing a {kind}")
         self.committed = False
+        # the folders made to hold it, removed again if nothing is written (a report refused before any work)
+        self.made = [path for path in self.out.parents if not path.exists()]
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             for tag in TAGS:  # left by a killed process (we hold the lock: none is live)
@@ -74,6 +77,9 @@ class StagedFolder:
         """Remove the staging folder unless committed, and let go of the lock."""
         if not self.committed:
             remove_tree(self.staging)
+            for path in self.made:  # deepest first; one that now holds something stays
+                with contextlib.suppress(OSError):
+                    path.rmdir()
         self.lock.release()
 
     def __enter__(self) -> "StagedFolder":
