@@ -9,12 +9,13 @@ On a labelled dataset the report section picks the concepts itself: a classifier
 concept is its ``exemplars`` most confident samples. ``match_rate``: for each class c and the next one d, the share
 of the images of ``c - c + d`` and ``c - d + d`` (result and 8 neighbours) read as d and c; chance is 1/classes.
 """
+import math
 import re
 from importlib import resources
 
 import click
 
-from ganlab import Analysis, Image, Option, Result, Table, hookimpl
+from ganlab import Analysis, GanlabError, Image, Option, Result, Table, hookimpl
 
 from . import arithmetic_expr as ax
 from . import generate
@@ -80,6 +81,8 @@ def arithmetic_command(checkpoint, concept_texts, expression, out, seed, bank, n
     """Concept arithmetic on z (the paper's figure 7): writes arithmetic.png, bank.png and index.html to --out."""
     from ganlab import StagedFolder, load, select_device
 
+    if not math.isfinite(noise):  # passes click's range check, then makes every neighbour NaN
+        raise GanlabError(f"--noise {noise}: give a finite number, e.g. 0.25")
     concepts = ax.parse_concepts(concept_texts, bank)
     coeffs = ax.parse_expression(expression, concepts)  # both checked before anything is loaded or written
     notes = exemplar_notes(concepts, coeffs)
@@ -137,7 +140,7 @@ def train_classifier(ctx):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ganlab import GanlabError, discriminator_features
+    from ganlab import discriminator_features
 
     pixels = ctx.options["classifier"] == "pixels"
     if not pixels and ctx.gan.discriminator is None:

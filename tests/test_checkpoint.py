@@ -267,6 +267,20 @@ def test_pytorch_examples_pair_loads_and_matches(examples_pair):
         assert torch.allclose(torch.sigmoid(gan.discriminator(images)), d(images), atol=1e-6)
 
 
+def test_pytorch_examples_saved_from_a_data_parallel_model_load_the_same(examples_pair, tmp_path):
+    g, d, folder = examples_pair
+    wrapped = tmp_path / "wrapped"
+    wrapped.mkdir()
+    for name, model in (("netG_epoch_24.pth", g), ("netD_epoch_24.pth", d)):
+        torch.save(torch.nn.DataParallel(model).state_dict(), wrapped / name)  # every key starts with module.
+    plain, loaded = ganlab.load(folder / "netG_epoch_24.pth"), ganlab.load(wrapped / "netG_epoch_24.pth")
+    assert loaded.config == plain.config and loaded.discriminator is not None
+    z = torch.randn(4, 20, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(loaded.generator(z), plain.generator(z))
+        assert torch.equal(loaded.discriminator(g(z)), plain.discriminator(g(z)))
+
+
 def test_pytorch_examples_files_are_read_once(examples_pair, monkeypatch):
     _, _, folder = examples_pair
     reads = []

@@ -390,13 +390,21 @@ def test_report_values_that_would_be_ignored_or_misread(work, args, message):
     assert not (work / "new").exists()  # not even the folder made to hold the report
 
 
-def test_a_usage_error_names_the_whole_command_whose_help_to_read():
+def test_usage_errors_name_the_right_help_and_conflicting_or_wild_values_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # should a refusal fail, what runs writes here
     from click.testing import CliRunner
 
     from ganlab.cli import cli
 
     result = CliRunner().invoke(cli, ["cache", "clear", "--bogus"], prog_name="ganlab")
     assert result.exit_code == 2 and "(see `ganlab cache clear --help`)" in result.output
+    result = CliRunner().invoke(cli, ["run", "probe-digits", "--checkpoint", "x.pt", "--retrain"])
+    assert result.exit_code == 1 and "give --checkpoint (report on that checkpoint) or --retrain" in result.output
+    for args, words in ((["arithmetic", "x.pt", "--concept", "a=1", "--expr", "a", "--noise", "nan", "--out", "o"],
+                         "--noise nan: give a finite number"),
+                        (["dedup", "--dataset", "digits", "--max-rms", "nan", "--out", "o"], "--max-rms nan: give")):
+        result = CliRunner().invoke(cli, args)  # NaN passes click's ranges
+        assert result.exit_code == 1 and words in result.output, result.output
     for value, words in (("nan", "nan is not a number of seconds"), ("inf", "inf is not in the range")):
         result = CliRunner().invoke(cli, ["report", "run", "--component-timeout", value], prog_name="ganlab")
         assert result.exit_code == 2 and words in result.output, result.output

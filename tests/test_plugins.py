@@ -128,6 +128,12 @@ def test_hook_ganlab_register_datasets(plugin_module, tmp_path):
     images, labels = load_split("checkers", image_size=16, channels=1, progress=False)
     assert images.shape == (6, 1, 16, 16) and labels.tolist() == [0, 1, 0, 1, 0, 1]
     assert images[1].min() == 255 and images[0].max() == 0
+    tensors = DatasetSource("tensors", "what ToTensor gives", ("train",), 2, "nothing",
+                            lambda *args: [(torch.zeros(1, 4, 4), 0), (torch.ones(1, 4, 4), 1)])
+    plugin_module("mine-too", ganlab_register_datasets=lambda register: register(tensors))
+    with pytest.raises(ganlab.GanlabError, match=r"^tensors/train item 0 is a Tensor, not an image: a dataset gives "
+                                                 "a PIL image or a numpy array"):
+        load_split("tensors", image_size=16, channels=1, progress=False)
 
 
 def test_a_plugin_hook_that_raises_is_one_line_naming_the_plugin(plugin_module, tmp_path):

@@ -113,6 +113,8 @@ def run(experiment, list_, retrain, checkpoint, report_out, seeds, settings, qui
                    or "no experiments registered")
         return
     exp = get_registry().get("experiments", experiment)
+    if checkpoint is not None and retrain:
+        raise GanlabError("give --checkpoint (report on that checkpoint) or --retrain (train anew), not both")
     options = _options_from_flags(TrainOptions().updated(**exp.train), flags)
     # another dataset than the experiment's gets a run folder (and report) of its own
     name = exp.name if options.dataset == exp.train.get("dataset", TrainOptions.dataset) else \

@@ -13,7 +13,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ganlab.data.pixel_formats import BadImageError, array_to_8bit, one_line, to_8bit
-from ganlab.errors import GanlabError, count
+from ganlab.errors import GanlabError, a, count
 
 SUBSET_SEED = 0  # seed of the fixed permutation that ``load_split(limit=...)`` draws from
 
@@ -106,6 +106,9 @@ class PreparedSplit(Dataset):
         where = f"{self.name}/{self.split} item {index}"
         if isinstance(image, np.ndarray):
             image = Image.fromarray(array_to_8bit(image, where))
+        elif not isinstance(image, Image.Image):  # a dataset's bug, not a bad file: no skipping hint
+            raise GanlabError(f"{where} is {a(type(image).__name__)}, not an image: a dataset gives a PIL image or a "
+                              "numpy array H x W (x C), e.g. without torchvision's ToTensor")
         image = to_8bit(image, getattr(image, "filename", "") or where)
         return self._transform(image if image.mode == self._mode else image.convert(self._mode)), int(label)
 

@@ -21,6 +21,14 @@ def _conv_weights(state: dict[str, Any]) -> list[Any]:
     return [keyed[i] for i in sorted(keyed)]
 
 
+def _unwrapped(state: Any) -> Any:
+    """``state`` without the ``module.`` prefix that ``nn.DataParallel`` puts on every key, as saved from a wrapped
+    model."""
+    if isinstance(state, dict) and state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        return {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
 def _looks_like(state: Any) -> str | None:
     """'generator', 'discriminator' or None."""
     if not isinstance(state, dict) or "main.0.weight" not in state:
@@ -34,13 +42,13 @@ def load_pair(generator_path: str | Path, discriminator_path: str | Path | None 
     """Load a pytorch/examples G (and D, given or found beside it as netD_*) into ganlab models;
     ``generator_state``: G's file already read (weights-only)."""
     generator_path = Path(generator_path)
-    g_state = read_checkpoint(generator_path) if generator_state is None else generator_state
+    g_state = _unwrapped(read_checkpoint(generator_path) if generator_state is None else generator_state)
     if _looks_like(g_state) != "generator":
         raise GanlabError(f"{generator_path} is not a pytorch/examples DCGAN generator state dict (netG_*.pth)")
     partner = generator_path.with_name(generator_path.name.replace("netG", "netD"))  # netG_epoch_24 -> netD_epoch_24
     found = partner if partner != generator_path and partner.is_file() else None
     d_path = Path(discriminator_path) if discriminator_path else found
-    d_state = read_checkpoint(d_path) if d_path else None
+    d_state = _unwrapped(read_checkpoint(d_path)) if d_path else None
     if d_state is not None and _looks_like(d_state) != "discriminator":
         raise GanlabError(f"{d_path} is not a pytorch/examples DCGAN discriminator state dict (netD_*.pth)")
     try:
@@ -59,7 +67,7 @@ def load_pair(generator_path: str | Path, discriminator_path: str | Path | None 
 
 def read_if_pytorch_examples(path: str | Path, state: Any) -> LoadedGAN | None:
     """The LoadedGAN for a pytorch/examples generator file (``state``: its weights-only content), else None."""
-    kind = _looks_like(state)
+    kind = _looks_like(_unwrapped(state))
     if kind == "discriminator":
         raise GanlabError(f"{path} is a pytorch/examples discriminator; pass its generator instead "
                           "(ganlab sample --generator netG_epoch_N.pth --discriminator netD_epoch_N.pth)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ganlab import Evaluator, Image, Option, Result, Table, hookimpl
+from ganlab import Evaluator, GanlabError, Image, Option, Result, Table, hookimpl
 
 from . import MAX_RMS, MIN_STEPS
 
@@ -36,6 +36,8 @@ def dedup_command(dataset, data_root, split, out, epochs, limit, seed, max_rms, 
 
     from .duplicates import deduplicate
 
+    if max_rms != max_rms:  # NaN passes click's range check, and every comparison would drop every group
+        raise GanlabError("--max-rms nan: give a number from 0 to 1")
     legacy = ("duplicates.json", "exclude.txt", "autoencoder.pt", "groups.png")
     with StagedFolder(out, "dedup", sources=[Path(data_root)] if data_root else [], legacy=legacy) as folder:
         report = deduplicate(folder, dataset, split, data_root, limit, skip_bad_images, epochs, seed, max_rms,
