@@ -334,6 +334,9 @@ def test_an_analysis_named_like_a_builtin_evaluator_is_refused(plugin_module):
     assert "'d-score' is registered by both d-score and shadow; shadow was disabled" in reg.plugins["shadow"].error
     assert type(reg.components()["d-score"]).__name__ == "DiscriminatorScore"
     assert reg.component_owner("d-score") == "d-score"
+    twice = plugin_module("twice", ganlab_register_evaluators=lambda register: register(Constant("same")),
+                          ganlab_register_analyses=lambda register: register(ConstantAnalysis("same")))
+    assert "registered the name 'same' twice" in twice.plugins["twice"].error and "same" not in twice.components()
 
 
 def test_two_third_party_plugins_clash(plugin_module):

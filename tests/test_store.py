@@ -124,6 +124,10 @@ def test_a_folder_that_only_looks_like_an_earlier_output_keeps_the_users_files(w
     line = run_cli(["arithmetic", "run/last.pt", "--concept", "a=1,2,3", "--concept", "b=4,5,6", "--expr", "a - b",
                     "--out", "figures"], work)
     assert "holds chapter3.tex, which ganlab did not write there" in line, line
+    with ganlab.StagedFolder(work / "new", "thing", legacy=lambda f: (f / "a.png").is_file()) as folder:
+        folder.write_text("a.txt", "a plugin that still gives a predicate")  # as before globs
+        folder.commit()
+    assert (work / "new" / "a.txt").is_file()
 
 
 def test_a_report_keeps_its_folders_permissions_and_never_replaces_the_working_folder(work):
@@ -320,6 +324,11 @@ def test_a_resume_never_mixes_two_runs_in_one_folder(work):
                  progress=False)
     steps = [json.loads(line)["step"] for line in (work / "run" / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and (work / "run" / "epoch_0002.pt").read_bytes() != before
+    shutil.copytree(work / "run", work / "failed")  # the disk filled while epoch 2 was saved: its grid, no .pt
+    (work / "failed" / "epoch_0002.pt").unlink()
+    shutil.copy(work / "failed" / "epoch_0001.pt", work / "failed" / "last.pt")
+    ganlab.train(tiny_options(work / "failed", resume=str(work / "failed" / "last.pt"), epochs=2), progress=False)
+    assert (work / "failed" / "epoch_0002.pt").is_file()
 
 
 def test_resume_checks_every_recorded_setting(work):

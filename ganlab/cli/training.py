@@ -106,7 +106,7 @@ def sample(checkpoint, count, out, out_dir, seed, nrow, generator, discriminator
     if out_dir is None and count > 4096:
         raise GanlabError(f"-n {count}: a grid holds at most 4096 images; give --out-dir DIR for one file each")
     if out_dir is not None and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        held = "sample_*.png files" if any(out_dir.glob("sample_*.png")) else "files"
+        held = "sample_*.png files" if any(out_dir.glob("sample_*.png")) else "files" if out_dir.is_dir() else "a file"
         raise GanlabError(f"{out_dir} already holds {held}; give an empty or new --out-dir")
     if checkpoint and generator:
         raise GanlabError("give a checkpoint or --generator, not both")

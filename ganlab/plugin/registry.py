@@ -141,6 +141,8 @@ class Registry:
         problem = _declaration_problem(obj)
         if problem:
             raise GanlabError(f"plugin {plugin} registered {kind[:-1]} {name!r}: {problem}")
+        if any(key in found for key in _clashing(kind, name)):
+            raise GanlabError(f"plugin {plugin} registered the name {name!r} twice; give each one its own")
         other = next((self.owner[k] for k in _clashing(kind, name) if k in self.owner), None)
         if other is not None:  # a clash: the third-party side is disabled (a built-in keeps its name)
             loser = other if _info(self.plugins, plugin).builtin and not _info(self.plugins, other).builtin else plugin

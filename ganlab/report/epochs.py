@@ -103,7 +103,7 @@ def check_selection(metric: str, run_dir: Path | None, components: list[Componen
     if not (found[0].cheap or everything):
         raise GanlabError(f"--select-epoch {metric}: {name} does not run across epochs (not cheap); add "
                           "--across-epochs")
-    declared = [f"{pattern} ({way})" for pattern, way in found[0].directions.items() if way]
+    declared = [f"{pattern} ({way})" for pattern, way in (found[0].directions or {}).items() if way]
     if found[0].direction(metric.split(".", 1)[1]) is None:  # found out now, not after every epoch is measured
         raise GanlabError(f"--select-epoch {metric}: {name} does not say whether higher or lower is better for it "
                           f"(or has no such metric), so no epoch is best; it declares {', '.join(declared) or 'none'}")

@@ -23,6 +23,7 @@ from ganlab.plugin.registry import get_registry
 from ganlab.report.data import FAILED, OK, SKIPPED, TIMED_OUT, ComponentRun
 from ganlab.report.time_limit import ComponentTimeout, time_limit
 from ganlab.store.cache import Cache
+from ganlab.store.claims import absolute
 
 Say = Callable[[str], None]
 
@@ -185,17 +186,22 @@ def heldout_problems(gan: LoadedGAN, components: list[Component], runs: list[Com
     source, layout = dataset_of(plan.dataset, plan.data_root)
     if not used or not isinstance(recorded, dict) or recorded.get("name") != plan.dataset or not layout:
         return [], []
+    root = recorded.get("root")
+    if (str(absolute(root)) if isinstance(root, str) else None) != plan.data_root:  # other images than trained on
+        return [], []
     split, size, heldout = recorded.get("split") or "train", recorded.get("size"), layout.heldout
     if split in (heldout, "all") or heldout in str(split).split("+"):
         return [f"G and D were trained on the {split!r} split, which holds the held-out {heldout!r} images: "
                 f"{', '.join(used)} measured images they were trained on; train on 'train' for held-out numbers"], []
     options = gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else {}
-    if any(options.get(k) for k in ("limit", "exclude", "skip_bad_images")) or not isinstance(size, int):
+    # only a dataset whose splits depend on its files (a user's folder) can change under a run
+    if source.inspect is None or any(options.get(k) for k in ("limit", "exclude", "skip_bad_images")) \
+            or not isinstance(size, int):
         return [], []
     try:
         now = len(source.open(split, Path(plan.data_root) if plan.data_root else None, False,
                               plan.dataset.partition(":")[2] or None))
-    except GanlabError:
+    except Exception:  # whatever the folder now holds, the components that ran read it; this is only a warning
         return [], []
     if now == size:
         return [], []

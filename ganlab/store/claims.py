@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -118,10 +118,15 @@ def check_outside(out: Path, sources: list[Path], flag: str = "--out") -> None:
 
 
 def check_output(out: Path, kind: str, *, sources: list[Path] = (), flag: str = "--out",
-                 legacy: Sequence[str] = ()) -> None:
+                 legacy: Sequence[str] | Callable[[Path], bool] = ()) -> None:
     """Before any work: ``out`` (absolute) is new, empty or a ``kind`` folder of ganlab's, outside ``sources``.
     ``legacy``: globs of all that such a folder written before the marker existed holds (the first names a file
-    it always has): one is recognised by them, and one holding anything else is refused."""
+    it always has): one is recognised by them, and one holding anything else is refused. A predicate, as plugins
+    gave before, still recognises one, but cannot tell its files from the user's: give globs."""
+    if callable(legacy):
+        recognised, legacy = legacy(out) if out.is_dir() else False, ()
+    else:
+        recognised = bool(legacy) and (out / legacy[0]).is_file()
     if out.exists() and not out.is_dir():
         raise GanlabError(f"{flag} {out} is a file, not a folder; give a folder for the {kind}")
     check_outside(out, list(sources), flag)
@@ -130,7 +135,7 @@ def check_output(out: Path, kind: str, *, sources: list[Path] = (), flag: str = 
     except OSError:
         entries = []  # a new folder (or an unreadable one: writing into it fails, saying why)
     found = folder_kind(out) if entries else kind  # an empty folder holds nothing to lose
-    if found is None and legacy and (out / legacy[0]).is_file():
+    if found is None and recognised:
         found = kind
     patterns = tuple(legacy) or LEGACY_FILES.get(kind, ())
     if found == kind and (others := strangers(out, patterns)):

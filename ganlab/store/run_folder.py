@@ -54,13 +54,15 @@ class RunFolder:
                                   f"({len(existing)} files, e.g. {existing[0].name}); continue it with --resume "
                                   f"{self.out / LAST}, train into a new --out, or give --overwrite to replace it")
             return existing
-        later = [path for ext, folder in (("pt", self.out), ("png", self.out / SAMPLES))
-                 for epoch, path in epoch_files(folder, ext) if own and epoch > resumed_epoch]
-        if later and not overwrite:  # the epochs of an abandoned continuation
+        # an epoch checkpoint past the resumed one: a continuation that was abandoned (a grid alone is what a
+        # save that failed at the end of the epoch leaves, and training writes it again)
+        later = [path for epoch, path in epoch_files(self.out) if own and epoch > resumed_epoch]
+        if later and not overwrite:
             raise GanlabError(f"{self.out} holds epochs after epoch {resumed_epoch} of {Path(resume).name} (e.g. "
                               f"{later[0].name}), which this training would sit beside; resume into a new --out, "
                               "or give --overwrite to remove them")
-        return later
+        grids = [path for epoch, path in epoch_files(self.out / SAMPLES, "png") if epoch > resumed_epoch]
+        return later + grids if later else []
 
     def begin(self) -> None:
         """Create the folder (or remove the run files ``--overwrite`` replaces) and mark it: training starts."""

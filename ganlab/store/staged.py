@@ -7,7 +7,7 @@ import contextlib
 import glob
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ganlab.errors import GanlabError
@@ -31,7 +31,7 @@ class StagedFolder:
     first: see ``check_output``). Leaving the ``with`` block without ``commit()`` removes the staging folder."""
 
     def __init__(self, out: str | Path, kind: str, *, sources: list[Path] = (), flag: str = "--out",
-                 legacy: Sequence[str] = ()):
+                 legacy: Sequence[str] | Callable[[Path], bool] = ()):
         self.out, self.kind = absolute(out), kind
         check_output(self.out, kind, sources=list(sources), flag=flag, legacy=legacy)
         here = absolute(".")
