@@ -47,9 +47,7 @@ def make_context(gan: Any, component: Any = None, *, options: dict[str, Any] | N
     if not isinstance(gan, ganlab.LoadedGAN):
         gan = ganlab.load(gan, device_)
     if dataset == RECORDED:
-        recorded = gan.meta.get("dataset") if isinstance(gan.meta.get("dataset"), dict) else {}
-        dataset = gan.dataset or "digits"
-        data_root = data_root or (recorded.get("root") if gan.dataset else None)
+        dataset, data_root = gan.dataset or "digits", data_root or (gan.data_root if gan.dataset else None)
     merged = dict(options or {})
     if component is not None:
         merged = resolve_options(component, {f"{component.name}.{k}": v for k, v in merged.items()})

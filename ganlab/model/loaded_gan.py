@@ -43,6 +43,13 @@ class LoadedGAN:
         name = recorded.get("name") if isinstance(recorded, dict) else recorded
         return name if isinstance(name, str) and name else None
 
+    @property
+    def data_root(self) -> str | None:
+        """The recorded data folder (absolute when ganlab trained the model), or None."""
+        recorded = self.meta.get("dataset")
+        root = recorded.get("root") if isinstance(recorded, dict) else None
+        return root if isinstance(root, str) and root else None
+
     def to(self, device: torch.device | str) -> "LoadedGAN":
         self.generator.to(device)
         if self.discriminator is not None:

@@ -259,8 +259,8 @@ def check_result(result: Any, component: str) -> Result:
         if not callable(getattr(figure.figure, "savefig", None)):
             raise ValueError(f"{component}'s figure {figure.title!r} is {a(type(figure.figure).__name__)}; expected "
                              "a matplotlib Figure (an Axes' .figure)")
-    for table in result.tables:
-        if isinstance(table.columns, str) or not all(isinstance(row, (list, tuple)) for row in table.rows):
+    for table in result.tables:  # a string would be read a character a column (or row)
+        if isinstance(table.columns, str) or isinstance(table.rows, str):
             raise ValueError(f"{component}'s table {table.title!r}: give columns as a list of names and rows as "
                              "lists of cells")
     for name in ("text", "problems"):

@@ -92,10 +92,8 @@ def _prepare(path: Path, plan: Plan, only: list[str] | None, skip: list[str] | N
     """The loaded checkpoint and the chosen components; the dataset and data root recorded in the checkpoint
     fill ``plan``'s when it has none. A component named in ``only`` that cannot run here is an error."""
     gan = plan.load(path)
-    recorded = gan.meta.get("dataset") if isinstance(gan.meta.get("dataset"), dict) else {}
     plan.dataset = plan.dataset or gan.dataset
-    root = recorded.get("root") if isinstance(recorded.get("root"), str) else None
-    plan.data_root = plan.data_root or (str(absolute(root)) if root else None)
+    plan.data_root = plan.data_root or (str(absolute(gan.data_root)) if gan.data_root else None)
     components = select_components(only, skip)
     check_settings(plan.settings)
     source, layout = dataset_of(plan.dataset, plan.data_root)

@@ -186,11 +186,10 @@ def heldout_problems(gan: LoadedGAN, components: list[Component], runs: list[Com
     source, layout = dataset_of(plan.dataset, plan.data_root)
     if not used or not isinstance(recorded, dict) or recorded.get("name") != plan.dataset or not layout:
         return [], []
-    root = recorded.get("root")
-    if (str(absolute(root)) if isinstance(root, str) else None) != plan.data_root:  # other images than trained on
+    if (str(absolute(gan.data_root)) if gan.data_root else None) != plan.data_root:  # not the images trained on
         return [], []
     split, size, heldout = recorded.get("split") or "train", recorded.get("size"), layout.heldout
-    if split in (heldout, "all") or heldout in str(split).split("+"):
+    if {heldout, "all"} & set(str(split).split("+")):
         return [f"G and D were trained on the {split!r} split, which holds the held-out {heldout!r} images: "
                 f"{', '.join(used)} measured images they were trained on; train on 'train' for held-out numbers"], []
     options = gan.meta.get("options") if isinstance(gan.meta.get("options"), dict) else {}
